@@ -1,0 +1,232 @@
+"""RMSProp, with heavy-ball or Nesterov momentum: Algorithms 8.5 and 8.6 (§8.5.2)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch.optim.optimizer import Optimizer
+
+from lightopt.optim import _common
+
+
+class RMSProp(Optimizer):
+    r"""RMSProp, Algorithm 8.5 (§8.5.2), and RMSProp with Nesterov momentum, Algorithm 8.6.
+
+    .. math::
+        \begin{aligned}
+        &\textbf{require: } \epsilon,\ \rho,\ \delta,\ \alpha,\ \theta;\quad r = 0,\ v = 0 \\
+        &\textbf{loop} \\
+        &\quad \tilde\theta \leftarrow \theta + \alpha v
+            &&\text{(8.6 only; otherwise } \tilde\theta = \theta) \\
+        &\quad g \leftarrow \tfrac{1}{m} \nabla_{\tilde\theta} \textstyle\sum_i L(f(x^{(i)}; \tilde\theta), y^{(i)}) \\
+        &\quad r \leftarrow \rho r + (1 - \rho)\, g \odot g \\
+        &\quad v \leftarrow \alpha v - \frac{\epsilon}{\sqrt{\delta + r}} \odot g
+            &&\text{(8.5: } \alpha = 0) \\
+        &\quad \theta \leftarrow \theta + v
+        \end{aligned}
+
+    ======  ==============  ======================================================
+    book    argument        meaning
+    ======  ==============  ======================================================
+    ε       ``lr``          global learning rate
+    ρ       ``rho``         decay rate of the squared-gradient average
+    δ       ``eps``         small constant, *inside* the square root
+    α       ``momentum``    momentum coefficient (heavy ball, or Nesterov)
+    r, v    (state)         ``square_avg``; ``velocity`` in the book's units
+    ======  ==============  ======================================================
+
+    With ``momentum > 0`` and ``nesterov=False`` this is RMSProp with heavy-ball momentum in the
+    book's units (the book names the combination in §8.5.4 without a box); ``nesterov=True`` is
+    Algorithm 8.6, with the same ``mode`` choice as :class:`lightopt.optim.SGD`:
+    ``"lookahead"`` (default, closure-free, exact change of variables φ = θ + αv) or ``"interim"``
+    (the book's θ in the parameters, gradient re-evaluated through the closure).
+
+    Differences from the book:
+        * Algorithm 8.6 as printed has no δ (its update divides by √r, which is 0/0 for a
+          coordinate whose gradients have all been 0). δ stays inside the square root here too.
+        * The book gives no default for ρ; 0.9 is Hinton's lecture value.
+        * ``weight_decay`` (not in the book) adds ``λθ`` to g.
+
+    Differences from ``torch.optim.RMSprop``:
+        * torch adds ``eps`` *outside* the root, ``lr·g/(√r + eps)``; no setting makes the two
+          equal. They differ materially when |g| is below about 1e-3 (a few percent of the step
+          at |g| ≈ 1e-4).
+        * torch's ``alpha`` is ρ here; torch's defaults are lr=1e-2, alpha=0.99, eps=1e-8.
+        * torch's ``momentum`` keeps a buffer in gradient units scaled by the current lr; here
+          the velocity is in the book's units, so a changed lr scales only new contributions.
+          torch has no Nesterov form and no ``centered`` counterpart here.
+
+    Args:
+        params: parameters or param groups; every hyperparameter may be set per group.
+        lr: ε >= 0.
+        rho: ρ in [0, 1).
+        eps: δ > 0.
+        momentum: α in [0, 1).
+        nesterov: Algorithm 8.6 (needs ``momentum > 0``).
+        mode: ``"lookahead"`` or ``"interim"`` (Nesterov only).
+        weight_decay: λ >= 0.
+        foreach: use foreach kernels (default: on CUDA tensors).
+
+    Example:
+        >>> import torch
+        >>> from lightopt.optim import RMSProp
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> opt = RMSProp([w], lr=0.01)
+        >>> (w ** 2).sum().backward()
+        >>> _ = opt.step()
+        >>> w.detach()  # first step: -ε·g/√((1-ρ)g²) = -ε·sign(g)/√0.1
+        tensor([ 0.9684, -1.9684])
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        lr: float = 0.001,
+        rho: float = 0.9,
+        eps: float = 1e-6,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        *,
+        mode: str = "lookahead",
+        weight_decay: float = 0.0,
+        foreach: bool | None = None,
+    ) -> None:
+        lr = _common.check_lr(lr)
+        rho = _common.check_unit("rho", rho)
+        eps = _common.check_eps(eps)
+        momentum = _common.check_unit("momentum", momentum)
+        _common.check_momentum_options(momentum, nesterov, mode)
+        weight_decay = _common.check_weight_decay(weight_decay)
+        defaults = dict(
+            lr=lr, rho=rho, eps=eps, momentum=momentum, nesterov=nesterov, mode=mode,
+            weight_decay=weight_decay, foreach=foreach,
+        )
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        _common.check_lr(group["lr"])
+        _common.check_unit("rho", group["rho"])
+        _common.check_eps(group["eps"])
+        _common.check_unit("momentum", group["momentum"])
+        _common.check_momentum_options(group["momentum"], group["nesterov"], group["mode"])
+        _common.check_weight_decay(group["weight_decay"])
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one update. ``closure`` re-evaluates the loss; ``mode='interim'`` requires it."""
+        interim = [g for g in self.param_groups if g["nesterov"] and g["mode"] == "interim"]
+        if interim:
+            if closure is None:
+                raise _common.missing_closure_error(type(self).__name__)
+            self._shift_to_interim(interim, sign=1.0)
+            try:
+                loss = _common.evaluate_closure(closure)
+            finally:
+                self._shift_to_interim(interim, sign=-1.0)
+        else:
+            loss = _common.evaluate_closure(closure)
+
+        for group in self.param_groups:
+            params = _common.params_with_grad(group["params"], "RMSProp")
+            if not params:
+                continue
+            use_velocity = group["momentum"] != 0
+            square_avgs, velocities = [], []
+            for p in params:
+                state = self.state[p]
+                if "square_avg" not in state:
+                    state["step"] = 0
+                    state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                if use_velocity and "velocity" not in state:
+                    state["velocity"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                square_avgs.append(state["square_avg"])
+                if use_velocity:
+                    velocities.append(state["velocity"])
+            foreach = group["foreach"]
+            if foreach is None:
+                foreach = _common.default_foreach(params)
+            rmsprop(
+                params, [p.grad for p in params], square_avgs, velocities if use_velocity else None,
+                lr=group["lr"], rho=group["rho"], eps=group["eps"], momentum=group["momentum"],
+                lookahead=group["nesterov"] and group["mode"] == "lookahead",
+                weight_decay=group["weight_decay"], foreach=foreach,
+            )
+        return loss
+
+    def _shift_to_interim(self, groups: list[dict[str, Any]], sign: float) -> None:
+        # Algorithm 8.6, line "θ̃ ← θ + αv".
+        for group in groups:
+            for p in group["params"]:
+                velocity = self.state.get(p, {}).get("velocity")
+                if velocity is not None:
+                    p.add_(velocity, alpha=sign * group["momentum"])
+
+
+def rmsprop(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    square_avgs: list[torch.Tensor],
+    velocities: list[torch.Tensor] | None,
+    *,
+    lr: float,
+    rho: float,
+    eps: float,
+    momentum: float,
+    lookahead: bool,
+    weight_decay: float,
+    foreach: bool,
+) -> None:
+    """Functional kernel of :class:`RMSProp` (Algorithms 8.5 and 8.6), in place.
+
+    ``velocities`` is None without momentum. ``lookahead`` applies the Nesterov change of
+    variables φ = θ + αv: φ ← φ + α v_new − ε g/√(δ + r).
+    """
+    if foreach:
+        lists = [params, grads, square_avgs] + ([velocities] if velocities is not None else [])
+        for chunk in _common.group_by_device_and_dtype(*lists):
+            p, g, r = chunk[0], chunk[1], chunk[2]
+            v = chunk[3] if velocities is not None else None
+            _rmsprop_foreach(p, g, r, v, lr, rho, eps, momentum, lookahead, weight_decay)
+    else:
+        for i, (p, g, r) in enumerate(zip(params, grads, square_avgs)):
+            v = velocities[i] if velocities is not None else None
+            _rmsprop_single(p, g, r, v, lr, rho, eps, momentum, lookahead, weight_decay)
+
+
+def _rmsprop_single(p, g, r, v, lr, rho, eps, momentum, lookahead, weight_decay) -> None:
+    if weight_decay != 0:
+        g = g.add(p, alpha=weight_decay)
+    r.mul_(rho).addcmul_(g, g, value=1 - rho)  # r ← ρr + (1 − ρ) g⊙g
+    denom = r.add(eps).sqrt_()  # √(δ + r)
+    if v is None:
+        p.addcdiv_(g, denom, value=-lr)  # θ ← θ − ε g/√(δ + r)
+        return
+    v.mul_(momentum).addcdiv_(g, denom, value=-lr)  # v ← αv − ε g/√(δ + r)
+    if lookahead:
+        p.add_(v, alpha=momentum).addcdiv_(g, denom, value=-lr)  # φ ← φ + αv − ε g/√(δ + r)
+    else:
+        p.add_(v)  # θ ← θ + v
+
+
+def _rmsprop_foreach(p, g, r, v, lr, rho, eps, momentum, lookahead, weight_decay) -> None:
+    if weight_decay != 0:
+        g = torch._foreach_add(g, p, alpha=weight_decay)
+    torch._foreach_mul_(r, rho)
+    torch._foreach_addcmul_(r, g, g, value=1 - rho)
+    denom = torch._foreach_add(r, eps)
+    torch._foreach_sqrt_(denom)
+    if v is None:
+        torch._foreach_addcdiv_(p, g, denom, value=-lr)
+        return
+    torch._foreach_mul_(v, momentum)
+    torch._foreach_addcdiv_(v, g, denom, value=-lr)
+    if lookahead:
+        torch._foreach_add_(p, v, alpha=momentum)
+        torch._foreach_addcdiv_(p, g, denom, value=-lr)
+    else:
+        torch._foreach_add_(p, v)

@@ -1,0 +1,207 @@
+"""SGD, momentum and Nesterov momentum: Algorithms 8.1, 8.2 and 8.3 (§8.3)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch.optim.optimizer import Optimizer
+from torch.optim.sgd import sgd as _torch_sgd
+
+from lightopt.optim import _common
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent, Algorithms 8.1, 8.2 and 8.3 (§8.3).
+
+    .. math::
+        \begin{aligned}
+        &\textbf{require: } \text{learning rate } \epsilon_k,\ \text{momentum } \alpha \in [0, 1),
+            \ \theta,\ v = 0 \\
+        &\textbf{loop} \\
+        &\quad \tilde\theta \leftarrow \theta + \alpha v
+            &&\text{(8.3 only; 8.1/8.2 use } \tilde\theta = \theta) \\
+        &\quad g \leftarrow \tfrac{1}{m} \nabla_{\tilde\theta} \textstyle\sum_i L(f(x^{(i)}; \tilde\theta), y^{(i)}) \\
+        &\quad v \leftarrow \alpha v - \epsilon_k g && \text{(8.1: } \alpha = 0) \\
+        &\quad \theta \leftarrow \theta + v
+        \end{aligned}
+
+    ==========  ================  =====================================
+    book        argument          meaning
+    ==========  ================  =====================================
+    ε_k         ``lr``            learning rate, read every step
+    α           ``momentum``      momentum coefficient
+    v           (state)           velocity, in the book's units
+    θ̃           ``mode``          where the Nesterov gradient is taken
+    ==========  ================  =====================================
+
+    **Velocity in the book's units.** A learning rate that changes between steps scales only the
+    new contribution ``−ε_k g``: the velocity accumulated so far keeps the step sizes it was made
+    with. ``torch.optim.SGD`` keeps ``b`` with ``v = −lr·b`` and multiplies the whole of ``b`` by
+    the *current* lr, so under any schedule its trajectory differs from the book's. This class
+    stores torch's buffer ``b`` together with the learning rate ``ε_b`` it is expressed in, and
+    rescales ``b ← b·ε_b/ε_k`` whenever the learning rate changes: an exact change of variables
+    (``v = −ε_b·b``) that lets it run torch's own for-loop, foreach and fused kernels, and costs
+    one extra multiply only on steps where the learning rate changed.
+
+    **Nesterov modes.** ``mode="lookahead"`` (the default) keeps ``φ = θ + αv`` in the parameters,
+    the exact change of variables ``φ ← φ + α v_{new} − ε_k g(φ)``: the gradient is taken where the
+    parameters are, so no closure is needed and it works under 16-bit mixed precision (where
+    Lightning calls ``step()`` without a closure). The model then holds the look-ahead point
+    ``θ + αv`` (as ``torch.optim.SGD(nesterov=True)`` does); ``θ = φ − αv``. If ``momentum``
+    changes between steps, the look-ahead point of step ``k + 1`` uses step ``k``'s α.
+    ``mode="interim"`` keeps the book's θ in the parameters: ``step(closure)`` moves to θ + αv,
+    re-evaluates the loss and gradient through ``closure`` (Lightning's automatic optimization
+    passes one), moves back and applies the momentum update. It costs a second forward and
+    backward pass per step, and a missing closure is an error.
+
+    Differences from the book:
+        * ``weight_decay`` (not in the book; regularization belongs to J there) adds ``λθ`` to g.
+        * The velocity starts at 0; the book allows any initial v.
+
+    Differences from ``torch.optim.SGD``:
+        * The learning rate scales new contributions only (above); equal trajectories when lr is
+          constant.
+        * No ``dampening`` (the book has none), no ``maximize``, ``differentiable`` or tensor lr.
+        * ``lr`` has no default: the book gives none.
+
+    Args:
+        params: parameters or param groups; every hyperparameter below may be set per group.
+        lr: ε, the learning rate (>= 0).
+        momentum: α in [0, 1); 0 gives Algorithm 8.1.
+        nesterov: Algorithm 8.3 (needs ``momentum > 0``).
+        mode: ``"lookahead"`` or ``"interim"``; only used with ``nesterov=True``.
+        weight_decay: λ >= 0, an L2 penalty added to the gradient.
+        foreach: use torch's foreach kernels (default: torch's choice, foreach on CUDA).
+        fused: use torch's fused kernel (CPU and CUDA floating-point tensors).
+
+    Example:
+        >>> import torch
+        >>> from lightopt.optim import SGD
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> opt = SGD([w], lr=0.1, momentum=0.9)
+        >>> for _ in range(2):
+        ...     opt.zero_grad()
+        ...     (w ** 2).sum().backward()
+        ...     _ = opt.step()
+        >>> w.detach()
+        tensor([ 0.4600, -0.9200])
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        lr: float,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        *,
+        mode: str = "lookahead",
+        weight_decay: float = 0.0,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+    ) -> None:
+        lr = _common.check_lr(lr)
+        momentum = _common.check_unit("momentum", momentum)
+        _common.check_momentum_options(momentum, nesterov, mode)
+        weight_decay = _common.check_weight_decay(weight_decay)
+        if foreach and fused:
+            raise ValueError("`foreach` and `fused` cannot both be True; choose one.")
+        defaults = dict(
+            lr=lr, momentum=momentum, nesterov=nesterov, mode=mode, weight_decay=weight_decay,
+            foreach=foreach, fused=fused,
+        )
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        _common.check_lr(group["lr"])
+        _common.check_unit("momentum", group["momentum"])
+        _common.check_momentum_options(group["momentum"], group["nesterov"], group["mode"])
+        _common.check_weight_decay(group["weight_decay"])
+
+    def velocity(self, param: torch.Tensor) -> torch.Tensor:
+        """The book's velocity ``v`` of ``param`` (zeros before its first momentum step)."""
+        state = self.state.get(param, {})
+        buf = state.get("momentum_buffer")
+        if buf is None:
+            return torch.zeros_like(param)
+        return buf * (-state["momentum_lr"])
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one update. ``closure`` re-evaluates the loss; ``mode='interim'`` requires it."""
+        interim = [g for g in self.param_groups if g["nesterov"] and g["mode"] == "interim"]
+        if interim:
+            if closure is None:
+                raise _common.missing_closure_error(type(self).__name__)
+            self._shift_to_interim(interim, sign=1.0)
+            try:
+                loss = _common.evaluate_closure(closure)
+            finally:
+                self._shift_to_interim(interim, sign=-1.0)
+        else:
+            loss = _common.evaluate_closure(closure)
+
+        for group in self.param_groups:
+            params = _common.params_with_grad(group["params"], "SGD")
+            if params:
+                self._update_group(group, params)
+        return loss
+
+    def _shift_to_interim(self, groups: list[dict[str, Any]], sign: float) -> None:
+        # Algorithm 8.3, line "θ̃ ← θ + αv", with v = −ε_b·b.
+        for group in groups:
+            for p in group["params"]:
+                state = self.state.get(p, {})
+                buf = state.get("momentum_buffer")
+                if buf is not None:
+                    p.add_(buf, alpha=-sign * group["momentum"] * state["momentum_lr"])
+
+    def _update_group(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        lr, momentum = group["lr"], group["momentum"]
+        grads = [p.grad for p in params]
+        states = [self.state[p] for p in params]
+        bufs = [s.get("momentum_buffer") if momentum != 0 else None for s in states]
+        lookahead = group["nesterov"] and group["mode"] == "lookahead"
+        if momentum != 0:
+            if lr == 0:
+                self._zero_lr_step(group, params, states, lookahead)
+                return
+            _rescale_buffers(bufs, states, lr)
+            if group["fused"] and None in bufs and any(b is not None for b in bufs):
+                # torch's fused kernel treats a step as first only when no buffer exists yet;
+                # a parameter that gets its first gradient later starts from v = 0.
+                bufs = [torch.zeros_like(p) if b is None else b for p, b in zip(params, bufs)]
+        _torch_sgd(
+            params, grads, bufs, foreach=group["foreach"], fused=group["fused"],
+            weight_decay=group["weight_decay"], momentum=momentum, lr=lr, dampening=0.0,
+            nesterov=lookahead, maximize=False,
+        )
+        if momentum != 0:
+            for state, buf in zip(states, bufs):
+                state["momentum_buffer"] = buf
+                state["momentum_lr"] = lr
+
+    @staticmethod
+    def _zero_lr_step(group: dict[str, Any], params: list[torch.Tensor], states: list[dict], lookahead: bool) -> None:
+        # ε_k = 0: v ← αv; θ ← θ + v (lookahead: φ ← φ + αv). torch's kernel cannot express it
+        # (its buffer is in units of lr), so keep b in units of the previous lr ε_b.
+        alpha = group["momentum"]
+        for p, state in zip(params, states):
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                continue
+            buf.mul_(alpha)
+            p.add_(buf, alpha=-state["momentum_lr"] * (alpha if lookahead else 1.0))
+
+
+def _rescale_buffers(bufs: list[torch.Tensor | None], states: list[dict], lr: float) -> None:
+    """Express every buffer in units of the current lr: b ← b·ε_b/ε_k (v = −ε_b·b is unchanged)."""
+    by_factor: dict[float, list[torch.Tensor]] = {}
+    for buf, state in zip(bufs, states):
+        if buf is not None and state["momentum_lr"] != lr:
+            by_factor.setdefault(state["momentum_lr"] / lr, []).append(buf)
+    for factor, group in by_factor.items():
+        torch._foreach_mul_(group, factor)
