@@ -1,0 +1,42 @@
+"""The one place where lightopt touches other libraries' private names.
+
+Each wrapper here pins down the contract lightopt relies on, and ``tests/optim`` checks it, so
+that a change upstream fails one small test instead of an optimizer far away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.optim.lbfgs import _strong_wolfe as _torch_strong_wolfe
+
+ObjectiveFn = Callable[[torch.Tensor, float, torch.Tensor], tuple[float, torch.Tensor]]
+
+
+def strong_wolfe(
+    obj_func: ObjectiveFn,
+    x: torch.Tensor,
+    t: float,
+    d: torch.Tensor,
+    f: float,
+    g: torch.Tensor,
+    gtd: torch.Tensor,
+    *,
+    c1: float,
+    c2: float,
+    tolerance_change: float,
+    max_ls: int,
+) -> tuple[float, torch.Tensor, float, int]:
+    """torch's strong-Wolfe line search (bracketing and cubic-interpolation zoom), as used by LBFGS.
+
+    ``obj_func(x, t, d)`` returns the loss (a float) and the flat gradient at ``x + t·d`` and must
+    leave the parameters at ``x``. ``f``, ``g`` and ``gtd = gᵀd`` describe the point ``x``; ``t``
+    is the first trial step. Returns ``(f_new, g_new, t, evaluations)`` for the accepted step, or
+    for the best point bracketed when ``max_ls`` evaluations did not satisfy the conditions
+    ``f(x + t d) <= f + c1·t·gtd`` and ``|g(x + t d)ᵀd| <= c2·|gtd|``.
+    """
+    f_new, g_new, t_new, evals = _torch_strong_wolfe(
+        obj_func, x, t, d, f, g, gtd, c1=c1, c2=c2, tolerance_change=tolerance_change, max_ls=max_ls
+    )
+    return float(f_new), g_new, float(t_new), int(evals)
