@@ -1,6 +1,9 @@
 """Lightning callbacks for lightopt, one per module."""
 
 from lightopt.callbacks.early_stopping import EarlyStopping
+from lightopt.callbacks.gradient_clipping import GradientClipping
+from lightopt.callbacks.gradient_monitor import GradientMonitor
 from lightopt.callbacks.initialization import Initialization
+from lightopt.callbacks.polyak_averaging import PolyakAveraging
 
-__all__ = ["EarlyStopping", "Initialization"]
+__all__ = ["EarlyStopping", "GradientClipping", "GradientMonitor", "Initialization", "PolyakAveraging"]
