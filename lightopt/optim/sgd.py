@@ -42,8 +42,9 @@ class SGD(Optimizer):
     the *current* lr, so under any schedule its trajectory differs from the book's. This class
     stores torch's buffer ``b`` together with the learning rate ``ε_b`` it is expressed in, and
     rescales ``b ← b·ε_b/ε_k`` whenever the learning rate changes: an exact change of variables
-    (``v = −ε_b·b``) that lets it run torch's own for-loop, foreach and fused kernels, and costs
-    one extra multiply only on steps where the learning rate changed.
+    (``v = −ε_b·b``) that lets it run torch's own for-loop, foreach and fused kernels. For heavy-ball
+    momentum the rescale folds into the kernel's momentum factor (``α·ε_b/ε_k``), so it costs
+    nothing; with Nesterov it is one extra multiply on steps where the learning rate changed.
 
     **Nesterov modes.** ``mode="lookahead"`` (the default) keeps ``φ = θ + αv`` in the parameters,
     the exact change of variables ``φ ← φ + α v_{new} − ε_k g(φ)``: the gradient is taken where the
@@ -162,27 +163,34 @@ class SGD(Optimizer):
     def _update_group(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
         lr, momentum = group["lr"], group["momentum"]
         grads = [p.grad for p in params]
+        kernel = dict(foreach=group["foreach"], fused=group["fused"], weight_decay=group["weight_decay"],
+                      lr=lr, dampening=0.0, maximize=False)
+        if momentum == 0:  # Algorithm 8.1: no state at all, as in torch
+            _torch_sgd(params, grads, [None] * len(params), momentum=0.0, nesterov=False, **kernel)
+            return
         states = [self.state[p] for p in params]
-        bufs = [s.get("momentum_buffer") if momentum != 0 else None for s in states]
+        bufs = [s.get("momentum_buffer") for s in states]
         lookahead = group["nesterov"] and group["mode"] == "lookahead"
-        if momentum != 0:
-            if lr == 0:
-                self._zero_lr_step(group, params, states, lookahead)
-                return
+        if lr == 0:
+            self._zero_lr_step(group, params, states, lookahead)
+            return
+        missing = [b is None for b in bufs]
+        kernel_momentum = momentum
+        buffer_lrs = {s["momentum_lr"] for s, m in zip(states, missing) if not m}
+        if len(buffer_lrs) == 1 and not lookahead:
+            # Heavy ball: b ← (α·ε_b/ε_k)·b + g in torch's own pass is v ← αv − ε_k g in units of ε_k,
+            # so a changed learning rate costs nothing extra. (Nesterov's g + αb term needs α itself.)
+            kernel_momentum = momentum * buffer_lrs.pop() / lr
+        else:
             _rescale_buffers(bufs, states, lr)
-            if group["fused"] and None in bufs and any(b is not None for b in bufs):
-                # torch's fused kernel treats a step as first only when no buffer exists yet;
-                # a parameter that gets its first gradient later starts from v = 0.
-                bufs = [torch.zeros_like(p) if b is None else b for p, b in zip(params, bufs)]
-        _torch_sgd(
-            params, grads, bufs, foreach=group["foreach"], fused=group["fused"],
-            weight_decay=group["weight_decay"], momentum=momentum, lr=lr, dampening=0.0,
-            nesterov=lookahead, maximize=False,
-        )
-        if momentum != 0:
-            for state, buf in zip(states, bufs):
-                state["momentum_buffer"] = buf
-                state["momentum_lr"] = lr
+        if group["fused"] and any(missing) and not all(missing):
+            # torch's fused kernel treats a step as first only when no buffer exists yet;
+            # a parameter that gets its first gradient later starts from v = 0.
+            bufs = [torch.zeros_like(p) if m else b for p, b, m in zip(params, bufs, missing)]
+        _torch_sgd(params, grads, bufs, momentum=kernel_momentum, nesterov=lookahead, **kernel)
+        for state, buf in zip(states, bufs):
+            state["momentum_buffer"] = buf
+            state["momentum_lr"] = lr
 
     @staticmethod
     def _zero_lr_step(group: dict[str, Any], params: list[torch.Tensor], states: list[dict], lookahead: bool) -> None:
