@@ -1,0 +1,88 @@
+"""Smoke test of benchmarks/optim_step.py: it runs in-process and reports every pair. No timing thresholds."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "optim_step.py"
+
+# Every pair the benchmark must report on CPU, with the kernel paths torch offers for it.
+_ALL = ("loop", "foreach", "fused")
+_RMS = ("loop", "foreach")
+EXPECTED = {
+    "SGD": _ALL,
+    "SGD momentum=0.9": _ALL,
+    "SGD momentum=0.9 nesterov (lookahead)": _ALL,
+    "SGD momentum=0.9, lr changed every step": _ALL,
+    "AdaGrad": _ALL,
+    "Adam": _ALL,
+    "RMSProp": _RMS,
+    "RMSProp momentum=0.9": _RMS,
+    "RMSProp momentum=0.9 nesterov (lookahead)": _RMS,
+    "control: torch Adam vs torch Adam": _ALL,
+}
+
+
+@pytest.fixture(scope="module")
+def optim_step():
+    spec = importlib.util.spec_from_file_location("optim_step", _SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def _table_rows(stdout: str) -> dict[tuple[str, str], list[str]]:
+    """The rows of the main results table, keyed by (pair, path)."""
+    rows = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and cells[1] in _ALL:
+            rows[(cells[0], cells[1])] = cells
+    return rows
+
+
+def test_quick_run_reports_every_pair(optim_step, tmp_path, capsys):
+    out = tmp_path / "out.json"
+    argv = ["--quick", "--rounds", "2", "--layers", "2", "--max-width", "16", "--block-ms", "1", "--json", str(out)]
+    assert optim_step.main(argv) == 0
+    stdout = capsys.readouterr().out
+
+    expected = {(name, path) for name, paths in EXPECTED.items() for path in paths}
+    rows = _table_rows(stdout)
+    assert set(rows) == expected
+    for cells in rows.values():
+        ratio = float(cells[4].split()[0])
+        assert math.isfinite(ratio) and ratio > 0
+
+    report = json.loads(out.read_text())
+    assert report["skipped"] == []
+    assert {(r["pair"], r["path"]) for r in report["results"]} == expected
+    for r in report["results"]:
+        assert len(r["lightopt_rounds_s"]) == len(r["torch_rounds_s"]) == 2
+        assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("lightopt_s", "torch_s", "ratio", "round_ratio_median"))
+        assert 0 < r["ratio_ci_low"] <= r["ratio_ci_high"]
+    assert report["machine"]["cpu"] in stdout and report["n_params"] > 0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--rounds", "1"], "`--rounds` must be >= 2, but got rounds=1."),
+        (["--layers", "0"], "`--layers` must be >= 1, but got layers=0."),
+    ],
+)
+def test_bad_arguments_exit_2(optim_step, capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        optim_step.main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
