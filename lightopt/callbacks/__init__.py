@@ -1,6 +1,7 @@
 """Lightning callbacks for lightopt, one per module."""
 
 from lightopt.callbacks.coordinate_descent import CoordinateDescent
+from lightopt.callbacks.curvature_monitor import CurvatureMonitor
 from lightopt.callbacks.curriculum import Continuation, CurriculumSampler, StochasticCurriculum
 from lightopt.callbacks.early_stopping import EarlyStopping
 from lightopt.callbacks.gradient_clipping import GradientClipping
@@ -11,6 +12,7 @@ from lightopt.callbacks.polyak_averaging import PolyakAveraging
 __all__ = [
     "Continuation",
     "CoordinateDescent",
+    "CurvatureMonitor",
     "CurriculumSampler",
     "EarlyStopping",
     "GradientClipping",
