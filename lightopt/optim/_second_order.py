@@ -82,6 +82,35 @@ def missing_closure_error(name: str, what: str) -> ValueError:
 # ----------------------------------------------------------------------------- flat vectors
 
 
+class FlatOptimizer(torch.optim.Optimizer):
+    """Base of the optimizers that treat all param groups as one vector θ.
+
+    Subclasses set ``_shared`` (hyperparameters every group must share) and ``_check_group`` (the
+    argument checks of one group). Both run on the defaults before any side effect and on every
+    group added later; a rejected group is removed again.
+    """
+
+    _shared: tuple[str, ...] = ()
+
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        self._check_group(defaults)
+        super().__init__(params, defaults)
+        check_params(all_params(self), type(self).__name__)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        try:
+            self._check_group(self.param_groups[-1])
+            shared_hyperparameters(self, self._shared)
+        except (TypeError, ValueError):
+            self.param_groups.pop()
+            raise
+
+    @staticmethod
+    def _check_group(group: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
 def flat_params(params: Sequence[torch.Tensor]) -> torch.Tensor:
     """θ as one vector (a copy), in the order of the param groups."""
     return torch.cat([p.detach().reshape(-1) for p in params])

@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from torch.optim.optimizer import Optimizer
 
 from lightopt._validation import check_bool, check_int, check_range
 from lightopt.optim import _common
@@ -15,7 +14,7 @@ from lightopt.optim import _second_order as _so
 _HYPERPARAMETERS = ("lr", "line_search", "max_iter", "tolerance_grad", "init_scale", "c1", "c2")
 
 
-class BFGS(Optimizer):
+class BFGS(_so.FlatOptimizer):
     r"""The BFGS quasi-Newton method, §8.6.3 (eq. 8.33), with a dense inverse-Hessian approximation M.
 
     .. math::
@@ -96,6 +95,11 @@ class BFGS(Optimizer):
         tensor([0.2000, 0.4000], dtype=torch.float64)
     """
 
+    _shared = _HYPERPARAMETERS
+    @staticmethod
+    def _check_group(group: dict[str, Any]) -> None:
+        _check_hyperparameters(group)
+
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
@@ -113,21 +117,9 @@ class BFGS(Optimizer):
             lr=lr, line_search=line_search, max_iter=max_iter, tolerance_grad=tolerance_grad, init_scale=init_scale,
             c1=c1, c2=c2,
         )
-        _check_hyperparameters(defaults)
         self.max_params = check_int("max_params", max_params, 1)
         super().__init__(params, defaults)
-        params = _so.all_params(self)
-        _so.check_params(params, type(self).__name__)
-        self._check_size(params)
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        try:
-            _check_hyperparameters(self.param_groups[-1])
-            _so.shared_hyperparameters(self, _HYPERPARAMETERS)
-        except (TypeError, ValueError):
-            self.param_groups.pop()
-            raise
+        self._check_size(_so.all_params(self))
 
     def _check_size(self, params: list[torch.Tensor]) -> None:
         n = sum(p.numel() for p in params)

@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from torch.optim.optimizer import Optimizer
 
 from lightopt._validation import check_int, check_range
 from lightopt.optim import _common
@@ -16,7 +15,7 @@ BETAS = ("polak_ribiere", "fletcher_reeves")
 _HYPERPARAMETERS = ("lr", "beta", "restart_every", "line_search", "max_iter", "tolerance_grad", "c1", "c2")
 
 
-class ConjugateGradient(Optimizer):
+class ConjugateGradient(_so.FlatOptimizer):
     r"""Nonlinear conjugate gradients, Algorithm 8.9 (§8.6.2).
 
     .. math::
@@ -97,6 +96,11 @@ class ConjugateGradient(Optimizer):
         tensor([0.2000, 0.4000], dtype=torch.float64)
     """
 
+    _shared = _HYPERPARAMETERS
+    @staticmethod
+    def _check_group(group: dict[str, Any]) -> None:
+        _check_hyperparameters(group)
+
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
@@ -114,18 +118,7 @@ class ConjugateGradient(Optimizer):
             lr=lr, beta=beta, restart_every=restart_every, line_search=line_search, max_iter=max_iter,
             tolerance_grad=tolerance_grad, c1=c1, c2=c2,
         )
-        _check_hyperparameters(defaults)
         super().__init__(params, defaults)
-        _so.check_params(_so.all_params(self), type(self).__name__)
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        try:
-            _check_hyperparameters(self.param_groups[-1])
-            _so.shared_hyperparameters(self, _HYPERPARAMETERS)
-        except (TypeError, ValueError):
-            self.param_groups.pop()
-            raise
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]

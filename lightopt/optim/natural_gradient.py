@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
-from torch.optim.optimizer import Optimizer
 
 from lightopt._validation import check_int, check_range
 from lightopt.optim import _common
@@ -15,7 +14,7 @@ from lightopt.optim import _second_order as _so
 _SHARED = ("damping", "cg_max_iter", "cg_tol")
 
 
-class NaturalGradient(Optimizer):
+class NaturalGradient(_so.FlatOptimizer):
     r"""Natural gradient descent with the damped empirical Fisher matrix, an approximate second-order method (§8.6).
 
     .. math::
@@ -97,6 +96,12 @@ class NaturalGradient(Optimizer):
         True
     """
 
+    _shared = _SHARED
+
+    @staticmethod
+    def _check_group(group: dict[str, Any]) -> None:
+        _check_hyperparameters(group)
+
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
@@ -107,18 +112,7 @@ class NaturalGradient(Optimizer):
         cg_tol: float = 1e-6,
     ) -> None:
         defaults = dict(lr=lr, damping=damping, cg_max_iter=cg_max_iter, cg_tol=cg_tol)
-        _check_hyperparameters(defaults)
         super().__init__(params, defaults)
-        _so.check_params(_so.all_params(self), type(self).__name__)
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        try:
-            _check_hyperparameters(self.param_groups[-1])
-            _so.shared_hyperparameters(self, _SHARED)
-        except (TypeError, ValueError):
-            self.param_groups.pop()
-            raise
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:  # type: ignore[override]

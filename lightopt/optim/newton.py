@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from torch.optim.optimizer import Optimizer
 
 from lightopt._validation import check_int, check_range
 from lightopt.optim import _common
@@ -19,7 +18,7 @@ _C1, _C2 = 1e-4, 0.9  # strong-Wolfe constants (sufficient decrease, curvature)
 _HYPERPARAMETERS = ("lr", "damping", "solver", "cg_max_iter", "cg_tol", "line_search")
 
 
-class Newton(Optimizer):
+class Newton(_so.FlatOptimizer):
     r"""Newton's method, Algorithm 8.8 (§8.6.1), with Levenberg–Marquardt damping (eq. 8.28).
 
     .. math::
@@ -112,6 +111,11 @@ class Newton(Optimizer):
         tensor([ 0.5333, -0.0667], dtype=torch.float64)
     """
 
+    _shared = _HYPERPARAMETERS
+    @staticmethod
+    def _check_group(group: dict[str, Any]) -> None:
+        _check_hyperparameters(group)
+
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
@@ -126,18 +130,7 @@ class Newton(Optimizer):
         defaults = dict(
             lr=lr, damping=damping, solver=solver, cg_max_iter=cg_max_iter, cg_tol=cg_tol, line_search=line_search
         )
-        _check_hyperparameters(defaults)
         super().__init__(params, defaults)
-        _so.check_params(_so.all_params(self), type(self).__name__)
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        try:
-            _check_hyperparameters(self.param_groups[-1])
-            _so.shared_hyperparameters(self, _HYPERPARAMETERS)
-        except (TypeError, ValueError):
-            self.param_groups.pop()
-            raise
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
