@@ -1,16 +1,161 @@
-"""The ``lightopt`` command line."""
+"""The ``lightopt`` command line: ``lightopt fit FILE`` and ``lightopt sweep run|show|best``.
+
+User errors (a bad file, a bad option, a study that is not there) print one line on stderr and
+exit with code 2; nothing is written to a study before its file has been checked.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 
 import lightopt
 
+__all__ = ["main"]
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lightopt", description=lightopt.__doc__)
+_EPILOG = "Sweep files: see the README's Sweeps section and the ready files in sweeps/."
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage block), exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lightopt", description=lightopt.__doc__, epilog=_EPILOG)
     parser.add_argument("--version", action="version", version=f"lightopt {lightopt.__version__}")
-    parser.parse_args(argv)
-    parser.print_help(sys.stdout)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    fit = commands.add_parser("fit", help="one training run from a config file", description=(
+        "Train once from a LightningCLI-style config (model, data, trainer, optimizer, lr_scheduler, "
+        "seed_everything). lightopt's optimizers, schedules and callbacks are available by class path. "
+        "A sweep file runs its base config (study and search are ignored)."))
+    fit.add_argument("file", metavar="FILE", help="YAML config, e.g. one written by `lightopt sweep best --export`")
+    fit.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's; tiny models run "
+                     "fastest on 1)")
+
+    sweep = commands.add_parser("sweep", help="Optuna sweeps from a file: run, show, best",
+                                description="Optuna sweeps from a sweep file.", epilog=_EPILOG)
+    sweep_commands = sweep.add_subparsers(dest="sweep_command", metavar="SUBCOMMAND", parser_class=_Parser)
+
+    run = sweep_commands.add_parser("run", help="create or resume a study and run its trials", description=(
+        "Create the study or resume it, and run trials until it has --n-trials in all (trials from earlier "
+        "runs count). One line per trial, then the best trial and where the logs are."))
+    run.add_argument("file", metavar="FILE", help="the sweep file")
+    run.add_argument("--n-trials", type=int, metavar="N", help="the study's total number of trials (default: study.n_trials)")
+    run.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds (default: study.timeout)")
+    run.add_argument("--storage", metavar="URL", help="an Optuna database URL or a journal file path (default: study.storage, "
+                     "else <log_dir>/<name>/study.journal)")
+    run.add_argument("--study-name", metavar="NAME", help="the study's name (default: study.name, else the file's stem)")
+    run.add_argument("--workers", type=int, default=1, metavar="N", help="trials run in parallel (only 1 for now)")
+    run.add_argument("--threads", type=int, metavar="N", help="torch CPU threads per trial (default: study.threads, "
+                     "else torch's)")
+
+    for name, help_text in (("show", "the trial table and the best trial"),
+                            ("best", "the best trial's config, runnable with `lightopt fit`")):
+        sub = sweep_commands.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        sub.add_argument("target", metavar="FILE_or_NAME", help="the sweep file, or the study's name")
+        sub.add_argument("--storage", metavar="URL", help="where the study is (default: from the file, else "
+                         "<log-dir>/<name>/study.journal)")
+        sub.add_argument("--log-dir", default="runs", help="for a NAME: the sweep's log_dir (default: runs)")
+        if name == "show":
+            sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        else:
+            sub.add_argument("--export", metavar="PATH", help="write the config here instead of printing it")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (2 for user errors)."""
+    from lightopt.sweep.config import SweepConfigError
+
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # class paths such as examples.digits.DigitsMLP, as with `python -m`
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 0
+        if args.command == "sweep" and args.sweep_command is None:
+            parser.parse_args(["sweep", "--help"])
+        if args.command == "fit":
+            return _fit(args)
+        return {"run": _sweep_run, "show": _sweep_show, "best": _sweep_best}[args.sweep_command](args)
+    except (_UsageError, SweepConfigError, ImportError) as error:
+        print(f"error: {error}" if not isinstance(error, _UsageError) else str(error), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exit_:  # --help, --version
+        return exit_.code if isinstance(exit_.code, int) else 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from lightopt.sweep import config, fit
+    from lightopt.sweep.build import torch_threads
+
+    run_file = config.load(args.file)
+    try:
+        config.check_threads("--threads", args.threads)
+    except ValueError as error:
+        raise _UsageError(f"lightopt fit: {error}") from None
+    with torch_threads(args.threads):
+        run = fit(run_file.run)
+    metrics = {k: float(v) for k, v in run.trainer.callback_metrics.items() if v.numel() == 1}
+    shown = ", ".join(f"{k}={v:.6g}" for k, v in sorted(metrics.items())) or "no metrics logged"
+    print(f"fit done: {shown}")
+    if run.trainer.log_dir:
+        print(f"logs: {run.trainer.log_dir}")
+    return 0
+
+
+def _sweep_run(args: argparse.Namespace) -> int:
+    from lightopt.sweep import config, run_sweep
+    from lightopt.sweep.pruning import MetricNotLoggedError
+
+    sweep = config.load(args.file)
+    if sweep.study is None:
+        raise config.SweepConfigError("the file has no `study` block: add one (name, metric, n_trials, ...) to sweep.",
+                                      sweep.path)
+    if args.study_name is not None and not config._NAME.match(args.study_name):
+        raise _UsageError(f"lightopt sweep run: `--study-name` must be letters, digits, '_', '-' or '.', "
+                          f"but got {args.study_name!r}")
+    try:
+        run_sweep(sweep, n_trials=args.n_trials, timeout=args.timeout, storage=args.storage,
+                  study_name=args.study_name, workers=args.workers, threads=args.threads)
+    except MetricNotLoggedError as error:
+        raise config.SweepConfigError(str(error), sweep.path) from None
+    return 0
+
+
+def _sweep_show(args: argparse.Namespace) -> int:
+    from lightopt.sweep.report import find_study, format_table, study_json
+
+    study, _, described = find_study(args.target, args.storage, args.log_dir)
+    print(study_json(study) if args.json else f"study {study.study_name!r} in {described}\n{format_table(study)}")
+    return 0
+
+
+def _sweep_best(args: argparse.Namespace) -> int:
+    from lightopt.sweep.report import best_config, dump_config, find_study
+
+    study, sweep, _ = find_study(args.target, args.storage, args.log_dir)
+    config, trial = best_config(study, sweep)
+    text = dump_config(config, study, trial)
+    if args.export is None:
+        print(text, end="")
+        return 0
+    Path(args.export).write_text(text, encoding="utf-8")
+    print(f"best trial {trial.number} written to {args.export}; run it with: lightopt fit {args.export}")
     return 0

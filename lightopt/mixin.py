@@ -88,16 +88,7 @@ class ConfigureOptimizersMixin:
                 f"{type(self).__name__} has no `optimizer` in self.hparams: add an `optimizer` argument to __init__ "
                 "(a dict with `class_path` and `init_args`) and call self.save_hyperparameters()."
             )
-        optimizer = self._build_optimizer(optimizer_config)
-        scheduler_config = self._optimization_config("lr_scheduler")
-        if scheduler_config is None:
-            return optimizer
-        if isinstance(scheduler_config, Mapping):
-            return {"optimizer": optimizer, "lr_scheduler": self._build_scheduler(optimizer, scheduler_config)}
-        if not isinstance(scheduler_config, (list, tuple)):
-            raise TypeError(f"`lr_scheduler` must be a dict, a list of dicts or None, but got {scheduler_config!r}.")
-        configs = enumerate(scheduler_config)
-        return [optimizer], [self._build_scheduler(optimizer, c, f"lr_scheduler[{i}]") for i, c in configs]
+        return _configure_optimizers(self, optimizer_config, self._optimization_config("lr_scheduler"))
 
     def _optimization_config(self, name: str) -> Any:
         """``self.hparams[name]``; a dict without ``class_path`` updates the ``__init__`` default."""
@@ -109,61 +100,91 @@ class ConfigureOptimizersMixin:
             config = {**default, **config, "init_args": init_args}
         return config
 
-    def _build_optimizer(self, config: Any) -> torch.optim.Optimizer:
-        cls, init_args, options = _parse(config, "optimizer", _OPTIMIZER_KEYS, torch.optim.Optimizer)
-        groups = self.optimizer_param_groups()
-        groups = list(groups) if isinstance(groups, (list, tuple)) else [{"params": list(groups)}]
-        if groups and not isinstance(groups[0], Mapping):
-            groups = [{"params": groups}]
-        if check_bool("optimizer.no_decay_bias_and_norm", options.get("no_decay_bias_and_norm", False)):
-            if "weight_decay" not in _parameters(cls):
-                raise ValueError(
-                    f"`optimizer.no_decay_bias_and_norm` needs an optimizer with `weight_decay`, but {cls.__name__} "
-                    "has none; remove the key."
-                )
-            default_decay = init_args.get("weight_decay", _parameters(cls)["weight_decay"].default)
-            groups = _split_decay(groups, _no_decay_ids(self), default_decay)
-        return _construct(cls, (groups,), init_args, "optimizer")
 
-    def _build_scheduler(self, optimizer: torch.optim.Optimizer, config: Any, where: str = "lr_scheduler") -> dict:
-        cls, init_args, options = _parse(config, where, _SCHEDULER_KEYS, LRScheduler)
-        default_interval = getattr(cls, "interval", "step" if cls.__module__.startswith("lightopt.") else "epoch")
-        interval = check_choice(f"{where}.interval", options.get("interval") or default_interval, ("step", "epoch"))
-        frequency = check_int(f"{where}.frequency", 1 if options.get("frequency") is None else options["frequency"], 1)
-        if "tau" in _parameters(cls) and init_args.get("tau") is None:
-            init_args["tau"] = self._run_length(interval, frequency, where)
-        for key, value in init_args.items():  # nested schedules, e.g. WarmupThen's `after`
-            if isinstance(value, Mapping) and "class_path" in value:
-                sub_cls, sub_args, _ = _parse(value, f"{where}.init_args.{key}", _SCHEDULER_KEYS[:2], LRScheduler)
-                if "tau" in _parameters(sub_cls) and sub_args.get("tau") is None:
-                    total = self._run_length(interval, frequency, where)
-                    sub_args["tau"] = max(1, total - init_args.get("warmup_steps", 0))
-                init_args[key] = functools.partial(sub_cls, **sub_args)
-        if issubclass(cls, ReduceLROnPlateau):
-            options.setdefault("monitor", "val_loss")
-            if not isinstance(options["monitor"], str) or not options["monitor"]:
-                raise ValueError(
-                    f"`{where}.monitor` must name a logged metric for ReduceLROnPlateau, e.g. 'val_loss', "
-                    f"but got monitor={options['monitor']!r}."
-                )
-        scheduler = _construct(cls, (optimizer,), init_args, where)
-        extra = {k: options[k] for k in ("monitor", "strict", "name") if k in options}
-        return {"scheduler": scheduler, "interval": interval, "frequency": frequency, **extra}
+def _configure_optimizers(module: torch.nn.Module, optimizer_config: Any, scheduler_config: Any = None) -> Any:
+    """``configure_optimizers``'s return value for ``module`` from the two config dicts.
 
-    def _run_length(self, interval: str, frequency: int, where: str) -> int:
-        try:
-            trainer = self.trainer
-        except RuntimeError:  # not attached to a Trainer
-            trainer = None
-        total = None
-        if trainer is not None:
-            total = trainer.estimated_stepping_batches if interval == "step" else trainer.max_epochs
-        if total is None or not math.isfinite(total) or total < 1:
+    The one builder behind the mixin and behind a run file's top-level ``optimizer``/``lr_scheduler``
+    (``lightopt fit``, sweeps), which replace any LightningModule's ``configure_optimizers``. Param
+    groups come from ``module.optimizer_param_groups()`` where it has one, else every parameter
+    that requires a gradient.
+    """
+    optimizer = _build_optimizer(module, optimizer_config)
+    if scheduler_config is None:
+        return optimizer
+    if isinstance(scheduler_config, Mapping):
+        return {"optimizer": optimizer, "lr_scheduler": _build_scheduler(module, optimizer, scheduler_config)}
+    if not isinstance(scheduler_config, (list, tuple)):
+        raise TypeError(f"`lr_scheduler` must be a dict, a list of dicts or None, but got {scheduler_config!r}.")
+    configs = enumerate(scheduler_config)
+    return [optimizer], [_build_scheduler(module, optimizer, c, f"lr_scheduler[{i}]") for i, c in configs]
+
+
+def _param_groups(module: torch.nn.Module) -> Any:
+    if callable(getattr(module, "optimizer_param_groups", None)):
+        return module.optimizer_param_groups()
+    return [{"params": [p for p in module.parameters() if p.requires_grad]}]
+
+
+def _build_optimizer(module: torch.nn.Module, config: Any) -> torch.optim.Optimizer:
+    cls, init_args, options = _parse(config, "optimizer", _OPTIMIZER_KEYS, torch.optim.Optimizer)
+    groups = _param_groups(module)
+    groups = list(groups) if isinstance(groups, (list, tuple)) else [{"params": list(groups)}]
+    if groups and not isinstance(groups[0], Mapping):
+        groups = [{"params": groups}]
+    if check_bool("optimizer.no_decay_bias_and_norm", options.get("no_decay_bias_and_norm", False)):
+        if "weight_decay" not in _parameters(cls):
             raise ValueError(
-                f"`{where}.init_args.tau` is not set and the run length is unknown: set `tau`, or fit with a "
-                "Trainer that has `max_steps` or `max_epochs` (tau defaults to the total optimizer steps)."
+                f"`optimizer.no_decay_bias_and_norm` needs an optimizer with `weight_decay`, but {cls.__name__} "
+                "has none; remove the key."
             )
-        return max(1, int(total) // frequency)
+        default_decay = init_args.get("weight_decay", _parameters(cls)["weight_decay"].default)
+        groups = _split_decay(groups, _no_decay_ids(module), default_decay)
+    return _construct(cls, (groups,), init_args, "optimizer")
+
+
+def _build_scheduler(
+    module: torch.nn.Module, optimizer: torch.optim.Optimizer, config: Any, where: str = "lr_scheduler"
+) -> dict:
+    cls, init_args, options = _parse(config, where, _SCHEDULER_KEYS, LRScheduler)
+    default_interval = getattr(cls, "interval", "step" if cls.__module__.startswith("lightopt.") else "epoch")
+    interval = check_choice(f"{where}.interval", options.get("interval") or default_interval, ("step", "epoch"))
+    frequency = check_int(f"{where}.frequency", 1 if options.get("frequency") is None else options["frequency"], 1)
+    if "tau" in _parameters(cls) and init_args.get("tau") is None:
+        init_args["tau"] = _run_length(module, interval, frequency, where)
+    for key, value in init_args.items():  # nested schedules, e.g. WarmupThen's `after`
+        if isinstance(value, Mapping) and "class_path" in value:
+            sub_cls, sub_args, _ = _parse(value, f"{where}.init_args.{key}", _SCHEDULER_KEYS[:2], LRScheduler)
+            if "tau" in _parameters(sub_cls) and sub_args.get("tau") is None:
+                total = _run_length(module, interval, frequency, where)
+                sub_args["tau"] = max(1, total - init_args.get("warmup_steps", 0))
+            init_args[key] = functools.partial(sub_cls, **sub_args)
+    if issubclass(cls, ReduceLROnPlateau):
+        options.setdefault("monitor", "val_loss")
+        if not isinstance(options["monitor"], str) or not options["monitor"]:
+            raise ValueError(
+                f"`{where}.monitor` must name a logged metric for ReduceLROnPlateau, e.g. 'val_loss', "
+                f"but got monitor={options['monitor']!r}."
+            )
+    scheduler = _construct(cls, (optimizer,), init_args, where)
+    extra = {k: options[k] for k in ("monitor", "strict", "name") if k in options}
+    return {"scheduler": scheduler, "interval": interval, "frequency": frequency, **extra}
+
+
+def _run_length(module: torch.nn.Module, interval: str, frequency: int, where: str) -> int:
+    try:
+        trainer = getattr(module, "trainer", None)
+    except RuntimeError:  # not attached to a Trainer
+        trainer = None
+    total = None
+    if trainer is not None:
+        total = trainer.estimated_stepping_batches if interval == "step" else trainer.max_epochs
+    if total is None or not math.isfinite(total) or total < 1:
+        raise ValueError(
+            f"`{where}.init_args.tau` is not set and the run length is unknown: set `tau`, or fit with a "
+            "Trainer that has `max_steps` or `max_epochs` (tau defaults to the total optimizer steps)."
+        )
+    return max(1, int(total) // frequency)
 
 
 def _parse(config: Any, where: str, keys: tuple[str, ...], base: type) -> tuple[type, dict[str, Any], dict[str, Any]]:

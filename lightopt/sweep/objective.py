@@ -1,0 +1,118 @@
+"""One sweep trial: seed, config from the trial's parameters, a Lightning fit, the trial's value."""
+
+from __future__ import annotations
+
+import copy
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lightopt.sweep.build import build, quiet_lightning
+from lightopt.sweep.config import SweepFile
+from lightopt.sweep.pruning import MetricNotLoggedError, PruningCallback
+
+__all__ = ["Objective", "TrialFailed", "trial_seed", "trial_config", "TRAINER_DEFAULTS"]
+
+# Sweeps run many short fits: no progress bar or summary per trial (the runner prints one line each).
+TRAINER_DEFAULTS = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+class TrialFailed(Exception):
+    """A trial that broke (an exception in user code, a NaN metric); the sweep records FAIL and goes on."""
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    """The seed of trial ``number``: ``SeedSequence([study_seed, number])``'s first 32-bit word.
+
+    Independent streams per trial, and the same seed for the same study seed and trial number.
+
+    Example:
+        >>> trial_seed(0, 0) == trial_seed(0, 0) != trial_seed(0, 1)
+        True
+    """
+    return int(np.random.SeedSequence([study_seed, number]).generate_state(1)[0])
+
+
+def trial_config(sweep: SweepFile, params: Mapping[str, Any], seed: int | None = None) -> dict[str, Any]:
+    """The run config of a trial with ``params`` (dotted keys): the file's config with them set.
+
+    With ``seed`` it also sets ``seed_everything``, so ``lightopt fit`` of the result reruns the trial.
+    """
+    config = sweep.search.apply(sweep.run, params)
+    if seed is not None:
+        config["seed_everything"] = seed
+    return config
+
+
+class Objective:
+    """``objective(trial) -> float`` for ``study.optimize``: fits the trial's config and returns its value.
+
+    The value is the best (per the study's direction) of ``study.metric`` over the trial's
+    validation rounds. ``trial.user_attrs`` record ``seed``, ``config`` (the full run config, which
+    ``lightopt fit`` runs), ``log_dir``, ``final_value``, ``epochs``, ``global_step``,
+    ``validation_rounds`` and, for a failed trial, ``fail_reason`` and ``traceback``. A pruned
+    trial raises ``optuna.TrialPruned`` after its fit ended cleanly; a broken one raises
+    :class:`TrialFailed`; a metric the module never logs raises
+    :class:`~lightopt.sweep.pruning.MetricNotLoggedError`, which stops the sweep.
+    """
+
+    def __init__(self, sweep: SweepFile, study_dir: str | Path) -> None:
+        if sweep.study is None:
+            raise ValueError("`sweep` must have a `study` block to run trials, but got study=None.")
+        self.sweep = sweep
+        self.study_dir = Path(study_dir)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        spec = self.sweep.study
+        seed = trial_seed(spec.seed, trial.number)
+        trial.set_user_attr("seed", seed)
+        config = self.sweep.search.suggest(trial, self.sweep.run)
+        config["seed_everything"] = seed
+        trial.set_user_attr("config", copy.deepcopy(config))
+        name = f"trial_{trial.number:04d}"
+        trial.set_user_attr("log_dir", str(self.study_dir / name))
+        mode = "min" if spec.direction == "minimize" else "max"
+        pruning = PruningCallback(trial, spec.metric, spec.report_at, mode)
+        overrides: dict[str, Any] = {"default_root_dir": str(self.study_dir / name)}
+        if (config.get("trainer") or {}).get("logger") is not False:
+            # name="" and version=name: the logs land in exactly <log_dir>/<study>/trial_NNNN.
+            overrides["logger"] = TensorBoardLogger(self.study_dir, name="", version=name, default_hp_metric=False)
+        try:
+            with quiet_lightning():
+                run = build(config, seed=seed, callbacks=[pruning], trainer_overrides=overrides,
+                            trainer_defaults=TRAINER_DEFAULTS)
+                run.trainer.fit(run.model, datamodule=run.datamodule)
+        except (MetricNotLoggedError, KeyboardInterrupt):
+            raise
+        except Exception as error:
+            self._fail(trial, f"{type(error).__name__}: {error}", traceback.format_exc())
+            raise TrialFailed(f"{type(error).__name__}: {error}") from error
+        trainer = run.trainer
+        trial.set_user_attr("epochs", trainer.current_epoch)
+        trial.set_user_attr("global_step", trainer.global_step)
+        trial.set_user_attr("validation_rounds", len(pruning.history))
+        if pruning.history:
+            trial.set_user_attr("final_value", pruning.history[-1][1])
+        if pruning.failure is not None:
+            self._fail(trial, pruning.failure, None)
+            raise TrialFailed(pruning.failure)
+        if pruning.best is None:
+            reason = "no validation round ran: check the trainer's limit_val_batches and check_val_every_n_epoch"
+            self._fail(trial, reason, None)
+            raise TrialFailed(reason)
+        trial.set_user_attr("best_value", pruning.best)
+        if pruning.pruned is not None:
+            trial.set_user_attr("pruned_at", pruning.pruned)
+            raise optuna.TrialPruned(f"pruned at step {pruning.pruned}")
+        return pruning.best
+
+    @staticmethod
+    def _fail(trial: optuna.Trial, reason: str, trace: str | None) -> None:
+        trial.set_user_attr("fail_reason", reason)
+        if trace:
+            trial.set_user_attr("traceback", trace[-8000:])

@@ -1,0 +1,110 @@
+"""The `lightopt` command: sweep run/show/best, fit, --help everywhere, and user errors as one line + exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lightopt.cli import main
+from tests.sweep.helpers import sweep_dict, write
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def sweep_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = sweep_dict(Path("runs"), n_trials=2)
+    data["trainer"]["max_epochs"] = 1
+    return write(tmp_path / "digits.yaml", data)
+
+
+@pytest.mark.parametrize("argv", [[], ["fit"], ["sweep"], ["sweep", "run"], ["sweep", "show"], ["sweep", "best"]])
+def test_help_on_every_command(argv, capsys):
+    assert main([*argv, "--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: lightopt")
+
+
+def test_run_show_best_fit(sweep_file, tmp_path, capsys):
+    assert main(["sweep", "run", str(sweep_file)]) == 0
+    out = capsys.readouterr().out
+    assert "[2/2] trial 1" in out and "best trial" in out and "runs/s/study.journal" in out
+
+    assert main(["sweep", "show", str(sweep_file)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[1].split() == ["number", "state", "value", "optimizer.init_args.lr", "data.init_args.batch_size",
+                                "duration_s", "seed"]
+    assert table[2].split()[:2] == ["0", "COMPLETE"] and table[-1].startswith("best: trial")
+
+    assert main(["sweep", "show", "s", "--json"]) == 0  # by name: the default storage under runs/
+    shown = json.loads(capsys.readouterr().out)
+    assert [t["state"] for t in shown["trials"]] == ["COMPLETE", "COMPLETE"] and shown["metric"] == "val_loss"
+    best = shown["best"]
+
+    assert main(["sweep", "best", str(sweep_file), "--export", "best.yaml"]) == 0
+    capsys.readouterr()
+    exported = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert "study" not in exported and "search" not in exported
+    assert exported["seed_everything"] == best["seed"]
+    assert exported["optimizer"]["init_args"]["lr"] == best["params"]["optimizer.init_args.lr"]
+
+    assert main(["fit", "best.yaml"]) == 0  # reruns the best trial: one epoch, the same seed
+    fitted = capsys.readouterr().out
+    val_loss = float(fitted.split("fit done:")[1].split("val_loss=")[1].split()[0].rstrip(","))
+    assert val_loss == pytest.approx(best["value"], rel=1e-5)
+
+
+def _bad(tmp_path, edit):
+    data = sweep_dict(Path("runs"))
+    edit(data)
+    return str(write(tmp_path / "bad.yaml", data))
+
+
+BAD = [
+    (lambda p: ["sweep", "run", "missing.yaml"], "missing.yaml: no such file"),
+    (lambda p: ["sweep", "run", _bad(p, lambda d: d["study"].update(n_trails=2))], "Did you mean 'n_trials'?"),
+    (lambda p: ["sweep", "run", _bad(p, lambda d: d["search"].update({"optimizer.init_args.lr": {"low": 1.0, "high": 0.1}}))],
+     "bad.yaml:"),
+    (lambda p: ["sweep", "run", _bad(p, lambda d: d["model"].update(class_path="examples.digits.Nope"))],
+     "`model.class_path` 'examples.digits.Nope' names no class"),
+    (lambda p: ["sweep", "run", _bad(p, lambda d: d.pop("study") and d.pop("search"))], "has no `study` block"),
+    (lambda p: ["sweep", "run", _bad(p, lambda d: None), "--workers", "0"], "`--workers` must be an integer >= 1"),
+    (lambda p: ["sweep", "run", _bad(p, lambda d: None), "--n-trials", "x"], "argument --n-trials: invalid int value"),
+    (lambda p: ["sweep", "run", _bad(p, lambda d: None), "--storage", "sqlite:////no/dir/x.db"], "cannot be opened"),
+    (lambda p: ["sweep", "show", "nosuchstudy"], "no study journal at runs/nosuchstudy/study.journal"),
+    (lambda p: ["sweep", "best", _bad(p, lambda d: None)], "no study journal"),
+    (lambda p: ["sweep", "frobnicate"], "invalid choice: 'frobnicate'"),
+    (lambda p: ["fit", _bad(p, lambda d: d["trainer"].update(max_epoch=1))], "Did you mean 'max_epochs'?"),
+]
+
+
+@pytest.mark.parametrize("argv, match", BAD)
+def test_user_errors_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, argv, match):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv(tmp_path)) == 2
+    captured = capsys.readouterr()
+    assert match in captured.err and captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert captured.out == "" and not (tmp_path / "runs").exists()
+
+
+def test_metric_never_logged_is_a_user_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", "run", _bad(tmp_path, lambda d: d["study"].update(metric="val_los"))]) == 2
+    assert "logged metrics: " in capsys.readouterr().err
+
+
+def _python_m(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "lightopt", *args], cwd=cwd, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
+
+
+def test_python_m_lightopt_exit_codes(tmp_path):
+    ok = _python_m("sweep", "run", "--help", cwd=tmp_path)
+    assert ok.returncode == 0 and "--n-trials N" in ok.stdout
+    bad = _python_m("sweep", "run", "nope.yaml", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr == "error: nope.yaml: no such file\n" and bad.stdout == ""
