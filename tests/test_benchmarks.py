@@ -86,3 +86,64 @@ def test_bad_arguments_exit_2(optim_step, capsys, argv, message):
         optim_step.main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmarks/callback_overhead.py: it runs in-process on tiny fits and reports every callback.
+
+_OVERHEAD_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "callback_overhead.py"
+
+OVERHEAD_CASES = {
+    "control: no callback vs no callback",
+    "GradientMonitor()",
+    "GradientMonitor(check_every_step=True)",
+    "EarlyStopping('val_loss', patience=1000)",
+    "Initialization()",
+    "PolyakAveraging()",
+    "GradientClipping(clip_val=1.0)",
+    "CurvatureMonitor(every_n_steps=2)",
+    "CurvatureMonitor(every_n_steps=5)",
+}
+
+
+@pytest.fixture(scope="module")
+def callback_overhead():
+    spec = importlib.util.spec_from_file_location("callback_overhead", _OVERHEAD_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def test_callback_overhead_reports_every_callback(callback_overhead, tmp_path, capsys):
+    out = tmp_path / "out.json"
+    argv = ["--quick", "--rounds", "2", "--epochs", "1", "--batch-size", "128", "--warmup", "0",
+            "--curvature-every", "2", "5", "--json", str(out)]
+    assert callback_overhead.main(argv) == 0
+    stdout = capsys.readouterr().out
+
+    rows = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 11 and cells[0] in OVERHEAD_CASES:
+            rows[cells[0]] = cells
+    assert set(rows) == OVERHEAD_CASES
+    for cells in rows.values():
+        ratio = float(cells[4].split()[0])
+        assert math.isfinite(ratio) and ratio > 0
+
+    report = json.loads(out.read_text())
+    assert report["skipped"] == []
+    assert {r["case"] for r in report["results"]} == OVERHEAD_CASES
+    for r in report["results"]:
+        assert len(r["wall_a_rounds"]) == len(r["wall_b_rounds"]) == 2
+        assert r["steps_with"] == r["steps_without"] == 9  # 1,077 training images in batches of 128
+        assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("without_s", "with_s", "ratio", "cpu_ratio"))
+        assert 0 < r["ratio_ci_low"] <= r["ratio_ci_high"]
+    by_case = {r["case"]: r for r in report["results"]}
+    assert by_case["CurvatureMonitor(every_n_steps=2)"]["events"] == 5  # steps 0, 2, 4, 6, 8
+    assert report["machine"]["cpu"] in stdout
+
