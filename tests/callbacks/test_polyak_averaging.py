@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightopt.callbacks.polyak_averaging import PolyakAveraging
@@ -185,6 +188,57 @@ def test_checkpoint_holds_the_average_and_the_last_iterate(tmp_path):
     checkpoint = torch.load(tmp_path / "end.ckpt", weights_only=False)
     saved = torch.cat([checkpoint["state_dict"][k].flatten() for k in ("layer.weight", "layer.bias")])
     torch.testing.assert_close(saved, torch.stack(iterates.at).mean(dim=0))
+
+
+
+class Normalized(LightningModule):
+    """float32, with batch-norm buffers: floating running statistics and an integer num_batches_tracked."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.mark.parametrize("use_buffers", [True, False])
+@pytest.mark.parametrize("mode", ["ema", "arithmetic"])
+def test_in_place_update_equals_averaged_model_update_parameters(mode, use_buffers):
+    """The lists-and-foreach update against torch's AveragedModel.update_parameters, over 60 updates.
+
+    EMA is the same op (foreach lerp with weight 1 - decay): bit-identical. The arithmetic mean is a
+    lerp with weight 1/(t+1) instead of torch's per-tensor a + (c - a)/(t+1) on CPU: equal up to float32
+    rounding. Integer buffers and n_averaged are equal in both modes. Before update 31 both averaged
+    models load a state with t = 10, as a checkpoint restore does: the lists and t must be rebuilt.
+    """
+    model, generator = Normalized(), torch.Generator().manual_seed(1)
+    decay = 0.9 if mode == "ema" else None
+    averaging = PolyakAveraging(mode, decay=decay, use_buffers=use_buffers)
+    averaging.setup(None, model, "fit")
+    kwargs = dict(multi_avg_fn=get_ema_multi_avg_fn(decay)) if mode == "ema" else {}
+    reference = AveragedModel(model, use_buffers=use_buffers, **kwargs)
+    for step in range(60):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=generator))
+        model(torch.randn(5, 3, generator=generator) * (step + 1))  # train mode: batch norm updates its buffers
+        if step == 30:  # a restore with another t: the running mean's weight must follow it
+            state = reference.state_dict()
+            state["n_averaged"] = torch.tensor(10)
+            reference.load_state_dict(state)
+            averaging._average_model.load_state_dict(state)
+        averaging.on_train_batch_end(SimpleNamespace(global_step=step + 1, current_epoch=0), model, None, None, step)
+        reference.update_parameters(model)
+    ours = averaging._average_model.state_dict()
+    assert ours.keys() == reference.state_dict().keys()
+    assert averaging.num_updates == 60 and int(ours["n_averaged"]) == 10 + 30
+    for name, expected in reference.state_dict().items():
+        if mode == "ema" or not expected.is_floating_point():
+            assert torch.equal(ours[name], expected), name
+        else:
+            torch.testing.assert_close(ours[name], expected, rtol=1e-5, atol=1e-5, msg=name)
 
 
 @pytest.mark.parametrize(
