@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, Logger
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightopt.callbacks.gradient_monitor import GradientMonitor
@@ -91,13 +91,36 @@ def fit(module, callbacks, tmp_path, steps=4, log_every_n_steps=1, **kwargs):
 
 
 def rows(trainer):
-    """The CSV logger's rows, keyed by step, with the empty cells dropped."""
+    """The CSV logger's rows, keyed by step (the module's and the monitor's rows merged), empty cells dropped."""
     trainer.logger.save()
+    merged = {}
     with open(f"{trainer.logger.log_dir}/metrics.csv") as f:
-        return {
-            int(r["step"]): {k: float(v) for k, v in r.items() if v and k not in ("step", "epoch")}
-            for r in csv.DictReader(f)
-        }
+        for r in csv.DictReader(f):
+            values = {k: float(v) for k, v in r.items() if v and k not in ("step", "epoch")}
+            merged.setdefault(int(r["step"]), {}).update(values)
+    return merged
+
+
+class Recorder(Logger):
+    """A logger that keeps every `log_metrics` call."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    @property
+    def name(self):
+        return "recorder"
+
+    @property
+    def version(self):
+        return 0
+
+    def log_metrics(self, metrics, step=None):
+        self.calls.append((step, dict(metrics)))
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
 
 
 def monitor_warnings(record):
@@ -116,22 +139,49 @@ def test_logged_norms_equal_norms_by_hand(tmp_path):
         assert logged[step]["grad_flags/vanishing"] == 0 and logged[step]["grad_flags/exploding"] == 0
 
 
-def test_log_every_n_steps_is_respected(tmp_path):
-    """Trainer writes every 2 steps, the monitor measures every 4: steps 3 and 7 only."""
+@pytest.mark.parametrize(("every", "measured"), [(4, (3, 7)), (3, (2, 5))])
+def test_log_every_n_steps_is_respected(tmp_path, every, measured):
+    """Trainer writes every 2 steps; the monitor measures every `every` steps, a multiple of 2 or not."""
     hand = ByHand(["body.0", "head"])
-    trainer = fit(mlp(), [GradientMonitor(log_every_n_steps=4), hand], tmp_path, steps=8, log_every_n_steps=2)
+    monitor = GradientMonitor(log_every_n_steps=every, update_ratio_bounds=None)
+    trainer = fit(mlp(), [monitor, hand], tmp_path, steps=8, log_every_n_steps=2)
     logged = rows(trainer)
-    assert "grad_norm/total" not in logged[1]
-    for step in (3, 7):
-        assert logged[step]["grad_norm/total"] == pytest.approx(hand.steps[step]["grad"]["total"], rel=1e-5)
-    # not measured at step 5 (within an epoch, Lightning rewrites the step-3 value at its step-5 write)
-    assert logged[5].get("grad_norm/total", logged[3]["grad_norm/total"]) == logged[3]["grad_norm/total"]
-    assert hand.steps[5]["grad"]["total"] != pytest.approx(logged[3]["grad_norm/total"], rel=1e-5)
+    assert sorted(step for step, values in logged.items() if "grad_norm/total" in values) == list(measured)
+    for step in measured:
+        for kind, key in (("grad", "grad_norm"), ("weight", "weight_norm"), ("update", "update_ratio")):
+            assert logged[step][f"{key}/total"] == pytest.approx(hand.steps[step][kind]["total"], rel=1e-5)
+    assert hand.steps[5]["grad"]["total"] != pytest.approx(hand.steps[3]["grad"]["total"], rel=1e-5)
 
 
-def test_log_every_n_steps_must_be_a_multiple_of_the_trainers(tmp_path):
-    with pytest.raises(ValueError, match=r"multiple of Trainer\(log_every_n_steps=2\).*log_every_n_steps=3"):
-        fit(mlp(), [GradientMonitor(log_every_n_steps=3)], tmp_path, log_every_n_steps=2)
+def test_one_logger_call_per_measurement_and_monitorable_keys(tmp_path):
+    """Every value goes to each logger in one call per measurement; only the monitorable keys reach
+    `callback_metrics`, and none goes through Lightning's own logger writes."""
+    hand = ByHand(["body.0", "head"])
+    recorders = [Recorder(), Recorder()]
+    monitor = GradientMonitor(log_every_n_steps=2)
+    trainer = Trainer(
+        max_steps=4, callbacks=[monitor, hand], logger=recorders, log_every_n_steps=1, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )
+    trainer.fit(mlp(), DataLoader(TensorDataset(X, Y), batch_size=8))
+    layers = ("body.0", "head", "total")
+    keys = {f"{kind}/{layer}" for kind in ("grad_norm", "weight_norm", "update_ratio") for layer in layers}
+    keys |= {f"grad_flags/{flag}" for flag in ("vanishing", "exploding", "update_ratio", "nonfinite")}
+    for recorder in recorders:
+        ours = [(step, m) for step, m in recorder.calls if "grad_norm/total" in m]
+        assert [step for step, _ in ours] == [1, 3]
+        assert all(set(m) == keys for _, m in ours)
+        assert ours[-1][1]["grad_norm/head"] == pytest.approx(hand.steps[3]["grad"]["head"], rel=1e-5)
+        own = [k for _, m in recorder.calls if "loss" in m for k in m]  # Lightning's writes of the module's values
+        assert own and not any(k.startswith(("grad_", "weight_", "update_")) for k in own)
+    assert monitor.last_metrics == ours[-1][1]
+    monitored = {k: float(v) for k, v in trainer.callback_metrics.items() if k != "loss"}
+    assert monitored == {
+        "grad_norm/total": pytest.approx(hand.steps[3]["grad"]["total"], rel=1e-5),
+        "grad_flags/vanishing": 0.0, "grad_flags/exploding": 0.0,
+        "grad_flags/update_ratio": 0.0, "grad_flags/nonfinite": 0.0,
+    }
+    assert set(trainer.logged_metrics) == {"loss"}
 
 
 def test_healthy_model_raises_no_flag(tmp_path):
