@@ -77,6 +77,28 @@ def missing_closure_error(name: str) -> ValueError:
     )
 
 
+def evaluate_at_interim(
+    optimizer: torch.optim.Optimizer,
+    closure: Callable[[], Any] | None,
+    shift: Callable[[list[dict[str, Any]], float], None],
+) -> Any:
+    """Evaluate ``closure``; for groups with Nesterov ``mode='interim'``, at the interim point θ + αv.
+
+    ``shift(groups, sign)`` moves those groups' parameters by ``sign·αv`` (Algorithms 8.3 and 8.6,
+    line "θ̃ ← θ + αv"); they are moved back even when the closure raises.
+    """
+    interim = [g for g in optimizer.param_groups if g["nesterov"] and g["mode"] == "interim"]
+    if not interim:
+        return evaluate_closure(closure)
+    if closure is None:
+        raise missing_closure_error(type(optimizer).__name__)
+    shift(interim, 1.0)
+    try:
+        return evaluate_closure(closure)
+    finally:
+        shift(interim, -1.0)
+
+
 def evaluate_closure(closure: Callable[[], Any] | None) -> Any:
     if closure is None:
         return None

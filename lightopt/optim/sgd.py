@@ -133,17 +133,7 @@ class SGD(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one update. ``closure`` re-evaluates the loss; ``mode='interim'`` requires it."""
-        interim = [g for g in self.param_groups if g["nesterov"] and g["mode"] == "interim"]
-        if interim:
-            if closure is None:
-                raise _common.missing_closure_error(type(self).__name__)
-            self._shift_to_interim(interim, sign=1.0)
-            try:
-                loss = _common.evaluate_closure(closure)
-            finally:
-                self._shift_to_interim(interim, sign=-1.0)
-        else:
-            loss = _common.evaluate_closure(closure)
+        loss = _common.evaluate_at_interim(self, closure, self._shift_to_interim)
 
         for group in self.param_groups:
             params = _common.params_with_grad(group["params"], "SGD")
