@@ -31,7 +31,6 @@ import json
 import logging
 import math
 import os
-import platform
 import re
 import sys
 import tempfile
@@ -54,6 +53,8 @@ except ImportError:  # run as a script: the repository root is not on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from examples.digits import DigitsConvNet, DigitsDataModule
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _measure  # noqa: E402  (beside this script)
 from lightopt.callbacks import EarlyStopping, GradientClipping, GradientMonitor, Initialization, PolyakAveraging
 
 TARGET = 1.03
@@ -194,23 +195,6 @@ def hook_seconds(case: Case, fit: _Fitter, fits: int) -> float:
     return float(np.median(totals))
 
 
-def _summarize(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, n_boot: int = 2000) -> dict[str, float]:
-    """Medians, ratio of medians b/a with a paired bootstrap 95% interval, and per-round ratio quartiles."""
-    idx = rng.integers(0, len(a), size=(n_boot, len(a)))
-    boot = np.median(b[idx], axis=1) / np.median(a[idx], axis=1)
-    per_round = b / a
-    return {
-        "without_s": float(np.median(a)),
-        "with_s": float(np.median(b)),
-        "ratio": float(np.median(b) / np.median(a)),
-        "ratio_ci_low": float(np.percentile(boot, 2.5)),
-        "ratio_ci_high": float(np.percentile(boot, 97.5)),
-        "round_ratio_median": float(np.median(per_round)),
-        "round_ratio_q1": float(np.percentile(per_round, 25)),
-        "round_ratio_q3": float(np.percentile(per_round, 75)),
-    }
-
-
 def run(cases: list[Case], fit: _Fitter, *, rounds: int, warmup: int, hook_fits: int, rng: np.random.Generator,
         progress: Callable[[str], None]) -> list[dict[str, Any]]:
     """Time every case for ``rounds`` interleaved rounds; returns one result per case."""
@@ -233,7 +217,7 @@ def run(cases: list[Case], fit: _Fitter, *, rounds: int, warmup: int, hook_fits:
                     t[f"wall_{arm}"].append(wall)
                     t[f"cpu_{arm}"].append(cpu)
                     t[f"steps_{arm}"].append(steps)
-            progress(f"round {r + 1}/{rounds}: {time.perf_counter() - start:.0f} s, load average {_loadavg()}")
+            progress(f"round {r + 1}/{rounds}: {time.perf_counter() - start:.0f} s, load average {_measure.loadavg()}")
         hooks = {c.name: hook_seconds(c, fit, hook_fits) for c in cases}
     finally:
         gc.unfreeze()
@@ -246,7 +230,8 @@ def run(cases: list[Case], fit: _Fitter, *, rounds: int, warmup: int, hook_fits:
         steps_a, steps_b = int(np.median(t["steps_a"])), int(np.median(t["steps_b"]))
         result: dict[str, Any] = {"case": case.name, "target": case.target, "note": case.note, "rounds": rounds,
                                   "steps_without": steps_a, "steps_with": steps_b}
-        result.update(_summarize(wall_a, wall_b, rng))
+        result.update(without_s=float(np.median(wall_a)), with_s=float(np.median(wall_b)),
+                      **_measure.paired_ratio(wall_b, wall_a, rng))
         result["cpu_ratio"] = float(np.median(t["cpu_b"]) / np.median(t["cpu_a"]))
         events = case.events(steps_b, fit.settings.epochs)
         result.update(overhead_s=result["with_s"] - result["without_s"], hooks_s=hooks[case.name],
@@ -262,31 +247,7 @@ def run(cases: list[Case], fit: _Fitter, *, rounds: int, warmup: int, hook_fits:
 
 
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "lightning": L.__version__,
-        "threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "loadavg_start": _loadavg(),
-    }
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
+    return _measure.machine_info(lightning=L.__version__)
 
 
 def _ms(seconds: float) -> str:
@@ -413,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(threads)
         for name, log in quiet.items():
             log.setLevel(levels[name])
-    info["loadavg_end"] = _loadavg()
+    info["loadavg_end"] = _measure.loadavg()
 
     print(format_machine(info, settings, steps_per_epoch))
     print(f"- {rounds} rounds per case, cases rotated each round, order alternating A B / B A; "

@@ -23,7 +23,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import re
 import sys
 import time
@@ -35,6 +34,9 @@ import numpy as np
 import torch
 
 from lightopt.optim import SGD, AdaGrad, Adam, RMSProp
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _measure  # noqa: E402  (beside this script)
 
 TARGET = 1.05
 PATHS = ("loop", "foreach", "fused")
@@ -198,23 +200,6 @@ def _time_block(step: Callable[[], None], k: int, sync: Callable[[], None]) -> f
     return (time.perf_counter() - start) / k
 
 
-def _summarize(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, n_boot: int = 2000) -> dict[str, float]:
-    """Medians, ratio of medians a/b with a paired bootstrap 95% interval, and per-round ratio quartiles."""
-    idx = rng.integers(0, len(a), size=(n_boot, len(a)))
-    boot = np.median(a[idx], axis=1) / np.median(b[idx], axis=1)
-    per_round = a / b
-    return {
-        "lightopt_s": float(np.median(a)),
-        "torch_s": float(np.median(b)),
-        "ratio": float(np.median(a) / np.median(b)),
-        "ratio_ci_low": float(np.percentile(boot, 2.5)),
-        "ratio_ci_high": float(np.percentile(boot, 97.5)),
-        "round_ratio_median": float(np.median(per_round)),
-        "round_ratio_q1": float(np.percentile(per_round, 25)),
-        "round_ratio_q3": float(np.percentile(per_round, 75)),
-    }
-
-
 def _supported(factory: Factory, values: list[torch.Tensor], grads: list[torch.Tensor], path: str) -> bool:
     try:
         factory(_copy(values[:1], grads[:1]), dict(_PATH_KWARGS[path])).step()
@@ -251,7 +236,8 @@ def run_pair(
         first[1].append(_time_block(first[0], k, sync))
         second[1].append(_time_block(second[0], k, sync))
     result = {"pair": pair.name, "path": path, "steps_per_block": k, "rounds": rounds, "note": pair.note}
-    result.update(_summarize(np.array(times_a), np.array(times_b), rng))
+    a, b = np.array(times_a), np.array(times_b)
+    result.update(lightopt_s=float(np.median(a)), torch_s=float(np.median(b)), **_measure.paired_ratio(a, b, rng))
     result["lightopt_rounds_s"] = times_a
     result["torch_rounds_s"] = times_b
     return result
@@ -262,34 +248,10 @@ def run_pair(
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "device": str(device),
-        "python": platform.python_version(),
-        "loadavg_start": _loadavg(),
-    }
+    info = _measure.machine_info(device=str(device))
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def _us(seconds: float) -> str:
@@ -427,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         gc.unfreeze()
         if gc_was_enabled:
             gc.enable()
-    info["loadavg_end"] = _loadavg()
+    info["loadavg_end"] = _measure.loadavg()
 
     print(format_machine(info, len(shapes), n_params))
     print(f"- {rounds} rounds per pair, blocks of ~{block_s * 1e3:.0f} ms, order alternating A B / B A\n")
