@@ -1,4 +1,4 @@
-"""The ``lightopt`` command line: ``lightopt fit FILE`` and ``lightopt sweep run|show|best``.
+"""The ``lightopt`` command line: ``lightopt fit FILE`` and ``lightopt sweep run|show|best|reproduce|plot``.
 
 User errors (a bad file, a bad option, a study that is not there) print one line on stderr and
 exit with code 2; nothing is written to a study before its file has been checked.
@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's; tiny models run "
                      "fastest on 1)")
 
-    sweep = commands.add_parser("sweep", help="Optuna sweeps from a file: run, show, best",
+    sweep = commands.add_parser("sweep", help="Optuna sweeps from a file: run, show, best, reproduce, plot",
                                 description="Optuna sweeps from a sweep file.", epilog=_EPILOG)
     sweep_commands = sweep.add_subparsers(dest="sweep_command", metavar="SUBCOMMAND", parser_class=_Parser)
 
@@ -71,6 +71,25 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
         else:
             sub.add_argument("--export", metavar="PATH", help="write the config here instead of printing it")
+
+    reproduce = sweep_commands.add_parser("reproduce", help="run one trial again and compare its value", description=(
+        "Run trial K again as the sweep ran it: the file's config with the trial's params and its recorded seed "
+        "(given a NAME: the trial's recorded config), the same metric, the best over the validation rounds. "
+        "Prints the recorded value, the new one and their absolute and relative difference. A pruned trial "
+        "is run to its full length; a failed one cannot be reproduced. Logs: <log_dir>/<name>/reproduce_KKKK/."))
+    reproduce.add_argument("target", metavar="FILE_or_NAME", help="the sweep file, or the study's name")
+    reproduce.add_argument("--trial", type=int, required=True, metavar="K", help="the trial's number (see `sweep show`)")
+    plot = sweep_commands.add_parser("plot", help="Optuna's plots of the study as PNG files", description=(
+        "Write Optuna's matplotlib plots as PNG files: optimization history, parameter importances (with 2 "
+        "complete trials and 2 params), parallel coordinates, slices and contours (with 2 params). Prints the paths."))
+    plot.add_argument("target", metavar="FILE_or_NAME", help="the sweep file, or the study's name")
+    plot.add_argument("--out", metavar="DIR", help="where the PNG files go (default: <log_dir>/<name>/plots/)")
+    for sub in (reproduce, plot):
+        sub.add_argument("--storage", metavar="URL", help="where the study is (default: from the file, else "
+                         "<log-dir>/<name>/study.journal)")
+        sub.add_argument("--log-dir", default="runs", help="for a NAME: the sweep's log_dir (default: runs)")
+    reproduce.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: study.threads, else "
+                           "torch's); the sweep's count gives the closest match")
     return parser
 
 
@@ -90,7 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.parse_args(["sweep", "--help"])
         if args.command == "fit":
             return _fit(args)
-        return {"run": _sweep_run, "show": _sweep_show, "best": _sweep_best}[args.sweep_command](args)
+        commands = {"run": _sweep_run, "show": _sweep_show, "best": _sweep_best, "reproduce": _sweep_reproduce,
+                    "plot": _sweep_plot}
+        return commands[args.sweep_command](args)
     except (_UsageError, SweepConfigError, ImportError) as error:
         print(f"error: {error}" if not isinstance(error, _UsageError) else str(error), file=sys.stderr)
         return 2
@@ -158,4 +179,36 @@ def _sweep_best(args: argparse.Namespace) -> int:
         return 0
     Path(args.export).write_text(text, encoding="utf-8")
     print(f"best trial {trial.number} written to {args.export}; run it with: lightopt fit {args.export}")
+    return 0
+
+
+def _sweep_reproduce(args: argparse.Namespace) -> int:
+    from lightopt.sweep import config
+    from lightopt.sweep.report import find_study, reproduce_trial
+
+    try:
+        config.check_threads("--threads", args.threads)
+    except ValueError as error:
+        raise _UsageError(f"lightopt sweep reproduce: {error}") from None
+    study, sweep, _ = find_study(args.target, args.storage, args.log_dir)
+    result = reproduce_trial(study, args.trial, sweep, log_dir=args.log_dir, threads=args.threads)
+    print(result.summary(study.study_name))
+    return 0
+
+
+def _sweep_plot(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    from lightopt.sweep.report import find_study, plot_study
+    from lightopt.sweep.runner import study_dir
+
+    study, sweep, _ = find_study(args.target, args.storage, args.log_dir)
+    log_dir = sweep.study.log_dir if sweep is not None and sweep.study is not None else args.log_dir
+    out = Path(args.out) if args.out is not None else study_dir(log_dir, study.study_name) / "plots"
+    written, notes = plot_study(study, out)
+    for note in notes:
+        print(f"note: {note}")
+    for path in written:
+        print(path)
     return 0

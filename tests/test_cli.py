@@ -1,4 +1,5 @@
-"""The `lightopt` command: sweep run/show/best, fit, --help everywhere, and user errors as one line + exit 2."""
+"""The `lightopt` command: sweep run/show/best/reproduce/plot, fit, --help everywhere, and user errors as one line +
+exit 2."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def sweep_file(tmp_path, monkeypatch):
     return write(tmp_path / "digits.yaml", data)
 
 
-@pytest.mark.parametrize("argv", [[], ["fit"], ["sweep"], ["sweep", "run"], ["sweep", "show"], ["sweep", "best"]])
+@pytest.mark.parametrize("argv", [[], ["fit"], ["sweep"], ["sweep", "run"], ["sweep", "show"], ["sweep", "best"],
+                                  ["sweep", "reproduce"], ["sweep", "plot"]])
 def test_help_on_every_command(argv, capsys):
     assert main([*argv, "--help"]) == 0
     assert capsys.readouterr().out.startswith("usage: lightopt")
@@ -59,6 +61,45 @@ def test_run_show_best_fit(sweep_file, tmp_path, capsys):
     assert val_loss == pytest.approx(best["value"], rel=1e-5)
 
 
+def test_reproduce_a_trial_and_plot_the_study(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    data = sweep_dict(Path("runs"), n_trials=3)  # 2 params, seeded sampler and trials
+    data["trainer"]["max_epochs"] = 1
+    sweep_file = write(tmp_path / "digits.yaml", data)
+    assert main(["sweep", "run", str(sweep_file)]) == 0
+    capsys.readouterr()
+    assert main(["sweep", "show", "s", "--json"]) == 0
+    recorded = json.loads(capsys.readouterr().out)["trials"][1]["value"]
+
+    assert main(["sweep", "reproduce", str(sweep_file), "--trial", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "trial 1 of study 's' (COMPLETE)" in out and "val_loss (best over validation rounds)" in out
+    values = {line.split()[0]: float(line.split()[1]) for line in out.splitlines()
+              if line.strip().startswith(("recorded", "reproduced"))}
+    assert values["recorded"] == pytest.approx(recorded, abs=1e-8)  # printed to 10 digits
+    assert values["reproduced"] == pytest.approx(recorded, abs=1e-6)
+    assert "difference" in out and (tmp_path / "runs/s/reproduce_0001").is_dir()
+
+    assert main(["sweep", "reproduce", "s", "--trial", "2"]) == 0  # by name: the recorded config
+    assert "config from the trial's recorded config" in capsys.readouterr().out
+
+    assert main(["sweep", "plot", str(sweep_file)]) == 0
+    paths = capsys.readouterr().out.splitlines()
+    names = ["optimization_history", "param_importances", "parallel_coordinate", "slice", "contour"]
+    assert paths == [str(Path("runs/s/plots") / f"{name}.png") for name in names]
+    for path in paths:
+        assert (tmp_path / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    assert main(["sweep", "plot", "s", "--out", "elsewhere"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == str(Path("elsewhere/optimization_history.png"))
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == sorted(f"{n}.png" for n in names)
+
+    assert main(["sweep", "reproduce", str(sweep_file), "--trial", "9"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "error: `--trial` must be a trial of study 's', but got 9; its trials: 0 to 2.\n"
+    assert captured.out == ""
+
+
 def _bad(tmp_path, edit):
     data = sweep_dict(Path("runs"))
     edit(data)
@@ -79,6 +120,9 @@ BAD = [
     (lambda p: ["sweep", "show", "nosuchstudy"], "no study journal at runs/nosuchstudy/study.journal"),
     (lambda p: ["sweep", "best", _bad(p, lambda d: None)], "no study journal"),
     (lambda p: ["sweep", "frobnicate"], "invalid choice: 'frobnicate'"),
+    (lambda p: ["sweep", "reproduce", "nosuchstudy", "--trial", "0"], "no study journal at runs/nosuchstudy"),
+    (lambda p: ["sweep", "reproduce", _bad(p, lambda d: None)], "the following arguments are required: --trial"),
+    (lambda p: ["sweep", "plot", "nosuchstudy"], "no study journal at runs/nosuchstudy"),
     (lambda p: ["fit", _bad(p, lambda d: d["trainer"].update(max_epoch=1))], "Did you mean 'max_epochs'?"),
 ]
 

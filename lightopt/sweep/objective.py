@@ -12,11 +12,11 @@ import numpy as np
 import optuna
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lightopt.sweep.build import build, quiet_lightning
+from lightopt.sweep.build import Run, build, quiet_lightning
 from lightopt.sweep.config import SweepFile
 from lightopt.sweep.pruning import MetricNotLoggedError, PruningCallback
 
-__all__ = ["Objective", "TrialFailed", "trial_seed", "trial_config", "TRAINER_DEFAULTS"]
+__all__ = ["Objective", "TrialFailed", "fit_trial", "trial_seed", "trial_config", "TRAINER_DEFAULTS"]
 
 # Sweeps run many short fits: no progress bar or summary per trial (the runner prints one line each).
 TRAINER_DEFAULTS = {"enable_progress_bar": False, "enable_model_summary": False}
@@ -49,6 +49,24 @@ def trial_config(sweep: SweepFile, params: Mapping[str, Any], seed: int | None =
     return config
 
 
+def fit_trial(config: Mapping[str, Any], seed: int, pruning: PruningCallback, directory: Path, name: str) -> Run:
+    """Fit one trial's ``config`` as a sweep does; logs in ``directory / name``; returns the fitted :class:`Run`.
+
+    ``pruning`` watches the metric (its ``best`` is the trial's value); the Trainer gets the sweep's
+    defaults (no progress bar or summary) and a TensorBoard logger unless the config sets ``logger: false``.
+    ``lightopt sweep reproduce`` runs a recorded trial again through this same function.
+    """
+    overrides: dict[str, Any] = {"default_root_dir": str(Path(directory) / name)}
+    if (config.get("trainer") or {}).get("logger") is not False:
+        # name="" and version=name: the logs land in exactly <directory>/<name>.
+        overrides["logger"] = TensorBoardLogger(directory, name="", version=name, default_hp_metric=False)
+    with quiet_lightning():
+        run = build(config, seed=seed, callbacks=[pruning], trainer_overrides=overrides,
+                    trainer_defaults=TRAINER_DEFAULTS)
+        run.trainer.fit(run.model, datamodule=run.datamodule)
+    return run
+
+
 class Objective:
     """``objective(trial) -> float`` for ``study.optimize``: fits the trial's config and returns its value.
 
@@ -78,15 +96,8 @@ class Objective:
         trial.set_user_attr("log_dir", str(self.study_dir / name))
         mode = "min" if spec.direction == "minimize" else "max"
         pruning = PruningCallback(trial, spec.metric, spec.report_at, mode)
-        overrides: dict[str, Any] = {"default_root_dir": str(self.study_dir / name)}
-        if (config.get("trainer") or {}).get("logger") is not False:
-            # name="" and version=name: the logs land in exactly <log_dir>/<study>/trial_NNNN.
-            overrides["logger"] = TensorBoardLogger(self.study_dir, name="", version=name, default_hp_metric=False)
         try:
-            with quiet_lightning():
-                run = build(config, seed=seed, callbacks=[pruning], trainer_overrides=overrides,
-                            trainer_defaults=TRAINER_DEFAULTS)
-                run.trainer.fit(run.model, datamodule=run.datamodule)
+            run = fit_trial(config, seed, pruning, self.study_dir, name)
         except (MetricNotLoggedError, KeyboardInterrupt):
             raise
         except Exception as error:

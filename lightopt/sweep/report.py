@@ -1,9 +1,12 @@
-"""Read a stored study back: find it from a sweep file or a name, tabulate its trials, export the best."""
+"""Read a stored study back: find it from a sweep file or a name, tabulate its trials, export the best,
+reproduce one trial, and draw Optuna's plots of it."""
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +15,12 @@ import yaml
 
 from lightopt.sweep import config as _config
 from lightopt.sweep.config import SweepConfigError, SweepFile
-from lightopt.sweep.objective import trial_config
+from lightopt.sweep.build import torch_threads
+from lightopt.sweep.objective import fit_trial, trial_config
+from lightopt.sweep.pruning import PruningCallback
 from lightopt.sweep.runner import _optuna_quiet, best_trial, open_storage, study_dir
 
-__all__ = ["find_study", "trial_rows", "format_table", "best_config"]
+__all__ = ["find_study", "trial_rows", "format_table", "best_config", "Reproduction", "reproduce_trial", "plot_study"]
 
 
 def find_study(
@@ -119,3 +124,162 @@ def _fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.{digits}g}" if digits != 2 else f"{value:.2f}"
     return "-" if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """A trial run again: its recorded value and the new one (both the best over validation rounds)."""
+
+    trial: optuna.trial.FrozenTrial
+    metric: str
+    recorded: float
+    value: float
+    config_from: str
+    log_dir: Path
+    notes: tuple[str, ...] = ()
+
+    @property
+    def abs_diff(self) -> float:
+        return abs(self.value - self.recorded)
+
+    @property
+    def rel_diff(self) -> float:
+        return self.abs_diff / abs(self.recorded) if self.recorded != 0 else (0.0 if self.abs_diff == 0 else math.inf)
+
+    def summary(self, study_name: str) -> str:
+        t = self.trial
+        lines = [f"trial {t.number} of study {study_name!r} ({t.state.name}), seed {t.user_attrs.get('seed')}, "
+                 f"config from {self.config_from}"]
+        lines += [f"  {key}: {value!r}" for key, value in t.params.items()]
+        lines += [f"note: {note}" for note in self.notes]
+        lines += [
+            f"{self.metric} (best over validation rounds):",
+            f"  recorded    {self.recorded:.10g}",
+            f"  reproduced  {self.value:.10g}",
+            f"  difference  {self.abs_diff:.3g} absolute, {self.rel_diff:.3g} relative",
+            f"logs: {self.log_dir}",
+        ]
+        return "\n".join(lines)
+
+
+def reproduce_trial(
+    study: optuna.Study, number: int, sweep: SweepFile | None = None, *, log_dir: str = "runs",
+    threads: int | None = None,
+) -> Reproduction:
+    """Run trial ``number`` of ``study`` again, as the sweep ran it, and compare the values.
+
+    The config is the sweep file's with the trial's params applied and ``seed_everything`` set to
+    the trial's recorded seed (without a file: the trial's recorded config). The fit goes through
+    the same :func:`~lightopt.sweep.objective.fit_trial` as the sweep's, and its value is the best
+    of the study's metric over the validation rounds. A pruned trial is run to its full length,
+    so its value is compared with the best it reached before it was pruned. Logs go to
+    ``<study dir>/reproduce_NNNN``. ``threads`` defaults to the file's ``study.threads``.
+
+    Raises :class:`SweepConfigError` for a trial that is not there, failed, is still running, or
+    has no recorded seed (or config, without a file).
+    """
+    trials = {t.number: t for t in study.trials}
+    if number not in trials:
+        last = f"0 to {len(trials) - 1}" if trials else "none"
+        raise SweepConfigError(f"`--trial` must be a trial of study {study.study_name!r}, but got {number}; "
+                               f"its trials: {last}.")
+    trial = trials[number]
+    state = trial.state.name
+    if state == "FAIL":
+        reason = trial.user_attrs.get("fail_reason", "no reason recorded")
+        raise SweepConfigError(f"trial {number} failed ({reason}), so it has no value to reproduce; "
+                               f"`lightopt sweep show` lists the complete ones.")
+    if state not in ("COMPLETE", "PRUNED"):
+        raise SweepConfigError(f"trial {number} is {state}, not finished, so it has no value to reproduce.")
+    seed = trial.user_attrs.get("seed")
+    if seed is None:
+        raise SweepConfigError(f"trial {number} has no recorded seed, so it cannot be reproduced.")
+    recorded = trial.value if state == "COMPLETE" else trial.user_attrs.get("best_value")
+    if recorded is None:
+        raise SweepConfigError(f"trial {number} has no recorded value to compare with.")
+    meta = study.user_attrs.get("lightopt", {})
+    metric = meta.get("metric") or (sweep.study.metric if sweep and sweep.study else None)
+    if metric is None:
+        raise SweepConfigError(f"study {study.study_name!r} records no metric; give the sweep file.")
+    notes = []
+    if sweep is not None:
+        config = trial_config(sweep, trial.params, seed)
+        config_from = f"{sweep.path} with the trial's params"
+        recorded_config = trial.user_attrs.get("config")
+        if recorded_config is not None and recorded_config != config:
+            notes.append("the file's config with these params differs from the trial's recorded config "
+                         "(the file changed since the sweep?); reproducing from the file")
+    else:
+        config = trial.user_attrs.get("config")
+        if config is None:
+            raise SweepConfigError(f"trial {number} has no recorded config; give the sweep file instead of the name.")
+        config_from = "the trial's recorded config"
+    if state == "PRUNED":
+        notes.append(f"trial {number} was pruned at step {trial.user_attrs.get('pruned_at', '?')}; it is run to its "
+                     f"full length now, so the recorded value (its best before pruning) may differ")
+    if sweep is not None and sweep.study is not None:
+        directory = study_dir(sweep.study.log_dir, study.study_name)
+        report_at = sweep.study.report_at
+        threads = sweep.study.threads if threads is None else threads
+    else:
+        recorded_dir = trial.user_attrs.get("log_dir")
+        directory = Path(recorded_dir).parent if recorded_dir else study_dir(log_dir, study.study_name)
+        report_at = "validation_round"
+    mode = "min" if study.direction == optuna.study.StudyDirection.MINIMIZE else "max"
+    pruning = PruningCallback(None, metric, report_at, mode)  # no trial: reports nothing, never prunes
+    name = f"reproduce_{number:04d}"
+    with torch_threads(threads):
+        fit_trial(config, seed, pruning, directory, name)
+    if pruning.failure is not None:
+        raise SweepConfigError(f"trial {number} failed when run again: {pruning.failure}.")
+    if pruning.best is None:
+        raise SweepConfigError(f"trial {number} ran no validation round when run again.")
+    return Reproduction(trial, metric, float(recorded), float(pruning.best), config_from, directory / name, tuple(notes))
+
+
+# name -> (optuna.visualization.matplotlib function, least number of params)
+_PLOTS = (("optimization_history", "plot_optimization_history", 0), ("param_importances", "plot_param_importances", 2),
+          ("parallel_coordinate", "plot_parallel_coordinate", 1), ("slice", "plot_slice", 1),
+          ("contour", "plot_contour", 2))
+
+
+def plot_study(study: optuna.Study, out_dir: str | Path) -> tuple[list[Path], list[str]]:
+    """Write Optuna's matplotlib plots of ``study`` as PNG files into ``out_dir``.
+
+    Optimization history, parameter importances (needs 2 complete trials and 2 params),
+    parallel coordinates, slices and contours (needs 2 params). Returns ``(paths written,
+    notes on the plots skipped)``. Uses pyplot's current backend; ``lightopt sweep plot`` sets Agg.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.trial import TrialState
+    from optuna.visualization import matplotlib as optuna_mpl
+
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    if not complete:
+        raise SweepConfigError(f"study {study.study_name!r} has no completed trial to plot.")
+    n_params = len({name for t in complete for name in t.params})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written, notes = [], []
+    for name, function, least in _PLOTS:
+        if n_params < least:
+            notes.append(f"{name}: skipped, it needs at least {least} searched parameters (the study has {n_params})")
+            continue
+        if name == "param_importances" and len(complete) < 2:
+            notes.append(f"{name}: skipped, it needs at least 2 complete trials (the study has {len(complete)})")
+            continue
+        with warnings.catch_warnings(), _optuna_quiet():
+            warnings.filterwarnings("ignore", category=ExperimentalWarning)
+            try:
+                axes = getattr(optuna_mpl, function)(study)
+            except (ValueError, RuntimeError) as error:
+                notes.append(f"{name}: skipped, {error}")
+                continue
+        figure = np.asarray(axes, dtype=object).flat[0].figure
+        path = out / f"{name}.png"
+        figure.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(figure)
+        written.append(path)
+    return written, notes
