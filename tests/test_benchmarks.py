@@ -147,3 +147,51 @@ def test_callback_overhead_reports_every_callback(callback_overhead, tmp_path, c
     assert by_case["CurvatureMonitor(every_n_steps=2)"]["events"] == 5  # steps 0, 2, 4, 6, 8
     assert report["machine"]["cpu"] in stdout
 
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmarks/trial_overhead.py: it runs in-process on one-epoch trials and reports the three arms.
+
+_TRIAL_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "trial_overhead.py"
+
+
+@pytest.fixture(scope="module")
+def trial_overhead():
+    spec = importlib.util.spec_from_file_location("trial_overhead", _TRIAL_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def test_trial_overhead_reports_three_arms(trial_overhead, tmp_path, capsys):
+    out = tmp_path / "out.json"
+    argv = ["--quick", "--rounds", "2", "--trials", "1", "--epochs", "1", "--warmup", "0", "--profile-trials", "1",
+            "--json", str(out)]
+    assert trial_overhead.main(argv) == 0
+    stdout = capsys.readouterr().out
+    for name in trial_overhead.ARM_NAMES.values():
+        assert f"| {name} |" in stdout
+    for key in ("B/A", "C/A", "C/B"):
+        assert f"| {key} |" in stdout
+
+    report = json.loads(out.read_text())
+    for arm in report["arms"].values():
+        assert len(arm["wall_rounds"]) == 2 and all(math.isfinite(w) and w > 0 for w in arm["wall_rounds"])
+    losses = [arm["val_loss"] for arm in report["arms"].values()]
+    assert max(losses) - min(losses) < 1e-4  # the same batches, the same weights: the same work in every arm
+    for r in report["ratios"].values():
+        assert math.isfinite(r["ratio"]) and r["ratio"] > 0
+        assert 0 < r["ratio_ci_low"] <= r["ratio_ci_high"]
+    assert report["profile"]["top"] and report["profile"]["packages"]
+    assert report["machine"]["cpu"] in stdout
+
+
+def test_trial_overhead_bad_arguments_exit_2(trial_overhead, capsys):
+    with pytest.raises(SystemExit) as exc:
+        trial_overhead.main(["--trials", "0"])
+    assert exc.value.code == 2
+    assert "`--trials` must be >= 1, but got trials=0." in capsys.readouterr().err
