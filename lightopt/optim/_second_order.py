@@ -110,6 +110,16 @@ class FlatOptimizer(torch.optim.Optimizer):
     def _check_group(group: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def _begin(self, closure: Callable[[], Any] | None) -> tuple[dict[str, Any], list[torch.Tensor], dict[str, Any]]:
+        """The start of every full-batch ``step``: the closure check, the shared hyperparameters, θ's
+        tensors and the optimizer's one state dict (kept under the first parameter)."""
+        if closure is None:
+            raise missing_closure_error(
+                type(self).__name__, "computes the full-batch loss, calls loss.backward() and returns the loss"
+            )
+        params = all_params(self)
+        return shared_hyperparameters(self, self._shared), params, self.state[params[0]]
+
 
 def flat_params(params: Sequence[torch.Tensor]) -> torch.Tensor:
     """θ as one vector (a copy), in the order of the param groups."""

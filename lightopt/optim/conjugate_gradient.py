@@ -123,13 +123,7 @@ class ConjugateGradient(_so.FlatOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Run ``max_iter`` CG iterations; ``closure`` computes the loss, calls backward() and returns it."""
-        if closure is None:
-            raise _so.missing_closure_error(
-                type(self).__name__, "computes the full-batch loss, calls loss.backward() and returns the loss"
-            )
-        hp = _so.shared_hyperparameters(self, _HYPERPARAMETERS)
-        params = _so.all_params(self)
-        state = self.state[params[0]]
+        hp, params, state = self._begin(closure)
         orig_loss, f, g = _so.evaluate(closure, params)  # g_t ← (1/m)∇Σ L
         for i in range(hp["max_iter"]):
             if float(g.abs().max()) <= hp["tolerance_grad"]:

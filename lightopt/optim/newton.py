@@ -135,13 +135,7 @@ class Newton(_so.FlatOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """One Newton iteration; ``closure`` computes the full-batch loss, calls backward() and returns it."""
-        if closure is None:
-            raise _so.missing_closure_error(
-                type(self).__name__, "computes the full-batch loss, calls loss.backward() and returns the loss"
-            )
-        hp = _so.shared_hyperparameters(self, _HYPERPARAMETERS)
-        params = _so.all_params(self)
-        state = self.state[params[0]]
+        hp, params, state = self._begin(closure)
         loss, f, g = _so.evaluate(closure, params)  # g ← (1/m)∇Σ L
         x = _so.flat_params(params)
         try:
