@@ -6,7 +6,9 @@ thread, and a validation pass computing ``val_loss`` after each epoch. Trial ``k
 uses the seed ``lightopt.sweep.trial_seed(seed, k)``, so every arm starts from the same weights and
 sees the same batches in the same order (the datamodule's shuffling generator is seeded by its own
 ``seed``); the final ``val_loss`` of the three arms is reported as a check that they did the
-same work.
+same work. All three arms read their batches from the same ``DigitsDataModule`` loaders, which index
+the in-memory tensors once per batch (not once per example), and all three parse the digits file
+once per process; B and C train the same module, which logs its epoch means once per epoch.
 
 * **A, bare loop** (the floor): build the datamodule, an ``nn.Sequential`` equal to the MLP's net and
   ``lightopt.optim.SGD``; per batch forward, cross-entropy, backward, step; per epoch a validation
@@ -17,7 +19,10 @@ same work.
   and ``enable_checkpointing=False``; fit; return ``trainer.callback_metrics["val_loss"]``.
 * **C, lightopt**: ``lightopt.sweep.Objective``, the callable ``run_sweep`` hands to
   ``study.optimize`` (it calls ``fit_trial``: TensorBoard logging, ``PruningCallback``), on a sweep
-  parsed from an in-memory config equal to B's.
+  parsed from an in-memory config equal to B's. What differs from B is lightopt's own: the sanity
+  check runs in the first trial of a study in the process only (each block of C trials is a new
+  study, so the first trial of every block runs it), and the Trainer lists its callback entry
+  points once per process.
 
 B and C run ``--trials`` trials per round in a study of their own (``optuna.create_study``,
 in-memory storage, ``NopPruner``, the default sampler), created inside the timed block, so the
@@ -25,8 +30,9 @@ study's own cost is included; ``study.optimize`` is called with ``gc_after_trial
 ``run_sweep`` does. Every trial logs to a fresh directory. Rounds run the three arms in turn, the
 first arm rotating from round to round. Reported per arm: the median over rounds of the wall time
 per trial, CPU time per trial, and the ratios B/A, C/A, C/B with paired bootstrap 95% intervals.
-Then ``--profile-trials`` more C trials run under ``cProfile``: the top cumulative entries outside
-torch, and the profiled time split by package.
+Then ``--profile-trials`` more C trials run under ``cProfile`` (one study: the first trial runs the
+sanity check): the profiled time split by cause (:data:`CAUSES`) and by package, and the top
+cumulative entries outside torch.
 
 Usage::
 
@@ -258,6 +264,46 @@ def _package(filename: str, name: str) -> str:
     return "Python standard library"
 
 
+# Where a trial's time goes, by cause: (label, [(file path ending, function name), ...]); each cause's
+# time is the cumulative time of the first-level calls of those functions. The causes may overlap a
+# little (the sanity check's own self.log calls count twice); "the rest" is what none of them holds.
+CAUSES = (
+    ("`LightningModule.log` / `log_dict` calls", [("lightning/pytorch/core/module.py", "log")]),
+    ("batch fetching and collation (`DataLoader.__next__`)", [("torch/utils/data/dataloader.py", "__next__")]),
+    ("data loading and splitting (`DigitsDataModule.setup`)", [("examples/digits.py", "setup")]),
+    ("model and datamodule construction", [("lightopt/sweep/build.py", "_instantiate")]),
+    ("Trainer construction", [("lightning/pytorch/trainer/trainer.py", "__init__")]),
+    ("  of which: callback entry points", [("lightning/fabric/utilities/registry.py", "_load_external_callbacks")]),
+    ("sanity check", [("lightning/pytorch/trainer/trainer.py", "_run_sanity_check")]),
+    ("TensorBoard logger (hparams, writes, close)", [("lightning/pytorch/loggers/utilities.py", "_log_hyperparams"),
+                                                      ("lightning/pytorch/loggers/tensorboard.py", "log_metrics"),
+                                                      ("lightning/pytorch/loggers/tensorboard.py", "finalize")]),
+    ("fit teardown", [("lightning/pytorch/trainer/trainer.py", "_teardown")]),
+    ("pruning callback", [("lightopt/sweep/pruning.py", "on_train_batch_end"),
+                          ("lightopt/sweep/pruning.py", "on_validation_end")]),
+    ("lightopt's trial set-up (search space, config, user attrs)",
+     [("lightopt/sweep/space.py", "suggest"), ("optuna/trial/_trial.py", "set_user_attr")]),
+)
+
+
+def causes(stats: pstats.Stats, total: float, trials: int) -> list[dict[str, Any]]:
+    """Cumulative time per entry of :data:`CAUSES`, per trial and as a share of ``total``, then the rest."""
+    rows, counted = [], 0.0
+    for label, functions in CAUSES:
+        seconds = 0.0
+        for (filename, _, name), (_, _, _, ct, _) in stats.stats.items():
+            if any(filename.replace(os.sep, "/").endswith(path) and name == fn for path, fn in functions):
+                seconds += ct
+        if not label.startswith(" "):
+            counted += seconds
+        rows.append({"cause": label, "ms_per_trial": seconds * 1e3 / trials, "share": seconds / total})
+    rest = max(total - counted, 0.0)
+    rows.append({"cause": "the rest: forward, backward and optimizer math, Lightning's loops (hook dispatch, "
+                          "batch transfer, progress and result bookkeeping)",
+                 "ms_per_trial": rest * 1e3 / trials, "share": rest / total})
+    return rows
+
+
 def profile(runner: _Runner, trials: int, top: int) -> dict[str, Any]:
     """Profile ``trials`` C trials; the top cumulative entries outside torch and the time per package."""
     profiler = cProfile.Profile()
@@ -295,7 +341,7 @@ def profile(runner: _Runner, trials: int, top: int) -> dict[str, Any]:
     packages = sorted(({"package": p, "ms_per_trial": s * 1e3 / trials, "share": s / total} for p, s in by_package.items()),
                       key=lambda r: -r["ms_per_trial"])
     return {"trials": trials, "wall_s_per_trial": wall / trials, "profiled_s_per_trial": total / trials,
-            "top": rows[:top], "top_own": own[:top], "packages": packages}
+            "causes": causes(stats, total, trials), "top": rows[:top], "top_own": own[:top], "packages": packages}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,7 +388,9 @@ def format_table(result: dict[str, Any]) -> str:
 def format_profile(prof: dict[str, Any]) -> str:
     lines = [f"Profile of C: {prof['trials']} trial(s) under cProfile, {prof['wall_s_per_trial'] * 1e3:.0f} ms wall "
              f"per trial with the profiler on.", "",
-             "| package (own time) | ms/trial | share |", "|---|---:|---:|"]
+             "| cause (cumulative time) | ms/trial | share |", "|---|---:|---:|"]
+    lines += [f"| {c['cause']} | {c['ms_per_trial']:.1f} | {100 * c['share']:.1f}% |" for c in prof["causes"]]
+    lines += ["", "| package (own time) | ms/trial | share |", "|---|---:|---:|"]
     lines += [f"| {p['package']} | {p['ms_per_trial']:.1f} | {100 * p['share']:.1f}% |" for p in prof["packages"]]
     lines += ["", "| top cumulative, outside torch | calls/trial | cumulative ms/trial | own ms/trial |",
               "|---|---:|---:|---:|"]

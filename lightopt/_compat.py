@@ -6,7 +6,11 @@ that a change upstream fails one small test instead of an optimizer far away.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import functools
+import importlib.metadata
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch.optim.lbfgs import _strong_wolfe as _torch_strong_wolfe
@@ -40,3 +44,33 @@ def strong_wolfe(
         obj_func, x, t, d, f, g, gtd, c1=c1, c2=c2, tolerance_change=tolerance_change, max_ls=max_ls
     )
     return float(f_new), g_new, float(t_new), int(evals)
+
+
+@functools.lru_cache(maxsize=None)
+def _entry_points(group: str) -> tuple[Any, ...]:
+    return tuple(importlib.metadata.entry_points(group=group))
+
+
+@contextlib.contextmanager
+def lightning_entry_points_read_once() -> Iterator[None]:
+    """Inside the block, a Lightning ``Trainer`` reads its callback entry points once per process.
+
+    ``Trainer.__init__`` looks for external callbacks in the ``lightning.pytorch.callbacks_factory``
+    entry-point group (``lightning.fabric.utilities.registry._load_external_callbacks`` calls the
+    module's ``entry_points(group=...)``), which reads the metadata of every installed distribution:
+    5 ms of CPU and more of I/O per Trainer, a noticeable share of a short sweep trial. Inside the
+    block the group's entry points are listed once and kept; each factory is still called for every
+    Trainer, so every Trainer gets callbacks of its own, as without the block.
+    """
+    from lightning.fabric.utilities import registry
+
+    before = registry.entry_points
+
+    def entry_points(group: str | None = None) -> Any:
+        return before() if group is None else _entry_points(group)
+
+    registry.entry_points = entry_points
+    try:
+        yield
+    finally:
+        registry.entry_points = before

@@ -147,3 +147,41 @@ def test_main_rejects_bad_arguments_with_exit_code_2(capsys, argv, match):
         main(argv)
     assert exit_info.value.code == 2
     assert match in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("train_plus_val", [False, True])
+def test_loaders_give_the_batches_of_a_plain_dataloader_over_the_same_tensors(train_plus_val):
+    datamodule = split(batch_size=100, seed=2, train_plus_val=train_plus_val)
+    train = torch.utils.data.ConcatDataset([datamodule.train_set, datamodule.val_set]) if train_plus_val \
+        else torch.utils.data.TensorDataset(*datamodule.train_set.tensors)
+    plain = torch.utils.data.DataLoader(train, 100, shuffle=True, generator=torch.Generator().manual_seed(2))
+    ours = list(datamodule.train_dataloader())
+    assert len(ours) == len(plain) == (15 if train_plus_val else 11)
+    for (x, y), (px, py) in zip(ours, plain):
+        assert torch.equal(x, px) and torch.equal(y, py)
+    val = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*datamodule.val_set.tensors), 100)
+    for (x, y), (px, py) in zip(datamodule.val_dataloader(), val):
+        assert torch.equal(x, px) and torch.equal(y, py)
+
+
+def test_logged_epoch_values_are_means_over_the_examples_and_reach_tensorboard(tmp_path, one_thread):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    L.seed_everything(0, workers=True)
+    model, datamodule = DigitsMLP(hidden=16), DigitsDataModule(batch_size=50)
+    logger = L.pytorch.loggers.TensorBoardLogger(tmp_path, name="", version="run")
+    trainer = L.Trainer(
+        default_root_dir=tmp_path, max_epochs=2, accelerator="cpu", logger=logger, log_every_n_steps=5,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    x, y = datamodule.val_set.tensors
+    with torch.no_grad():
+        logits = model(x)
+    metrics = trainer.callback_metrics
+    torch.testing.assert_close(metrics["val_loss"], torch.nn.functional.cross_entropy(logits, y), rtol=1e-5, atol=0)
+    torch.testing.assert_close(metrics["val_acc"], (logits.argmax(1) == y).float().mean(), rtol=1e-5, atol=0)
+    events = EventAccumulator(str(tmp_path / "run")).Reload()
+    assert {"train_loss_step", "train_loss_epoch", "val_loss", "val_acc"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("train_loss_step")] == [4, 9, 14, 19, 24, 29, 34, 39]  # 22 steps/epoch
+    assert len(events.Scalars("train_loss_epoch")) == len(events.Scalars("val_loss")) == 2

@@ -19,6 +19,7 @@ from typing import Any
 import lightning
 import torch
 
+from lightopt._compat import lightning_entry_points_read_once
 from lightopt.sweep._imports import import_class
 
 __all__ = ["Run", "build", "fit", "quiet_lightning", "torch_threads"]
@@ -64,7 +65,9 @@ def build(
         kwargs["logger"] = _instantiate(logger)
     elif isinstance(logger, list):
         kwargs["logger"] = [_instantiate(one) if isinstance(one, Mapping) else one for one in logger]
-    return Run(model, datamodule, lightning.Trainer(**kwargs))
+    with lightning_entry_points_read_once():  # 5 ms or more per Trainer otherwise
+        trainer = lightning.Trainer(**kwargs)
+    return Run(model, datamodule, trainer)
 
 
 def fit(config: Mapping[str, Any], **kwargs: Any) -> Run:

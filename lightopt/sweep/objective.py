@@ -12,6 +12,7 @@ import numpy as np
 import optuna
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from lightopt.sweep._sanity import sanity_check_defaults, sanity_check_passed
 from lightopt.sweep.build import Run, build, quiet_lightning
 from lightopt.sweep.config import SweepFile
 from lightopt.sweep.pruning import MetricNotLoggedError, PruningCallback
@@ -54,16 +55,21 @@ def fit_trial(config: Mapping[str, Any], seed: int, pruning: PruningCallback, di
 
     ``pruning`` watches the metric (its ``best`` is the trial's value); the Trainer gets the sweep's
     defaults (no progress bar or summary) and a TensorBoard logger unless the config sets ``logger: false``.
-    ``lightopt sweep reproduce`` runs a recorded trial again through this same function.
+    Lightning's sanity check runs in the first trial of a ``directory`` in this process, not in later
+    ones (unless the config sets ``num_sanity_val_steps``); Lightning isolates its random state, so a
+    trial's result is the same either way. ``lightopt sweep reproduce`` runs a recorded trial again
+    through this same function.
     """
     overrides: dict[str, Any] = {"default_root_dir": str(Path(directory) / name)}
     if (config.get("trainer") or {}).get("logger") is not False:
         # name="" and version=name: the logs land in exactly <directory>/<name>.
         overrides["logger"] = TensorBoardLogger(directory, name="", version=name, default_hp_metric=False)
+    key = str(Path(directory).resolve())
     with quiet_lightning():
         run = build(config, seed=seed, callbacks=[pruning], trainer_overrides=overrides,
-                    trainer_defaults=TRAINER_DEFAULTS)
+                    trainer_defaults={**TRAINER_DEFAULTS, **sanity_check_defaults(key)})
         run.trainer.fit(run.model, datamodule=run.datamodule)
+    sanity_check_passed(key)
     return run
 
 
