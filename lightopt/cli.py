@@ -53,8 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("file", metavar="FILE", help="the sweep file")
     run.add_argument("--n-trials", type=int, metavar="N", help="the study's total number of trials (default: study.n_trials)")
     run.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds (default: study.timeout)")
-    run.add_argument("--storage", metavar="URL", help="an Optuna database URL or a journal file path (default: study.storage, "
-                     "else <log_dir>/<name>/study.journal)")
+    run.add_argument("--storage", metavar="URL", help="an Optuna database URL or a journal file path (default: "
+                     "$LIGHTOPT_STORAGE, else study.storage, else <log_dir>/<name>/study.journal)")
     run.add_argument("--study-name", metavar="NAME", help="the study's name (default: study.name, else the file's stem)")
     run.add_argument("--workers", type=int, default=1, metavar="N", help="trials run in parallel (only 1 for now)")
     run.add_argument("--threads", type=int, metavar="N", help="torch CPU threads per trial (default: study.threads, "
@@ -64,8 +64,8 @@ def _parser() -> argparse.ArgumentParser:
                             ("best", "the best trial's config, runnable with `lightopt fit`")):
         sub = sweep_commands.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
         sub.add_argument("target", metavar="FILE_or_NAME", help="the sweep file, or the study's name")
-        sub.add_argument("--storage", metavar="URL", help="where the study is (default: from the file, else "
-                         "<log-dir>/<name>/study.journal)")
+        sub.add_argument("--storage", metavar="URL", help="where the study is (default: $LIGHTOPT_STORAGE, else from "
+                         "the file, else <log-dir>/<name>/study.journal)")
         sub.add_argument("--log-dir", default="runs", help="for a NAME: the sweep's log_dir (default: runs)")
         if name == "show":
             sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -85,8 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("target", metavar="FILE_or_NAME", help="the sweep file, or the study's name")
     plot.add_argument("--out", metavar="DIR", help="where the PNG files go (default: <log_dir>/<name>/plots/)")
     for sub in (reproduce, plot):
-        sub.add_argument("--storage", metavar="URL", help="where the study is (default: from the file, else "
-                         "<log-dir>/<name>/study.journal)")
+        sub.add_argument("--storage", metavar="URL", help="where the study is (default: $LIGHTOPT_STORAGE, else from "
+                         "the file, else <log-dir>/<name>/study.journal)")
         sub.add_argument("--log-dir", default="runs", help="for a NAME: the sweep's log_dir (default: runs)")
     reproduce.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: study.threads, else "
                            "torch's); the sweep's count gives the closest match")
@@ -109,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.parse_args(["sweep", "--help"])
         if args.command == "fit":
             return _fit(args)
+        if args.storage is None:  # a database URL from the environment keeps its password out of shell history
+            from lightopt.sweep.database import STORAGE_ENV
+
+            args.storage = os.environ.get(STORAGE_ENV) or None
         commands = {"run": _sweep_run, "show": _sweep_show, "best": _sweep_best, "reproduce": _sweep_reproduce,
                     "plot": _sweep_plot}
         return commands[args.sweep_command](args)

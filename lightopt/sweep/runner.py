@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lightopt.sweep.build import torch_threads
 from lightopt.sweep.config import SweepConfigError, SweepFile, check_threads, check_timeout
+from lightopt.sweep.database import database_error, open_database, redact
 from lightopt.sweep.objective import Objective, TrialFailed
 
 __all__ = ["SweepResult", "run_sweep", "open_storage", "open_study", "study_dir", "JOURNAL_NAME"]
@@ -62,11 +63,10 @@ def open_storage(
             return optuna.storages.JournalStorage(backend), str(path)
         except OSError as error:
             raise SweepConfigError(f"`{where}` cannot be opened: {error}", file) from None
-    try:
-        return optuna.storages.RDBStorage(url), url
+    try:  # the password never reaches a message or an output line
+        return open_database(url), redact(url)
     except Exception as error:  # noqa: BLE001 - drivers raise their own types; all mean "unreachable"
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SweepConfigError(f"`{where}` {url!r} cannot be opened: {reason}", file) from None
+        raise SweepConfigError(f"`{where}` {redact(url)!r} cannot be opened: {database_error(error, url)}", file) from None
 
 
 def open_study(
