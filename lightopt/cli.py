@@ -1,7 +1,8 @@
 """The ``lightopt`` command line: ``lightopt fit FILE`` and ``lightopt sweep run|show|best|reproduce|plot``.
 
 User errors (a bad file, a bad option, a study that is not there) print one line on stderr and
-exit with code 2; nothing is written to a study before its file has been checked.
+exit with code 2; nothing is written to a study before its file has been checked. A sweep that
+stopped early because its trials all failed the same way exits with code 1.
 """
 
 from __future__ import annotations
@@ -157,10 +158,13 @@ def _sweep_run(args: argparse.Namespace) -> int:
         raise _UsageError(f"lightopt sweep run: `--study-name` must be letters, digits, '_', '-' or '.', "
                           f"but got {args.study_name!r}")
     try:
-        run_sweep(sweep, n_trials=args.n_trials, timeout=args.timeout, storage=args.storage,
-                  study_name=args.study_name, workers=args.workers, threads=args.threads)
+        result = run_sweep(sweep, n_trials=args.n_trials, timeout=args.timeout, storage=args.storage,
+                           study_name=args.study_name, workers=args.workers, threads=args.threads)
     except MetricNotLoggedError as error:
         raise config.SweepConfigError(str(error), sweep.path) from None
+    if result.stopped:  # every trial failed the same way: exit 1, not 2, since trials ran and were recorded
+        print(f"error: {result.stopped}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -27,6 +27,7 @@ import yaml
 
 from lightopt.sweep import _paths
 from lightopt.sweep._imports import import_class, init_parameters, suggest
+from lightopt.sweep.failures import STOP_AFTER_SAME_FAILURES, check_stop_after
 from lightopt.sweep.space import SearchSpace, parse_search
 
 __all__ = ["SweepConfigError", "StudySpec", "SweepFile", "load", "parse", "SAMPLERS", "PRUNERS"]
@@ -35,7 +36,7 @@ RUN_KEYS = ("model", "data", "trainer", "optimizer", "lr_scheduler", "seed_every
 _TOP_KEYS = ("study", "search", *RUN_KEYS)
 _STUDY_KEYS = (
     "name", "direction", "metric", "n_trials", "timeout", "seed", "sampler", "pruner", "report_at", "storage", "log_dir",
-    "threads",
+    "threads", "stop_after_same_failures",
 )
 _CLASS_KEYS = ("class_path", "init_args")
 SAMPLERS = {
@@ -76,6 +77,8 @@ class StudySpec:
 
     ``threads`` sets ``torch.set_num_threads`` during the sweep (None: torch's default); tiny
     models train several times faster on 1 thread, above all on a busy machine.
+    ``stop_after_same_failures`` stops a run whose first that many trials all failed the same way
+    (0: never); see :class:`lightopt.sweep.failures.FailureWatch`.
     """
 
     name: str
@@ -90,6 +93,7 @@ class StudySpec:
     storage: str | None = None
     log_dir: str = "runs"
     threads: int | None = None
+    stop_after_same_failures: int = STOP_AFTER_SAME_FAILURES
 
     def make_sampler(self, space: SearchSpace) -> optuna.samplers.BaseSampler:
         """A fresh sampler; ``seed`` defaults to the study's seed, ``grid`` lists the space's values."""
@@ -258,6 +262,7 @@ def _parse_study(study: Any, default_name: str) -> StudySpec:
         raise ValueError(f"`study.n_trials` must be an integer >= 1, but got n_trials={n_trials!r}.")
     check_timeout("study.timeout", values.get("timeout"))
     check_threads("study.threads", values.get("threads"))
+    check_stop_after("study.stop_after_same_failures", values.get("stop_after_same_failures", STOP_AFTER_SAME_FAILURES))
     seed = values.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"`study.seed` must be an integer >= 0, but got seed={seed!r}.")

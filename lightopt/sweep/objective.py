@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightopt.sweep._sanity import sanity_check_defaults, sanity_check_passed
 from lightopt.sweep.build import Run, build, quiet_lightning
 from lightopt.sweep.config import SweepFile
+from lightopt.sweep.failures import LossCheck, failure_reason, write_error_log
 from lightopt.sweep.pruning import MetricNotLoggedError, PruningCallback
 
 __all__ = ["Objective", "TrialFailed", "fit_trial", "trial_seed", "trial_config", "TRAINER_DEFAULTS"]
@@ -66,7 +67,7 @@ def fit_trial(config: Mapping[str, Any], seed: int, pruning: PruningCallback, di
         overrides["logger"] = TensorBoardLogger(directory, name="", version=name, default_hp_metric=False)
     key = str(Path(directory).resolve())
     with quiet_lightning():
-        run = build(config, seed=seed, callbacks=[pruning], trainer_overrides=overrides,
+        run = build(config, seed=seed, callbacks=[pruning, LossCheck()], trainer_overrides=overrides,
                     trainer_defaults={**TRAINER_DEFAULTS, **sanity_check_defaults(key)})
         run.trainer.fit(run.model, datamodule=run.datamodule)
     sanity_check_passed(key)
@@ -79,7 +80,9 @@ class Objective:
     The value is the best (per the study's direction) of ``study.metric`` over the trial's
     validation rounds. ``trial.user_attrs`` record ``seed``, ``config`` (the full run config, which
     ``lightopt fit`` runs), ``log_dir``, ``final_value``, ``epochs``, ``global_step``,
-    ``validation_rounds`` and, for a failed trial, ``fail_reason`` and ``traceback``. A pruned
+    ``validation_rounds`` and, for a failed trial, ``fail_reason`` and ``traceback`` (also written to
+    ``<log_dir>/error.txt``). A training loss that turns NaN or infinite fails the trial
+    (:class:`~lightopt.sweep.failures.LossCheck`). A pruned
     trial raises ``optuna.TrialPruned`` after its fit ended cleanly; a broken one raises
     :class:`TrialFailed`; a metric the module never logs raises
     :class:`~lightopt.sweep.pruning.MetricNotLoggedError`, which stops the sweep.
@@ -107,8 +110,9 @@ class Objective:
         except (MetricNotLoggedError, KeyboardInterrupt):
             raise
         except Exception as error:
-            self._fail(trial, f"{type(error).__name__}: {error}", traceback.format_exc())
-            raise TrialFailed(f"{type(error).__name__}: {error}") from error
+            reason = failure_reason(error)
+            self._fail(trial, reason, traceback.format_exc())
+            raise TrialFailed(reason) from error
         trainer = run.trainer
         trial.set_user_attr("epochs", trainer.current_epoch)
         trial.set_user_attr("global_step", trainer.global_step)
@@ -133,3 +137,4 @@ class Objective:
         trial.set_user_attr("fail_reason", reason)
         if trace:
             trial.set_user_attr("traceback", trace[-8000:])
+        write_error_log(trial.user_attrs.get("log_dir"), reason, trace)

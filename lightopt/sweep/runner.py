@@ -25,7 +25,10 @@ from optuna.trial import FrozenTrial, TrialState
 from lightopt.sweep.build import torch_threads
 from lightopt.sweep.config import SweepConfigError, SweepFile, check_threads, check_timeout
 from lightopt.sweep.database import database_error, open_database, redact
+from lightopt.sweep.failures import FailureWatch
+from lightopt.sweep.memory import TrialCleanup
 from lightopt.sweep.objective import Objective, TrialFailed
+from lightopt.sweep.resume import check_resume, describe_space
 
 __all__ = ["SweepResult", "run_sweep", "open_storage", "open_study", "study_dir", "JOURNAL_NAME"]
 
@@ -38,6 +41,7 @@ class SweepResult:
     study_dir: Path
     storage: str
     ran: int
+    stopped: str | None = None  # why the sweep stopped early (its trials all failed the same way)
 
 
 def study_dir(log_dir: str | Path, name: str) -> Path:
@@ -77,7 +81,7 @@ def open_study(
     sampler: optuna.samplers.BaseSampler | None = None,
     pruner: optuna.pruners.BasePruner | None = None,
 ) -> tuple[optuna.Study, str]:
-    """Create the sweep's study, or load it when it exists (same direction required).
+    """Create the sweep's study, or load it when it exists (same direction, metric and search space required).
 
     ``sampler``/``pruner`` objects replace the file's ``study.sampler``/``study.pruner``.
     """
@@ -86,16 +90,13 @@ def open_study(
     url = storage_url if storage_url is not None else spec.storage
     storage, described = open_storage(url, study_dir(spec.log_dir, name), where="--storage" if storage_url else "study.storage",
                                        file=None if storage_url else sweep.path)
+    check_resume(storage, name, sweep)  # before anything is written
     study = optuna.create_study(
         storage=storage, study_name=name, direction=spec.direction, load_if_exists=True,
         sampler=sampler or spec.make_sampler(sweep.search), pruner=pruner or spec.make_pruner(),
     )
-    if study.direction.name.lower() != spec.direction:
-        raise SweepConfigError(
-            f"`study.direction` must match the stored study {name!r}, which is {study.direction.name.lower()}, "
-            f"but got direction={spec.direction!r}.", sweep.path, "study.direction",
-        )
-    study.set_user_attr("lightopt", {"metric": spec.metric, "seed": spec.seed, "file": sweep.path})
+    study.set_user_attr("lightopt", {"metric": spec.metric, "seed": spec.seed, "file": sweep.path,
+                                     "space": describe_space(sweep.search)})
     return study, described
 
 
@@ -147,13 +148,19 @@ def run_sweep(
               f"(n_trials={total}); logs in {directory}", file=out, flush=True)
         if remaining > 0:
             progress = _Progress(out, total, spec.metric)
-            study.optimize(
-                Objective(sweep, directory), n_trials=remaining, timeout=timeout, catch=(TrialFailed,),
-                callbacks=[optuna.study.MaxTrialsCallback(total, states=None), progress], gc_after_trial=False,
-            )
+            watch, cleanup = FailureWatch(spec.stop_after_same_failures), TrialCleanup()
+            with cleanup:  # frees each finished trial at once: see lightopt.sweep.memory
+                study.optimize(
+                    Objective(sweep, directory), n_trials=remaining, timeout=timeout, catch=(TrialFailed,),
+                    callbacks=[optuna.study.MaxTrialsCallback(total, states=None), progress, watch, cleanup],
+                    gc_after_trial=False,
+                )
     ran = len(study.trials) - already
     print(summary(study, spec.metric, directory, described), file=out, flush=True)
-    return SweepResult(study, directory, described, ran)
+    stopped = watch.stopped if remaining > 0 else None
+    if stopped:
+        print(stopped, file=out, flush=True)
+    return SweepResult(study, directory, described, ran, stopped)
 
 
 def summary(study: optuna.Study, metric: str, directory: Path | None, storage: str | None) -> str:

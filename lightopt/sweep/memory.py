@@ -1,0 +1,70 @@
+"""Memory between sweep trials: each finished trial's Trainer, module and tensors are freed before the next starts.
+
+A Lightning ``Trainer`` and its module refer to each other (and so do its loops, connectors and
+callbacks), so reference counting never frees a finished trial: only the cycle collector does,
+and by default it runs a full pass rarely. Trials then pile up between passes (host memory, and
+on a GPU device memory too), and a full ``gc.collect()`` after every trial (Optuna's
+``gc_after_trial=True``) walks every object of torch, Lightning and Optuna: about a second per
+trial with ~450,000 objects on a busy 2-core machine, as long as a short trial itself.
+
+:class:`TrialCleanup` freezes what exists when the sweep starts (``gc.freeze()``: the collector
+skips it from then on) and, after each trial, collects and freezes again. A pass then walks only
+what the last trial made, about a millisecond, and frees all of it that is garbage. Leaving the
+block unfreezes (unless the heap was frozen before), so the caller's program is as it was.
+"""
+
+from __future__ import annotations
+
+import gc
+from types import TracebackType
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = ["TrialCleanup", "free_memory"]
+
+
+def free_memory() -> None:
+    """Collect garbage and return CUDA's cached blocks to the device (after running out of memory)."""
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+class TrialCleanup:
+    """Optuna callback and context manager: free each finished trial at once, cheaply.
+
+    Use it as a ``with`` block around ``study.optimize`` and pass it in ``callbacks``. After a
+    failed trial it also empties CUDA's cache, so a trial that ran out of device memory leaves
+    the next one all of it.
+
+    Example:
+        >>> import optuna
+        >>> study = optuna.create_study()
+        >>> cleanup = TrialCleanup()
+        >>> with cleanup:
+        ...     study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2, callbacks=[cleanup])
+        >>> len(study.trials)
+        2
+    """
+
+    def __init__(self) -> None:
+        self._unfreeze = False
+
+    def __enter__(self) -> TrialCleanup:
+        self._unfreeze = gc.get_freeze_count() == 0
+        gc.freeze()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        if self._unfreeze:
+            gc.unfreeze()
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state == TrialState.FAIL:
+            free_memory()
+        else:
+            gc.collect()
+        gc.freeze()

@@ -1,0 +1,128 @@
+"""Resuming a study with a changed file, and storages that cannot be opened: one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from lightopt.cli import main
+from lightopt.sweep.config import parse
+from lightopt.sweep.resume import describe_space
+from tests.sweep.helpers import sweep_dict, write
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """A study ``s`` with one trial, run from ``sweep_dict``: its log dir, to copy."""
+    runs = tmp_path_factory.mktemp("recorded") / "runs"
+    path = write(runs.parent / "s.yaml", sweep_dict(runs, n_trials=1))
+    assert main(["sweep", "run", str(path)]) == 0
+    return runs
+
+
+def _copy(recorded, tmp_path, edit):
+    runs = tmp_path / "runs"
+    shutil.copytree(recorded, runs)
+    data = sweep_dict(runs, n_trials=2)
+    edit(data)
+    return write(tmp_path / "s.yaml", data), runs
+
+
+def _files(directory):
+    return {p: p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def _set_low(data):
+    data["search"]["optimizer.init_args.lr"]["low"] = 0.001
+
+
+def _add_remove(data):
+    del data["search"]["data.init_args.batch_size"]
+    data["search"]["optimizer.init_args.momentum"] = {"low": 0.0, "high": 0.99}
+
+
+MISUSE = [
+    (lambda d: d["study"].update(metric="val_acc"),
+     "`study.metric` must match the stored study 's', which is 'val_loss', but got metric='val_acc'"),
+    (lambda d: d["study"].update(direction="maximize"),
+     "`study.direction` must match the stored study 's', which is minimize, but got direction='maximize'."),
+    (_set_low, "`search` must match the stored study 's', but it changed: changed optimizer.init_args.lr "
+               "(low 0.01 -> 0.001)."),
+    (_add_remove, "it changed: added optimizer.init_args.momentum; removed data.init_args.batch_size."),
+]
+
+
+@pytest.mark.parametrize("edit, match", MISUSE)
+def test_resuming_with_a_changed_file_is_refused_and_writes_nothing(recorded, tmp_path, monkeypatch, capsys, edit,
+                                                                    match):
+    monkeypatch.chdir(tmp_path)
+    path, runs = _copy(recorded, tmp_path, edit)
+    before = _files(runs)
+    assert main(["sweep", "run", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert match in captured.err and captured.err.count("\n") == 1 and captured.err.startswith(f"error: {path}:")
+    assert "--study-name NEW" in captured.err or "direction" in match
+    assert captured.out == "" and _files(runs) == before
+
+
+def test_a_new_study_name_runs_the_changed_file(recorded, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path, runs = _copy(recorded, tmp_path, _add_remove)
+    assert main(["sweep", "run", str(path), "--study-name", "s2", "--n-trials", "1"]) == 0
+    study = optuna.load_study(study_name="s2", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(runs / "s2" / "study.journal"))))
+    assert set(study.user_attrs["lightopt"]["space"]) == {"optimizer.init_args.lr", "optimizer.init_args.momentum"}
+
+
+def test_a_study_without_a_recorded_space_is_resumed_and_gets_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = sweep_dict(tmp_path / "runs", n_trials=1)
+    storage = f"sqlite:///{tmp_path / 'old.db'}"
+    old = optuna.create_study(study_name="s", storage=storage)
+    old.set_user_attr("lightopt", {"metric": "val_loss", "seed": 0})
+    assert main(["sweep", "run", str(write(tmp_path / "s.yaml", data)), "--storage", storage]) == 0
+    stored = optuna.load_study(study_name="s", storage=storage).user_attrs["lightopt"]["space"]
+    assert stored == describe_space(parse(data).search) and stored["data.init_args.batch_size"]["choices"] == [32, 64]
+
+
+def test_describe_space_keeps_zero_bounds_and_conditions(tmp_path):
+    data = sweep_dict(tmp_path)
+    data["search"] = {"optimizer.init_args.momentum": {"low": 0.0, "high": 0.9, "step": 0.1,
+                                                       "when": {"optimizer.class_path": "lightopt.optim.SGD"}}}
+    assert describe_space(parse(data).search) == {"optimizer.init_args.momentum": {
+        "kind": "float", "low": 0.0, "high": 0.9, "step": 0.1, "when": [["optimizer.class_path", ["lightopt.optim.SGD"]]]}}
+
+
+UNREACHABLE = [
+    ("sqlite:////nonexistent/dir/x.db", "`--storage` 'sqlite:////nonexistent/dir/x.db' cannot be opened: "),
+    ("postgresql://user:s3cret-pw@127.0.0.1:1/db", "`--storage` 'postgresql://user:***@127.0.0.1:1/db' cannot be opened: "),
+]
+
+
+@pytest.mark.parametrize("url, match", UNREACHABLE)
+def test_an_unreachable_database_is_one_line_without_the_password(tmp_path, monkeypatch, capsys, url, match):
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path / "s.yaml", sweep_dict(tmp_path / "runs"))
+    assert main(["sweep", "run", str(path), "--storage", url]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"error: {match}") and captured.err.count("\n") == 1
+    assert "s3cret" not in captured.err + captured.out and captured.out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
+
+
+def test_python_m_lightopt_refuses_an_unreachable_database_without_showing_its_password(tmp_path):
+    path = write(tmp_path / "s.yaml", sweep_dict(tmp_path / "runs"))
+    done = subprocess.run(
+        [sys.executable, "-m", "lightopt", "sweep", "run", str(path), "--storage", UNREACHABLE[1][0]],
+        cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2 and done.stdout == "" and done.stderr.startswith(f"error: {UNREACHABLE[1][1]}")
+    assert done.stderr.count("\n") == 1 and "s3cret" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
