@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightopt.sweep.build import Run, build, quiet_lightning
 from lightopt.sweep.config import SweepFile
+from lightopt.sweep.distributed import trial_processes
 from lightopt.sweep.pruning import MetricNotLoggedError, PruningCallback
 
 __all__ = ["Objective", "TrialFailed", "fit_trial", "trial_seed", "trial_config", "TRAINER_DEFAULTS"]
@@ -54,13 +55,17 @@ def fit_trial(config: Mapping[str, Any], seed: int, pruning: PruningCallback, di
 
     ``pruning`` watches the metric (its ``best`` is the trial's value); the Trainer gets the sweep's
     defaults (no progress bar or summary) and a TensorBoard logger unless the config sets ``logger: false``.
-    ``lightopt sweep reproduce`` runs a recorded trial again through this same function.
+    ``lightopt sweep reproduce`` runs a recorded trial again through this same function. A config with
+    ``trainer.strategy: ddp`` runs here as rank 0, its other ranks started by
+    :func:`~lightopt.sweep.distributed.trial_processes`.
     """
     overrides: dict[str, Any] = {"default_root_dir": str(Path(directory) / name)}
     if (config.get("trainer") or {}).get("logger") is not False:
         # name="" and version=name: the logs land in exactly <directory>/<name>.
         overrides["logger"] = TensorBoardLogger(directory, name="", version=name, default_hp_metric=False)
-    with quiet_lightning():
+    job = {"config": config, "seed": seed, "directory": str(directory), "name": name, "monitor": pruning.monitor,
+           "report_at": pruning.report_at, "mode": pruning.mode}
+    with quiet_lightning(), trial_processes(job):
         run = build(config, seed=seed, callbacks=[pruning], trainer_overrides=overrides,
                     trainer_defaults=TRAINER_DEFAULTS)
         run.trainer.fit(run.model, datamodule=run.datamodule)
