@@ -138,11 +138,14 @@ def _fit(args: argparse.Namespace) -> int:
         raise _UsageError(f"lightopt fit: {error}") from None
     with torch_threads(args.threads):
         run = fit(run_file.run)
+    log_dir = run.trainer.log_dir  # a collective under DDP: every rank asks
+    if not run.trainer.is_global_zero:
+        return 0  # a DDP rank that Lightning started (strategy: ddp): rank 0 reports
     metrics = {k: float(v) for k, v in run.trainer.callback_metrics.items() if v.numel() == 1}
     shown = ", ".join(f"{k}={v:.6g}" for k, v in sorted(metrics.items())) or "no metrics logged"
     print(f"fit done: {shown}")
-    if run.trainer.log_dir:
-        print(f"logs: {run.trainer.log_dir}")
+    if log_dir:
+        print(f"logs: {log_dir}")
     return 0
 
 

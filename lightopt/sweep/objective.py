@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightopt.sweep._sanity import sanity_check_defaults, sanity_check_passed
 from lightopt.sweep.build import Run, build, quiet_lightning
 from lightopt.sweep.config import SweepFile
+from lightopt.sweep.distributed import trial_processes
 from lightopt.sweep.failures import LossCheck, failure_reason, write_error_log
 from lightopt.sweep.pruning import MetricNotLoggedError, PruningCallback
 
@@ -59,16 +60,21 @@ def fit_trial(config: Mapping[str, Any], seed: int, pruning: PruningCallback, di
     Lightning's sanity check runs in the first trial of a ``directory`` in this process, not in later
     ones (unless the config sets ``num_sanity_val_steps``); Lightning isolates its random state, so a
     trial's result is the same either way. ``lightopt sweep reproduce`` runs a recorded trial again
-    through this same function.
+    through this same function. A config with ``trainer.strategy: ddp`` runs here as rank 0, its
+    other ranks started by :func:`~lightopt.sweep.distributed.trial_processes` (told whether rank 0
+    skips the sanity check, so all ranks run the same collectives).
     """
     overrides: dict[str, Any] = {"default_root_dir": str(Path(directory) / name)}
     if (config.get("trainer") or {}).get("logger") is not False:
         # name="" and version=name: the logs land in exactly <directory>/<name>.
         overrides["logger"] = TensorBoardLogger(directory, name="", version=name, default_hp_metric=False)
     key = str(Path(directory).resolve())
-    with quiet_lightning():
+    sanity = sanity_check_defaults(key)
+    job = {"config": config, "seed": seed, "directory": str(directory), "name": name, "monitor": pruning.monitor,
+           "report_at": pruning.report_at, "mode": pruning.mode, "skip_sanity_check": bool(sanity)}
+    with quiet_lightning(), trial_processes(job):
         run = build(config, seed=seed, callbacks=[pruning, LossCheck()], trainer_overrides=overrides,
-                    trainer_defaults={**TRAINER_DEFAULTS, **sanity_check_defaults(key)})
+                    trainer_defaults={**TRAINER_DEFAULTS, **sanity})
         run.trainer.fit(run.model, datamodule=run.datamodule)
     sanity_check_passed(key)
     return run
