@@ -7,9 +7,13 @@ that a change upstream fails one small test instead of an optimizer far away.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch.optim.lbfgs import _strong_wolfe as _torch_strong_wolfe
+
+if TYPE_CHECKING:
+    import optuna
 
 ObjectiveFn = Callable[[torch.Tensor, float, torch.Tensor], tuple[float, torch.Tensor]]
 
@@ -40,3 +44,19 @@ def strong_wolfe(
         obj_func, x, t, d, f, g, gtd, c1=c1, c2=c2, tolerance_change=tolerance_change, max_ls=max_ls
     )
     return float(f_new), g_new, float(t_new), int(evals)
+
+
+def study_storage(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage a study reads and writes (Optuna's ``Study`` has no public getter for it).
+
+    lightopt's crash recovery needs it to set the state of another worker's trial by number.
+    """
+    return study._storage  # noqa: SLF001
+
+
+def stop_requested(study: optuna.Study) -> bool:
+    """Whether ``study.stop()`` was called in the last ``study.optimize`` (e.g. by a finished ``GridSampler``).
+
+    lightopt's worker calls ``study.optimize`` one trial at a time and must honour it across calls.
+    """
+    return bool(getattr(study, "_stop_flag", False))

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import copy
 import traceback
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
+from lightning.pytorch import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from lightopt.sweep import recovery
 from lightopt.sweep.build import Run, build, quiet_lightning
 from lightopt.sweep.config import SweepFile
 from lightopt.sweep.pruning import MetricNotLoggedError, PruningCallback
@@ -49,11 +52,13 @@ def trial_config(sweep: SweepFile, params: Mapping[str, Any], seed: int | None =
     return config
 
 
-def fit_trial(config: Mapping[str, Any], seed: int, pruning: PruningCallback, directory: Path, name: str) -> Run:
+def fit_trial(config: Mapping[str, Any], seed: int, pruning: PruningCallback, directory: Path, name: str,
+              callbacks: Sequence[Callback] = (), ckpt_path: str | None = None) -> Run:
     """Fit one trial's ``config`` as a sweep does; logs in ``directory / name``; returns the fitted :class:`Run`.
 
     ``pruning`` watches the metric (its ``best`` is the trial's value); the Trainer gets the sweep's
     defaults (no progress bar or summary) and a TensorBoard logger unless the config sets ``logger: false``.
+    ``callbacks`` are added to the Trainer's; ``ckpt_path`` resumes the fit from a checkpoint.
     ``lightopt sweep reproduce`` runs a recorded trial again through this same function.
     """
     overrides: dict[str, Any] = {"default_root_dir": str(Path(directory) / name)}
@@ -61,9 +66,9 @@ def fit_trial(config: Mapping[str, Any], seed: int, pruning: PruningCallback, di
         # name="" and version=name: the logs land in exactly <directory>/<name>.
         overrides["logger"] = TensorBoardLogger(directory, name="", version=name, default_hp_metric=False)
     with quiet_lightning():
-        run = build(config, seed=seed, callbacks=[pruning], trainer_overrides=overrides,
+        run = build(config, seed=seed, callbacks=[pruning, *callbacks], trainer_overrides=overrides,
                     trainer_defaults=TRAINER_DEFAULTS)
-        run.trainer.fit(run.model, datamodule=run.datamodule)
+        run.trainer.fit(run.model, datamodule=run.datamodule, ckpt_path=ckpt_path)
     return run
 
 
@@ -73,7 +78,10 @@ class Objective:
     The value is the best (per the study's direction) of ``study.metric`` over the trial's
     validation rounds. ``trial.user_attrs`` record ``seed``, ``config`` (the full run config, which
     ``lightopt fit`` runs), ``log_dir``, ``final_value``, ``epochs``, ``global_step``,
-    ``validation_rounds`` and, for a failed trial, ``fail_reason`` and ``traceback``. A pruned
+    ``validation_rounds`` and, for a failed trial, ``fail_reason`` and ``traceback``. A retry of a
+    trial whose worker died (``retry_of``, ``seed`` and ``resume_from`` preset by
+    :func:`~lightopt.sweep.recovery.enqueue_retries`) keeps the seed and resumes from the
+    checkpoint, recording ``resumed_at`` (epoch and global step). A pruned
     trial raises ``optuna.TrialPruned`` after its fit ended cleanly; a broken one raises
     :class:`TrialFailed`; a metric the module never logs raises
     :class:`~lightopt.sweep.pruning.MetricNotLoggedError`, which stops the sweep.
@@ -87,7 +95,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         spec = self.sweep.study
-        seed = trial_seed(spec.seed, trial.number)
+        seed = trial.user_attrs.get("seed", trial_seed(spec.seed, trial.number))  # a retry keeps its seed
         trial.set_user_attr("seed", seed)
         config = self.sweep.search.suggest(trial, self.sweep.run)
         config["seed_everything"] = seed
@@ -96,14 +104,22 @@ class Objective:
         trial.set_user_attr("log_dir", str(self.study_dir / name))
         mode = "min" if spec.direction == "minimize" else "max"
         pruning = PruningCallback(trial, spec.metric, spec.report_at, mode)
+        start = recovery.StartPoint()
+        resume = trial.user_attrs.get("resume_from")
+        resume = resume if resume and Path(resume).is_file() else None
         try:
-            run = fit_trial(config, seed, pruning, self.study_dir, name)
+            with warnings.catch_warnings():  # a retry resumes another trial's checkpoint: its dirpath differs
+                warnings.filterwarnings("ignore", ".*The dirpath has changed from.*")
+                run = fit_trial(config, seed, pruning, self.study_dir, name,
+                                [start, *recovery.checkpoint_callbacks(config, self.study_dir / name)], resume)
         except (MetricNotLoggedError, KeyboardInterrupt):
             raise
         except Exception as error:
             self._fail(trial, f"{type(error).__name__}: {error}", traceback.format_exc())
             raise TrialFailed(f"{type(error).__name__}: {error}") from error
         trainer = run.trainer
+        if resume is not None:
+            trial.set_user_attr("resumed_at", {"epoch": start.epoch, "global_step": start.global_step})
         trial.set_user_attr("epochs", trainer.current_epoch)
         trial.set_user_attr("global_step", trainer.global_step)
         trial.set_user_attr("validation_rounds", len(pruning.history))

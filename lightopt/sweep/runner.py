@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +23,12 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from lightopt.sweep import recovery
 from lightopt.sweep.build import torch_threads
 from lightopt.sweep.config import SweepConfigError, SweepFile, check_threads, check_timeout
-from lightopt.sweep.objective import Objective, TrialFailed
+from lightopt.sweep.objective import Objective
+from lightopt.sweep.worker import run_worker
+from lightopt.sweep.workers import run_workers
 
 __all__ = ["SweepResult", "run_sweep", "open_storage", "open_study", "study_dir", "JOURNAL_NAME"]
 
@@ -63,7 +67,10 @@ def open_storage(
         except OSError as error:
             raise SweepConfigError(f"`{where}` cannot be opened: {error}", file) from None
     try:
-        return optuna.storages.RDBStorage(url), url
+        with warnings.catch_warnings():  # the heartbeat finds other machines' dead workers (see recovery)
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=recovery.HEARTBEAT_S,
+                                              grace_period=recovery.GRACE_PERIOD_S), url
     except Exception as error:  # noqa: BLE001 - drivers raise their own types; all mean "unreachable"
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise SweepConfigError(f"`{where}` {url!r} cannot be opened: {reason}", file) from None
@@ -117,7 +124,11 @@ def run_sweep(
     Trials recorded by earlier runs count, whatever their state, so running again resumes.
     ``timeout`` (seconds, default ``study.timeout``) stops starting new trials. Prints one line per
     trial to ``out`` (default stdout) and a summary at the end. ``sampler``/``pruner`` objects
-    replace the file's (e.g. a custom pruner); ``threads`` replaces ``study.threads``.
+    replace the file's (e.g. a custom pruner); ``threads`` replaces ``study.threads``. ``workers``
+    > 1 runs the trials in that many processes (:mod:`lightopt.sweep.workers`), one torch thread
+    each unless ``threads`` says otherwise. Trials left RUNNING by a dead worker of this machine are
+    failed and retried (:mod:`lightopt.sweep.recovery`); Ctrl-C records the running trial and
+    raises ``KeyboardInterrupt``.
     """
     out = sys.stdout if out is None else out
     spec = sweep.study
@@ -133,25 +144,32 @@ def run_sweep(
         raise SweepConfigError(str(error)) from None
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise SweepConfigError(f"`--workers` must be an integer >= 1, but got workers={workers!r}.")
-    if workers > 1:
-        raise SweepConfigError(f"`--workers` > 1 is not yet supported, but got workers={workers}; use --workers 1.")
     timeout = spec.timeout if timeout is None else timeout
     name = study_name or spec.name
     threads = spec.threads if threads is None else threads
+    if workers > 1 and threads is None:
+        threads = 1  # N workers on N cores
     with _optuna_quiet(), torch_threads(threads):
         study, described = open_study(sweep, storage, name, sampler=sampler, pruner=pruner)
         directory = study_dir(spec.log_dir, name)
-        already = len(study.trials)
+        lock = recovery.lock_path(described, name)
+        with recovery.HostLock(lock):
+            for trial in recovery.fail_dead_trials(study):
+                print(f"trial {trial} was left RUNNING by a worker that died: recorded as failed; it will be retried "
+                      "(from its last checkpoint if it has one)", file=out, flush=True)
+        already = recovery.counted(study.get_trials(deepcopy=False))
         remaining = total - already
         print(f"study {name!r}: {already} trial(s) in {described}; running up to {max(remaining, 0)} more "
               f"(n_trials={total}); logs in {directory}", file=out, flush=True)
-        if remaining > 0:
+        if remaining <= 0:
+            ran = 0
+        elif workers > 1:
+            ran = run_workers(study, sweep, workers, out=out, total=total, storage=described, timeout=timeout,
+                              threads=threads, sampler=sampler, pruner=pruner)
+        else:
             progress = _Progress(out, total, spec.metric)
-            study.optimize(
-                Objective(sweep, directory), n_trials=remaining, timeout=timeout, catch=(TrialFailed,),
-                callbacks=[optuna.study.MaxTrialsCallback(total, states=None), progress], gc_after_trial=False,
-            )
-    ran = len(study.trials) - already
+            ran = run_worker(study, Objective(sweep, directory), total=total, lock=lock, timeout=timeout,
+                             callbacks=[progress])
     print(summary(study, spec.metric, directory, described), file=out, flush=True)
     return SweepResult(study, directory, described, ran)
 
@@ -195,7 +213,7 @@ class _Progress:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         trials = study.trials
         counts = _counts(trials)
-        done = sum(counts[s] for s in ("COMPLETE", "PRUNED", "FAIL"))
+        done = recovery.counted(trials) - counts["RUNNING"]  # a trial retried after a crash counts once
         if trial.state == TrialState.COMPLETE:
             outcome = f"complete {self.metric}={trial.value:.4g}"
         elif trial.state == TrialState.PRUNED:
