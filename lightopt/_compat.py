@@ -10,10 +10,13 @@ import contextlib
 import functools
 import importlib.metadata
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.optim.lbfgs import _strong_wolfe as _torch_strong_wolfe
+
+if TYPE_CHECKING:
+    import optuna
 
 ObjectiveFn = Callable[[torch.Tensor, float, torch.Tensor], tuple[float, torch.Tensor]]
 
@@ -74,3 +77,19 @@ def lightning_entry_points_read_once() -> Iterator[None]:
         yield
     finally:
         registry.entry_points = before
+
+
+def study_storage(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage a study reads and writes (Optuna's ``Study`` has no public getter for it).
+
+    lightopt's crash recovery needs it to set the state of another worker's trial by number.
+    """
+    return study._storage  # noqa: SLF001
+
+
+def stop_requested(study: optuna.Study) -> bool:
+    """Whether ``study.stop()`` was called in the last ``study.optimize`` (e.g. by a finished ``GridSampler``).
+
+    lightopt's worker calls ``study.optimize`` one trial at a time and must honour it across calls.
+    """
+    return bool(getattr(study, "_stop_flag", False))

@@ -57,9 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--storage", metavar="URL", help="an Optuna database URL or a journal file path (default: "
                      "$LIGHTOPT_STORAGE, else study.storage, else <log_dir>/<name>/study.journal)")
     run.add_argument("--study-name", metavar="NAME", help="the study's name (default: study.name, else the file's stem)")
-    run.add_argument("--workers", type=int, default=1, metavar="N", help="trials run in parallel (only 1 for now)")
+    run.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes running trials in "
+                     "parallel on this machine (default: 1)")
     run.add_argument("--threads", type=int, metavar="N", help="torch CPU threads per trial (default: study.threads, "
-                     "else torch's)")
+                     "else torch's; 1 with --workers > 1)")
 
     for name, help_text in (("show", "the trial table and the best trial"),
                             ("best", "the best trial's config, runnable with `lightopt fit`")):
@@ -120,8 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (_UsageError, SweepConfigError, ImportError) as error:
         print(f"error: {error}" if not isinstance(error, _UsageError) else str(error), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:  # a sweep records its running trial first and says so
+        print(f"interrupted: {interrupt}" if str(interrupt) else "interrupted", file=sys.stderr)
         return 130
     except SystemExit as exit_:  # --help, --version
         return exit_.code if isinstance(exit_.code, int) else 0

@@ -195,3 +195,40 @@ def test_trial_overhead_bad_arguments_exit_2(trial_overhead, capsys):
         trial_overhead.main(["--trials", "0"])
     assert exc.value.code == 2
     assert "`--trials` must be >= 1, but got trials=0." in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmarks/workers.py: one quick round of both arms (two tiny trials each), the same trials in both.
+
+_WORKERS_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "workers.py"
+
+
+@pytest.fixture(scope="module")
+def workers_benchmark():
+    spec = importlib.util.spec_from_file_location("workers_benchmark", _WORKERS_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def test_workers_benchmark_reports_both_arms(workers_benchmark, tmp_path, capsys):
+    out = tmp_path / "out.json"
+    assert workers_benchmark.main(["--quick", "--json", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "| 1 |" in stdout and "| 2 |" in stdout and "| 2 workers / 1 worker |" in stdout
+    report = json.loads(out.read_text())
+    for arm in report["arms"].values():
+        assert len(arm["rounds"]) == 1 and arm["rounds"][0]["states"] == {"COMPLETE": 2, "PRUNED": 0, "FAIL": 0}
+        assert math.isfinite(arm["trials_per_min"]) and arm["trials_per_min"] > 0
+    assert report["machine"]["cpu"] in stdout
+
+
+def test_workers_benchmark_bad_arguments_exit_2(workers_benchmark, capsys):
+    with pytest.raises(SystemExit) as exc:
+        workers_benchmark.main(["--trials", "0"])
+    assert exc.value.code == 2
+    assert "`--trials` must be >= 1, but got trials=0." in capsys.readouterr().err

@@ -95,12 +95,15 @@ class StudySpec:
     threads: int | None = None
     stop_after_same_failures: int = STOP_AFTER_SAME_FAILURES
 
-    def make_sampler(self, space: SearchSpace) -> optuna.samplers.BaseSampler:
-        """A fresh sampler; ``seed`` defaults to the study's seed, ``grid`` lists the space's values."""
+    def make_sampler(self, space: SearchSpace, seed: Any = ...) -> optuna.samplers.BaseSampler:
+        """A fresh sampler; its seed is ``seed`` if given, else the block's, else the study's; ``grid``
+        lists the space's values."""
         args = {k: v for k, v in self.sampler.items() if k != "name"}
         cls = SAMPLERS[self.sampler["name"]]
         if "seed" in inspect.signature(cls).parameters:
             args.setdefault("seed", self.seed)
+            if seed is not ...:
+                args["seed"] = seed
         if cls is optuna.samplers.GridSampler:
             args.setdefault("search_space", space.grid())
         return cls(**args)

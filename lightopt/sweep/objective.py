@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import copy
 import traceback
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
+from lightning.pytorch import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from lightopt.sweep import recovery
 from lightopt.sweep._sanity import sanity_check_defaults, sanity_check_passed
 from lightopt.sweep.build import Run, build, quiet_lightning
 from lightopt.sweep.config import SweepFile
@@ -52,17 +55,21 @@ def trial_config(sweep: SweepFile, params: Mapping[str, Any], seed: int | None =
     return config
 
 
-def fit_trial(config: Mapping[str, Any], seed: int, pruning: PruningCallback, directory: Path, name: str) -> Run:
+def fit_trial(config: Mapping[str, Any], seed: int, pruning: PruningCallback, directory: Path, name: str,
+              callbacks: Sequence[Callback] = (), ckpt_path: str | None = None, checkpoints: bool = False) -> Run:
     """Fit one trial's ``config`` as a sweep does; logs in ``directory / name``; returns the fitted :class:`Run`.
 
     ``pruning`` watches the metric (its ``best`` is the trial's value); the Trainer gets the sweep's
     defaults (no progress bar or summary) and a TensorBoard logger unless the config sets ``logger: false``.
-    Lightning's sanity check runs in the first trial of a ``directory`` in this process, not in later
-    ones (unless the config sets ``num_sanity_val_steps``); Lightning isolates its random state, so a
-    trial's result is the same either way. ``lightopt sweep reproduce`` runs a recorded trial again
-    through this same function. A config with ``trainer.strategy: ddp`` runs here as rank 0, its
-    other ranks started by :func:`~lightopt.sweep.distributed.trial_processes` (told whether rank 0
-    skips the sanity check, so all ranks run the same collectives).
+    ``callbacks`` are added to the Trainer's; ``checkpoints`` adds a ``ModelCheckpoint`` whose
+    ``last.ckpt`` a retried trial resumes from (:func:`~lightopt.sweep.recovery.checkpoint_callbacks`);
+    ``ckpt_path`` resumes the fit from a checkpoint. Lightning's sanity check runs in the first trial
+    of a ``directory`` in this process, not in later ones (unless the config sets
+    ``num_sanity_val_steps``); Lightning isolates its random state, so a trial's result is the same
+    either way. ``lightopt sweep reproduce`` runs a recorded trial again through this same function.
+    A config with ``trainer.strategy: ddp`` runs here as rank 0, its other ranks started by
+    :func:`~lightopt.sweep.distributed.trial_processes` with the same sanity-check, checkpoint and
+    resume settings, so all ranks run the same collectives.
     """
     overrides: dict[str, Any] = {"default_root_dir": str(Path(directory) / name)}
     if (config.get("trainer") or {}).get("logger") is not False:
@@ -71,11 +78,14 @@ def fit_trial(config: Mapping[str, Any], seed: int, pruning: PruningCallback, di
     key = str(Path(directory).resolve())
     sanity = sanity_check_defaults(key)
     job = {"config": config, "seed": seed, "directory": str(directory), "name": name, "monitor": pruning.monitor,
-           "report_at": pruning.report_at, "mode": pruning.mode, "skip_sanity_check": bool(sanity)}
+           "report_at": pruning.report_at, "mode": pruning.mode, "skip_sanity_check": bool(sanity),
+           "checkpoints": checkpoints, "ckpt_path": ckpt_path}
+    if checkpoints:
+        callbacks = [*callbacks, *recovery.checkpoint_callbacks(config, Path(directory) / name)]
     with quiet_lightning(), trial_processes(job):
-        run = build(config, seed=seed, callbacks=[pruning, LossCheck()], trainer_overrides=overrides,
+        run = build(config, seed=seed, callbacks=[pruning, LossCheck(), *callbacks], trainer_overrides=overrides,
                     trainer_defaults={**TRAINER_DEFAULTS, **sanity})
-        run.trainer.fit(run.model, datamodule=run.datamodule)
+        run.trainer.fit(run.model, datamodule=run.datamodule, ckpt_path=ckpt_path)
     sanity_check_passed(key)
     return run
 
@@ -88,7 +98,10 @@ class Objective:
     ``lightopt fit`` runs), ``log_dir``, ``final_value``, ``epochs``, ``global_step``,
     ``validation_rounds`` and, for a failed trial, ``fail_reason`` and ``traceback`` (also written to
     ``<log_dir>/error.txt``). A training loss that turns NaN or infinite fails the trial
-    (:class:`~lightopt.sweep.failures.LossCheck`). A pruned
+    (:class:`~lightopt.sweep.failures.LossCheck`). A retry of a
+    trial whose worker died (``retry_of``, ``seed`` and ``resume_from`` preset by
+    :func:`~lightopt.sweep.recovery.enqueue_retries`) keeps the seed and resumes from the
+    checkpoint, recording ``resumed_at`` (epoch and global step). A pruned
     trial raises ``optuna.TrialPruned`` after its fit ended cleanly; a broken one raises
     :class:`TrialFailed`; a metric the module never logs raises
     :class:`~lightopt.sweep.pruning.MetricNotLoggedError`, which stops the sweep.
@@ -102,7 +115,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         spec = self.sweep.study
-        seed = trial_seed(spec.seed, trial.number)
+        seed = trial.user_attrs.get("seed", trial_seed(spec.seed, trial.number))  # a retry keeps its seed
         trial.set_user_attr("seed", seed)
         config = self.sweep.search.suggest(trial, self.sweep.run)
         config["seed_everything"] = seed
@@ -111,8 +124,13 @@ class Objective:
         trial.set_user_attr("log_dir", str(self.study_dir / name))
         mode = "min" if spec.direction == "minimize" else "max"
         pruning = PruningCallback(trial, spec.metric, spec.report_at, mode)
+        start = recovery.StartPoint()
+        resume = trial.user_attrs.get("resume_from")
+        resume = resume if resume and Path(resume).is_file() else None
         try:
-            run = fit_trial(config, seed, pruning, self.study_dir, name)
+            with warnings.catch_warnings():  # a retry resumes another trial's checkpoint: its dirpath differs
+                warnings.filterwarnings("ignore", ".*The dirpath has changed from.*")
+                run = fit_trial(config, seed, pruning, self.study_dir, name, [start], resume, checkpoints=True)
         except (MetricNotLoggedError, KeyboardInterrupt):
             raise
         except Exception as error:
@@ -120,6 +138,8 @@ class Objective:
             self._fail(trial, reason, traceback.format_exc())
             raise TrialFailed(reason) from error
         trainer = run.trainer
+        if resume is not None:
+            trial.set_user_attr("resumed_at", {"epoch": start.epoch, "global_step": start.global_step})
         trial.set_user_attr("epochs", trainer.current_epoch)
         trial.set_user_attr("global_step", trainer.global_step)
         trial.set_user_attr("validation_rounds", len(pruning.history))

@@ -37,7 +37,9 @@ class PruningCallback(Callback):
     * ``"examples"``: training examples seen so far on all ranks (the size of each batch's first
       tensor, times the world size).
 
-    A value that is NaN or infinite stops the fit too, with :attr:`failure` set. Reporting goes
+    Its state (the round and example counts, the history) is saved in Lightning checkpoints, so a
+    fit resumed with ``ckpt_path`` goes on counting steps and re-reports the earlier values to its
+    trial. A value that is NaN or infinite stops the fit too, with :attr:`failure` set. Reporting goes
     through ``trial.report``, so every Optuna storage works; non-zero ranks may pass ``trial=None``.
 
     Args:
@@ -100,6 +102,19 @@ class PruningCallback(Callback):
         elif decision[0] == "fail":
             self.failure = decision[1]
             trainer.should_stop = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rounds": self._rounds, "examples": self._examples, "history": list(self.history), "best": self.best}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue from a checkpoint: the step count goes on, and the trial gets the earlier reports."""
+        self._rounds = state_dict.get("rounds", 0)
+        self._examples = state_dict.get("examples", 0)
+        self.history = [(int(step), float(value)) for step, value in state_dict.get("history", [])]
+        self.best = state_dict.get("best")
+        if self.trial is not None:
+            for step, value in self.history:
+                self.trial.report(value, step)
 
     def _decide(self, trainer: Trainer, step: int) -> tuple[str, str | None]:
         metrics = trainer.callback_metrics

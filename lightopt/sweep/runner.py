@@ -11,24 +11,31 @@ instead.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import sys
 import time
+import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from lightopt.sweep import recovery
 from lightopt.sweep.build import torch_threads
-from lightopt.sweep.config import SweepConfigError, SweepFile, check_threads, check_timeout
+from lightopt.sweep.config import StudySpec, SweepConfigError, SweepFile, check_threads, check_timeout
 from lightopt.sweep.database import database_error, open_database, redact
 from lightopt.sweep.failures import FailureWatch
-from lightopt.sweep.memory import TrialCleanup
-from lightopt.sweep.objective import Objective, TrialFailed
+from lightopt.sweep.objective import Objective
 from lightopt.sweep.resume import check_resume, describe_space
+from lightopt.sweep.worker import run_worker
+from lightopt.sweep.workers import run_workers
 
 __all__ = ["SweepResult", "run_sweep", "open_storage", "open_study", "study_dir", "JOURNAL_NAME"]
 
@@ -67,8 +74,11 @@ def open_storage(
             return optuna.storages.JournalStorage(backend), str(path)
         except OSError as error:
             raise SweepConfigError(f"`{where}` cannot be opened: {error}", file) from None
-    try:  # the password never reaches a message or an output line
-        return open_database(url), redact(url)
+    try:  # the password never reaches a message or an output line; the heartbeat finds other machines' dead workers
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return open_database(url, heartbeat_interval=recovery.HEARTBEAT_S,
+                                 grace_period=recovery.GRACE_PERIOD_S), redact(url)
     except Exception as error:  # noqa: BLE001 - drivers raise their own types; all mean "unreachable"
         raise SweepConfigError(f"`{where}` {redact(url)!r} cannot be opened: {database_error(error, url)}", file) from None
 
@@ -118,7 +128,11 @@ def run_sweep(
     Trials recorded by earlier runs count, whatever their state, so running again resumes.
     ``timeout`` (seconds, default ``study.timeout``) stops starting new trials. Prints one line per
     trial to ``out`` (default stdout) and a summary at the end. ``sampler``/``pruner`` objects
-    replace the file's (e.g. a custom pruner); ``threads`` replaces ``study.threads``.
+    replace the file's (e.g. a custom pruner); ``threads`` replaces ``study.threads``. ``workers``
+    > 1 runs the trials in that many processes (:mod:`lightopt.sweep.workers`), one torch thread
+    each unless ``threads`` says otherwise. Trials left RUNNING by a dead worker of this machine are
+    failed and retried (:mod:`lightopt.sweep.recovery`); Ctrl-C records the running trial and
+    raises ``KeyboardInterrupt``.
     """
     out = sys.stdout if out is None else out
     spec = sweep.study
@@ -134,33 +148,63 @@ def run_sweep(
         raise SweepConfigError(str(error)) from None
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise SweepConfigError(f"`--workers` must be an integer >= 1, but got workers={workers!r}.")
-    if workers > 1:
-        raise SweepConfigError(f"`--workers` > 1 is not yet supported, but got workers={workers}; use --workers 1.")
     timeout = spec.timeout if timeout is None else timeout
     name = study_name or spec.name
     threads = spec.threads if threads is None else threads
+    if workers > 1 and threads is None:
+        threads = 1  # N workers on N cores
     with _optuna_quiet(), torch_threads(threads):
         study, described = open_study(sweep, storage, name, sampler=sampler, pruner=pruner)
         directory = study_dir(spec.log_dir, name)
-        already = len(study.trials)
+        lock = recovery.lock_path(described, name)
+        with recovery.HostLock(lock):
+            for trial in recovery.fail_dead_trials(study):
+                print(f"trial {trial} was left RUNNING by a worker that died: recorded as failed; it will be retried "
+                      "(from its last checkpoint if it has one)", file=out, flush=True)
+        already = recovery.counted(study.get_trials(deepcopy=False))
         remaining = total - already
+        if sampler is None and (already > 0 or "://" in described):
+            study.sampler = spec.make_sampler(sweep.search, seed=run_sampler_seed(spec, already, "://" in described))
         print(f"study {name!r}: {already} trial(s) in {described}; running up to {max(remaining, 0)} more "
               f"(n_trials={total}); logs in {directory}", file=out, flush=True)
-        if remaining > 0:
+        watch = None
+        if remaining <= 0:
+            ran = 0
+        elif workers > 1:
+            ran = run_workers(study, sweep, workers, out=out, total=total, storage=described, timeout=timeout,
+                              threads=threads, sampler=sampler, pruner=pruner)
+        else:
             progress = _Progress(out, total, spec.metric)
-            watch, cleanup = FailureWatch(spec.stop_after_same_failures), TrialCleanup()
-            with cleanup:  # frees each finished trial at once: see lightopt.sweep.memory
-                study.optimize(
-                    Objective(sweep, directory), n_trials=remaining, timeout=timeout, catch=(TrialFailed,),
-                    callbacks=[optuna.study.MaxTrialsCallback(total, states=None), progress, watch, cleanup],
-                    gc_after_trial=False,
-                )
-    ran = len(study.trials) - already
+            watch = FailureWatch(spec.stop_after_same_failures)
+            ran = run_worker(study, Objective(sweep, directory), total=total, lock=lock, timeout=timeout,
+                             callbacks=[progress], failures=watch)
     print(summary(study, spec.metric, directory, described), file=out, flush=True)
-    stopped = watch.stopped if remaining > 0 else None
+    stopped = watch.stopped if watch is not None else None
     if stopped:
         print(stopped, file=out, flush=True)
     return SweepResult(study, directory, described, ran, stopped)
+
+
+def run_sampler_seed(spec: StudySpec, already: int, shared: bool) -> int | None:
+    """The sampler's seed for a run that finds ``already`` trials in its study (None: unseeded).
+
+    A new study on the embedded storage keeps the file's seed, so a one-worker sweep draws the same
+    parameters every time. A resumed study mixes in the trial count, or a seeded random sampler would
+    draw its first parameters again; a shared database (``shared``) also mixes in the host and process,
+    since machines that start the same file together find the same count and would otherwise all draw
+    the same parameters.
+
+    Example:
+        >>> from lightopt.sweep.config import StudySpec
+        >>> spec = StudySpec(name="s", sampler={"name": "random", "seed": 3})
+        >>> run_sampler_seed(spec, 0, False), run_sampler_seed(spec, 5, False) == run_sampler_seed(spec, 5, False)
+        (3, True)
+    """
+    seed = spec.sampler.get("seed", spec.seed)
+    if seed is None or (already == 0 and not shared):
+        return seed
+    entropy = [seed, already] + ([zlib.crc32(socket.gethostname().encode()), os.getpid()] if shared else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def summary(study: optuna.Study, metric: str, directory: Path | None, storage: str | None) -> str:
@@ -202,7 +246,7 @@ class _Progress:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         trials = study.trials
         counts = _counts(trials)
-        done = sum(counts[s] for s in ("COMPLETE", "PRUNED", "FAIL"))
+        done = recovery.counted(trials) - counts["RUNNING"]  # a trial retried after a crash counts once
         if trial.state == TrialState.COMPLETE:
             outcome = f"complete {self.metric}={trial.value:.4g}"
         elif trial.state == TrialState.PRUNED:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,4 +53,22 @@ class BreakableMLP(DigitsMLP):
     def training_step(self, batch: Any, batch_idx: int) -> Any:
         if self.broken:
             raise RuntimeError("broken on purpose")
+        return super().training_step(batch, batch_idx)
+
+
+class StallingMLP(DigitsMLP):
+    """DigitsMLP whose training steps wait from epoch ``stall_epoch`` on while the file ``stall_file`` exists.
+
+    A trial of it stays RUNNING, with the checkpoints of its earlier epochs written, until the test
+    kills or interrupts its worker, sends it SIGTERM, or removes the file.
+    """
+
+    def __init__(self, stall_file: str = "", stall_epoch: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stall_file, self.stall_epoch = stall_file, stall_epoch
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        while (self.stall_file and self.current_epoch >= self.stall_epoch and Path(self.stall_file).exists()
+               and not self.trainer.received_sigterm):  # Lightning stops the fit after this step on SIGTERM
+            time.sleep(0.05)
         return super().training_step(batch, batch_idx)

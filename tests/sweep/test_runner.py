@@ -96,7 +96,7 @@ def test_metric_never_logged_stops_with_the_logged_metrics(tmp_path):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"workers": 0}, "`--workers` must be an integer >= 1, but got workers=0."),
-    ({"workers": 2}, "not yet supported"),
+    ({"workers": -1}, "`--workers` must be an integer >= 1, but got workers=-1."),
     ({"n_trials": 0}, "`--n-trials` must be an integer >= 1"),
     ({"timeout": -1}, "`--timeout` must be a number of seconds > 0"),
     ({"storage": "sqlite:////no/such/dir/x.db"}, "`--storage` 'sqlite:////no/such/dir/x.db' cannot be opened"),

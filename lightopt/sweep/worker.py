@@ -1,0 +1,199 @@
+"""One worker's trial loop: claim the next trial under the host lock, run it, record it; Ctrl-C safe.
+
+This is the loop ``lightopt sweep run`` runs in its own process (``--workers 1``) and in each
+child process (``--workers N``). It works over any Optuna storage, one ``study.optimize(n_trials=1)``
+call per trial (so Optuna's heartbeat, ``catch``, callbacks and ``study.stop()`` work as usual):
+
+1. Take the :class:`~lightopt.sweep.recovery.HostLock`; fail the RUNNING trials of this host whose
+   worker died, enqueue the retries of trials stopped from outside, and count the trials: stop
+   if ``total`` are counted. (Optuna fails other hosts' stale trials itself where the storage has
+   a heartbeat.)
+2. ``study.optimize`` asks for the next trial (an enqueued retry first); the objective's first act
+   is to record this worker in the trial's ``worker`` attribute and release the lock, so that
+   counting and creating a trial are one step for the workers of a host.
+3. Optuna records the outcome: COMPLETE, PRUNED or FAIL.
+
+Ctrl-C (SIGINT) inside the objective raises ``KeyboardInterrupt`` there (Lightning turns it into
+``SystemExit`` after its own shutdown, which is caught as the same thing); elsewhere it is held
+until the storage writes in progress are done. The running trial is recorded FAIL with
+``fail_reason: "interrupted"``, further SIGINTs are ignored while that is written, and
+``KeyboardInterrupt`` is raised to the caller with a one-line message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from optuna.trial import FrozenTrial
+
+from lightopt._compat import stop_requested, study_storage
+from lightopt.sweep import recovery
+from lightopt.sweep.failures import FailureWatch
+from lightopt.sweep.memory import TrialCleanup
+from lightopt.sweep.objective import TrialFailed
+
+__all__ = ["Interrupt", "run_worker"]
+
+TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+class Interrupt:
+    """SIGINT handling for a worker's loop: an immediate ``KeyboardInterrupt`` only inside :meth:`running`.
+
+    Outside it (storage writes) SIGINT only sets :attr:`interrupted`. After the first SIGINT,
+    further ones are ignored until the block exits. Only the main thread can install it; elsewhere
+    it does nothing.
+
+    Example:
+        >>> with Interrupt() as interrupt:
+        ...     interrupt.interrupted
+        False
+    """
+
+    def __init__(self) -> None:
+        self.interrupted = False
+        self._live = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.stop()
+        if self._live:
+            raise KeyboardInterrupt
+
+    def stop(self) -> None:
+        """Mark the loop interrupted and ignore further SIGINTs."""
+        self.interrupted = True
+        if self._installed:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """The trial's own code: SIGINT raises ``KeyboardInterrupt`` here."""
+        self._live = True
+        try:
+            yield
+        finally:
+            self._live = False
+            if self._installed and not self.interrupted:
+                signal.signal(signal.SIGINT, self._handler)  # Lightning leaves SIGINT ignored after an interrupt
+
+
+def run_worker(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    *,
+    total: int,
+    lock: str | Path,
+    timeout: float | None = None,
+    callbacks: Sequence[TrialCallback] = (),
+    should_stop: Callable[[], bool] | None = None,
+    failures: FailureWatch | None = None,
+) -> int:
+    """Run trials until the study counts ``total`` (see :func:`~lightopt.sweep.recovery.counted`); returns how many ran.
+
+    ``timeout`` (seconds) and ``should_stop()`` stop starting new trials, and so does
+    ``study.stop()``; ``callbacks`` go to ``study.optimize``. The objective's
+    :class:`~lightopt.sweep.objective.TrialFailed` and ``optuna.TrialPruned`` are recorded and the
+    loop goes on; any other exception is recorded as FAIL (with ``fail_reason`` and ``traceback``)
+    and raised. Ctrl-C raises ``KeyboardInterrupt`` after the trial is recorded. ``failures`` stops
+    the loop when the first trials all fail the same way (its ``stopped`` says why). Each finished
+    trial is freed at once (:class:`~lightopt.sweep.memory.TrialCleanup`).
+    """
+    started = time.monotonic()
+    me = recovery.worker_identity()
+    host_lock = recovery.HostLock(lock)
+    ran = 0
+    cleanup = TrialCleanup()
+    callbacks = [*callbacks, *([failures] if failures is not None else []), cleanup]
+    with Interrupt() as interrupt, cleanup:
+        while not interrupt.interrupted:
+            if timeout is not None and time.monotonic() - started >= timeout:
+                break
+            if should_stop is not None and should_stop():
+                break
+            host_lock.acquire()
+            try:
+                if not _room_for_one(study, total):
+                    break
+                study.optimize(_Claimed(objective, me, host_lock, interrupt), n_trials=1, catch=(TrialFailed,),
+                               callbacks=list(callbacks), gc_after_trial=False)
+            finally:
+                host_lock.release()
+            ran += 1
+            if stop_requested(study):
+                break
+    if interrupt.interrupted:
+        raise KeyboardInterrupt("stopped before the next trial; the study is intact")
+    return ran
+
+
+def _room_for_one(study: optuna.Study, total: int) -> bool:
+    """Recover dead workers' trials, enqueue retries; whether fewer than ``total`` are counted."""
+    if getattr(study_storage(study), "get_heartbeat_interval", lambda: None)() is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # other hosts' dead workers, after the grace period
+    trials = study.get_trials(deepcopy=False)
+    if recovery.fail_dead_trials(study, trials):
+        trials = study.get_trials(deepcopy=False)
+    if recovery.counted(trials) >= total:
+        return False
+    recovery.enqueue_retries(study, trials)  # not counted until they run: WAITING trials do not count
+    return True
+
+
+class _Claimed:
+    """The objective as the worker runs it: claim the trial, free the lock, turn Ctrl-C into a recorded reason."""
+
+    def __init__(self, objective: Callable[[optuna.Trial], float], me: dict[str, Any], lock: recovery.HostLock,
+                 interrupt: Interrupt) -> None:
+        self.objective, self.me, self.lock, self.interrupt = objective, me, lock, interrupt
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", self.me)
+        self.lock.release()
+        try:
+            if self.interrupt.interrupted:
+                raise KeyboardInterrupt
+            with self.interrupt.running():
+                return self.objective(trial)
+        except (optuna.TrialPruned, TrialFailed):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - Optuna records the trial FAIL and raises it again
+            if isinstance(exc, SIGTERMException) and not self.interrupt.interrupted:
+                self.interrupt.stop()  # Lightning stopped the fit on SIGTERM (e.g. a cluster's scheduler)
+                trial.set_user_attr("fail_reason", f"{recovery.INTERRUPTED} (SIGTERM)")
+                raise KeyboardInterrupt(f"trial {trial.number} recorded as failed (interrupted by SIGTERM); run "
+                                        f"the same command again to retry it") from None
+            if self.interrupt.interrupted or isinstance(exc, KeyboardInterrupt):
+                self.interrupt.stop()  # SystemExit from Lightning's own interrupt handling, or a KeyboardInterrupt
+                trial.set_user_attr("fail_reason", recovery.INTERRUPTED)
+                raise KeyboardInterrupt(f"trial {trial.number} recorded as failed (interrupted); run the same "
+                                        f"command again to retry it") from None
+            if "fail_reason" not in trial.user_attrs:
+                trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
+                trial.set_user_attr("traceback", traceback.format_exc()[-8000:])
+            if isinstance(exc, Exception):
+                raise
+            raise RuntimeError(f"{type(exc).__name__} in trial {trial.number}: {exc}") from exc  # recorded FAIL

@@ -1,0 +1,223 @@
+"""``--workers N``: N worker processes on one study, this one and N - 1 children; progress and clean-up here.
+
+The process that runs ``lightopt sweep run`` is worker 0: it runs
+:func:`~lightopt.sweep.worker.run_worker`, the loop a single worker runs, while N - 1 children
+(``multiprocessing``'s spawn context, so nothing of the parent's torch state is shared) open the
+same study on the same storage and run the same loop. A child's sampler gets its own seed (the
+study's plus the worker's index) so that seeded samplers do not draw the same parameters in every
+worker. Children send their progress lines to the parent through a queue; a thread of the parent
+prints them as they arrive, between its own.
+
+Ctrl-C: in a terminal every process gets SIGINT; the parent also forwards it to the children.
+Each worker records its running trial as FAIL with ``fail_reason: "interrupted"`` and stops; a
+child still alive after :data:`GRACE_S` seconds is killed, and its trial is then failed by the
+parent, as after a crash. A child whose parent is gone stops before its next trial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import queue as queue_module
+import signal
+import threading
+import time
+from typing import Any, TextIO
+
+import optuna
+
+from lightopt.sweep import recovery
+from lightopt.sweep.build import torch_threads
+from lightopt.sweep.config import SweepConfigError, SweepFile
+from lightopt.sweep.failures import FailureWatch
+
+__all__ = ["run_workers", "GRACE_S"]
+
+GRACE_S = 20.0  # how long Ctrl-C waits for the children to record their trials before killing them
+
+
+def run_workers(
+    study: optuna.Study,
+    sweep: SweepFile,
+    workers: int,
+    *,
+    out: TextIO,
+    total: int,
+    storage: str,
+    timeout: float | None = None,
+    threads: int | None = 1,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+) -> int:
+    """Run ``study`` here and in ``workers - 1`` children until it counts ``total`` trials; returns how many ran.
+
+    ``storage`` is the journal file path or database URL of ``study``, which every child opens. A
+    child's error (a bad metric, an exception outside a trial) stops the others and is raised here
+    as :class:`~lightopt.sweep.config.SweepConfigError`; Ctrl-C raises ``KeyboardInterrupt``.
+    """
+    from lightopt.sweep.objective import Objective
+    from lightopt.sweep.runner import _Progress, study_dir
+    from lightopt.sweep.worker import run_worker
+
+    spec = sweep.study
+    context = multiprocessing.get_context("spawn")
+    messages = context.Queue()
+    args = dict(sweep=sweep, total=total, storage=storage, study_name=study.study_name, timeout=timeout,
+                threads=threads, sampler=sampler, pruner=pruner, parent=os.getpid())
+    children = [context.Process(target=_child, args=(messages, index), kwargs=args, name=f"lightopt-worker-{index}",
+                                daemon=True) for index in range(1, workers)]
+    printing = threading.Lock()
+
+    def emit(line: str) -> None:
+        with printing:
+            print(line, file=out, flush=True)
+
+    pump = _Pump(messages, children, emit)
+    lock = recovery.lock_path(storage, study.study_name)
+    previous = signal.getsignal(signal.SIGINT)
+    ran, interrupted = 0, False
+    try:
+        for child in children:
+            child.start()
+        pump.start()
+        ran = run_worker(study, Objective(sweep, study_dir(spec.log_dir, study.study_name)), total=total, lock=lock,
+                         timeout=timeout, callbacks=[_Progress(_Lines(emit), total, spec.metric)],
+                         should_stop=pump.failed.is_set, failures=FailureWatch(spec.stop_after_same_failures))
+        while any(child.is_alive() for child in children):  # their last trials
+            for child in children:
+                child.join(timeout=0.2)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the children are told below; shut down without a second one
+        interrupted = True
+        _wait(children)
+    except BaseException:
+        _wait(children)
+        raise
+    finally:
+        _stop(children)
+        pump.finish()
+        with recovery.HostLock(lock):  # children killed mid-trial: none stays RUNNING
+            recovery.fail_dead_trials(study)
+        signal.signal(signal.SIGINT, previous)
+    if pump.errors:
+        raise SweepConfigError(pump.errors[0])
+    if interrupted or pump.interrupted:
+        raise KeyboardInterrupt("the running trials were recorded as failed (interrupted); run the same command "
+                                "again to retry them")
+    return ran + pump.ran
+
+
+class _Lines:
+    """A text stream that hands each complete line to ``emit``."""
+
+    def __init__(self, emit: Any) -> None:
+        self.emit, self.buffer = emit, ""
+
+    def write(self, text: str) -> None:
+        self.buffer += text
+        while "\n" in self.buffer:
+            line, self.buffer = self.buffer.split("\n", 1)
+            if line.strip():
+                self.emit(line)
+
+    def flush(self) -> None:
+        pass
+
+
+class _Pump(threading.Thread):
+    """Prints the children's progress lines as they come; on a child's error, tells everyone to stop."""
+
+    def __init__(self, messages: Any, children: list[Any], emit: Any) -> None:
+        super().__init__(name="lightopt-workers-pump", daemon=True)
+        self.messages, self.children, self.emit = messages, children, emit
+        self.ran, self.errors, self.interrupted = 0, [], False
+        self.failed, self._done = threading.Event(), threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set() or not self.messages.empty():
+            try:
+                kind, text = self.messages.get(timeout=0.2)
+            except queue_module.Empty:
+                continue
+            if kind == "trial":
+                self.ran += 1
+                self.emit(text)
+            elif kind == "error":
+                self.errors.append(text)
+                self.failed.set()
+                _signal_all(self.children, signal.SIGINT)  # the others stop too, recording their trials
+            elif kind == "interrupted":
+                self.interrupted = True
+
+    def finish(self) -> None:
+        self._done.set()
+        if self.is_alive():
+            self.join()
+
+
+def _child(messages: Any, index: int, *, sweep: SweepFile, total: int, storage: str, study_name: str,
+           timeout: float | None, threads: int | None, sampler: Any, pruner: Any, parent: int) -> None:
+    """One worker process: the single-worker loop, its progress lines sent to the parent."""
+    from lightopt.sweep.objective import Objective
+    from lightopt.sweep.runner import _optuna_quiet, _Progress, open_study, study_dir
+    from lightopt.sweep.worker import run_worker
+
+    spec = sweep.study
+    if sampler is None:
+        sweep = dataclasses.replace(sweep, study=_reseeded(spec, index))
+    else:
+        sampler.reseed_rng()
+
+    try:
+        with _optuna_quiet(), torch_threads(threads):
+            study, _ = open_study(sweep, storage, study_name, sampler=sampler, pruner=pruner)
+            directory = study_dir(spec.log_dir, study_name)
+            run_worker(study, Objective(sweep, directory), total=total, lock=recovery.lock_path(storage, study_name),
+                       timeout=timeout, callbacks=[_Progress(_Lines(lambda line: messages.put(("trial", line))),
+                                                             total, spec.metric)],
+                       should_stop=lambda: os.getppid() != parent,
+                       failures=FailureWatch(spec.stop_after_same_failures))
+    except KeyboardInterrupt as interrupt:
+        messages.put(("interrupted", str(interrupt)))
+        raise SystemExit(130) from None
+    except Exception as error:  # noqa: BLE001 - sent to the parent, which reports it as one line
+        messages.put(("error", f"worker {index}: {type(error).__name__}: {error}" if not isinstance(
+            error, ValueError) else f"worker {index}: {error}"))
+        raise SystemExit(1) from None
+
+
+def _reseeded(spec: Any, index: int) -> Any:
+    """The study block with the sampler's seed moved by ``index`` (worker 0 keeps the single-worker seed)."""
+    if index == 0:
+        return spec
+    seed = spec.sampler.get("seed", spec.seed)
+    return dataclasses.replace(spec, sampler={**spec.sampler, "seed": None if seed is None else seed + index})
+
+
+def _signal_all(children: list[Any], signum: int) -> None:
+    for child in children:
+        if child.is_alive() and child.pid is not None:
+            try:
+                os.kill(child.pid, signum)
+            except ProcessLookupError:
+                pass
+
+
+def _wait(children: list[Any]) -> None:
+    """Tell the children to stop (SIGINT) and give them GRACE_S seconds to record their trials."""
+    _signal_all(children, signal.SIGINT)
+    deadline = time.monotonic() + GRACE_S
+    while time.monotonic() < deadline and any(child.is_alive() for child in children):
+        time.sleep(0.1)
+
+
+def _stop(children: list[Any]) -> None:
+    """No stragglers: join the children, killing any still alive."""
+    for child in children:
+        if child.pid is None:
+            continue
+        child.join(timeout=1.0)
+        if child.is_alive():
+            child.kill()
+            child.join()
