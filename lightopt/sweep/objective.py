@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightopt.sweep.build import Run, build, quiet_lightning
 from lightopt.sweep.config import SweepFile
 from lightopt.sweep.pruning import MetricNotLoggedError, PruningCallback
+from lightopt.tensorboard import trial_run
 
 __all__ = ["Objective", "TrialFailed", "fit_trial", "trial_seed", "trial_config", "TRAINER_DEFAULTS"]
 
@@ -86,6 +87,10 @@ class Objective:
         self.study_dir = Path(study_dir)
 
     def __call__(self, trial: optuna.Trial) -> float:
+        with trial_run(trial, self.sweep, self.study_dir):  # the trial's HParams in TensorBoard, however it ends
+            return self._fit(trial)
+
+    def _fit(self, trial: optuna.Trial) -> float:
         spec = self.sweep.study
         seed = trial_seed(spec.seed, trial.number)
         trial.set_user_attr("seed", seed)

@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from lightopt.sweep.build import torch_threads
 from lightopt.sweep.config import SweepConfigError, SweepFile, check_threads, check_timeout
 from lightopt.sweep.objective import Objective, TrialFailed
+from lightopt.tensorboard import StudyRun
 
 __all__ = ["SweepResult", "run_sweep", "open_storage", "open_study", "study_dir", "JOURNAL_NAME"]
 
@@ -147,10 +148,12 @@ def run_sweep(
               f"(n_trials={total}); logs in {directory}", file=out, flush=True)
         if remaining > 0:
             progress = _Progress(out, total, spec.metric)
+            board = StudyRun(directory)  # TensorBoard's study-level run, rewritten after each trial
             study.optimize(
                 Objective(sweep, directory), n_trials=remaining, timeout=timeout, catch=(TrialFailed,),
-                callbacks=[optuna.study.MaxTrialsCallback(total, states=None), progress], gc_after_trial=False,
+                callbacks=[optuna.study.MaxTrialsCallback(total, states=None), progress, board], gc_after_trial=False,
             )
+            board.write(study, plots=True)
     ran = len(study.trials) - already
     print(summary(study, spec.metric, directory, described), file=out, flush=True)
     return SweepResult(study, directory, described, ran)
