@@ -1,4 +1,5 @@
-"""The ``lightopt`` command line: ``lightopt fit FILE`` and ``lightopt sweep run|show|best|reproduce|plot``.
+"""The ``lightopt`` command line: ``lightopt fit FILE``, ``lightopt sweep run|show|best|reproduce|plot`` and
+``lightopt tensorboard``.
 
 User errors (a bad file, a bad option, a study that is not there) print one line on stderr and
 exit with code 2; nothing is written to a study before its file has been checked. A sweep that
@@ -92,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--log-dir", default="runs", help="for a NAME: the sweep's log_dir (default: runs)")
     reproduce.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: study.threads, else "
                            "torch's); the sweep's count gives the closest match")
+    from lightopt._tensorboard_cli import add_parser as add_tensorboard_parser
+
+    add_tensorboard_parser(commands)
     return parser
 
 
@@ -111,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.parse_args(["sweep", "--help"])
         if args.command == "fit":
             return _fit(args)
+        if args.command == "tensorboard":
+            from lightopt._tensorboard_cli import serve
+
+            return serve(args)
         if args.storage is None:  # a database URL from the environment keeps its password out of shell history
             from lightopt.sweep.database import STORAGE_ENV
 

@@ -26,7 +26,7 @@ def sweep_file(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("argv", [[], ["fit"], ["sweep"], ["sweep", "run"], ["sweep", "show"], ["sweep", "best"],
-                                  ["sweep", "reproduce"], ["sweep", "plot"]])
+                                  ["sweep", "reproduce"], ["sweep", "plot"], ["tensorboard"]])
 def test_help_on_every_command(argv, capsys):
     assert main([*argv, "--help"]) == 0
     assert capsys.readouterr().out.startswith("usage: lightopt")

@@ -21,6 +21,7 @@ from lightopt.sweep.config import SweepFile
 from lightopt.sweep.distributed import trial_processes
 from lightopt.sweep.failures import LossCheck, failure_reason, write_error_log
 from lightopt.sweep.pruning import MetricNotLoggedError, PruningCallback
+from lightopt.tensorboard import trial_run
 
 __all__ = ["Objective", "TrialFailed", "fit_trial", "trial_seed", "trial_config", "TRAINER_DEFAULTS"]
 
@@ -114,6 +115,10 @@ class Objective:
         self.study_dir = Path(study_dir)
 
     def __call__(self, trial: optuna.Trial) -> float:
+        with trial_run(trial, self.sweep, self.study_dir):  # the trial's HParams in TensorBoard, however it ends
+            return self._fit(trial)
+
+    def _fit(self, trial: optuna.Trial) -> float:
         spec = self.sweep.study
         seed = trial.user_attrs.get("seed", trial_seed(spec.seed, trial.number))  # a retry keeps its seed
         trial.set_user_attr("seed", seed)

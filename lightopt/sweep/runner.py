@@ -36,6 +36,7 @@ from lightopt.sweep.objective import Objective
 from lightopt.sweep.resume import check_resume, describe_space
 from lightopt.sweep.worker import run_worker
 from lightopt.sweep.workers import run_workers
+from lightopt.tensorboard import StudyRun
 
 __all__ = ["SweepResult", "run_sweep", "open_storage", "open_study", "study_dir", "JOURNAL_NAME"]
 
@@ -176,8 +177,11 @@ def run_sweep(
         else:
             progress = _Progress(out, total, spec.metric)
             watch = FailureWatch(spec.stop_after_same_failures)
+            board = StudyRun(directory)  # TensorBoard's study-level run, rewritten after each trial
             ran = run_worker(study, Objective(sweep, directory), total=total, lock=lock, timeout=timeout,
-                             callbacks=[progress], failures=watch)
+                             callbacks=[progress, board], failures=watch)
+        if ran:
+            StudyRun(directory).write(study, plots=True)
     print(summary(study, spec.metric, directory, described), file=out, flush=True)
     stopped = watch.stopped if watch is not None else None
     if stopped:

@@ -31,6 +31,7 @@ from lightopt.sweep import recovery
 from lightopt.sweep.build import torch_threads
 from lightopt.sweep.config import SweepConfigError, SweepFile
 from lightopt.sweep.failures import FailureWatch
+from lightopt.tensorboard import StudyRun
 
 __all__ = ["run_workers", "GRACE_S"]
 
@@ -82,7 +83,8 @@ def run_workers(
             child.start()
         pump.start()
         ran = run_worker(study, Objective(sweep, study_dir(spec.log_dir, study.study_name)), total=total, lock=lock,
-                         timeout=timeout, callbacks=[_Progress(_Lines(emit), total, spec.metric)],
+                         timeout=timeout, callbacks=[_Progress(_Lines(emit), total, spec.metric),
+                                                     StudyRun(study_dir(spec.log_dir, study.study_name))],
                          should_stop=pump.failed.is_set, failures=FailureWatch(spec.stop_after_same_failures))
         while any(child.is_alive() for child in children):  # their last trials
             for child in children:

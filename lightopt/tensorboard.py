@@ -1,0 +1,353 @@
+"""TensorBoard for sweeps: each trial's HParams session and the study-level run, written as the sweep goes.
+
+Written with TensorBoard's own protos and record writer; TensorFlow is not needed.
+
+* Each trial's run ``<log_dir>/<study>/trial_NNNN/`` (where the trial's ``TensorBoardLogger`` also
+  writes) gets one more event file when the trial ends, whatever its end (complete, pruned,
+  failed, even before its Trainer existed): the HParams session (:func:`trial_hparams`: the
+  searched parameters under their dotted names, plus :data:`FIXED` settings of the config), the
+  experiment config (the search space's domains and the declared :data:`METRICS`), and those
+  metrics as scalars. :data:`STATES` codes the trial's state as a number; the session's status is
+  Success for complete and pruned trials (the dashboard's status filter has no "aborted"), Failure
+  for failed ones.
+* :class:`StudyRun`, an Optuna callback, rewrites ``<log_dir>/<study>/study/`` from the storage
+  after each trial: best value so far against trial number and against wall time, trial counts
+  per state, and Optuna's plots as images (in ``study/plots/``). Each rewrite is one new event file
+  put in place with ``os.replace`` that starts with a restart marker, so TensorBoard drops the
+  previous copy; no process appends to another's file, so several processes may share a study.
+
+Open the dashboard on the study's directory (``lightopt tensorboard FILE_or_NAME`` does): the
+HParams plugin takes the experiment config of the first run that has one, so a log directory
+holding several studies shows one study's columns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import socket
+import struct
+import tempfile
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+from tensorboard.plugins.hparams import summary_v2 as hp
+from tensorboard.summary.writer.record_writer import RecordWriter
+
+
+__all__ = ["FIXED", "METRICS", "STATES", "StudyRun", "experiment_summary", "hparam_value", "is_global_zero",
+           "trial_hparams", "trial_run", "write_trial"]
+
+# Settings of the trial's config shown next to the searched parameters (when the config has them), with their type.
+FIXED = {"model.class_path": api_pb2.DATA_TYPE_STRING, "optimizer.class_path": api_pb2.DATA_TYPE_STRING,
+         "lr_scheduler.class_path": api_pb2.DATA_TYPE_STRING, "data.init_args.batch_size": api_pb2.DATA_TYPE_FLOAT64,
+         "seed_everything": api_pb2.DATA_TYPE_FLOAT64}
+# The declared HParams metrics, scalars in each trial's run: tag -> description.
+METRICS = {
+    "trial/best_value": "the best of the study's metric over the trial's validation rounds (its value)",
+    "trial/final_value": "the study's metric at the trial's last validation round",
+    "trial/state": "0 complete, 1 pruned, 2 failed",
+    "trial/epochs": "epochs run",
+    "trial/duration_s": "the trial's wall time in seconds",
+}
+STATES = {"COMPLETE": 0, "PRUNED": 1, "FAIL": 2}
+_STATUS = {"COMPLETE": api_pb2.STATUS_SUCCESS, "PRUNED": api_pb2.STATUS_SUCCESS, "FAIL": api_pb2.STATUS_FAILURE}
+_PLOT_DIR = "plots"
+_KEEP_S = 600.0  # seconds a replaced event file of the study run stays
+
+
+def is_global_zero() -> bool:
+    """Whether this process is global rank 0 (always, outside distributed runs): only it writes."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def hparam_value(value: Any) -> bool | float | str:
+    """``value`` as an HParams value: booleans and numbers stay, anything else becomes text.
+
+    >>> hparam_value(3), hparam_value(True), hparam_value(None), hparam_value("lightopt.optim.SGD")
+    (3.0, True, 'null', 'lightopt.optim.SGD')
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    return "null" if value is None else str(value)
+
+
+def trial_hparams(
+    params: Mapping[str, Any], config: Mapping[str, Any] | None, space: Iterable[Any] = ()
+) -> dict[str, bool | float | str]:
+    """The trial's HParams: its ``params`` (dotted names) and the :data:`FIXED` settings its ``config`` has.
+
+    A parameter of ``space`` whose choices mix types is written as text, as its domain is.
+
+    >>> trial_hparams({"optimizer.init_args.lr": 0.1}, {"optimizer": {"class_path": "lightopt.optim.SGD"}})
+    {'optimizer.init_args.lr': 0.1, 'optimizer.class_path': 'lightopt.optim.SGD'}
+    """
+    from lightopt.sweep import _paths  # lightopt.sweep imports this module
+
+    as_text = {param.name for param in space if param.kind == "categorical" and _choices(param)[1]}
+    values = {name: str(hparam_value(value)) if name in as_text else hparam_value(value)
+              for name, value in params.items()}
+    for key in FIXED:
+        value = _paths.get(config or {}, key, None)
+        if key not in values and value is not None and not isinstance(value, (dict, list)):
+            values[key] = hparam_value(value)
+    return values
+
+
+def _choices(param: Any) -> tuple[list[bool | float | str], bool]:
+    """A categorical parameter's choices as HParams values, and whether they had to become text (mixed types)."""
+    choices = [hparam_value(c) for c in param.choices]
+    if len({type(c) for c in choices}) > 1:
+        return [str(c) for c in choices], True
+    return choices, False
+
+
+def experiment_summary(space: Iterable[Any], metric: str) -> summary_pb2.Summary:
+    """The HParams experiment config: ``space``'s parameters with their domains, :data:`FIXED`, :data:`METRICS`.
+
+    ``metric`` (the study's) names the best and final values in the dashboard.
+    """
+    infos = []
+    for param in space:
+        if param.kind == "categorical":
+            domain = hp.Discrete(_choices(param)[0])
+        elif param.kind == "int":
+            domain = hp.IntInterval(int(param.low), int(param.high))
+        else:
+            domain = hp.RealInterval(float(param.low), float(param.high))
+        info = api_pb2.HParamInfo(name=param.name, differs=True)  # listed first, so shown by default
+        domain.update_hparam_info(info)
+        infos.append(info)
+    names = {info.name for info in infos}
+    infos += [api_pb2.HParamInfo(name=key, type=kind) for key, kind in FIXED.items() if key not in names]
+    metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), description=text,
+                                  display_name=tag.split("/")[1].replace("_value", f" {metric}"))
+               for tag, text in METRICS.items()]
+    experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics, time_created_secs=time.time())
+    return _plugin_summary(metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment))
+
+
+def write_trial(
+    directory: str | Path, hparams: Mapping[str, Any], metrics: Mapping[str, float | None], state: str, *,
+    experiment: summary_pb2.Summary | None = None, start: float | None = None, step: int = 0,
+) -> Path | None:
+    """Write one trial's HParams session and ``metrics`` (tag -> value; None skipped) into its run ``directory``.
+
+    ``state`` is ``"COMPLETE"``, ``"PRUNED"`` or ``"FAIL"``; ``trial/state`` is added from it. Only
+    global rank 0 writes; returns the event file, or None on other ranks.
+    """
+    if state not in STATES:
+        raise ValueError(f"`state` must be one of {list(STATES)}, but got state={state!r}.")
+    if not is_global_zero():
+        return None
+    now = time.time()
+    start = now if start is None else start
+    summaries = [] if experiment is None else [experiment]
+    summaries.append(hp.hparams_pb(dict(hparams), trial_id=Path(directory).name, start_time_secs=start))
+    values = {**metrics, "trial/state": STATES[state]}
+    summaries.append(summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=float(value))
+                                                for tag, value in values.items() if value is not None]))
+    end = plugin_data_pb2.HParamsPluginData(session_end_info=plugin_data_pb2.SessionEndInfo(
+        status=_STATUS[state], end_time_secs=now))
+    summaries.append(_plugin_summary(metadata.SESSION_END_INFO_TAG, end))
+    events = [event_pb2.Event(wall_time=now, step=step, summary=s) for s in summaries]
+    # after Lightning's own event file of the run (same second: "hparams" sorts after its counter)
+    name = f"events.out.tfevents.{int(now):010d}.{socket.gethostname()}.{os.getpid()}.hparams"
+    return _write_events(Path(directory), name, events)
+
+
+@contextlib.contextmanager
+def trial_run(trial: optuna.Trial, sweep: Any, study_dir: str | Path) -> Iterator[None]:
+    """Around a trial's objective: when it ends, however it ends, write the trial's HParams into its run.
+
+    The state is COMPLETE when the body returns, PRUNED on ``optuna.TrialPruned``, FAIL on any other
+    exception; values come from the trial's user attributes (``best_value``, ``final_value``,
+    ``epochs``, ``global_step``, ``config``), set by :class:`~lightopt.sweep.objective.Objective`.
+    """
+    start = time.time()
+    state = "FAIL"
+    try:
+        yield
+        state = "COMPLETE"
+    except optuna.TrialPruned:
+        state = "PRUNED"
+        raise
+    finally:
+        attrs = trial.user_attrs
+        metrics = {"trial/best_value": attrs.get("best_value") if state != "FAIL" else None,
+                   "trial/final_value": attrs.get("final_value"), "trial/epochs": attrs.get("epochs"),
+                   "trial/duration_s": time.time() - start}
+        hparams = trial_hparams(trial.params, attrs.get("config"), sweep.search)
+        write_trial(Path(study_dir) / f"trial_{trial.number:04d}", hparams, metrics, state, start=start,
+                    experiment=experiment_summary(sweep.search, sweep.study.metric),
+                    step=int(attrs.get("global_step") or 0))
+
+
+class StudyRun:
+    """Optuna callback that rewrites the study-level run ``<study_dir>/study/`` from the storage after each trial.
+
+    Scalars: ``study/best_value`` (best so far, step = trial number), ``study/best_value_by_time``
+    (best so far in the order trials finished; its wall times are the trials' ends: use the
+    Relative or Wall axis), ``study/trial_value`` (each complete trial's value) and
+    ``study/trials_complete|pruned|failed`` (counts as trials finish). Images, in the run
+    ``study/plots``: Optuna's plots (``plots/<name>``, from :func:`lightopt.sweep.report.plot_study`,
+    kept as PNG files in ``<study_dir>/plots/``), drawn when the newest is older than ``plot_every``
+    seconds (across all processes of the study; the first time, ``plot_every`` after this callback
+    was made) and when :meth:`write` is called with ``plots=True``, as ``run_sweep`` does at the end. Drawing costs
+    seconds (matplotlib, parameter importances), rewriting the scalars a fraction of one.
+    """
+
+    def __init__(self, study_dir: str | Path, plot_every: float = 60.0) -> None:
+        if isinstance(plot_every, bool) or not isinstance(plot_every, (int, float)) or not plot_every >= 0:
+            raise ValueError(f"`plot_every` must be a number of seconds >= 0, but got plot_every={plot_every!r}.")
+        self.study_dir = Path(study_dir)
+        self.plot_every = float(plot_every)
+        self.created = time.time()
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.write(study)
+
+    def write(self, study: optuna.Study, plots: bool | None = None) -> Path | None:
+        """Rewrite the run from ``study``'s trials; ``plots`` True/False forces/skips drawing (None: by age).
+
+        Returns the scalars' event file (None on ranks other than 0). The plots go to the run
+        ``study/plots`` when they are drawn, so the scalars' file stays small.
+        """
+        if not is_global_zero():
+            return None
+        trials = study.trials
+        if plots or (plots is None and self._plots_stale()):
+            finished = sum(t.state.is_finished() for t in trials)
+            images = []
+            for path in sorted(self._draw(study)):
+                image = _image_summary(f"plots/{path.stem}", path.read_bytes())
+                if image is not None:
+                    images.append(event_pb2.Event(wall_time=path.stat().st_mtime, step=finished, summary=image))
+            if images:
+                _replace_run(self.study_dir / "study" / _PLOT_DIR, images)
+        return _replace_run(self.study_dir / "study", _history_events(study, trials))
+
+    def _plots_stale(self) -> bool:
+        pngs = list((self.study_dir / _PLOT_DIR).glob("*.png"))
+        drawn = max((p.stat().st_mtime for p in pngs), default=self.created)
+        return time.time() - drawn >= self.plot_every
+
+    def _draw(self, study: optuna.Study) -> list[Path]:
+        """Draw Optuna's plots into ``<study_dir>/plots/`` (each file replaced whole); returns their paths."""
+        from lightopt.sweep.config import SweepConfigError
+        from lightopt.sweep.report import plot_study
+
+        if importlib.util.find_spec("matplotlib") is None:  # an optional dependency (the examples extra)
+            return []
+        out = self.study_dir / _PLOT_DIR
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out, prefix=".drawing-") as scratch:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # matplotlib on flat axes of a young study
+                    written, _ = plot_study(study, scratch)
+            except SweepConfigError:  # no complete trial yet
+                return []
+            for path in written:
+                os.replace(path, out / path.name)
+        return [out / path.name for path in written]
+
+
+def _history_events(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> list[event_pb2.Event]:
+    better = min if study.direction == optuna.study.StudyDirection.MINIMIZE else max
+    events, best = [], None
+    for trial in sorted(trials, key=lambda t: t.number):
+        if not trial.state.is_finished():
+            continue
+        values = []
+        if trial.state == optuna.trial.TrialState.COMPLETE and trial.value is not None:
+            best = trial.value if best is None else better(best, trial.value)
+            values.append(("study/trial_value", trial.value))
+        if best is not None:
+            values.append(("study/best_value", best))
+        events.append(_scalars(values, _ended(trial), trial.number))
+    counts, best = dict.fromkeys(STATES, 0), None
+    ordered = sorted((t for t in trials if t.state.is_finished()), key=lambda t: (_ended(t), t.number))
+    for index, trial in enumerate(ordered, start=1):
+        counts[trial.state.name] += 1
+        if trial.state == optuna.trial.TrialState.COMPLETE and trial.value is not None:
+            best = trial.value if best is None else better(best, trial.value)
+        values = [("study/trials_complete", counts["COMPLETE"]), ("study/trials_pruned", counts["PRUNED"]),
+                  ("study/trials_failed", counts["FAIL"])]
+        if best is not None:
+            values.append(("study/best_value_by_time", best))
+        events.append(_scalars(values, _ended(trial), index))
+    return events
+
+
+def _ended(trial: optuna.trial.FrozenTrial) -> float:
+    moment = trial.datetime_complete or trial.datetime_start
+    return moment.timestamp() if moment is not None else time.time()
+
+
+def _scalars(values: list[tuple[str, float]], wall_time: float, step: int) -> event_pb2.Event:
+    summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=t, simple_value=float(v)) for t, v in values])
+    return event_pb2.Event(wall_time=wall_time, step=step, summary=summary)
+
+
+def _image_summary(tag: str, png: bytes) -> summary_pb2.Summary | None:
+    """An image summary of ``png`` (None if it is not a whole PNG file)."""
+    if len(png) < 24 or png[:8] != b"\x89PNG\r\n\x1a\n" or not png.endswith(b"IEND\xaeB`\x82"):
+        return None
+    width, height = struct.unpack(">II", png[16:24])
+    image = summary_pb2.Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)
+    return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, image=image)])
+
+
+def _plugin_summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> summary_pb2.Summary:
+    """A summary holding HParams plugin ``data`` under ``tag``, as the plugin's own summaries do."""
+    value = summary_pb2.Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(data),
+                                      tensor=metadata.NULL_TENSOR)
+    return summary_pb2.Summary(value=[value])
+
+
+def _replace_run(directory: Path, events: list[event_pb2.Event]) -> Path:
+    """Make ``events`` the whole content of the run ``directory``: a new event file, older ones dropped.
+
+    The new file starts with a session restart, after which TensorBoard's Python loader drops what
+    it read before (the Rust loader replaces points by step anyway). A replaced file is deleted
+    only once it is :data:`_KEEP_S` old: the Python loader stops at a file deleted under it.
+    """
+    marker = event_pb2.Event(wall_time=time.time(), step=0, session_log=event_pb2.SessionLog(
+        status=event_pb2.SessionLog.START))
+    name = f"events.out.tfevents.{time.time_ns():020d}.{socket.gethostname()}.{os.getpid()}.lightopt"
+    written = _write_events(directory, name, [marker, *events])
+    for old in directory.glob("events.out.tfevents.*.lightopt"):
+        with contextlib.suppress(FileNotFoundError):  # another process removed it first
+            if old.name < name and time.time() - old.stat().st_mtime > _KEEP_S:
+                old.unlink()
+    return written
+
+
+def _write_events(directory: Path, name: str, events: list[event_pb2.Event]) -> Path:
+    """Write ``events`` as one event file ``directory / name``, put in place whole (``os.replace``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    handle, scratch = tempfile.mkstemp(dir=directory, prefix=".writing-", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            writer = RecordWriter(file)
+            writer.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+            for event in events:
+                writer.write(event.SerializeToString())
+            writer.flush()
+        os.replace(scratch, directory / name)
+    except BaseException:
+        Path(scratch).unlink(missing_ok=True)
+        raise
+    return directory / name

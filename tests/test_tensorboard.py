@@ -1,0 +1,252 @@
+"""TensorBoard of a sweep: each trial's HParams session (complete, pruned, failed), the study run, and a real
+TensorBoard server queried as the HParams dashboard queries it."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import api_pb2, metadata
+
+from lightopt.cli import main
+from lightopt.sweep import config, run_sweep
+from lightopt.tensorboard import METRICS, STATES, StudyRun, write_trial
+from tests.sweep.helpers import PruneAt, sweep_dict, write
+
+ROOT = Path(__file__).resolve().parents[1]
+# trial number -> (params, expected state); trial 3 fails while its model is built, before any Trainer exists
+TRIALS = [
+    ({"optimizer.init_args.lr": 0.1, "data.init_args.batch_size": 32, "model.init_args.broken": False,
+      "model.init_args.hidden": 16}, "COMPLETE"),
+    ({"optimizer.init_args.lr": 0.2, "data.init_args.batch_size": 64, "model.init_args.broken": False,
+      "model.init_args.hidden": 16}, "PRUNED"),
+    ({"optimizer.init_args.lr": 0.1, "data.init_args.batch_size": 32, "model.init_args.broken": True,
+      "model.init_args.hidden": 16}, "FAIL"),
+    ({"optimizer.init_args.lr": 0.1, "data.init_args.batch_size": 32, "model.init_args.broken": False,
+      "model.init_args.hidden": -1}, "FAIL"),
+    ({"optimizer.init_args.lr": 0.05, "data.init_args.batch_size": 64, "model.init_args.broken": False,
+      "model.init_args.hidden": 16}, "COMPLETE"),
+]
+
+
+class FixedSampler(optuna.samplers.BaseSampler):
+    """Gives trial ``n`` the parameters ``rows[n]``."""
+
+    def __init__(self, rows: list[dict]) -> None:
+        self.rows = rows
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.rows[trial.number][param_name]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A finished 5-trial sweep: 2 complete, 1 pruned, 1 broken in training, 1 broken before its Trainer."""
+    root = tmp_path_factory.mktemp("tb")
+    data = sweep_dict(root / "runs", n_trials=len(TRIALS))
+    data["model"] = {"class_path": "tests.sweep.helpers.BreakableMLP", "init_args": {"hidden": 16}}
+    data["search"]["model.init_args.broken"] = {"choices": [False, True]}
+    data["search"]["model.init_args.hidden"] = {"choices": [16, -1]}
+    file = write(root / "sweep.yaml", data)
+    result = run_sweep(config.load(file), out=open(os.devnull, "w"), pruner=PruneAt(1, 1),
+                       sampler=FixedSampler([params for params, _ in TRIALS]))
+    assert [t.state.name for t in result.study.trials] == [state for _, state in TRIALS]
+    return file, result
+
+
+def _load(run_dir: Path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"tensors": 0, "scalars": 0, "images": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def _hparams_data(accumulator: EventAccumulator) -> dict[str, bytes]:
+    return accumulator.PluginTagToContent(metadata.PLUGIN_NAME)
+
+
+def test_every_trial_run_has_its_hparams_session_and_metrics(sweep):
+    file, result = sweep
+    for trial, (params, state) in zip(result.study.trials, TRIALS):
+        run = _load(result.study_dir / f"trial_{trial.number:04d}")
+        data = _hparams_data(run)
+        start = metadata.parse_session_start_info_plugin_data(data[metadata.SESSION_START_INFO_TAG])
+        values = {name: value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
+                  for name, value in start.hparams.items()}
+        assert {k: values[k] for k in params} == pytest.approx(params)
+        assert values["optimizer.class_path"] == "lightopt.optim.SGD"
+        assert values["model.class_path"] == "tests.sweep.helpers.BreakableMLP"
+        assert values["seed_everything"] == trial.user_attrs["seed"]
+        end = metadata.parse_session_end_info_plugin_data(data[metadata.SESSION_END_INFO_TAG])
+        assert end.status == (api_pb2.STATUS_FAILURE if state == "FAIL" else api_pb2.STATUS_SUCCESS)
+        experiment = metadata.parse_experiment_plugin_data(data[metadata.EXPERIMENT_TAG])
+        assert [m.name.tag for m in experiment.metric_infos] == list(METRICS)
+
+        scalars = {tag: run.Scalars(tag)[-1].value for tag in run.Tags()["scalars"]}
+        assert scalars["trial/state"] == STATES[state]
+        assert "hp_metric" not in scalars
+        if state == "COMPLETE":
+            assert scalars["trial/best_value"] == pytest.approx(trial.value)
+            assert scalars["trial/epochs"] == 2 and "val_loss" in scalars  # the same run as the trainer's logs
+        elif state == "PRUNED":
+            assert scalars["trial/best_value"] == pytest.approx(trial.user_attrs["best_value"])
+            assert scalars["trial/epochs"] == 1  # pruned after its first validation round
+        else:
+            assert "trial/best_value" not in scalars
+    before_trainer = result.study_dir / "trial_0003"
+    files = sorted(before_trainer.iterdir(), key=lambda p: p.name == "error.txt")
+    assert [p.name.endswith(".hparams") for p in files] == [True, False]  # no trainer logs there
+    assert files[1].name == "error.txt"  # the failure's record
+
+
+def test_experiment_config_gives_the_search_space_domains(sweep):
+    _, result = sweep
+    data = _hparams_data(_load(result.study_dir / "trial_0000"))
+    infos = {i.name: i for i in metadata.parse_experiment_plugin_data(data[metadata.EXPERIMENT_TAG]).hparam_infos}
+    lr = infos["optimizer.init_args.lr"].domain_interval
+    assert (lr.min_value, lr.max_value) == (0.01, 0.5)
+    assert [v.number_value for v in infos["data.init_args.batch_size"].domain_discrete.values] == [32, 64]
+    assert [v.bool_value for v in infos["model.init_args.broken"].domain_discrete.values] == [False, True]
+    assert infos["optimizer.class_path"].type == api_pb2.DATA_TYPE_STRING
+
+
+def test_study_run_has_best_so_far_counts_and_plots(sweep):
+    _, result = sweep
+    run = _load(result.study_dir / "study")
+    best = run.Scalars("study/best_value")
+    values = [t.value for t in result.study.trials if t.state.name == "COMPLETE"]
+    assert [e.step for e in best] == [0, 1, 2, 3, 4]
+    assert best[-1].value == pytest.approx(min(values))
+    assert [e.value for e in run.Scalars("study/trial_value")] == pytest.approx(values)
+    last = {tag: run.Scalars(f"study/trials_{tag}")[-1] for tag in ("complete", "pruned", "failed")}
+    assert {tag: e.value for tag, e in last.items()} == {"complete": 2, "pruned": 1, "failed": 2}
+    assert run.Scalars("study/best_value_by_time")[-1].wall_time == pytest.approx(
+        max(t.datetime_complete.timestamp() for t in result.study.trials))
+    plots = _load(result.study_dir / "study" / "plots")
+    assert {"plots/optimization_history", "plots/param_importances"} <= set(plots.Tags()["images"])
+    assert plots.Images("plots/optimization_history")[-1].encoded_image_string.startswith(b"\x89PNG")
+    assert plots.Images("plots/optimization_history")[-1].step == len(TRIALS)  # drawn at the end
+
+
+def test_study_run_rewrite_replaces_what_tensorboard_shows(sweep, tmp_path):
+    _, result = sweep
+    board = StudyRun(tmp_path, plot_every=3600)
+    board.write(result.study)
+    reader = _load(tmp_path / "study")  # a TensorBoard that read the first copy ...
+    assert [e.step for e in reader.Scalars("study/best_value")] == [0, 1, 2, 3, 4]
+    study = optuna.create_study(study_name="copy", storage=optuna.storages.InMemoryStorage())
+    study.add_trials(result.study.trials[:2])  # a smaller study: the counts must go back, not add up
+    board.write(study)
+    reader.Reload()  # ... and reloads: it drops the first copy
+    for run in (reader, _load(tmp_path / "study")):
+        assert [e.step for e in run.Scalars("study/best_value")] == [0, 1]
+        assert run.Scalars("study/trials_complete")[-1].value == 1
+    assert not (tmp_path / "plots").exists()  # plot_every not reached: nothing drawn
+    with pytest.raises(ValueError, match="`plot_every` must be a number of seconds >= 0"):
+        StudyRun(tmp_path, plot_every=-1)
+
+
+def test_only_global_rank_zero_writes(tmp_path, monkeypatch):
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    monkeypatch.setattr(rank_zero_only, "rank", 1, raising=False)
+    assert write_trial(tmp_path / "trial_0000", {"x": 1.0}, {}, "COMPLETE") is None
+    assert StudyRun(tmp_path).write(optuna.create_study()) is None
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(rank_zero_only, "rank", 0)
+    with pytest.raises(ValueError, match="`state` must be one of"):
+        write_trial(tmp_path / "trial_0000", {}, {}, "RUNNING")
+    assert write_trial(tmp_path / "trial_0000", {"x": 1.0}, {}, "COMPLETE").is_file()
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["tensorboard", "nothing_here", "--log-dir", "{tmp}"], "error: `FILE_or_NAME`: no study journal at"),
+    (["tensorboard", "s", "--port", "0"], "error: `--port` must be in [1, 65535], but got port=0."),
+    (["tensorboard", "s", "--host", "256.1.1.1"], "error: `--host` must be an address or name of this machine"),
+])
+def test_tensorboard_command_user_errors(argv, match, tmp_path, capsys):
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(match) and err.count("\n") == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+@pytest.fixture
+def server(sweep):
+    """``lightopt tensorboard SWEEP_FILE`` on a free port of 127.0.0.1; stopped at teardown."""
+    file, _ = sweep
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-m", "lightopt", "tensorboard", str(file), "--port", str(port)],
+                               cwd=file.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        process.terminate()
+        try:
+            process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+
+
+def test_hparams_dashboard_lists_every_trial_with_its_metrics(sweep, server):
+    _, result = sweep
+    url, process = server
+    base = f"{url}/data/plugin/hparams"
+    statuses = ["STATUS_FAILURE", "STATUS_RUNNING", "STATUS_SUCCESS", "STATUS_UNKNOWN"]  # the dashboard's filter
+    deadline, groups, error = time.monotonic() + 180, [], None
+    while time.monotonic() < deadline and len(groups) < len(TRIALS):
+        assert process.poll() is None, process.communicate()[0]
+        try:  # the requests the dashboard makes: the experiment, then the session groups for its columns
+            experiment = _post(f"{base}/experiment", {"experimentName": "", "hparamsLimit": 1000,
+                                                     "includeMetrics": True})
+            columns = [{"hparam": h["name"], "includeInResult": True} for h in experiment["hparamInfos"]]
+            columns += [{"metric": m["name"], "includeInResult": True} for m in experiment.get("metricInfos", [])]
+            groups = _post(f"{base}/session_groups", {"experimentName": "", "allowedStatuses": statuses,
+                                                     "colParams": columns, "startIndex": 0,
+                                                     "sliceSize": 1000})["sessionGroups"]
+        except (urllib.error.URLError, ConnectionError, KeyError) as caught:  # not serving, or not loaded yet
+            error = caught
+        time.sleep(1)
+    assert len(groups) == len(TRIALS), f"TensorBoard listed {len(groups)} trials before the deadline ({error})"
+    assert [m["name"]["tag"] for m in experiment["metricInfos"]] == list(METRICS)
+    hparams = {h["name"] for h in experiment["hparamInfos"]}
+    assert {"optimizer.init_args.lr", "model.init_args.broken", "optimizer.class_path", "seed_everything"} <= hparams
+    by_run = {g["sessions"][0]["name"]: g for g in groups}
+    for trial, (params, state) in zip(result.study.trials, TRIALS):
+        group = by_run[f"trial_{trial.number:04d}"]
+        assert group["hparams"]["optimizer.init_args.lr"] == pytest.approx(params["optimizer.init_args.lr"])
+        metrics = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
+        assert metrics["trial/state"] == STATES[state]
+        assert group["sessions"][0]["status"] == ("STATUS_FAILURE" if state == "FAIL" else "STATUS_SUCCESS")
+        if state == "COMPLETE":
+            assert metrics["trial/best_value"] == pytest.approx(trial.value)
+    scalars = json.load(urllib.request.urlopen(f"{url}/data/plugin/scalars/tags", timeout=30))
+    assert "study/best_value" in scalars["study"] and not any("hp_metric" in tags for tags in scalars.values())
