@@ -29,16 +29,21 @@ EXPECTED = {
 }
 
 
-@pytest.fixture(scope="module")
-def optim_step():
-    spec = importlib.util.spec_from_file_location("optim_step", _SCRIPT)
+def _load(name, path):
+    """Import a benchmark script as module ``name`` for the tests of one module (then forget it)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
+    sys.modules[name] = module  # dataclasses, and class paths in sweep configs, look the module up there
     try:
         spec.loader.exec_module(module)
         yield module
     finally:
-        sys.modules.pop(spec.name, None)
+        sys.modules.pop(name, None)
+
+
+@pytest.fixture(scope="module")
+def optim_step():
+    yield from _load("optim_step", _SCRIPT)
 
 
 def _table_rows(stdout: str) -> dict[tuple[str, str], list[str]]:
@@ -108,14 +113,7 @@ OVERHEAD_CASES = {
 
 @pytest.fixture(scope="module")
 def callback_overhead():
-    spec = importlib.util.spec_from_file_location("callback_overhead", _OVERHEAD_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+    yield from _load("callback_overhead", _OVERHEAD_SCRIPT)
 
 
 def test_callback_overhead_reports_every_callback(callback_overhead, tmp_path, capsys):
@@ -157,14 +155,7 @@ _TRIAL_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "trial_over
 
 @pytest.fixture(scope="module")
 def trial_overhead():
-    spec = importlib.util.spec_from_file_location("trial_overhead", _TRIAL_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+    yield from _load("trial_overhead", _TRIAL_SCRIPT)
 
 
 def test_trial_overhead_reports_three_arms(trial_overhead, tmp_path, capsys):
@@ -205,14 +196,7 @@ _WORKERS_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "workers.
 
 @pytest.fixture(scope="module")
 def workers_benchmark():
-    spec = importlib.util.spec_from_file_location("workers_benchmark", _WORKERS_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+    yield from _load("workers_benchmark", _WORKERS_SCRIPT)
 
 
 def test_workers_benchmark_reports_both_arms(workers_benchmark, tmp_path, capsys):
@@ -232,3 +216,68 @@ def test_workers_benchmark_bad_arguments_exit_2(workers_benchmark, capsys):
         workers_benchmark.main(["--trials", "0"])
     assert exc.value.code == 2
     assert "`--trials` must be >= 1, but got trials=0." in capsys.readouterr().err
+
+
+# benchmarks/search_efficiency.py: a quick run of every method, the cached reference, the counting.
+
+_SEARCH_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "search_efficiency.py"
+
+
+@pytest.fixture(scope="module")
+def search_efficiency():
+    yield from _load("search_efficiency", _SEARCH_SCRIPT)
+
+
+def test_search_efficiency_quick_run_writes_every_method(search_efficiency, tmp_path, capsys):
+    argv = ["--quick", "--seeds", "1", "--workers", "1", "--reference-trials", "1", "--budget-epochs", "1",
+            "--out-dir", str(tmp_path)]
+    assert search_efficiency.main(argv) == 0
+    stdout = capsys.readouterr().out
+    report = json.loads((tmp_path / "search_efficiency_quick.json").read_text())
+    searches = report["searches"]
+    assert [s["method"] for s in searches] == list(search_efficiency.METHODS)
+    reference = report["reference"]["best_val_loss"]
+    assert report["threshold"] == pytest.approx(reference * 1.02)
+    for s in searches:
+        assert s["n_trials"] >= 1 and s["epochs_spent"] > 0
+        if s["reached"]:
+            assert 0 < s["epochs_to_threshold"] <= s["epochs_spent"] and s["best_val_loss"] <= report["threshold"]
+        else:  # censored: it spent its budget of one epoch (one 1-epoch trial) without reaching the threshold
+            assert s["epochs_spent"] == pytest.approx(1.0) and s["best_val_loss"] > report["threshold"]
+        assert f"| {s['method']} |" in stdout
+    rows = (tmp_path / "search_efficiency_quick.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(searches) and rows[0].startswith("method,seed,reached,epochs_to_threshold")
+    assert (tmp_path / "search_efficiency_quick.png").stat().st_size > 0
+
+    # The reference is cached and reused when asked and its settings match.
+    assert search_efficiency.main([*argv, "--reuse-reference", "--methods", "random"]) == 0
+    assert "reference: reusing" in capsys.readouterr().out
+    again = json.loads((tmp_path / "search_efficiency_quick.json").read_text())
+    assert again["reference"]["best_val_loss"] == reference and [s["method"] for s in again["searches"]] == ["random"]
+
+
+def test_search_efficiency_counts_pruned_trials_and_censors(search_efficiency):
+    trials = [  # a pruned trial (1 epoch), a completed one (2 epochs), then one that reaches 0.1 half-way in
+        {"epochs": 1.0, "rounds": [(0.5, 0.9, 10.0), (1.0, 0.8, 11.0)]},
+        {"epochs": 2.0, "rounds": [(1.0, 0.5, 12.0), (2.0, 0.3, 13.0)]},
+        {"epochs": 2.0, "rounds": [(0.5, 0.2, 14.0), (1.0, 0.1, 15.0), (2.0, 0.05, 16.0)]},
+    ]
+    reached = search_efficiency.summarize(trials, threshold=0.1, start=5.0)
+    curve = [[0.5, 0.9], [1.0, 0.8], [2.0, 0.5], [3.0, 0.3], [3.5, 0.2], [4.0, 0.1], [5.0, 0.05]]
+    assert reached == {"reached": True, "epochs_to_threshold": 4.0, "wall_to_threshold_s": 10.0, "epochs_spent": 5.0,
+                       "best_val_loss": 0.05, "n_trials": 3, "curve": curve}
+    assert search_efficiency.epochs_to(reached, 0.35) == 3.0 and math.isinf(search_efficiency.epochs_to(reached, 0.01))
+    censored = search_efficiency.summarize(trials, threshold=0.01, start=5.0)
+    assert not censored["reached"] and censored["epochs_to_threshold"] is None and censored["epochs_spent"] == 5.0
+    table = search_efficiency.method_table([
+        {"method": "optuna", "seed": s, "reached": s < 2, "epochs_to_threshold": 10.0 * (s + 1) if s < 2 else None,
+         "wall_to_threshold_s": 1.0, "epochs_spent": 50.0, "n_trials": 4} for s in range(5)])
+    assert table["optuna"]["reached"] == 2 and math.isinf(table["optuna"]["epochs_median"])  # 3 of 5 censored
+    assert table["optuna"]["epochs_q1"] == 20.0
+
+
+def test_search_efficiency_bad_arguments_exit_2(search_efficiency, capsys):
+    with pytest.raises(SystemExit) as exc:
+        search_efficiency.main(["--seeds", "0"])
+    assert exc.value.code == 2
+    assert "`--seeds` must be >= 1, but got seeds=0." in capsys.readouterr().err

@@ -34,7 +34,10 @@ def describe_space(space: SearchSpace) -> dict[str, dict[str, Any]]:
     """
     described = {}
     for param in space:
-        fields = {k: v for k, v in dataclasses.asdict(param).items() if k != "name" and v is not None and v is not False and v != ()}
+        fields = {k: v for k, v in dataclasses.asdict(param).items()
+                  if k not in ("name", "key", "coordinate") and v is not None and v is not False and v != ()}
+        if not param.coordinate.raw:  # the name already says the coordinate; its settings may change too
+            fields["coordinate"] = {k: v for k, v in dataclasses.asdict(param.coordinate).items() if v is not None}
         described[param.name] = json.loads(json.dumps(fields, default=str))  # tuples -> lists, as storages give back
     return described
 

@@ -23,13 +23,40 @@ Each entry of a sweep file's ``search`` block maps a dotted key to one of these 
   parameters above it are applied*, so a condition may refer to an earlier searched key. An
   inactive parameter is not in the trial's params and the config keeps the file's value.
 
-The trial's parameter names are the dotted keys, so ``trial.params`` rebuilds the trial's
-config with :meth:`SearchSpace.apply`.
+Search coordinates from Chapter 8 (see :mod:`lightopt.sweep.coordinates`) sample a number in
+another coordinate and convert it for the config::
+
+    optimizer.init_args.momentum: {low: 2, high: 100, log: true, coordinate: horizon}  # α = 1 - 1/h
+    optimizer.init_args.lr: {low: 1.0e-3, high: 10.0, log: true, coordinate: effective,  # ε = eff·(1 - α)
+                             scale_with_batch: data.init_args.batch_size}               # ... · B/B_ref
+
+* ``coordinate: horizon`` samples h = 1/(1 − α) (``low`` >= 1); ``coordinate: effective`` samples
+  ε/(1 − α), with α from the sibling ``momentum`` key (set in the file or searched);
+  ``scale_with_batch`` samples ε at a reference batch size (the file's, or ``{key: ...,
+  reference: 64}``) and multiplies by B/B_ref. They need ``low``/``high`` and are floats.
+* Converted values are set after the other parameters (momenta before learning rates), so a
+  ``when`` condition sees the file's value at a converted key.
+
+The trial's parameter names are the dotted keys, with ``:coordinate`` appended for a converted
+one (``optimizer.init_args.momentum:horizon``, ``optimizer.init_args.lr:effective_at_batch_64``),
+so ``trial.params`` rebuilds the trial's config with :meth:`SearchSpace.apply`.
+
+Example:
+    >>> run = {"optimizer": {"class_path": "lightopt.optim.SGD", "init_args": {"lr": 0.1, "momentum": 0.9}}}
+    >>> space = parse_search({
+    ...     "optimizer.init_args.momentum": {"low": 2.0, "high": 100.0, "log": True, "coordinate": "horizon"},
+    ...     "optimizer.init_args.lr": {"low": 0.01, "high": 10.0, "log": True, "coordinate": "effective"}}, run)
+    >>> space.names
+    ('optimizer.init_args.momentum:horizon', 'optimizer.init_args.lr:effective')
+    >>> config = space.apply(run, {"optimizer.init_args.momentum:horizon": 10.0, "optimizer.init_args.lr:effective": 0.5})
+    >>> {k: round(v, 6) for k, v in config["optimizer"]["init_args"].items()}
+    {'lr': 0.05, 'momentum': 0.9}
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import numbers
 from collections.abc import Iterator, Mapping
@@ -40,10 +67,11 @@ import optuna
 
 from lightopt.sweep import _paths
 from lightopt.sweep._imports import suggest
+from lightopt.sweep.coordinates import RAW, Coordinate, parse_coordinate
 
 __all__ = ["Param", "SearchSpace", "parse_search"]
 
-_SPEC_KEYS = ("low", "high", "log", "step", "type", "choices", "when")
+_SPEC_KEYS = ("low", "high", "log", "step", "type", "choices", "when", "coordinate", "scale_with_batch")
 _SCALARS = (type(None), bool, int, float, str)
 
 
@@ -52,7 +80,9 @@ class Param:
     """One searched dotted key. ``kind`` is ``"float"``, ``"int"`` or ``"categorical"``.
 
     ``choices`` are what Optuna sees (scalars, or the labels of a mapping); ``values`` are what
-    the config gets for each choice when the file gave a mapping, else None.
+    the config gets for each choice when the file gave a mapping, else None. ``name`` is the
+    trial's parameter name: ``key``, the dotted key into the config, plus ``:suffix`` when
+    ``coordinate`` converts the sampled value.
     """
 
     name: str
@@ -64,6 +94,12 @@ class Param:
     choices: tuple[Any, ...] = ()
     values: tuple[Any, ...] | None = None
     when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    coordinate: Coordinate = RAW
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", self.name)
 
     def active(self, config: Mapping[str, Any]) -> bool:
         """Whether every condition in ``when`` holds in ``config``."""
@@ -119,13 +155,14 @@ class SearchSpace:
     def suggest(self, trial: optuna.Trial, config: Mapping[str, Any]) -> dict[str, Any]:
         """A copy of ``config`` with each active parameter suggested by ``trial`` and set."""
         config = copy.deepcopy(dict(config))
+        converted = []
         for param in self.params:
             if param.active(config):
-                _paths.set_value(config, param.name, param.config_value(param.suggest(trial)))
-        return config
+                converted += _set(config, param, param.config_value(param.suggest(trial)))
+        return _convert(config, converted)
 
     def apply(self, config: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-        """A copy of ``config`` with recorded trial ``params`` (names are dotted keys) set in file order."""
+        """A copy of ``config`` with recorded trial ``params`` (named as :attr:`names`) set in file order."""
         unknown = [name for name in params if name not in self.names]
         if unknown:
             raise ValueError(
@@ -133,13 +170,32 @@ class SearchSpace:
                 + suggest(unknown[0], self.names)
             )
         config = copy.deepcopy(dict(config))
+        converted = []
         for param in self.params:
             if param.name in params:
-                _paths.set_value(config, param.name, param.config_value(params[param.name]))
-        return config
+                converted += _set(config, param, param.config_value(params[param.name]))
+        return _convert(config, converted)
 
     def grid(self) -> dict[str, list[Any]]:
         return {p.name: p.grid() for p in self.params}
+
+
+def _set(config: dict[str, Any], param: Param, value: Any) -> list[tuple[Param, Any]]:
+    """Set a raw parameter now; return a converted one for :func:`_convert`."""
+    if not param.coordinate.raw:
+        return [(param, value)]
+    _paths.set_value(config, param.key, value)
+    return []
+
+
+def _convert(config: dict[str, Any], converted: list[tuple[Param, Any]]) -> dict[str, Any]:
+    """Set the converted parameters once the raw ones are in place, momenta first."""
+    for param, value in sorted(converted, key=lambda item: item[0].coordinate.order):
+        try:
+            _paths.set_value(config, param.key, param.coordinate.to_config(value, config))
+        except ValueError as error:
+            raise ValueError(f"`search.{param.key}` cannot be converted for {param.name}={value!r}: {error}") from None
+    return config
 
 
 def parse_search(search: Any, run: Mapping[str, Any], where: str = "search") -> SearchSpace:
@@ -152,33 +208,45 @@ def parse_search(search: Any, run: Mapping[str, Any], where: str = "search") -> 
     if not isinstance(search, Mapping):
         raise TypeError(f"`{where}` must be a mapping from dotted keys to parameter specs, but got {search!r}.")
     params: list[Param] = []
-    for name, spec in search.items():
+    for name in search:
         if not isinstance(name, str) or not name:
             raise TypeError(f"`{where}` keys must be dotted keys such as optimizer.init_args.lr, but got {name!r}.")
-        params.append(_parse_param(name, spec, f"{where}.{name}"))
+    keys = tuple(search)
+    for name, spec in search.items():
+        param = _parse_param(name, spec, f"{where}.{name}")
+        coordinate = parse_coordinate(name, spec, run, keys, f"{where}.{name}")
+        if not coordinate.raw:
+            param = dataclasses.replace(param, name=f"{name}:{coordinate.suffix}", key=name, coordinate=coordinate)
+        params.append(param)
     space = SearchSpace(tuple(params))
+    converted = {p.key for p in space.params if not p.coordinate.raw}
     for i, param in enumerate(space.params):
         earlier = space.params[:i]
-        _paths.check(run, param.name, f"{where}.{param.name}", _classes_at(space.params), _free(earlier))
+        _paths.check(run, param.key, f"{where}.{param.key}", _classes_at(space.params), _free(earlier))
         for key, _ in param.when:
-            if key in space.names[i:]:
+            if key in converted:
                 raise ValueError(
-                    f"`{where}.{param.name}.when` refers to `{key}`, which is searched at or after this entry; "
+                    f"`{where}.{param.key}.when` refers to `{key}`, whose value is converted from a coordinate after "
+                    "the other parameters are set; a condition cannot depend on it."
+                )
+            if key in keys[i:]:
+                raise ValueError(
+                    f"`{where}.{param.key}.when` refers to `{key}`, which is searched at or after this entry; "
                     "move its entry above this one."
                 )
-            _paths.check(run, key, f"{where}.{param.name}.when.{key}", _classes_at(space.params), _free(earlier))
+            _paths.check(run, key, f"{where}.{param.key}.when.{key}", _classes_at(space.params), _free(earlier))
     return space
 
 
 def _classes_at(params: tuple[Param, ...]):
-    searched = {p.name[: -len(".class_path")] if "." in p.name else "": p.choices
-                for p in params if p.name == "class_path" or p.name.endswith(".class_path")}
+    searched = {p.key[: -len(".class_path")] if "." in p.key else "": p.choices
+                for p in params if p.key == "class_path" or p.key.endswith(".class_path")}
     return lambda prefix: searched.get(prefix, ())
 
 
 def _free(earlier: tuple[Param, ...]):
     """Below a key set to a mapping choice, the file cannot say what exists."""
-    roots = [p.name for p in earlier if p.values is not None]
+    roots = [p.key for p in earlier if p.values is not None]
     return lambda prefix: any(prefix == r or prefix.startswith(r + ".") for r in roots)
 
 
@@ -209,6 +277,8 @@ def _parse_param(name: str, spec: Any, where: str) -> Param:
         raise TypeError(f"`{where}.log` must be true or false, but got log={log!r}.")
     step = spec.get("step")
     kind = spec.get("type")
+    if kind is None and ("coordinate" in spec or "scale_with_batch" in spec):
+        kind = "float"  # a converted value is a real number whatever its bounds
     if kind is None:
         integral = all(isinstance(v, numbers.Integral) for v in (low, high, step if step is not None else 0))
         kind = "int" if integral else "float"
