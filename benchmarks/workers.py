@@ -1,6 +1,6 @@
 """Trials per minute of ``lightopt sweep run --workers 2`` against ``--workers 1`` on the digits sweep.
 
-The sweep is ``sweeps/digits_sgd.yaml`` shortened: ``--epochs`` epochs per trial (default 2
+The sweep is ``sweeps/digits_sgd.yaml`` shortened: ``--epochs`` epochs per trial (default 4
 instead of 6), no pruner (so a trial's length does not depend on which trials finished before it),
 one torch thread per worker. Both arms run the *same* trials: ``--trials`` parameter sets are
 drawn once by a seeded random sampler over the file's search space and enqueued, in the same
@@ -95,8 +95,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python benchmarks/workers.py",
         description="Trials per minute of the shortened digits sweep with --workers 2 against --workers 1, "
                     "the same trials in both, in the same run.")
-    parser.add_argument("--trials", type=int, default=None, help="trials per arm (default 24; 2 with --quick)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (default 2; 1 with --quick)")
+    parser.add_argument("--trials", type=int, default=None, help="trials per arm (default 200; 2 with --quick)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (default 4; 1 with --quick)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds of both arms (default 2; 1 with --quick)")
     parser.add_argument("--limit-train-batches", type=int, default=None,
                         help="training batches per epoch (default: all; 2 with --quick)")
@@ -109,8 +109,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    trials = args.trials if args.trials is not None else (2 if args.quick else 24)
-    epochs = args.epochs if args.epochs is not None else (1 if args.quick else 2)
+    trials = args.trials if args.trials is not None else (2 if args.quick else 200)
+    epochs = args.epochs if args.epochs is not None else (1 if args.quick else 4)
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 2)
     limit = args.limit_train_batches if args.limit_train_batches is not None else (2 if args.quick else None)
     for name, value in (("trials", trials), ("epochs", epochs), ("rounds", rounds)):

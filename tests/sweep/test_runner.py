@@ -105,3 +105,16 @@ def test_bad_arguments_touch_nothing(tmp_path, kwargs, match):
     with pytest.raises(SweepConfigError, match=match):
         _run(sweep_dict(tmp_path), **kwargs)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_resumed_seeded_sampler_draws_new_parameters(tmp_path):
+    """A second run of the same file resumes the study with a sampler reseeded by the trial count,
+    so a seeded random sampler does not draw the first run's parameters again; a fresh study with
+    the same file draws the same parameters as the first run."""
+    data = sweep_dict(tmp_path / "runs", n_trials=2)
+    first = [t.params for t in run_sweep(parse(data), out=io.StringIO()).study.trials]
+    data["study"]["n_trials"] = 4
+    resumed = [t.params for t in run_sweep(parse(data), out=io.StringIO()).study.trials]
+    assert resumed[:2] == first and resumed[2]["optimizer.init_args.lr"] not in {p["optimizer.init_args.lr"] for p in first}
+    data["study"].update(n_trials=2, log_dir=str(tmp_path / "again"))
+    assert [t.params for t in run_sweep(parse(data), out=io.StringIO()).study.trials] == first
