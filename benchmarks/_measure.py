@@ -1,9 +1,11 @@
-"""What the benchmarks share: the paired ratio statistics and the machine description."""
+"""What the benchmarks share: the paired ratio statistics, the machine description, argument checks."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -52,3 +54,10 @@ def loadavg() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
+
+
+def check_at_least(parser: argparse.ArgumentParser, checks: Sequence[tuple[str, Any, int]]) -> None:
+    """``parser.error`` (one line, exit code 2) for the first ``(flag, value, low)`` with ``value < low``."""
+    for name, value, low in checks:
+        if value is not None and value < low:
+            parser.error(f"`--{name}` must be >= {low}, but got {name.replace('-', '_')}={value}.")

@@ -339,9 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     checks = [("rounds", rounds, 2), ("hook-fits", hook_fits, 1), ("epochs", epochs, 1), ("batch-size", args.batch_size, 1),
               ("threads", args.threads, 0), ("warmup", args.warmup, 0), ("seed", args.seed, 0)]
     checks += [("curvature-every", n, 1) for n in args.curvature_every]
-    for name, value, low in checks:
-        if value < low:
-            parser.error(f"`--{name}` must be >= {low}, but got {name.replace('-', '_')}={value}.")
+    _measure.check_at_least(parser, checks)
     try:
         pattern = re.compile(args.only) if args.only else None
     except re.error as error:

@@ -347,10 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rounds = args.rounds if args.rounds is not None else (6 if args.quick else 60)
     block_s = (args.block_ms if args.block_ms is not None else (10.0 if args.quick else 50.0)) / 1e3
-    for name, value, low in (("rounds", rounds, 2), ("layers", args.layers, 1), ("max-width", args.max_width, 1),
-                             ("threads", args.threads, 0)):
-        if value < low:
-            parser.error(f"`--{name}` must be >= {low}, but got {name}={value}.")
+    _measure.check_at_least(parser, [("rounds", rounds, 2), ("layers", args.layers, 1), ("max-width", args.max_width, 1),
+                                     ("threads", args.threads, 0)])
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: `--device cuda` needs a CUDA build of torch and a GPU; use --device cpu.", file=sys.stderr)
         return 2

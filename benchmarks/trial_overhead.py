@@ -439,9 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     checks = [("rounds", rounds, 2), ("trials", trials, 1), ("epochs", args.epochs, 1), ("threads", args.threads, 0),
               ("warmup", args.warmup, 0), ("profile-trials", profile_trials, 0), ("top", args.top, 1),
               ("seed", args.seed, 0)]
-    for name, value, low in checks:
-        if value < low:
-            parser.error(f"`--{name}` must be >= {low}, but got {name.replace('-', '_')}={value}.")
+    _measure.check_at_least(parser, checks)
     if not (math.isfinite(args.lr) and args.lr > 0):
         parser.error(f"`--lr` must be a positive number, but got lr={args.lr}.")
 

@@ -113,11 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     epochs = args.epochs if args.epochs is not None else (1 if args.quick else 4)
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 2)
     limit = args.limit_train_batches if args.limit_train_batches is not None else (2 if args.quick else None)
-    for name, value in (("trials", trials), ("epochs", epochs), ("rounds", rounds)):
-        if value < 1:
-            parser.error(f"`--{name}` must be >= 1, but got {name}={value}.")
-    if limit is not None and limit < 1:
-        parser.error(f"`--limit-train-batches` must be >= 1, but got limit_train_batches={limit}.")
+    _measure.check_at_least(parser, [("trials", trials, 1), ("epochs", epochs, 1), ("rounds", rounds, 1),
+                                     ("limit-train-batches", limit, 1)])
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     info = _measure.machine_info(workers_compared=[1, 2])
