@@ -82,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
         "is run to its full length; a failed one cannot be reproduced. Logs: <log_dir>/<name>/reproduce_KKKK/."))
     reproduce.add_argument("target", metavar="FILE_or_NAME", help="the sweep file, or the study's name")
     reproduce.add_argument("--trial", type=int, required=True, metavar="K", help="the trial's number (see `sweep show`)")
+    reproduce.add_argument("--seeds", type=int, default=0, metavar="N", help="also train the same params with N other "
+                           "seeds and show the spread: how much of the value came from the seed (default 0)")
     plot = sweep_commands.add_parser("plot", help="Optuna's plots of the study as PNG files", description=(
         "Write Optuna's matplotlib plots as PNG files: optimization history, parameter importances (with 2 "
         "complete trials and 2 params), parallel coordinates, slices and contours (with 2 params). Prints the paths."))
@@ -210,8 +212,10 @@ def _sweep_reproduce(args: argparse.Namespace) -> int:
         config.check_threads("--threads", args.threads)
     except ValueError as error:
         raise _UsageError(f"lightopt sweep reproduce: {error}") from None
+    if args.seeds < 0:
+        raise _UsageError(f"lightopt sweep reproduce: `--seeds` must be >= 0, but got seeds={args.seeds}.")
     study, sweep, _ = find_study(args.target, args.storage, args.log_dir)
-    result = reproduce_trial(study, args.trial, sweep, log_dir=args.log_dir, threads=args.threads)
+    result = reproduce_trial(study, args.trial, sweep, log_dir=args.log_dir, threads=args.threads, seeds=args.seeds)
     print(result.summary(study.study_name))
     return 0
 

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from lightopt.cli import main
+from lightopt.sweep import trial_seed
 from tests.sweep.helpers import sweep_dict, write
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,7 @@ def test_run_show_best_fit(sweep_file, tmp_path, capsys):
     assert main(["sweep", "run", str(sweep_file)]) == 0
     out = capsys.readouterr().out
     assert "[2/2] trial 1" in out and "best trial" in out and "runs/s/study.journal" in out
+    assert f"(view: lightopt tensorboard {sweep_file})" in out
 
     assert main(["sweep", "show", str(sweep_file)]) == 0
     table = capsys.readouterr().out.splitlines()
@@ -79,6 +81,21 @@ def test_reproduce_a_trial_and_plot_the_study(tmp_path, monkeypatch, capsys):
     assert values["recorded"] == pytest.approx(recorded, abs=1e-8)  # printed to 10 digits
     assert values["reproduced"] == pytest.approx(recorded, abs=1e-6)
     assert "difference" in out and (tmp_path / "runs/s/reproduce_0001").is_dir()
+
+    # With other seeds: the same params trained with trial_seed(recorded seed, 1..N), and the spread.
+    assert main(["sweep", "reproduce", str(sweep_file), "--trial", "1", "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    recorded_seed = int(out.split("), seed ")[1].split(",")[0])
+    others = [trial_seed(recorded_seed, i) for i in (1, 2)]
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith("seed ")]
+    assert [int(row[1]) for row in rows] == others and "with 2 other seed(s), the same params:" in out
+    reseeded = [float(row[2]) for row in rows]
+    assert len(set(reseeded)) == 2 and recorded not in reseeded  # other seeds, other values
+    better = sum(values["recorded"] < value for value in reseeded)
+    assert f"the recorded value is better than {better} of 2" in out
+    assert all((tmp_path / f"runs/s/reproduce_0001_seed_{other}").is_dir() for other in others)
+    assert main(["sweep", "reproduce", str(sweep_file), "--trial", "1", "--seeds", "-1"]) == 2
+    assert capsys.readouterr().err == "lightopt sweep reproduce: `--seeds` must be >= 0, but got seeds=-1.\n"
 
     assert main(["sweep", "reproduce", "s", "--trial", "2"]) == 0  # by name: the recorded config
     assert "config from the trial's recorded config" in capsys.readouterr().out

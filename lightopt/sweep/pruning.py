@@ -83,7 +83,8 @@ class PruningCallback(Callback):
         self._examples = 0
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self._examples += _batch_size(batch) * trainer.world_size
+        if self.report_at == "examples":  # a validation-round count needs no per-batch work
+            self._examples += _batch_size(batch) * trainer.world_size
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import yaml
 from lightopt.sweep import config as _config
 from lightopt.sweep.config import SweepConfigError, SweepFile
 from lightopt.sweep.build import torch_threads
-from lightopt.sweep.objective import fit_trial, trial_config
+from lightopt.sweep.objective import fit_trial, trial_config, trial_seed
 from lightopt.sweep.pruning import PruningCallback
 from lightopt.sweep.runner import _optuna_quiet, best_trial, open_storage, study_dir
 
@@ -137,6 +138,8 @@ class Reproduction:
     config_from: str
     log_dir: Path
     notes: tuple[str, ...] = ()
+    minimize: bool = True
+    reseeded: tuple[tuple[int, float], ...] = ()  # (seed, value) of each run with another seed
 
     @property
     def abs_diff(self) -> float:
@@ -157,14 +160,24 @@ class Reproduction:
             f"  recorded    {self.recorded:.10g}",
             f"  reproduced  {self.value:.10g}",
             f"  difference  {self.abs_diff:.3g} absolute, {self.rel_diff:.3g} relative",
-            f"logs: {self.log_dir}",
         ]
+        if self.reseeded:
+            values = sorted(value for _, value in self.reseeded)
+            median = statistics.median(values)
+            better = sum(self.recorded < v if self.minimize else self.recorded > v for v in values)
+            spread = f" ({(values[-1] - values[0]) / abs(median):.0%} of the median)" if median else ""
+            lines += [f"with {len(values)} other seed(s), the same params:"]
+            lines += [f"  seed {seed:<10d}  {value:.10g}" for seed, value in self.reseeded]
+            lines += [f"  median {median:.6g}, range {values[0]:.6g} to {values[-1]:.6g}{spread}",
+                      f"  the recorded value is better than {better} of {len(values)}"
+                      + (": part of this trial's result is its seed" if 2 * better > len(values) else "")]
+        lines.append(f"logs: {self.log_dir}")
         return "\n".join(lines)
 
 
 def reproduce_trial(
     study: optuna.Study, number: int, sweep: SweepFile | None = None, *, log_dir: str = "runs",
-    threads: int | None = None,
+    threads: int | None = None, seeds: int = 0,
 ) -> Reproduction:
     """Run trial ``number`` of ``study`` again, as the sweep ran it, and compare the values.
 
@@ -174,6 +187,11 @@ def reproduce_trial(
     of the study's metric over the validation rounds. A pruned trial is run to its full length,
     so its value is compared with the best it reached before it was pruned. Logs go to
     ``<study dir>/reproduce_NNNN``. ``threads`` defaults to the file's ``study.threads``.
+
+    ``seeds`` > 0 also trains the same params with that many other seeds (``trial_seed(recorded
+    seed, i)`` for i = 1, 2, ...; logs in ``reproduce_NNNN_seed_S``): how much of the trial's value
+    came from its seed. A sweep's best trial is the best of many noisy values, so it is usually
+    luckier than its params.
 
     Raises :class:`SweepConfigError` for a trial that is not there, failed, is still running, or
     has no recorded seed (or config, without a file).
@@ -225,16 +243,24 @@ def reproduce_trial(
         recorded_dir = trial.user_attrs.get("log_dir")
         directory = Path(recorded_dir).parent if recorded_dir else study_dir(log_dir, study.study_name)
         report_at = "validation_round"
-    mode = "min" if study.direction == optuna.study.StudyDirection.MINIMIZE else "max"
-    pruning = PruningCallback(None, metric, report_at, mode)  # no trial: reports nothing, never prunes
+    minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
     name = f"reproduce_{number:04d}"
-    with torch_threads(threads):
-        fit_trial(config, seed, pruning, directory, name)
-    if pruning.failure is not None:
-        raise SweepConfigError(f"trial {number} failed when run again: {pruning.failure}.")
-    if pruning.best is None:
-        raise SweepConfigError(f"trial {number} ran no validation round when run again.")
-    return Reproduction(trial, metric, float(recorded), float(pruning.best), config_from, directory / name, tuple(notes))
+
+    def run(seed: int, name: str) -> float:
+        pruning = PruningCallback(None, metric, report_at, "min" if minimize else "max")  # reports nothing, never prunes
+        with torch_threads(threads):
+            fit_trial({**config, "seed_everything": seed}, seed, pruning, directory, name)
+        if pruning.failure is not None:
+            raise SweepConfigError(f"trial {number} failed when run again with seed {seed}: {pruning.failure}.")
+        if pruning.best is None:
+            raise SweepConfigError(f"trial {number} ran no validation round when run again.")
+        return float(pruning.best)
+
+    value = run(seed, name)
+    others = [trial_seed(seed, i) for i in range(1, seeds + 1)]
+    reseeded = tuple((other, run(other, f"{name}_seed_{other}")) for other in others)
+    return Reproduction(trial, metric, float(recorded), value, config_from, directory / name, tuple(notes),
+                        minimize, reseeded)
 
 
 # name -> (optuna.visualization.matplotlib function, least number of params)

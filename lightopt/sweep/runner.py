@@ -182,7 +182,8 @@ def run_sweep(
                              callbacks=[progress, board], failures=watch)
         if ran:
             StudyRun(directory).write(study, plots=True)
-    print(summary(study, spec.metric, directory, described), file=out, flush=True)
+    view = f"lightopt tensorboard {sweep.path}" if sweep.path and name == spec.name and storage is None else None
+    print(summary(study, spec.metric, directory, described, view), file=out, flush=True)
     stopped = watch.stopped if watch is not None else None
     if stopped:
         print(stopped, file=out, flush=True)
@@ -211,8 +212,12 @@ def run_sampler_seed(spec: StudySpec, already: int, shared: bool) -> int | None:
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
-def summary(study: optuna.Study, metric: str, directory: Path | None, storage: str | None) -> str:
-    """The end-of-sweep report: counts, the best trial with its parameters and seed, where the logs are."""
+def summary(study: optuna.Study, metric: str, directory: Path | None, storage: str | None,
+            view: str | None = None) -> str:
+    """The end-of-sweep report: counts, the best trial with its parameters and seed, where the logs are.
+
+    ``view`` is the command that opens the logs in TensorBoard (default: TensorBoard's own on ``directory``).
+    """
     counts = _counts(study.trials)
     lines = [f"study {study.study_name!r}: {len(study.trials)} trials: {counts['COMPLETE']} complete, "
              f"{counts['PRUNED']} pruned, {counts['FAIL']} failed"]
@@ -225,7 +230,7 @@ def summary(study: optuna.Study, metric: str, directory: Path | None, storage: s
         if best.user_attrs.get("log_dir"):
             lines.append(f"  logs: {best.user_attrs['log_dir']}")
     if directory is not None:
-        lines.append(f"logs: {directory} (tensorboard --logdir {directory})")
+        lines.append(f"logs: {directory} (view: {view or f'tensorboard --logdir {directory}'})")
     if storage is not None:
         lines.append(f"storage: {storage}")
     return "\n".join(lines)
