@@ -201,6 +201,8 @@ def _sweep_best(args: argparse.Namespace) -> int:
         return 0
     Path(args.export).write_text(text, encoding="utf-8")
     print(f"best trial {trial.number} written to {args.export}; run it with: lightopt fit {args.export}")
+    print(f"its value is the best of {len(study.trials)} trials, each with its own seed; to see how much of it was "
+          f"the seed: lightopt sweep reproduce {args.target} --trial {trial.number} --seeds 5")
     return 0
 
 

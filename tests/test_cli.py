@@ -51,7 +51,8 @@ def test_run_show_best_fit(sweep_file, tmp_path, capsys):
     best = shown["best"]
 
     assert main(["sweep", "best", str(sweep_file), "--export", "best.yaml"]) == 0
-    capsys.readouterr()
+    assert (f"to see how much of it was the seed: lightopt sweep reproduce {sweep_file} --trial {best['number']} "
+            "--seeds 5") in capsys.readouterr().out
     exported = yaml.safe_load((tmp_path / "best.yaml").read_text())
     assert "study" not in exported and "search" not in exported
     assert exported["seed_everything"] == best["seed"]
