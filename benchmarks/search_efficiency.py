@@ -6,10 +6,13 @@ per epoch, searching learning rate, momentum and batch size. The model, data, tr
 schedule come from that file; the search block and the method come from here.
 
 1. **Reference.** Two long TPE searches with pruning (one per lightopt coordinate system, so
-   neither is favoured), ``--reference-trials`` each. The reference loss is the lowest
-   ``val_loss`` seen in any validation round of either; the threshold is ``(1 + --tolerance)``
-   times it (2% by default). Cached in ``search_efficiency_reference.json`` and reused with
-   ``--reuse-reference`` when its settings match.
+   neither is favoured), ``--reference-trials`` each, cached in ``search_efficiency_reference.json``
+   and reused with ``--reuse-reference`` when their settings match. The threshold is
+   ``(1 + --tolerance)`` times the reference (2% by default), where the reference is, with
+   ``--reference-value lowest`` (the default), the lowest ``val_loss`` of any validation round of
+   either search. To show how much of that is the luck of one initialization, each search's best
+   setting is also trained again with ``--reference-seeds`` other seeds (cached too): with
+   ``--reference-value setting-median`` the reference is the lower of the two medians.
 2. **Methods**, each run once per seed, until the threshold is first reached in some validation
    round of some trial, or ``--budget-epochs`` training epochs are spent (censored):
 
@@ -37,9 +40,16 @@ Writes ``search_efficiency.json`` (settings, reference, every search), ``search_
 (one row per search) and ``search_efficiency.png`` (fraction of seeds that reached the threshold
 against epochs spent) to ``--out-dir``.
 
+The ratio of Optuna's median epochs to each lightopt method's comes with a bootstrap 95% interval
+over seeds (paired: the same seed draws the same first trials in every TPE method). ``--summarize
+JSON`` re-reads a results file and writes the tables and plot again without running anything;
+``--sweep-file`` and ``--first-seed`` run the same comparison on another sweep file's sampler and
+pruner, or on seeds kept apart from the reported ones.
+
 Usage::
 
-    python benchmarks/search_efficiency.py [--seeds 5] [--workers 2] [--reuse-reference] [--quick]
+    python benchmarks/search_efficiency.py [--seeds 20] [--budget-epochs 400] [--workers 2] [--reuse-reference]
+    python benchmarks/search_efficiency.py --quick
 
 See ``benchmarks/README.md`` for the results and how to read them.
 """
@@ -144,7 +154,7 @@ def _quiet() -> None:
 def _sweep_data(settings: dict[str, Any], search: dict[str, Any], log_path: str, threshold: float | None) -> dict[str, Any]:
     import yaml
 
-    data = yaml.safe_load(SWEEP_FILE.read_text(encoding="utf-8"))
+    data = yaml.safe_load(Path(settings["sweep_file"]).read_text(encoding="utf-8"))
     data["search"] = copy.deepcopy(search)
     data["model"]["init_args"]["channels"] = settings["channels"]
     trainer = data.setdefault("trainer", {})
@@ -251,8 +261,13 @@ def epochs_to(search: dict[str, Any], threshold: float) -> float:
 
 
 def run_search(method: str, seed: int, settings: dict[str, Any], threshold: float | None,
-               budget_epochs: float | None, n_trials: int | None) -> dict[str, Any]:
-    """One search; stops at the threshold, after ``budget_epochs`` or after ``n_trials``."""
+               budget_epochs: float | None, n_trials: int | None,
+               params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One search; stops at the threshold, after ``budget_epochs`` or after ``n_trials``.
+
+    ``params`` (lightopt methods only) are enqueued as the first trial: with ``n_trials=1`` this
+    trains one setting with the seed ``trial_seed(seed, 0)``.
+    """
     from lightopt.sweep.objective import TrialFailed
 
     _quiet()
@@ -264,6 +279,8 @@ def run_search(method: str, seed: int, settings: dict[str, Any], threshold: floa
             study, objective = _optuna_objective(seed, settings, log_path, threshold, root)
         else:
             study, objective = _lightopt_study(method, seed, settings, log_path, threshold, root)
+        if params is not None:
+            study.enqueue_trial(params)
 
         def stop_when_done(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             summary = summarize(read_rounds(log_path, n_train), threshold, start)
@@ -337,7 +354,8 @@ def format_table(table: dict[str, dict[str, Any]], budget: float) -> str:
     lines = ["| method | reached | epochs to threshold: median [IQR] | wall to threshold: median | trials (median) |",
              "|---|---|---|---|---|"]
     for method, row in table.items():
-        wall = f"{_fmt(row['wall_median_s'], 0)} s" if "wall_median_s" in row else "-"
+        wall = "-" if "wall_median_s" not in row else _fmt(row["wall_median_s"], 0) + (
+            " s" if math.isfinite(row["wall_median_s"]) else "")
         trials = f"{row['trials_median']:.0f}" if "trials_median" in row else "-"
         lines.append(
             f"| {method} | {row['reached']}/{row['seeds']} | {_fmt(row['epochs_median'])} "
@@ -347,20 +365,58 @@ def format_table(table: dict[str, dict[str, Any]], budget: float) -> str:
     return "\n".join(lines)
 
 
-def ratios(table: dict[str, dict[str, Any]]) -> dict[str, float | None]:
-    """Optuna's median epochs over each lightopt method's (inf/inf and x/inf are None)."""
-    out = {}
-    base = table.get("optuna", {}).get("epochs_median")
+def _epochs(rows: list[dict[str, Any]], threshold: float | None) -> list[float]:
+    if threshold is None:
+        return [s["epochs_to_threshold"] if s["reached"] else math.inf for s in rows]
+    return [epochs_to(s, threshold) for s in rows]
+
+
+def ratios(searches: list[dict[str, Any]], threshold: float | None = None, resamples: int = 2000) -> dict[str, Any]:
+    """Optuna's median epochs over each lightopt method's, with a bootstrap 95% interval.
+
+    Searches are paired by seed (the same seed draws the same first trials in every TPE method)
+    and the seeds are resampled together. A censored search counts as ``inf``: a ratio is ``inf``
+    when only Optuna's median is censored, 0 when only lightopt's is, and undefined (None; such
+    resamples are left out and counted) when both are.
+    """
+    def ratio(base: float, mine: float) -> float | None:
+        if math.isinf(base) and math.isinf(mine):
+            return None
+        return math.inf if math.isinf(base) else base / mine
+
+    out: dict[str, Any] = {}
+    by_seed = {m: {s["seed"]: s for s in searches if s["method"] == m} for m in METHODS}
     for method in ("lightopt-raw", "lightopt-chapter"):
-        mine = table.get(method, {}).get("epochs_median")
-        if base is None or mine is None or math.isinf(mine):
-            out[method] = None
-        else:
-            out[method] = base / mine  # inf when Optuna's median is censored: at least budget/mine
+        seeds = sorted(set(by_seed["optuna"]) & set(by_seed[method]))
+        if not seeds:
+            continue
+        base = np.array(_epochs([by_seed["optuna"][k] for k in seeds], threshold))
+        mine = np.array(_epochs([by_seed[method][k] for k in seeds], threshold))
+        rng = np.random.default_rng(0)
+        draws = [ratio(quantile(base[i], 0.5), quantile(mine[i], 0.5))
+                 for i in rng.integers(0, len(seeds), (resamples, len(seeds)))]
+        defined = sorted(d for d in draws if d is not None)
+        interval = ([defined[int(0.025 * len(defined))], defined[max(int(0.975 * len(defined)) - 1, 0)]]
+                    if defined else None)
+        out[method] = {"ratio": ratio(quantile(base, 0.5), quantile(mine, 0.5)), "ci95": interval,
+                       "undefined_resamples": len(draws) - len(defined), "seeds": len(seeds)}
     return out
 
 
-def plot(searches: list[dict[str, Any]], budget: float, path: Path) -> None:
+def format_ratios(rows: dict[str, Any]) -> str:
+    def fmt(value: float | None) -> str:
+        return "undefined" if value is None else "inf" if math.isinf(value) else f"{value:.2f}"
+
+    lines = []
+    for method, row in rows.items():
+        interval = "no interval" if row["ci95"] is None else f"[{fmt(row['ci95'][0])}, {fmt(row['ci95'][1])}]"
+        undefined = f", {row['undefined_resamples']} resamples undefined" if row["undefined_resamples"] else ""
+        lines.append(f"optuna / {method} (median epochs, {row['seeds']} paired seeds): {fmt(row['ratio'])} "
+                     f"{interval}{undefined}")
+    return "\n".join(lines)
+
+
+def plot(searches: list[dict[str, Any]], budget: float, tolerance: float, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -375,7 +431,7 @@ def plot(searches: list[dict[str, Any]], budget: float, path: Path) -> None:
         reached = np.array([s["epochs_to_threshold"] if s["reached"] else np.inf for s in rows])
         ax.step(grid, [(reached <= x).mean() for x in grid], where="post", label=method)
     ax.set_xlabel("training epochs spent by the search")
-    ax.set_ylabel("fraction of seeds within 2% of the reference")
+    ax.set_ylabel(f"fraction of seeds within {tolerance:.0%} of the reference")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
@@ -414,36 +470,77 @@ def _progress(result: dict[str, Any], partial: Path) -> None:
 
 
 def reference(settings: dict[str, Any], args: argparse.Namespace, path: Path) -> dict[str, Any]:
+    """The two long searches (cached), then their best settings retrained with other seeds.
+
+    ``best_val_loss`` is the lowest ``val_loss`` of any round of the 2 x ``--reference-trials``
+    trials: a minimum over hundreds of noisy values, which one lucky initialization can set.
+    ``value``, the reference the threshold is built on, is the best setting's typical loss: each
+    search's best parameters are trained again with ``--reference-seeds`` other seeds (the full
+    trial, no pruning), each run scored by its lowest round, and ``value`` is the lower of the two
+    medians.
+    """
     wanted = {"trials": args.reference_trials, **{k: settings[k] for k in ("channels", "max_epochs")}}
+    cached = None
     if args.reuse_reference and path.exists():
         cached = json.loads(path.read_text(encoding="utf-8"))
         if cached.get("settings") == wanted:
-            print(f"reference: reusing {path} (best val_loss {cached['best_val_loss']:.5f})", flush=True)
-            return cached
-        print(f"reference: {path} was made with other settings; running it again", flush=True)
-    print(f"reference: 2 TPE searches of {args.reference_trials} trials", flush=True)
-    jobs = [(method, REFERENCE_SEED + i, settings, None, None, args.reference_trials)
-            for i, method in enumerate(("lightopt-raw", "lightopt-chapter"))]
-    searches = _run_all(jobs, min(args.workers, 2), path.with_suffix(".partial.jsonl"))
-    best = min(searches, key=lambda s: s["best_val_loss"] if s["best_val_loss"] is not None else math.inf)
-    result = {"settings": wanted, "best_val_loss": best["best_val_loss"], "best_method": best["method"],
-              "best_params": best["best_params"], "searches": searches}
-    path.write_text(json.dumps(result, indent=1), encoding="utf-8")
-    return result
+            print(f"reference: reusing the searches in {path} (best val_loss {cached['best_val_loss']:.5f})", flush=True)
+        else:
+            print(f"reference: {path} was made with other settings; running it again", flush=True)
+            cached = None
+    if cached is None:
+        print(f"reference: 2 TPE searches of {args.reference_trials} trials", flush=True)
+        jobs = [(method, REFERENCE_SEED + i, settings, None, None, args.reference_trials)
+                for i, method in enumerate(("lightopt-raw", "lightopt-chapter"))]
+        searches = _run_all(jobs, min(args.workers, 2), path.with_suffix(".partial.jsonl"))
+        best = min(searches, key=lambda s: s["best_val_loss"] if s["best_val_loss"] is not None else math.inf)
+        cached = {"settings": wanted, "best_val_loss": best["best_val_loss"], "best_method": best["method"],
+                  "best_params": best["best_params"], "searches": searches}
+    checks = cached.get("settings_check")
+    if not checks or any(len(c["losses"]) != args.reference_seeds for c in checks):
+        print(f"reference: each search's best setting trained with {args.reference_seeds} more seeds", flush=True)
+        candidates = [(s["method"], s["best_params"]) for s in cached["searches"] if s["best_params"]]
+        jobs = [(method, REFERENCE_SEED + 100 + k, settings, None, None, 1, params)
+                for method, params in candidates for k in range(args.reference_seeds)]
+        runs = _run_all(jobs, args.workers, path.with_suffix(".partial.jsonl"))
+        checks = []
+        for method, params in candidates:
+            losses = sorted(r["best_val_loss"] for r in runs if r["method"] == method and r["best_val_loss"] is not None)
+            checks.append({"method": method, "params": params, "losses": losses, "median": float(np.median(losses)),
+                           "spread": (losses[-1] - losses[0]) / float(np.median(losses))})
+        cached["settings_check"] = checks
+    best_check = min(cached["settings_check"], key=lambda c: c["median"])
+    cached["value"] = best_check["median"]
+    path.write_text(json.dumps(cached, indent=1), encoding="utf-8")
+    for c in cached["settings_check"]:
+        print(f"reference: {c['method']}'s best setting: median {c['median']:.5f} over {len(c['losses'])} seeds "
+              f"(range {c['losses'][0]:.5f} to {c['losses'][-1]:.5f})", flush=True)
+    return cached
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5, help="searches per method (default 5)")
+    parser.add_argument("--seeds", type=int, default=20, help="searches per method (default 20)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds are FIRST_SEED, FIRST_SEED + 1, ... (default 0)")
+    parser.add_argument("--sweep-file", default=str(SWEEP_FILE),
+                        help="the sweep file whose model, data, trainer, schedule, sampler and pruner are used "
+                             "(default sweeps/digits_sgd.yaml)")
     parser.add_argument("--workers", type=int, default=2, help="searches run in parallel processes (default 2)")
-    parser.add_argument("--budget-epochs", type=float, default=120.0, help="training epochs per search before it is censored")
+    parser.add_argument("--budget-epochs", type=float, default=400.0, help="training epochs per search before it is censored (default 400)")
     parser.add_argument("--reference-trials", type=int, default=80, help="trials of each reference search")
+    parser.add_argument("--reference-value", choices=("lowest", "setting-median"), default="lowest",
+                        help="the threshold's base: the lowest val_loss of any round of the reference searches "
+                             "(default), or the median of their best setting retrained with other seeds")
+    parser.add_argument("--reference-seeds", type=int, default=10,
+                        help="seeds each reference search's best setting is retrained with (default 10)")
     parser.add_argument("--tolerance", type=float, default=0.02, help="threshold = (1 + tolerance) x reference (0.02)")
     parser.add_argument("--looser", type=float, nargs="*", default=[0.05, 0.1],
                         help="also report looser tolerances, read from the same searches (0.05 0.1)")
     parser.add_argument("--reuse-reference", action="store_true", help="reuse the cached reference if its settings match")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--out-dir", default=str(_HERE / "results"), help="where the JSON, CSV and PNG go")
+    parser.add_argument("--summarize", metavar="JSON", help="run nothing: read the searches from a results JSON "
+                        "this script wrote and write the tables, CSV and plot again (with this run's --looser)")
     parser.add_argument("--quick", action="store_true", help="a smoke run of seconds: 1 epoch per trial, tiny budgets")
     return parser
 
@@ -451,21 +548,31 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    for name, low in (("seeds", 1), ("workers", 1), ("reference_trials", 1)):
+    for name, low in (("seeds", 1), ("workers", 1), ("reference_trials", 1), ("reference_seeds", 1)):
         if getattr(args, name) < low:
             parser.error(f"`--{name.replace('_', '-')}` must be >= {low}, but got {name}={getattr(args, name)}.")
     if not args.budget_epochs > 0 or not args.tolerance >= 0:
         parser.error(f"`--budget-epochs` must be > 0 and `--tolerance` >= 0, but got budget_epochs={args.budget_epochs}, "
                      f"tolerance={args.tolerance}.")
+    out = Path(args.out_dir)
+    if args.summarize:
+        try:
+            report = json.loads(Path(args.summarize).read_text(encoding="utf-8"))
+            report["base"]  # written by this version of the script
+        except (OSError, ValueError, KeyError) as error:
+            parser.error(f"`--summarize` must name a results JSON of this script, but reading {args.summarize} "
+                         f"failed: {error!r}")
+        out.mkdir(parents=True, exist_ok=True)
+        write_report(report, args.looser, out, Path(args.summarize).stem)
+        return 0
     _quiet()
     from examples.digits import DigitsDataModule
 
     datamodule = DigitsDataModule()
     datamodule.setup()
-    settings = {"channels": 8, "max_epochs": 6, "n_train": len(datamodule.train_set)}
+    settings = {"channels": 8, "max_epochs": 6, "n_train": len(datamodule.train_set), "sweep_file": args.sweep_file}
     if args.quick:
         settings.update(channels=4, max_epochs=1)
-    out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = "search_efficiency_quick" if args.quick else "search_efficiency"
     info = machine_info(workers=args.workers)
@@ -473,23 +580,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.time()
     ref = reference(settings, args, out / f"{stem}_reference.json")
-    threshold = ref["best_val_loss"] * (1 + args.tolerance)
-    print(f"threshold: val_loss <= {threshold:.5f} ({args.tolerance:.0%} above {ref['best_val_loss']:.5f})", flush=True)
+    base = ref["best_val_loss"] if args.reference_value == "lowest" else ref["value"]
+    threshold = base * (1 + args.tolerance)
+    print(f"threshold: val_loss <= {threshold:.5f} ({args.tolerance:.0%} above the {args.reference_value} reference "
+          f"{base:.5f}; lowest round {ref['best_val_loss']:.5f}, best setting's median {ref['value']:.5f})", flush=True)
     jobs = [(method, seed, settings, threshold, args.budget_epochs, None)
-            for seed in range(args.seeds) for method in args.methods]
+            for seed in range(args.first_seed, args.first_seed + args.seeds) for method in args.methods]
     partial = out / f"{stem}.partial.jsonl"
     partial.unlink(missing_ok=True)
     searches = sorted(_run_all(jobs, args.workers, partial), key=lambda s: (METHODS.index(s["method"]), s["seed"]))
-    table = method_table(searches)
-    looser = {f"{t:g}": method_table(searches, ref["best_val_loss"] * (1 + t)) for t in args.looser if t > args.tolerance}
     report = {"settings": {**settings, "budget_epochs": args.budget_epochs, "tolerance": args.tolerance,
-                           "seeds": args.seeds, "workers": args.workers, "raw_search": RAW_SEARCH,
-                           "chapter_search": CHAPTER_SEARCH},
+                           "seeds": args.seeds, "first_seed": args.first_seed, "workers": args.workers,
+                           "raw_search": RAW_SEARCH, "chapter_search": CHAPTER_SEARCH},
               "machine": info, "reference": {k: v for k, v in ref.items() if k != "searches"},
-              "threshold": threshold, "table": table, "ratio_optuna_over": ratios(table),
-              "looser": {t: {"table": tab, "ratio_optuna_over": ratios(tab)} for t, tab in looser.items()},
-              "searches": searches,
-              "wall_total_s": time.time() - started}
+              "reference_seeds": args.reference_seeds, "reference_value": args.reference_value,
+              "base": base, "threshold": threshold, "searches": searches, "wall_total_s": time.time() - started}
+    write_report(report, args.looser, out, stem)
+    return 0
+
+
+def write_report(report: dict[str, Any], looser: Sequence[float], out: Path, stem: str) -> None:
+    """Add the tables and ratios to ``report``; write the JSON, CSV and PNG; print the tables."""
+    searches, base = report["searches"], report["base"]
+    budget, tolerance = report["settings"]["budget_epochs"], report["settings"]["tolerance"]
+    report["table"] = method_table(searches)
+    report["ratio_optuna_over"] = ratios(searches)
+    report["looser"] = {f"{t:g}": {"table": method_table(searches, base * (1 + t)),
+                                   "ratio_optuna_over": ratios(searches, base * (1 + t))}
+                        for t in looser if t > tolerance}
     (out / f"{stem}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     with open(out / f"{stem}.csv", "w", newline="", encoding="utf-8") as file:
         fields = ["method", "seed", "reached", "epochs_to_threshold", "wall_to_threshold_s", "epochs_spent",
@@ -497,16 +615,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         writer = csv.DictWriter(file, fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(searches)
-    plot(searches, args.budget_epochs, out / f"{stem}.png")
-    print(format_table(table, args.budget_epochs))
-    for t, tab in looser.items():
+    plot(searches, budget, tolerance, out / f"{stem}.png")
+    print(format_table(report["table"], budget))
+    print(format_ratios(report["ratio_optuna_over"]))
+    for t, tables in report["looser"].items():
         print(f"\nwithin {float(t):.0%} of the reference (read from the same searches):")
-        print(format_table(tab, args.budget_epochs))
-    for method, ratio in report["ratio_optuna_over"].items():
-        text = "n/a (censored)" if ratio is None else ("Optuna censored" if math.isinf(ratio) else f"{ratio:.2f}x")
-        print(f"optuna / {method} (median epochs): {text}")
-    print(f"results: {out / stem}.{{json,csv,png}}; total {time.time() - started:.0f} s", flush=True)
-    return 0
+        print(format_table(tables["table"], budget))
+        print(format_ratios(tables["ratio_optuna_over"]))
+    print(f"results: {out / stem}.{{json,csv,png}}; searches took {report['wall_total_s']:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -229,15 +230,19 @@ def search_efficiency():
 
 
 def test_search_efficiency_quick_run_writes_every_method(search_efficiency, tmp_path, capsys):
-    argv = ["--quick", "--seeds", "1", "--workers", "1", "--reference-trials", "1", "--budget-epochs", "1",
-            "--out-dir", str(tmp_path)]
+    argv = ["--quick", "--seeds", "1", "--workers", "1", "--reference-trials", "1", "--reference-seeds", "2",
+            "--budget-epochs", "1", "--out-dir", str(tmp_path)]
     assert search_efficiency.main(argv) == 0
     stdout = capsys.readouterr().out
     report = json.loads((tmp_path / "search_efficiency_quick.json").read_text())
     searches = report["searches"]
     assert [s["method"] for s in searches] == list(search_efficiency.METHODS)
-    reference = report["reference"]["best_val_loss"]
-    assert report["threshold"] == pytest.approx(reference * 1.02)
+    reference = report["reference"]["value"]
+    assert report["threshold"] == pytest.approx(report["reference"]["best_val_loss"] * 1.02)  # "lowest", the default
+    # The reference is the best setting's median over the seeds it was retrained with.
+    checks = report["reference"]["settings_check"]
+    assert len(checks) == 2 and all(len(c["losses"]) == 2 for c in checks)
+    assert reference == min(c["median"] for c in checks) == min(statistics.median(c["losses"]) for c in checks)
     for s in searches:
         assert s["n_trials"] >= 1 and s["epochs_spent"] > 0
         if s["reached"]:
@@ -253,7 +258,16 @@ def test_search_efficiency_quick_run_writes_every_method(search_efficiency, tmp_
     assert search_efficiency.main([*argv, "--reuse-reference", "--methods", "random"]) == 0
     assert "reference: reusing" in capsys.readouterr().out
     again = json.loads((tmp_path / "search_efficiency_quick.json").read_text())
-    assert again["reference"]["best_val_loss"] == reference and [s["method"] for s in again["searches"]] == ["random"]
+    assert again["reference"]["value"] == reference and [s["method"] for s in again["searches"]] == ["random"]
+
+    # --summarize reads the searches back and writes the same tables, running nothing.
+    first = tmp_path / "first.json"
+    first.write_text((tmp_path / "search_efficiency_quick.json").read_text())
+    assert search_efficiency.main(["--summarize", str(first), "--out-dir", str(tmp_path / "again")]) == 0
+    assert "| random |" in capsys.readouterr().out
+    summarized = json.loads((tmp_path / "again" / "first.json").read_text())
+    assert summarized["table"] == json.loads(first.read_text())["table"]
+    assert (tmp_path / "again" / "first.png").stat().st_size > 0
 
 
 def test_search_efficiency_counts_pruned_trials_and_censors(search_efficiency):
@@ -276,8 +290,28 @@ def test_search_efficiency_counts_pruned_trials_and_censors(search_efficiency):
     assert table["optuna"]["epochs_q1"] == 20.0
 
 
-def test_search_efficiency_bad_arguments_exit_2(search_efficiency, capsys):
+def test_search_efficiency_ratio_of_medians_is_paired_by_seed(search_efficiency):
+    def search(method, seed, epochs):
+        return {"method": method, "seed": seed, "reached": math.isfinite(epochs),
+                "epochs_to_threshold": epochs if math.isfinite(epochs) else None, "curve": [[epochs, 0.0]]}
+
+    optuna = [10.0, 20.0, 30.0, math.inf, math.inf]
+    raw = [5.0, 10.0, 15.0, 20.0, math.inf]
+    searches = [search("optuna", k, e) for k, e in enumerate(optuna)] + [search("lightopt-raw", k, e) for k, e in enumerate(raw)]
+    row = search_efficiency.ratios(searches)["lightopt-raw"]
+    assert row["ratio"] == 2.0 and row["seeds"] == 5  # medians 30 and 15
+    low, high = row["ci95"]
+    assert 0 < low <= 2.0 <= high and row["undefined_resamples"] > 0  # some resamples censor both medians
+    assert search_efficiency.ratios(searches, threshold=-1.0)["lightopt-raw"]["ratio"] is None  # no curve gets to -1
+    assert "optuna / lightopt-raw (median epochs, 5 paired seeds): 2.00 [" in search_efficiency.format_ratios(
+        {"lightopt-raw": row})
+
+
+def test_search_efficiency_bad_arguments_exit_2(search_efficiency, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         search_efficiency.main(["--seeds", "0"])
     assert exc.value.code == 2
     assert "`--seeds` must be >= 1, but got seeds=0." in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        search_efficiency.main(["--summarize", str(tmp_path / "missing.json")])
+    assert exc.value.code == 2 and "`--summarize` must name a results JSON" in capsys.readouterr().err
