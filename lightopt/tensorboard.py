@@ -88,7 +88,9 @@ def trial_hparams(
 ) -> dict[str, bool | float | str]:
     """The trial's HParams: its ``params`` (dotted names) and the :data:`FIXED` settings its ``config`` has.
 
-    A parameter of ``space`` whose choices mix types is written as text, as its domain is.
+    A parameter of ``space`` whose choices mix types is written as text, as its domain is. A
+    parameter searched in another coordinate (``optimizer.init_args.momentum:horizon``) also
+    shows the value its key got in ``config`` (``optimizer.init_args.momentum``: α itself).
 
     >>> trial_hparams({"optimizer.init_args.lr": 0.1}, {"optimizer": {"class_path": "lightopt.optim.SGD"}})
     {'optimizer.init_args.lr': 0.1, 'optimizer.class_path': 'lightopt.optim.SGD'}
@@ -98,11 +100,16 @@ def trial_hparams(
     as_text = {param.name for param in space if param.kind == "categorical" and _choices(param)[1]}
     values = {name: str(hparam_value(value)) if name in as_text else hparam_value(value)
               for name, value in params.items()}
-    for key in FIXED:
+    for key in [*_converted_keys(space), *FIXED]:
         value = _paths.get(config or {}, key, None)
         if key not in values and value is not None and not isinstance(value, (dict, list)):
             values[key] = hparam_value(value)
     return values
+
+
+def _converted_keys(space: Iterable[Any]) -> list[str]:
+    """The config keys of the parameters whose trial name is not their key (a converted coordinate)."""
+    return [param.key for param in space if param.key and param.key != param.name]
 
 
 def _choices(param: Any) -> tuple[list[bool | float | str], bool]:
@@ -115,6 +122,8 @@ def _choices(param: Any) -> tuple[list[bool | float | str], bool]:
 
 def experiment_summary(space: Iterable[Any], metric: str) -> summary_pb2.Summary:
     """The HParams experiment config: ``space``'s parameters with their domains, :data:`FIXED`, :data:`METRICS`.
+
+    A parameter searched in another coordinate is followed by its config key (the real value).
 
     ``metric`` (the study's) names the best and final values in the dashboard.
     """
@@ -130,6 +139,9 @@ def experiment_summary(space: Iterable[Any], metric: str) -> summary_pb2.Summary
         domain.update_hparam_info(info)
         infos.append(info)
     names = {info.name for info in infos}
+    infos += [api_pb2.HParamInfo(name=key, type=api_pb2.DATA_TYPE_FLOAT64, differs=True)
+              for key in _converted_keys(space) if key not in names]
+    names |= {info.name for info in infos}
     infos += [api_pb2.HParamInfo(name=key, type=kind) for key, kind in FIXED.items() if key not in names]
     metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), description=text,
                                   display_name=tag.split("/")[1].replace("_value", f" {metric}"))

@@ -20,7 +20,7 @@ from tensorboard.plugins.hparams import api_pb2, metadata
 
 from lightopt.cli import main
 from lightopt.sweep import config, run_sweep
-from lightopt.tensorboard import METRICS, STATES, StudyRun, write_trial
+from lightopt.tensorboard import METRICS, STATES, StudyRun, experiment_summary, trial_hparams, write_trial
 from tests.sweep.helpers import PruneAt, sweep_dict, write
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,6 +123,26 @@ def test_experiment_config_gives_the_search_space_domains(sweep):
     assert [v.number_value for v in infos["data.init_args.batch_size"].domain_discrete.values] == [32, 64]
     assert [v.bool_value for v in infos["model.init_args.broken"].domain_discrete.values] == [False, True]
     assert infos["optimizer.class_path"].type == api_pb2.DATA_TYPE_STRING
+
+
+def test_a_converted_coordinate_also_shows_its_real_value():
+    """The main sweep samples h = 1/(1 - α) and ε/(1 - α) scaled with the batch; HParams shows α and ε too."""
+    sweep = config.load(ROOT / "sweeps" / "digits_sgd.yaml")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    run = sweep.search.suggest(trial, sweep.run)
+    hparams = trial_hparams(trial.params, run, sweep.search)
+    h, step = trial.params["optimizer.init_args.momentum:horizon"], trial.params["optimizer.init_args.lr:effective_at_batch_64"]
+    batch = trial.params["data.init_args.batch_size"]
+    assert hparams["optimizer.init_args.momentum:horizon"] == h
+    assert hparams["optimizer.init_args.momentum"] == pytest.approx(1 - 1 / h)
+    assert hparams["optimizer.init_args.lr"] == pytest.approx(step * (1 - (1 - 1 / h)) * batch / 64)
+    infos = metadata.parse_experiment_plugin_data(
+        experiment_summary(sweep.search, "val_loss").value[0].metadata.plugin_data.content).hparam_infos
+    names = [info.name for info in infos]
+    assert names[:5] == ["optimizer.init_args.momentum:horizon", "optimizer.init_args.lr:effective_at_batch_64",
+                         "data.init_args.batch_size", "optimizer.init_args.momentum", "optimizer.init_args.lr"]
+    assert all(info.differs for info in infos[:5])
 
 
 def test_study_run_has_best_so_far_counts_and_plots(sweep):
