@@ -109,7 +109,7 @@ def trial_hparams(
 
 def _converted_keys(space: Iterable[Any]) -> list[str]:
     """The config keys of the parameters whose trial name is not their key (a converted coordinate)."""
-    return [param.key for param in space if param.key and param.key != param.name]
+    return [param.key for param in space if param.key != param.name]
 
 
 def _choices(param: Any) -> tuple[list[bool | float | str], bool]:

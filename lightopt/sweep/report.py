@@ -139,7 +139,7 @@ class Reproduction:
     log_dir: Path
     notes: tuple[str, ...] = ()
     minimize: bool = True
-    reseeded: tuple[tuple[int, float], ...] = ()  # (seed, value) of each run with another seed
+    reseeded: tuple[tuple[int, float | str], ...] = ()  # (seed, value, or why that run failed) per other seed
 
     @property
     def abs_diff(self) -> float:
@@ -162,15 +162,17 @@ class Reproduction:
             f"  difference  {self.abs_diff:.3g} absolute, {self.rel_diff:.3g} relative",
         ]
         if self.reseeded:
-            values = sorted(value for _, value in self.reseeded)
-            median = statistics.median(values)
-            better = sum(self.recorded < v if self.minimize else self.recorded > v for v in values)
-            spread = f" ({(values[-1] - values[0]) / abs(median):.0%} of the median)" if median else ""
-            lines += [f"with {len(values)} other seed(s), the same params:"]
-            lines += [f"  seed {seed:<10d}  {value:.10g}" for seed, value in self.reseeded]
-            lines += [f"  median {median:.6g}, range {values[0]:.6g} to {values[-1]:.6g}{spread}",
-                      f"  the recorded value is better than {better} of {len(values)}"
-                      + (": part of this trial's result is its seed" if 2 * better > len(values) else "")]
+            lines.append(f"with {len(self.reseeded)} other seed(s), the same params:")
+            lines += [f"  seed {seed:<10d}  " + (f"{value:.10g}" if isinstance(value, float) else f"failed: {value}")
+                      for seed, value in self.reseeded]
+            values = sorted(value for _, value in self.reseeded if isinstance(value, float))
+            if values:
+                median = statistics.median(values)
+                better = sum(self.recorded < v if self.minimize else self.recorded > v for v in values)
+                spread = f" ({(values[-1] - values[0]) / abs(median):.0%} of the median)" if median else ""
+                lines += [f"  median {median:.6g}, range {values[0]:.6g} to {values[-1]:.6g}{spread}",
+                          f"  the recorded value is better than {better} of {len(values)}"
+                          + (": part of this trial's result is its seed" if 2 * better > len(values) else "")]
         lines.append(f"logs: {self.log_dir}")
         return "\n".join(lines)
 
@@ -257,10 +259,14 @@ def reproduce_trial(
         return float(pruning.best)
 
     value = run(seed, name)
-    others = [trial_seed(seed, i) for i in range(1, seeds + 1)]
-    reseeded = tuple((other, run(other, f"{name}_seed_{other}")) for other in others)
+    reseeded = []
+    for other in (trial_seed(seed, i) for i in range(1, seeds + 1)):
+        try:  # another seed may diverge where the recorded one did not: that is a result, not an error
+            reseeded.append((other, run(other, f"{name}_seed_{other}")))
+        except Exception as error:  # noqa: BLE001  (the user's module may raise anything; the other runs stand)
+            reseeded.append((other, str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__))
     return Reproduction(trial, metric, float(recorded), value, config_from, directory / name, tuple(notes),
-                        minimize, reseeded)
+                        minimize, tuple(reseeded))
 
 
 # name -> (optuna.visualization.matplotlib function, least number of params)
