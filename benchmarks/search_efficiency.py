@@ -84,7 +84,7 @@ for _path in (str(_ROOT), str(_HERE)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from _measure import machine_info  # noqa: E402
+from _measure import check_at_least, machine_info  # noqa: E402
 
 SWEEP_FILE = _ROOT / "sweeps" / "digits_sgd.yaml"
 METHODS = ("lightopt-raw", "lightopt-chapter", "optuna", "random")
@@ -318,6 +318,12 @@ def quantile(values: Sequence[float], q: float) -> float:
     return float(ordered[low] + (ordered[high] - ordered[low]) * (position - low))
 
 
+def _epochs(rows: list[dict[str, Any]], threshold: float | None) -> list[float]:
+    if threshold is None:
+        return [s["epochs_to_threshold"] if s["reached"] else math.inf for s in rows]
+    return [epochs_to(s, threshold) for s in rows]
+
+
 def method_table(searches: list[dict[str, Any]], threshold: float | None = None) -> dict[str, dict[str, Any]]:
     """Per method: seeds that reached, median and IQR of the epochs (censored = inf), wall time.
 
@@ -328,21 +334,15 @@ def method_table(searches: list[dict[str, Any]], threshold: float | None = None)
         rows = [s for s in searches if s["method"] == method]
         if not rows:
             continue
-        if threshold is not None:
-            epochs = [epochs_to(s, threshold) for s in rows]
-            table[method] = {"seeds": len(rows), "reached": sum(math.isfinite(e) for e in epochs),
-                             "epochs_median": quantile(epochs, 0.5), "epochs_q1": quantile(epochs, 0.25),
-                             "epochs_q3": quantile(epochs, 0.75)}
-            continue
-        epochs = [s["epochs_to_threshold"] if s["reached"] else math.inf for s in rows]
-        walls = [s["wall_to_threshold_s"] if s["reached"] else math.inf for s in rows]
-        table[method] = {
-            "seeds": len(rows), "reached": sum(s["reached"] for s in rows),
-            "epochs_median": quantile(epochs, 0.5), "epochs_q1": quantile(epochs, 0.25),
-            "epochs_q3": quantile(epochs, 0.75), "wall_median_s": quantile(walls, 0.5),
-            "epochs_spent_total": sum(s["epochs_spent"] for s in rows),
-            "trials_median": float(np.median([s["n_trials"] for s in rows])),
-        }
+        epochs = _epochs(rows, threshold)
+        table[method] = {"seeds": len(rows), "reached": sum(math.isfinite(e) for e in epochs),
+                         "epochs_median": quantile(epochs, 0.5), "epochs_q1": quantile(epochs, 0.25),
+                         "epochs_q3": quantile(epochs, 0.75)}
+        if threshold is None:  # the run's own threshold: the wall time and trial counts are known too
+            walls = [s["wall_to_threshold_s"] if s["reached"] else math.inf for s in rows]
+            table[method].update(wall_median_s=quantile(walls, 0.5),
+                                 epochs_spent_total=sum(s["epochs_spent"] for s in rows),
+                                 trials_median=float(np.median([s["n_trials"] for s in rows])))
     return table
 
 
@@ -363,12 +363,6 @@ def format_table(table: dict[str, dict[str, Any]], budget: float) -> str:
         )
     lines.append(f"(censored: not reached within the budget of {budget:g} epochs)")
     return "\n".join(lines)
-
-
-def _epochs(rows: list[dict[str, Any]], threshold: float | None) -> list[float]:
-    if threshold is None:
-        return [s["epochs_to_threshold"] if s["reached"] else math.inf for s in rows]
-    return [epochs_to(s, threshold) for s in rows]
 
 
 def ratios(searches: list[dict[str, Any]], threshold: float | None = None, resamples: int = 2000) -> dict[str, Any]:
@@ -548,9 +542,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    for name, low in (("seeds", 1), ("workers", 1), ("reference_trials", 1), ("reference_seeds", 1)):
-        if getattr(args, name) < low:
-            parser.error(f"`--{name.replace('_', '-')}` must be >= {low}, but got {name}={getattr(args, name)}.")
+    check_at_least(parser, [("seeds", args.seeds, 1), ("workers", args.workers, 1),
+                            ("reference-trials", args.reference_trials, 1), ("reference-seeds", args.reference_seeds, 1)])
     if not args.budget_epochs > 0 or not args.tolerance >= 0:
         parser.error(f"`--budget-epochs` must be > 0 and `--tolerance` >= 0, but got budget_epochs={args.budget_epochs}, "
                      f"tolerance={args.tolerance}.")
