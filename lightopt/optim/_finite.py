@@ -71,11 +71,13 @@ def first_nonfinite(tensors: Sequence[torch.Tensor]) -> int | None:
     for i, t in dense:
         buckets.setdefault((t.device, t.dtype), []).append((i, t))
     for items in buckets.values():
-        # max |x| per tensor: NaN and inf survive it, and unlike a 2-norm it cannot overflow.
-        norms = torch.stack(torch._foreach_norm([t for _, t in items], ord=math.inf))
-        bad = ~torch.isfinite(norms)
-        if bool(bad.any()):
-            return items[int(bad.nonzero()[0, 0])][0]
+        # The 2-norm per tensor is one fast vectorized pass; NaN and ±inf survive it. It can also
+        # overflow on huge finite values, so a flagged tensor is confirmed element by element.
+        norms = torch.stack(torch._foreach_norm([t for _, t in items]))
+        flagged = (~torch.isfinite(norms)).nonzero().reshape(-1).tolist()
+        for j in flagged:
+            if not bool(torch.isfinite(items[j][1]).all()):
+                return items[j][0]
     return None
 
 

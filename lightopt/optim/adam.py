@@ -125,11 +125,12 @@ class Adam(_finite.FirstOrderChecks, torch.optim.Adam):
         """Perform one update (Algorithm 8.7); ``closure`` re-evaluates the loss."""
         loss = _common.evaluate_closure(closure)
         self._count_step(loss)
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None and p.grad.is_sparse:
-                    raise _common.sparse_gradient_error("Adam")
-        _common.run_with_paths(self, self._paths, _TORCH_STEP, [False] * len(self.param_groups))
+        try:
+            _common.run_with_paths(self, self._paths, _TORCH_STEP, [False] * len(self.param_groups))
+        except RuntimeError as error:  # torch's check, before it changes the group: one error in the house form
+            if "sparse" in str(error):
+                raise _common.sparse_gradient_error("Adam") from error
+            raise
         self._after_update()
         return loss
 
