@@ -1,14 +1,17 @@
-"""Time ``optimizer.step()`` of lightopt's first-order optimizers against their ``torch.optim`` equivalents.
+"""Time ``optimizer.step()`` of lightopt's first-order optimizers, with default arguments, against ``torch.optim``.
 
-Each pair (a lightopt optimizer and the ``torch.optim`` optimizer it is compared with) gets two
-copies of the same synthetic parameters with the same random gradients, filled once: only
-``step()`` is timed, never a forward or backward pass. For every kernel path torch offers for
-that optimizer (``loop``: ``foreach=False``; ``foreach=True``; ``fused=True``) both optimizers are
-built on that path, warmed up, then timed in alternating blocks of K steps for R rounds (the
-order within a round alternates, A B then B A, so drift and cache order cancel). Reported per
-pair: the median time per step of each, the ratio of medians lightopt/torch with a paired
-bootstrap 95% interval over rounds, and the median and interquartile range of the per-round
-ratios.
+For every first-order optimizer (SGD with momentum, Nesterov, AdaGrad, RMSProp with and without
+momentum, Adam; plain SGD too) the arms are: lightopt with default arguments; lightopt with its
+NaN/inf checks off (``check_finite_every=0``), which prices the default checks; and the
+``torch.optim`` optimizer of the same name with default arguments and on each of its kernel paths
+(``foreach=False``, ``foreach=True``, ``fused=True`` where torch has it). All arms get copies of
+the same synthetic parameters and the same random gradients, filled once: only ``step()`` is
+timed, never a forward or backward pass. After a warm-up, each round times every arm for one
+block of K steps, in a fresh random order per round (seeded), so that drift and load from other
+jobs on the machine fall on all arms alike. Reported per optimizer: the median time per step of
+each arm; lightopt's default against torch's default and against torch's fastest arm in this run
+(the torch arm with the lowest median), as ratios of medians with paired bootstrap 95% intervals
+over rounds; and the cost of the checks.
 
 Usage::
 
@@ -38,92 +41,43 @@ from lightopt.optim import SGD, AdaGrad, Adam, RMSProp
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _measure  # noqa: E402  (beside this script)
 
-TARGET = 1.05
-PATHS = ("loop", "foreach", "fused")
+# Targets: lightopt's default at most 1.0x torch's fastest path, and at least 2x faster than torch's
+# default where torch's default is its per-tensor loop (the CPU).
+TARGET_FASTEST = 1.0
+TARGET_DEFAULT_SPEEDUP = 2.0
 _PATH_KWARGS = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
-# The two learning rates the "lr changed every step" pairs alternate between.
-_SCHEDULE_LRS = (1e-3, 0.9e-3)
 
 Factory = Callable[[list[torch.Tensor], dict[str, Any]], torch.optim.Optimizer]
 
 
 @dataclass(frozen=True)
-class Pair:
-    """A lightopt optimizer, the torch.optim optimizer it is compared with, and the kernel paths to time."""
+class Case:
+    """A lightopt optimizer and the torch.optim optimizer of the same name, with the same hyperparameters."""
 
     name: str
     lightopt: Factory
     torch: Factory
-    paths: tuple[str, ...]
-    lr_every_step: bool = False
     note: str = ""
 
 
-def _pairs() -> list[Pair]:
+def _cases() -> list[Case]:
     t = torch.optim
-    sgd_paths = ("loop", "foreach", "fused")
-    rms_paths = ("loop", "foreach")  # torch has no fused RMSprop
     return [
-        Pair("SGD", lambda p, k: SGD(p, lr=1e-3, **k), lambda p, k: t.SGD(p, lr=1e-3, **k), sgd_paths),
-        Pair(
-            "SGD momentum=0.9",
-            lambda p, k: SGD(p, lr=1e-3, momentum=0.9, **k),
-            lambda p, k: t.SGD(p, lr=1e-3, momentum=0.9, **k),
-            sgd_paths,
-        ),
-        Pair(
-            "SGD momentum=0.9 nesterov (lookahead)",
-            lambda p, k: SGD(p, lr=1e-3, momentum=0.9, nesterov=True, **k),
-            lambda p, k: t.SGD(p, lr=1e-3, momentum=0.9, nesterov=True, **k),
-            sgd_paths,
-        ),
-        Pair(
-            "SGD momentum=0.9, lr changed every step",
-            lambda p, k: SGD(p, lr=1e-3, momentum=0.9, **k),
-            lambda p, k: t.SGD(p, lr=1e-3, momentum=0.9, **k),
-            sgd_paths,
-            lr_every_step=True,
-            note="lightopt folds the rescale into the kernel's momentum factor α·ε_b/ε_k: no extra pass",
-        ),
-        Pair(
-            "AdaGrad",
-            lambda p, k: AdaGrad(p, lr=1e-2, eps=1e-7, **k),
-            lambda p, k: t.Adagrad(p, lr=1e-2, eps=1e-7, **k),
-            ("loop", "foreach", "fused"),
-        ),
-        Pair(
-            "Adam",
-            lambda p, k: Adam(p, lr=1e-3, **k),
-            lambda p, k: t.Adam(p, lr=1e-3, **k),
-            ("loop", "foreach", "fused"),
-        ),
-        Pair(
-            "RMSProp",
-            lambda p, k: RMSProp(p, lr=1e-3, rho=0.9, eps=1e-6, **k),
-            lambda p, k: t.RMSprop(p, lr=1e-3, alpha=0.9, eps=1e-6, **k),
-            rms_paths,
-            note="δ inside the root vs torch's outside: same op count",
-        ),
-        Pair(
-            "RMSProp momentum=0.9",
-            lambda p, k: RMSProp(p, lr=1e-3, rho=0.9, eps=1e-6, momentum=0.9, **k),
-            lambda p, k: t.RMSprop(p, lr=1e-3, alpha=0.9, eps=1e-6, momentum=0.9, **k),
-            rms_paths,
-        ),
-        Pair(
-            "RMSProp momentum=0.9 nesterov (lookahead)",
-            lambda p, k: RMSProp(p, lr=1e-3, rho=0.9, eps=1e-6, momentum=0.9, nesterov=True, **k),
-            lambda p, k: t.RMSprop(p, lr=1e-3, alpha=0.9, eps=1e-6, momentum=0.9, **k),
-            rms_paths,
-            note="nearest torch equivalent is heavy-ball momentum; lightopt does one more op (`addcdiv_` on θ)",
-        ),
-        Pair(
-            "control: torch Adam vs torch Adam",
-            lambda p, k: t.Adam(p, lr=1e-3, **k),
-            lambda p, k: t.Adam(p, lr=1e-3, **k),
-            ("loop", "foreach", "fused"),
-            note="the same optimizer on both sides: its distance from 1.00 is this run's bias and noise floor",
-        ),
+        Case("SGD", lambda p, k: SGD(p, lr=1e-3, **k), lambda p, k: t.SGD(p, lr=1e-3, **k)),
+        Case("SGD momentum=0.9", lambda p, k: SGD(p, lr=1e-3, momentum=0.9, **k),
+             lambda p, k: t.SGD(p, lr=1e-3, momentum=0.9, **k)),
+        Case("SGD momentum=0.9 nesterov", lambda p, k: SGD(p, lr=1e-3, momentum=0.9, nesterov=True, **k),
+             lambda p, k: t.SGD(p, lr=1e-3, momentum=0.9, nesterov=True, **k)),
+        Case("AdaGrad", lambda p, k: AdaGrad(p, lr=1e-2, eps=1e-7, **k), lambda p, k: t.Adagrad(p, lr=1e-2, eps=1e-7, **k)),
+        Case("RMSProp", lambda p, k: RMSProp(p, lr=1e-3, rho=0.9, eps=1e-6, **k),
+             lambda p, k: t.RMSprop(p, lr=1e-3, alpha=0.9, eps=1e-6, **k),
+             note="δ inside the root vs torch's outside: the same op count"),
+        Case("RMSProp momentum=0.9", lambda p, k: RMSProp(p, lr=1e-3, rho=0.9, eps=1e-6, momentum=0.9, **k),
+             lambda p, k: t.RMSprop(p, lr=1e-3, alpha=0.9, eps=1e-6, momentum=0.9, **k)),
+        Case("Adam", lambda p, k: Adam(p, lr=1e-3, **k), lambda p, k: t.Adam(p, lr=1e-3, **k)),
+        Case("control: torch Adam as 'lightopt'", lambda p, k: t.Adam(p, lr=1e-3, fused=True),
+             lambda p, k: t.Adam(p, lr=1e-3, **k),
+             note="torch's fused Adam in lightopt's place: its ratio to torch's fused arm is the run's noise floor"),
     ]
 
 
@@ -176,20 +130,6 @@ def _copies(values: list[torch.Tensor], grads: list[torch.Tensor], n: int) -> li
 # Timing
 
 
-def _stepper(opt: torch.optim.Optimizer, lr_every_step: bool) -> Callable[[], None]:
-    if not lr_every_step:
-        return opt.step
-    group = opt.param_groups[0]
-    tick = [0]
-
-    def step() -> None:
-        tick[0] ^= 1
-        group["lr"] = _SCHEDULE_LRS[tick[0]]
-        opt.step()
-
-    return step
-
-
 def _time_block(step: Callable[[], None], k: int, sync: Callable[[], None]) -> float:
     """Seconds per step over a block of ``k`` steps."""
     sync()
@@ -200,17 +140,39 @@ def _time_block(step: Callable[[], None], k: int, sync: Callable[[], None]) -> f
     return (time.perf_counter() - start) / k
 
 
-def _supported(factory: Factory, values: list[torch.Tensor], grads: list[torch.Tensor], path: str) -> bool:
+def _supported(factory: Factory, values: list[torch.Tensor], grads: list[torch.Tensor], kwargs: dict[str, Any]) -> bool:
     try:
-        factory(_copy(values[:1], grads[:1]), dict(_PATH_KWARGS[path])).step()
+        factory(_copy(values[:1], grads[:1]), dict(kwargs)).step()
     except (RuntimeError, ValueError, TypeError):
         return False
     return True
 
 
-def run_pair(
-    pair: Pair,
-    path: str,
+def _arms(case: Case, values: list[torch.Tensor], grads: list[torch.Tensor]) -> dict[str, tuple[Factory, dict[str, Any]]]:
+    """Arm name -> (factory, keyword arguments), for the arms this device supports."""
+    arms: dict[str, tuple[Factory, dict[str, Any]]] = {
+        "lightopt default": (case.lightopt, {}),
+        "lightopt checks off": (case.lightopt, {"check_finite_every": 0}),
+        "torch default": (case.torch, {}),
+    }
+    if case.name.startswith("control"):
+        arms.pop("lightopt checks off")
+    for path, kwargs in _PATH_KWARGS.items():
+        if _supported(case.torch, values, grads, kwargs):
+            arms[f"torch {path}"] = (case.torch, kwargs)
+    return arms
+
+
+def lightopt_path(opt: torch.optim.Optimizer) -> str:
+    """The kernel path lightopt's default takes for the first param group (RMSProp: foreach; no fused kernel)."""
+    chooser = getattr(opt, "_paths", None)
+    if chooser is None:
+        return "fused" if opt.param_groups[0].get("fused") else "foreach"
+    return chooser.path(opt.param_groups[0])
+
+
+def run_case(
+    case: Case,
     values: list[torch.Tensor],
     grads: list[torch.Tensor],
     *,
@@ -220,26 +182,35 @@ def run_pair(
     sync: Callable[[], None],
     rng: np.random.Generator,
 ) -> dict[str, Any]:
-    kwargs = _PATH_KWARGS[path]
-    params_a, params_b = _copies(values, grads, 2)
-    a = pair.lightopt(params_a, dict(kwargs))
-    b = pair.torch(params_b, dict(kwargs))
-    step_a, step_b = _stepper(a, pair.lr_every_step), _stepper(b, pair.lr_every_step)
+    arms = _arms(case, values, grads)
+    names = list(arms)
+    copies = _copies(values, grads, len(names))
+    optimizers = {name: arms[name][0](params, dict(arms[name][1])) for name, params in zip(names, copies)}
+    steps = {name: opt.step for name, opt in optimizers.items()}
     for _ in range(warmup):  # creates the state and warms caches and allocator
-        step_a()
-        step_b()
-    estimate = min(_time_block(step_a, 1, sync), _time_block(step_b, 1, sync))
+        for name in names:
+            steps[name]()
+    estimate = min(_time_block(step, 1, sync) for step in steps.values())
     k = max(1, round(block_s / max(estimate, 1e-7)))
-    times_a, times_b = [], []
-    for r in range(rounds):
-        first, second = ((step_a, times_a), (step_b, times_b)) if r % 2 == 0 else ((step_b, times_b), (step_a, times_a))
-        first[1].append(_time_block(first[0], k, sync))
-        second[1].append(_time_block(second[0], k, sync))
-    result = {"pair": pair.name, "path": path, "steps_per_block": k, "rounds": rounds, "note": pair.note}
-    a, b = np.array(times_a), np.array(times_b)
-    result.update(lightopt_s=float(np.median(a)), torch_s=float(np.median(b)), **_measure.paired_ratio(a, b, rng))
-    result["lightopt_rounds_s"] = times_a
-    result["torch_rounds_s"] = times_b
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(rounds):
+        for i in rng.permutation(len(names)):
+            times[names[i]].append(_time_block(steps[names[i]], k, sync))
+    arrays = {name: np.array(t) for name, t in times.items()}
+    medians = {name: float(np.median(a)) for name, a in arrays.items()}
+    torch_arms = [n for n in names if n.startswith("torch ") and n != "torch default"]
+    fastest = min(torch_arms, key=lambda n: medians[n])
+    mine = arrays["lightopt default"]
+    result: dict[str, Any] = {
+        "case": case.name, "note": case.note, "steps_per_block": k, "rounds": rounds,
+        "lightopt_path": lightopt_path(optimizers["lightopt default"]), "medians_s": medians,
+        "torch_fastest": fastest.removeprefix("torch "),
+        "vs_torch_default": _measure.paired_ratio(mine, arrays["torch default"], rng),
+        "vs_torch_fastest": _measure.paired_ratio(mine, arrays[fastest], rng),
+        "rounds_s": times,
+    }
+    if "lightopt checks off" in arrays:
+        result["check_cost"] = _measure.paired_ratio(mine, arrays["lightopt checks off"], rng)
     return result
 
 
@@ -258,54 +229,42 @@ def _us(seconds: float) -> str:
     return f"{seconds * 1e6:,.0f}"
 
 
-def _verdict(r: dict[str, Any]) -> str:
-    if r["ratio_ci_high"] <= TARGET:
+def _ratio(r: dict[str, float]) -> str:
+    return f"{r['ratio']:.3f} [{r['ratio_ci_low']:.3f}, {r['ratio_ci_high']:.3f}]"
+
+
+def _verdict(r: dict[str, float], target: float) -> str:
+    if r["ratio_ci_high"] <= target:
         return "yes"
-    if r["ratio_ci_low"] > TARGET:
+    if r["ratio_ci_low"] > target:
         return "**no**"
-    return "unclear"
+    return "within noise"
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| pair | path | lightopt µs/step | torch µs/step | ratio of medians [95% CI] "
-        "| per-round ratio median [IQR] | ≤ 1.05 |",
-        "|---|---|---:|---:|---|---|---|",
+        "| optimizer | lightopt default µs/step (path) | torch default µs/step | torch fastest µs/step (path) "
+        "| default / torch default [95% CI] | default / torch fastest [95% CI] | ≤ 1.0× fastest "
+        "| checks: default / checks off [95% CI] |",
+        "|---|---:|---:|---:|---|---|---|---|",
     ]
     for r in results:
+        m = r["medians_s"]
+        cost = _ratio(r["check_cost"]) if "check_cost" in r else "—"
         lines.append(
-            f"| {r['pair']} | {r['path']} | {_us(r['lightopt_s'])} | {_us(r['torch_s'])} "
-            f"| {r['ratio']:.3f} [{r['ratio_ci_low']:.3f}, {r['ratio_ci_high']:.3f}] "
-            f"| {r['round_ratio_median']:.3f} [{r['round_ratio_q1']:.3f}, {r['round_ratio_q3']:.3f}] "
-            f"| {_verdict(r)} |"
+            f"| {r['case']} | {_us(m['lightopt default'])} ({r['lightopt_path']}) | {_us(m['torch default'])} "
+            f"| {_us(m['torch ' + r['torch_fastest']])} ({r['torch_fastest']}) | {_ratio(r['vs_torch_default'])} "
+            f"| {_ratio(r['vs_torch_fastest'])} | {_verdict(r['vs_torch_fastest'], TARGET_FASTEST)} | {cost} |"
         )
     return "\n".join(lines)
 
 
-def fastest_paths(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per pair: lightopt's fastest path against torch's fastest path (medians from separate interleavings)."""
-    rows = []
-    for name in dict.fromkeys(r["pair"] for r in results):
-        mine = [r for r in results if r["pair"] == name]
-        a = min(mine, key=lambda r: r["lightopt_s"])
-        b = min(mine, key=lambda r: r["torch_s"])
-        rows.append(
-            {"pair": name, "lightopt_path": a["path"], "lightopt_s": a["lightopt_s"], "torch_path": b["path"],
-             "torch_s": b["torch_s"], "ratio": a["lightopt_s"] / b["torch_s"]}
-        )
-    return rows
-
-
-def format_fastest(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| pair | lightopt fastest | torch fastest | ratio |",
-        "|---|---|---|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['pair']} | {r['lightopt_path']}: {_us(r['lightopt_s'])} µs | {r['torch_path']}: {_us(r['torch_s'])} µs "
-            f"| {r['ratio']:.3f} |"
-        )
+def format_arms(results: list[dict[str, Any]]) -> str:
+    arms = ["lightopt default", "lightopt checks off", "torch default", "torch loop", "torch foreach", "torch fused"]
+    lines = ["| optimizer | " + " | ".join(arms) + " |", "|---|" + "---:|" * len(arms)]
+    for r in results:
+        cells = [_us(r["medians_s"][a]) if a in r["medians_s"] else "—" for a in arms]
+        lines.append(f"| {r['case']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -327,17 +286,17 @@ def format_machine(info: dict[str, Any], n_tensors: int, n_params: int) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python benchmarks/optim_step.py",
-        description="Time optimizer.step() of lightopt's optimizers against torch.optim, interleaved.",
+        description="Time optimizer.step() of lightopt's optimizers (default arguments) against torch.optim's paths.",
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds of A/B blocks per pair (default 60; 6 with --quick)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds of blocks per optimizer (default 40; 6 with --quick)")
     parser.add_argument("--quick", action="store_true", help="a ~30 s smoke run: fewer rounds, shorter blocks")
     parser.add_argument("--json", metavar="PATH", help="also write all results, per-round times included, as JSON")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1; 0 keeps torch's default)")
     parser.add_argument("--layers", type=int, default=100, help="Linear layers in the synthetic model (default 100)")
     parser.add_argument("--max-width", type=int, default=256, help="largest layer width (default 256)")
-    parser.add_argument("--block-ms", type=float, default=None, help="target length of one timed block (default 50; 10 with --quick)")
-    parser.add_argument("--only", metavar="REGEX", help="run only the pairs whose name matches REGEX")
+    parser.add_argument("--block-ms", type=float, default=None, help="target length of one timed block (default 40; 10 with --quick)")
+    parser.add_argument("--only", metavar="REGEX", help="run only the optimizers whose name matches REGEX")
     parser.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -345,8 +304,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    rounds = args.rounds if args.rounds is not None else (6 if args.quick else 60)
-    block_s = (args.block_ms if args.block_ms is not None else (10.0 if args.quick else 50.0)) / 1e3
+    rounds = args.rounds if args.rounds is not None else (6 if args.quick else 40)
+    block_s = (args.block_ms if args.block_ms is not None else (10.0 if args.quick else 40.0)) / 1e3
     _measure.check_at_least(parser, [("rounds", rounds, 2), ("layers", args.layers, 1), ("max-width", args.max_width, 1),
                                      ("threads", args.threads, 0)])
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -365,24 +324,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
 
     results: list[dict[str, Any]] = []
-    skipped: list[str] = []
-    # No collector pauses inside timed blocks; between pairs, collect only what the pair allocated.
+    # No collector pauses inside timed blocks; between optimizers, collect only what one allocated.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     gc.freeze()
     try:
-        for pair in _pairs():
-            if pattern and not pattern.search(pair.name):
+        for case in _cases():
+            if pattern and not pattern.search(case.name):
                 continue
-            for path in pair.paths:
-                if not all(_supported(f, values, grads, path) for f in (pair.lightopt, pair.torch)):
-                    skipped.append(f"{pair.name} / {path}")
-                    continue
-                results.append(
-                    run_pair(pair, path, values, grads, rounds=rounds, warmup=3 if args.quick else 10,
-                             block_s=block_s, sync=sync, rng=rng)
-                )
-                gc.collect()
+            results.append(run_case(case, values, grads, rounds=rounds, warmup=3 if args.quick else 10,
+                                    block_s=block_s, sync=sync, rng=rng))
+            gc.collect()
     finally:
         gc.unfreeze()
         if gc_was_enabled:
@@ -390,21 +342,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     info["loadavg_end"] = _measure.loadavg()
 
     print(format_machine(info, len(shapes), n_params))
-    print(f"- {rounds} rounds per pair, blocks of ~{block_s * 1e3:.0f} ms, order alternating A B / B A\n")
+    print(f"- {rounds} rounds per optimizer, blocks of ~{block_s * 1e3:.0f} ms, arms in a random order each round\n")
     print(format_table(results))
-    if skipped:
-        print("\nnot supported on this device: " + "; ".join(skipped))
-    fastest = fastest_paths(results)
-    print("\nFastest path of each (medians from the runs above):\n")
-    print(format_fastest(fastest))
-    notes = list(dict.fromkeys(f"- {r['pair']}: {r['note']}" for r in results if r["note"]))
+    print("\nMedian µs per step of every arm:\n")
+    print(format_arms(results))
+    notes = [f"- {r['case']}: {r['note']}" for r in results if r["note"]]
     if notes:
         print("\nNotes:\n" + "\n".join(notes))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
-                {"machine": info, "n_tensors": len(shapes), "n_params": n_params, "rounds": rounds,
-                 "block_s": block_s, "target": TARGET, "results": results, "fastest": fastest, "skipped": skipped},
+                {"machine": info, "n_tensors": len(shapes), "n_params": n_params, "rounds": rounds, "block_s": block_s,
+                 "targets": {"fastest": TARGET_FASTEST, "default_speedup": TARGET_DEFAULT_SPEEDUP}, "results": results},
                 f, indent=1,
             )
     return 0

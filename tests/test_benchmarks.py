@@ -13,21 +13,19 @@ import pytest
 
 _SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "optim_step.py"
 
-# Every pair the benchmark must report on CPU, with the kernel paths torch offers for it.
-_ALL = ("loop", "foreach", "fused")
-_RMS = ("loop", "foreach")
-EXPECTED = {
-    "SGD": _ALL,
-    "SGD momentum=0.9": _ALL,
-    "SGD momentum=0.9 nesterov (lookahead)": _ALL,
-    "SGD momentum=0.9, lr changed every step": _ALL,
-    "AdaGrad": _ALL,
-    "Adam": _ALL,
-    "RMSProp": _RMS,
-    "RMSProp momentum=0.9": _RMS,
-    "RMSProp momentum=0.9 nesterov (lookahead)": _RMS,
-    "control: torch Adam vs torch Adam": _ALL,
-}
+# Every optimizer the benchmark must report, and the arms it times on the CPU.
+EXPECTED = [
+    "SGD",
+    "SGD momentum=0.9",
+    "SGD momentum=0.9 nesterov",
+    "AdaGrad",
+    "RMSProp",
+    "RMSProp momentum=0.9",
+    "Adam",
+    "control: torch Adam as 'lightopt'",
+]
+_ARMS = {"lightopt default", "lightopt checks off", "torch default", "torch loop", "torch foreach", "torch fused"}
+_NO_FUSED = {"RMSProp", "RMSProp momentum=0.9"}  # torch has no fused RMSprop
 
 
 def _load(name, path):
@@ -47,36 +45,42 @@ def optim_step():
     yield from _load("optim_step", _SCRIPT)
 
 
-def _table_rows(stdout: str) -> dict[tuple[str, str], list[str]]:
-    """The rows of the main results table, keyed by (pair, path)."""
+def _table_rows(stdout: str) -> dict[str, list[str]]:
+    """The rows of the main results table, keyed by optimizer."""
     rows = {}
     for line in stdout.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 7 and cells[1] in _ALL:
-            rows[(cells[0], cells[1])] = cells
+        if len(cells) == 8 and cells[0] in EXPECTED:
+            rows[cells[0]] = cells
     return rows
 
 
-def test_quick_run_reports_every_pair(optim_step, tmp_path, capsys):
+def test_quick_run_reports_every_optimizer(optim_step, tmp_path, capsys):
     out = tmp_path / "out.json"
     argv = ["--quick", "--rounds", "2", "--layers", "2", "--max-width", "16", "--block-ms", "1", "--json", str(out)]
     assert optim_step.main(argv) == 0
     stdout = capsys.readouterr().out
 
-    expected = {(name, path) for name, paths in EXPECTED.items() for path in paths}
     rows = _table_rows(stdout)
-    assert set(rows) == expected
+    assert set(rows) == set(EXPECTED)
     for cells in rows.values():
-        ratio = float(cells[4].split()[0])
-        assert math.isfinite(ratio) and ratio > 0
+        for column in (4, 5):  # default / torch default, default / torch fastest
+            ratio = float(cells[column].split()[0])
+            assert math.isfinite(ratio) and ratio > 0
 
     report = json.loads(out.read_text())
-    assert report["skipped"] == []
-    assert {(r["pair"], r["path"]) for r in report["results"]} == expected
+    assert [r["case"] for r in report["results"]] == EXPECTED
     for r in report["results"]:
-        assert len(r["lightopt_rounds_s"]) == len(r["torch_rounds_s"]) == 2
-        assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("lightopt_s", "torch_s", "ratio", "round_ratio_median"))
-        assert 0 < r["ratio_ci_low"] <= r["ratio_ci_high"]
+        expected_arms = _ARMS - ({"torch fused"} if r["case"] in _NO_FUSED else set())
+        if r["case"].startswith("control"):
+            expected_arms = expected_arms - {"lightopt checks off"}
+        assert set(r["medians_s"]) == expected_arms
+        assert all(len(times) == 2 for times in r["rounds_s"].values())
+        assert all(math.isfinite(v) and v > 0 for v in r["medians_s"].values())
+        for key in ("vs_torch_default", "vs_torch_fastest"):
+            assert 0 < r[key]["ratio_ci_low"] <= r[key]["ratio_ci_high"]
+        assert r["torch_fastest"] in ("loop", "foreach", "fused")
+        assert r["lightopt_path"] == ("foreach" if r["case"] in _NO_FUSED else "fused")
     assert report["machine"]["cpu"] in stdout and report["n_params"] > 0
 
 

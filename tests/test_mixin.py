@@ -336,7 +336,7 @@ ERRORS = [
     ({"optimizer": {"class_path": "lightopt.optim.SGD", "init_args": {"lrr": 0.1}}},
      TypeError, r"optimizer.init_args: SGD has no argument 'lrr'. Did you mean 'lr'\?"),
     ({"optimizer": {"class_path": "lightopt.optim.SGD", "init_args": {}}},
-     TypeError, r"optimizer.init_args: .*missing 1 required positional argument: 'lr'"),
+     ValueError, r"optimizer.init_args: `lr` is required: pass SGD\(params, lr=\.\.\.\)"),
     ({"optimizer": {**SGD_CONFIG, "no_decay_bias_and_norm": "yes"}},
      TypeError, r"`optimizer.no_decay_bias_and_norm` must be True or False"),
     ({"optimizer": {"class_path": "torch.optim.LBFGS", "init_args": {}, "no_decay_bias_and_norm": True}},

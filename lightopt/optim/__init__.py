@@ -13,8 +13,15 @@ BFGS                §8.6.3, eq. 8.33                           lightopt (dense 
 LBFGS               §8.6.3                                     torch's LBFGS
 NaturalGradient     §8.6, empirical Fisher (not in the book)   lightopt (CG)
 ==================  =========================================  ==========================
+
+A NaN or infinite loss, gradient or step raises :class:`NonFiniteError` (a ``ValueError``) naming
+the optimizer, the step and the quantity: every iteration for the second-order methods, by cheap
+periodic checks for the first-order ones (``check_finite_every``; see ``lightopt.optim._finite``).
+Complex parameters are stepped as pairs of reals by the first-order optimizers and LBFGS, as
+torch.optim does; the other second-order methods refuse them with a ``TypeError``.
 """
 
+from lightopt.optim._finite import NonFiniteError
 from lightopt.optim.adagrad import AdaGrad
 from lightopt.optim.adam import Adam
 from lightopt.optim.bfgs import BFGS
@@ -25,4 +32,5 @@ from lightopt.optim.newton import Newton
 from lightopt.optim.rmsprop import RMSProp
 from lightopt.optim.sgd import SGD
 
+# The optimizers; NonFiniteError is imported from here too (``from lightopt.optim import NonFiniteError``).
 __all__ = ["SGD", "AdaGrad", "RMSProp", "Adam", "Newton", "ConjugateGradient", "BFGS", "LBFGS", "NaturalGradient"]

@@ -16,6 +16,7 @@ import torch
 
 from lightopt import _compat
 from lightopt._validation import check_choice
+from lightopt.optim import _finite
 
 LINE_SEARCHES = (None, "strong_wolfe")
 # The strong-Wolfe search stops bracketing when the interval, times max|d|, is below this.
@@ -46,7 +47,14 @@ def check_params(params: Sequence[torch.Tensor], name: str) -> None:
         raise ValueError(f"{name} got no parameters to optimize.")
     first = params[0]
     for p in params:
-        if not p.is_floating_point() or p.is_complex():
+        if p.is_complex():
+            raise TypeError(
+                f"{name} needs real floating-point parameters, but got one of dtype {p.dtype}. It treats θ as one real "
+                "vector and forms products with its curvature; for a complex parameter keep its real and imaginary "
+                "parts as a real parameter (torch.view_as_real) in the model, or use LBFGS or a first-order optimizer, "
+                "which step complex parameters as pairs of reals."
+            )
+        if not p.is_floating_point():
             raise TypeError(f"{name} needs real floating-point parameters, but got one of dtype {p.dtype}.")
         if p.is_sparse:
             raise TypeError(f"{name} does not support sparse parameters; use dense parameters.")
@@ -70,6 +78,28 @@ def shared_hyperparameters(optimizer: torch.optim.Optimizer, names: Sequence[str
                     f"group {i}."
                 )
     return values
+
+
+class Guard:
+    """Raises :class:`~lightopt.optim.NonFiniteError` for a non-finite loss, gradient or step of one iteration.
+
+    The second-order optimizers read the loss and gradient on the host every iteration anyway, so
+    each iteration checks the loss and gradient where it starts, and the point it moves to
+    before the parameters are set there (an error leaves them at the last finite point).
+    """
+
+    def __init__(self, name: str, iteration: int, advice: str) -> None:
+        self.name, self.iteration, self.advice = name, iteration, advice
+
+    def number(self, quantity: str, value: float) -> None:
+        _finite.check_number(self.name, self.iteration, quantity, value, self.advice)
+
+    def tensor(self, quantity: str, value: torch.Tensor) -> None:
+        _finite.check_tensor(self.name, self.iteration, quantity, value, self.advice)
+
+    def point(self, f: float, g: torch.Tensor) -> None:
+        self.number("the loss", f)
+        self.tensor("the gradient", g)
 
 
 def missing_closure_error(name: str, what: str) -> ValueError:
@@ -102,6 +132,8 @@ class FlatOptimizer(torch.optim.Optimizer):
         try:
             self._check_group(self.param_groups[-1])
             shared_hyperparameters(self, self._shared)
+            if len(self.param_groups) > 1:  # the first group is checked with the others at the end of __init__
+                check_params(all_params(self), type(self).__name__)
         except (TypeError, ValueError):
             self.param_groups.pop()
             raise
@@ -322,15 +354,26 @@ def advance(
     *,
     c1: float,
     c2: float,
+    guard: Guard,
 ) -> tuple[float, tuple[float, torch.Tensor] | None]:
     """θ ← x + ε d, with ε = ``t`` (no line search) or the strong-Wolfe step from trial ``t``.
 
     Returns ε and, after a line search, the loss and flat gradient at the new point (else None).
+    ``guard`` checks the direction and the new point; θ stays at x when either is not finite.
     """
+    guard.tensor("the search direction", d)
     if line_search is None:
-        set_flat_params_(params, x + t * d)
+        new = x + t * d
+        guard.tensor("the new parameters", new)
+        set_flat_params_(params, new)
         return t, None
     t, f_new, g_new, _ = strong_wolfe(closure, params, x, d, t, f, g, gtd, c1=c1, c2=c2)
+    try:
+        guard.number("the line-search step", t)
+        guard.point(f_new, g_new)
+    except _finite.NonFiniteError:
+        set_flat_params_(params, x)
+        raise
     return t, (f_new, g_new)
 
 

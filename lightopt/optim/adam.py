@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
-from lightopt.optim import _common
+from lightopt._validation import check_bool
+from lightopt.optim import _common, _finite
 
 
-class Adam(torch.optim.Adam):
+class Adam(_finite.FirstOrderChecks, torch.optim.Adam):
     r"""Adam, Algorithm 8.7 (§8.5.3).
 
     .. math::
@@ -41,9 +42,20 @@ class Adam(torch.optim.Adam):
     Differences from the book:
         * ``weight_decay`` (not in the book) adds ``λθ`` to g (coupled L2, as torch's Adam; use
           ``torch.optim.AdamW`` for decoupled decay).
+        * ``maximize=True`` ascends: g is replaced by −g.
 
     Differences from ``torch.optim.Adam``:
-        * No ``amsgrad``, ``maximize``, ``decoupled_weight_decay`` or ``differentiable``.
+        * Default kernel path: torch's fused kernel on CPU and CUDA floating-point parameters (it
+          agrees with the for-loop to rounding; torch defaults to the for-loop on the CPU, 3–4×
+          slower), foreach on complex parameters and other devices; an explicit
+          ``foreach``/``fused`` wins.
+        * No ``amsgrad`` (AMSGrad is not Algorithm 8.7: use ``torch.optim.Adam(amsgrad=True)``),
+          ``decoupled_weight_decay`` (use ``torch.optim.AdamW``), ``differentiable`` or tensor
+          ``lr``; errors say so. A state dict saved by ``torch.optim.Adam`` loads (same format)
+          unless it was saved with one of those.
+        * Sparse gradients are a ``TypeError`` (torch raises a ``RuntimeError``); complex
+          parameters are stepped as pairs of reals, as torch does.
+        * NaN/inf checks: see ``check_finite_every`` and :class:`~lightopt.optim.SGD`.
         * Kingma & Ba's "efficient" form (TensorFlow/Keras) adds its ε̂ before bias correction, so
           ε values from those libraries do not carry over.
 
@@ -53,8 +65,11 @@ class Adam(torch.optim.Adam):
         betas: (ρ1, ρ2), each in [0, 1).
         eps: δ > 0.
         weight_decay: λ >= 0.
-        foreach: use foreach kernels (default: torch's choice).
-        fused: use torch's fused kernel.
+        amsgrad, decoupled_weight_decay, differentiable: torch.optim's arguments; only False is accepted.
+        maximize: ascend the objective.
+        foreach: use foreach kernels (default: the fastest path, above).
+        fused: use torch's fused kernel (default above).
+        check_finite_every: as in :class:`~lightopt.optim.SGD`.
 
     Example:
         >>> import torch
@@ -73,29 +88,73 @@ class Adam(torch.optim.Adam):
         lr: float = 0.001,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
-        *,
         weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+        differentiable: bool = False,
         foreach: bool | None = None,
         fused: bool | None = None,
+        check_finite_every: int = _finite.DEFAULT_EVERY,
     ) -> None:
-        lr = _common.check_lr(lr)
-        betas = _check_betas(betas)
-        eps = _common.check_eps(eps)
-        weight_decay = _common.check_weight_decay(weight_decay)
+        _check_group(dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+                          decoupled_weight_decay=decoupled_weight_decay, differentiable=differentiable))
+        self.check_finite_every = _finite.check_every(check_finite_every)
+        self._paths = _common.PathChooser(_common.FUSED_DEVICES)
         super().__init__(
-            params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=False,
+            params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=False, maximize=maximize,
             foreach=foreach, fused=fused,
         )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        if param_group.get("amsgrad", False):
-            raise ValueError("Adam (Algorithm 8.7) has no `amsgrad`; use torch.optim.Adam(amsgrad=True) for it.")
+        _check_group({**self.defaults, **param_group})
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        _common.check_lr(group["lr"])
-        group["betas"] = _check_betas(group["betas"])
-        _common.check_eps(group["eps"])
-        _common.check_weight_decay(group["weight_decay"])
+        self.param_groups[-1]["betas"] = tuple(self.param_groups[-1]["betas"])
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Also checks the param groups of a state dict saved by ``torch.optim.Adam``."""
+        super().__setstate__(state)
+        self.__dict__.setdefault("_paths", _common.PathChooser(_common.FUSED_DEVICES))
+        for group in self.param_groups:
+            _check_group(group)
+        _common.move_fused_steps(self)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one update (Algorithm 8.7); ``closure`` re-evaluates the loss."""
+        loss = _common.evaluate_closure(closure)
+        self._count_step(loss)
+        try:
+            _common.run_with_paths(self, self._paths, _TORCH_STEP, [False] * len(self.param_groups))
+        except RuntimeError as error:  # torch's check, before it changes the group: one error in the house form
+            if "sparse" in str(error):
+                raise _common.sparse_gradient_error("Adam") from error
+            raise
+        self._after_update()
+        return loss
+
+
+_TORCH_STEP = _common.unhooked_step(torch.optim.Adam)
+
+
+def _check_group(group: dict[str, Any]) -> None:
+    _common.check_lr(group["lr"])
+    _check_betas(group["betas"])
+    _common.check_eps(group["eps"])
+    _common.check_weight_decay(group["weight_decay"])
+    check_bool("maximize", group.get("maximize", False))
+    if group.get("foreach") and group.get("fused"):
+        raise ValueError("`foreach` and `fused` cannot both be True; choose one.")
+    _common.check_refused(
+        "Adam (Algorithm 8.7)", group, "amsgrad", False,
+        "AMSGrad keeps the maximum of r; use torch.optim.Adam(amsgrad=True).",
+    )
+    _common.check_refused(
+        "Adam (Algorithm 8.7)", group, "decoupled_weight_decay", False,
+        "For decoupled weight decay use torch.optim.AdamW.",
+    )
+    _common.check_refused("Adam", group, "differentiable", False, _common.DIFFERENTIABLE_ADVICE)
 
 
 def _check_betas(betas: Any) -> tuple[float, float]:

@@ -58,6 +58,10 @@ class BFGS(_so.FlatOptimizer):
     Larger models raise a ``ValueError``; raise ``max_params`` deliberately, or use
     :class:`~lightopt.optim.LBFGS`, which keeps O(n) memory.
 
+    **Non-finite values.** Every iteration checks the loss and gradient, the direction and the
+    new point, and raises :class:`~lightopt.optim.NonFiniteError` naming the iteration and the
+    quantity, leaving the parameters at the last finite point (values read anyway: no extra cost).
+
     Differences from the book:
         * ρ_t = −M_t g_t: the book prints ρ_t = M_t g_t (eq. 8.33), which climbs.
         * The inverse update itself is deferred by the book to Luenberger (1984); this is the
@@ -137,6 +141,7 @@ class BFGS(_so.FlatOptimizer):
         self._check_size(params)
         orig_loss, f, g = _so.evaluate(closure, params)  # g_t ← (1/m)∇Σ L
         for i in range(hp["max_iter"]):
+            _so.Guard("BFGS", state.get("n_iter", 0) + 1, _ADVICE).point(f, g)
             if float(g.abs().max()) <= hp["tolerance_grad"]:
                 break
             x = _so.flat_params(params)
@@ -161,7 +166,10 @@ class BFGS(_so.FlatOptimizer):
             if hp["line_search"] is None:
                 trial = hp["lr"]
             # ε* by the line search; θ_{t+1} = θ_t + ε*ρ_t
-            _, found = _so.advance(closure, params, x, rho, trial, f, g, gtd, hp["line_search"], c1=hp["c1"], c2=hp["c2"])
+            guard = _so.Guard("BFGS", state.get("n_iter", 0) + 1, _ADVICE)
+            _, found = _so.advance(
+                closure, params, x, rho, trial, f, g, gtd, hp["line_search"], c1=hp["c1"], c2=hp["c2"], guard=guard
+            )
             state.update(inverse_hessian=m, prev_params=x, prev_grad=g, n_iter=state.get("n_iter", 0) + 1)
             if i + 1 < hp["max_iter"]:
                 f, g = found if found is not None else _so.evaluate(closure, params)[1:]
@@ -182,6 +190,12 @@ def bfgs_update_(m: torch.Tensor, s: torch.Tensor, y: torch.Tensor, scale: bool)
     coefficient = varrho * varrho * torch.dot(y, my) + varrho
     m.addr_(s, my, alpha=-float(varrho)).addr_(my, s, alpha=-float(varrho)).addr_(s, s, alpha=float(coefficient))
     return True
+
+
+_ADVICE = (
+    "Lower `lr` or use line_search='strong_wolfe'; parameters are left at the last finite point. Find the operation "
+    "that overflows with torch.autograd.set_detect_anomaly(True)."
+)
 
 
 def _check_hyperparameters(group: dict[str, Any]) -> None:

@@ -59,6 +59,10 @@ class ConjugateGradient(_so.FlatOptimizer):
     conditions. Whatever β, a direction that is not a descent direction (g_tᵀρ_t >= 0, possible
     with an inexact search or with FR) is replaced by −g_t, and ``state["restarts"]`` counts it.
 
+    **Non-finite values.** Every iteration checks the loss and gradient, the direction and the
+    new point, and raises :class:`~lightopt.optim.NonFiniteError` naming the iteration and the
+    quantity, leaving the parameters at the last finite point (values read anyway: no extra cost).
+
     Differences from the book:
         * β_1 = 0: the first direction is steepest descent (the book's β_1 is 0/0, as g_0 = 0).
         * ρ_t = −g_t + β_tρ_{t−1}, as in the algorithm box (eq. 8.29 prints +∇J, a sign conflict).
@@ -126,6 +130,7 @@ class ConjugateGradient(_so.FlatOptimizer):
         hp, params, state = self._begin(closure)
         orig_loss, f, g = _so.evaluate(closure, params)  # g_t ← (1/m)∇Σ L
         for i in range(hp["max_iter"]):
+            _so.Guard("ConjugateGradient", state.get("n_iter", 0) + 1, _ADVICE).point(f, g)
             if float(g.abs().max()) <= hp["tolerance_grad"]:
                 break
             t_index = state.get("n_iter", 0)  # t − 1
@@ -147,7 +152,8 @@ class ConjugateGradient(_so.FlatOptimizer):
             x = _so.flat_params(params)
             # ε* by the line search; θ_{t+1} = θ_t + ε*ρ_t
             step, found = _so.advance(
-                closure, params, x, rho, trial, f, g, gtd, hp["line_search"], c1=hp["c1"], c2=hp["c2"]
+                closure, params, x, rho, trial, f, g, gtd, hp["line_search"], c1=hp["c1"], c2=hp["c2"],
+                guard=_so.Guard("ConjugateGradient", state.get("n_iter", 0) + 1, _ADVICE),
             )
             state.update(prev_grad=g, prev_dir=rho, prev_step=step, prev_gtd=float(gtd), n_iter=t_index + 1)
             if i + 1 < hp["max_iter"]:
@@ -162,6 +168,12 @@ def _beta(rule: str, g: torch.Tensor, g_prev: torch.Tensor) -> torch.Tensor:
     if rule == "fletcher_reeves":
         return torch.dot(g, g) / denominator  # eq. 8.30
     return torch.clamp(torch.dot(g - g_prev, g) / denominator, min=0.0)  # eq. 8.31, PR+
+
+
+_ADVICE = (
+    "Lower `lr` or use line_search='strong_wolfe'; parameters are left at the last finite point. Find the operation "
+    "that overflows with torch.autograd.set_detect_anomaly(True)."
+)
 
 
 def _check_hyperparameters(group: dict[str, Any]) -> None:

@@ -8,8 +8,14 @@ from typing import Any
 import torch
 
 from lightopt._validation import check_int, check_range
-from lightopt.optim import _common
+from lightopt.optim import _common, _finite
 from lightopt.optim import _second_order as _so
+
+
+_ADVICE = (
+    "The parameters were restored to their values before this step. Lower `lr`, keep "
+    "line_search_fn='strong_wolfe', or find the operation with torch.autograd.set_detect_anomaly(True)."
+)
 
 
 class LBFGS(torch.optim.LBFGS):
@@ -49,6 +55,13 @@ class LBFGS(torch.optim.LBFGS):
           ``lr``, the first one min(1, 1/‖g‖₁)·``lr``), which diverges easily.
         * Arguments are checked when the optimizer is built, and a missing closure is a
           ``ValueError``.
+
+    **Non-finite values.** Every closure evaluation checks the loss and the gradient and raises
+    :class:`~lightopt.optim.NonFiniteError` naming the step, the evaluation and the quantity,
+    with the parameters restored to their values before the step (torch's LBFGS goes on with
+    NaN). The checks cost a copy of θ per step and one pass over the gradient per evaluation,
+    small beside the closure. Complex parameters are stepped as pairs of reals (torch's own
+    handling).
 
     Semantics kept from torch: one ``step(closure)`` runs up to ``max_iter=20`` iterations and
     ``max_eval`` closure calls (so one Lightning step is up to 20 iterations); only a single
@@ -117,4 +130,26 @@ class LBFGS(torch.optim.LBFGS):
             raise _so.missing_closure_error(
                 type(self).__name__, "clears the gradients, computes the loss, calls loss.backward() and returns the loss"
             )
-        return super().step(closure)
+        self._steps = getattr(self, "_steps", 0) + 1
+        params = self.param_groups[0]["params"]
+        before = [p.detach().clone() for p in params]
+        evaluations = [0]
+
+        def checked_closure() -> Any:
+            loss = closure()
+            evaluations[0] += 1
+            guard = _so.Guard("LBFGS", self._steps, f"(closure evaluation {evaluations[0]} of this step) " + _ADVICE)
+            try:
+                guard.number("the loss", float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss))
+                grads = [p.grad for p in params if p.grad is not None]
+                bad = _finite.first_nonfinite(grads)
+                if bad is not None:
+                    guard.tensor("the gradient", grads[bad])
+            except _finite.NonFiniteError:
+                with torch.no_grad():
+                    for p, old in zip(params, before):
+                        p.copy_(old)
+                raise
+            return loss
+
+        return super().step(checked_closure)

@@ -69,6 +69,10 @@ class NaturalGradient(_so.FlatOptimizer):
             loss = opt.step(lambda: F.cross_entropy(self(x), y, reduction="none"))
             self.log("train_loss", loss)
 
+    **Non-finite values.** Each step checks the per-example losses, g, d and the step before
+    changing any parameter, and raises :class:`~lightopt.optim.NonFiniteError` naming the step
+    and the quantity.
+
     Differences from ``torch.optim``: torch has no natural-gradient optimizer. ``damping`` and the
     CG settings act on the whole vector θ and must be the same in every param group; ``lr`` may
     differ per group (it scales that group's part of d).
@@ -129,11 +133,16 @@ class NaturalGradient(_so.FlatOptimizer):
             losses = closure()
         big_g = per_example_gradients(losses, params)  # G, rows g_i
         g = big_g.mean(dim=0)  # g ← (1/m) Σ g_i
+        state = self.state[params[0]]
+        guard = _so.Guard("NaturalGradient", state.get("n_iter", 0) + 1, _ADVICE)
+        guard.tensor("the per-example losses", losses.detach())
+        guard.tensor("the gradient", g)
 
         def damped_fvp(v: torch.Tensor) -> torch.Tensor:
             return fisher_vector_product(big_g, v) + hp["damping"] * v  # (F + λI) v
 
         d, _ = _so.conjugate_gradient(damped_fvp, g, hp["cg_max_iter"], hp["cg_tol"])  # solve (F + λI) d = g
+        guard.tensor("the natural-gradient direction d", d)
         pieces = dict(zip(params, zip(_so.split_like(d, params), _so.split_like(g, params))))
         for group in self.param_groups:
             for p in group["params"]:
@@ -141,7 +150,6 @@ class NaturalGradient(_so.FlatOptimizer):
                     step, grad = pieces[p]
                     p.add_(step, alpha=-group["lr"])  # θ ← θ − ε d
                     p.grad = grad.clone()
-        state = self.state[params[0]]
         state["n_iter"] = state.get("n_iter", 0) + 1
         return losses.detach().mean()
 
@@ -178,6 +186,12 @@ def per_example_gradients(losses: Any, params: Sequence[torch.Tensor]) -> torch.
 def fisher_vector_product(big_g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """F v = (1/m) Gᵀ(G v), with F the empirical Fisher matrix of the rows of G, never formed."""
     return big_g.T @ (big_g @ v) / big_g.shape[0]
+
+
+_ADVICE = (
+    "Raise `damping` or lower `lr`; the parameters were left unchanged. Find the operation that overflows with "
+    "torch.autograd.set_detect_anomaly(True)."
+)
 
 
 def _check_hyperparameters(group: dict[str, Any]) -> None:

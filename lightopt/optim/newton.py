@@ -80,6 +80,13 @@ class Newton(_so.FlatOptimizer):
         def backward(self, loss, *args, **kwargs):
             loss.backward(create_graph=True)
 
+    **Non-finite values.** Every iteration checks the loss and gradient, the step Δθ and the new
+    point before moving there, and raises :class:`~lightopt.optim.NonFiniteError` naming the
+    iteration and the quantity (the parameters stay at the last finite point); these checks read
+    values the iteration reads anyway. An undamped or lightly damped Newton method on a
+    non-convex loss can take huge steps that end in NaN a few iterations later; the error says so
+    where the book's algorithm would silently go on.
+
     Differences from the book:
         * Damping α (eq. 8.28) and an optional step ε (``lr``) or line search; α = 0 and ε = 1 is
           Algorithm 8.8.
@@ -137,8 +144,10 @@ class Newton(_so.FlatOptimizer):
         """One Newton iteration; ``closure`` computes the full-batch loss, calls backward() and returns it."""
         hp, params, state = self._begin(closure)
         loss, f, g = _so.evaluate(closure, params)  # g ← (1/m)∇Σ L
+        guard = _so.Guard("Newton", state.get("n_iter", 0) + 1, _ADVICE)
         x = _so.flat_params(params)
         try:
+            guard.point(f, g)
             # H ← (1/m)∇²Σ L, only ever used through products (H + αI)v.
             hvp = _so.graph_hvp(params) if _so.grads_carry_graph(params) else _so.finite_difference_hvp(closure, params, x)
             damping = hp["damping"]
@@ -154,19 +163,31 @@ class Newton(_so.FlatOptimizer):
             else:
                 d, _ = _so.conjugate_gradient(damped_hvp, g, hp["cg_max_iter"], hp["cg_tol"])
             delta = -d  # Δθ = −(H + αI)⁻¹ g   (eq. 8.28)
+            guard.tensor("the Newton step Δθ", delta)
             if hp["line_search"] is None:
-                _so.set_flat_params_(params, x + hp["lr"] * delta)  # θ ← θ + εΔθ
+                new = x + hp["lr"] * delta  # θ ← θ + εΔθ
+                guard.tensor("the new parameters θ + εΔθ", new)
+                _so.set_flat_params_(params, new)
             else:
                 gtd = torch.dot(g, delta)
                 if not float(gtd) < 0.0:  # not a descent direction: H + αI is not positive definite
                     delta, gtd = -g, -torch.dot(g, g)
                     state["descent_fallbacks"] = state.get("descent_fallbacks", 0) + 1
                 if float(gtd) < 0.0:
-                    _so.strong_wolfe(closure, params, x, delta, hp["lr"], f, g, gtd, c1=_C1, c2=_C2)
+                    _so.advance(
+                        closure, params, x, delta, hp["lr"], f, g, gtd, hp["line_search"], c1=_C1, c2=_C2, guard=guard
+                    )
         finally:
             _so.detach_grads_(params)
         state["n_iter"] = state.get("n_iter", 0) + 1
         return loss
+
+
+_ADVICE = (
+    "The Newton step is only as good as H + αI: raise `damping`, use line_search='strong_wolfe', or use exact "
+    "Hessian-vector products (loss.backward(create_graph=True)); finite-difference products are unreliable across "
+    "kinks such as ReLU's. Parameters are left at the last finite point."
+)
 
 
 def _check_hyperparameters(group: dict[str, Any]) -> None:

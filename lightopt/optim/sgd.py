@@ -9,10 +9,11 @@ import torch
 from torch.optim.optimizer import Optimizer
 from torch.optim.sgd import sgd as _torch_sgd
 
-from lightopt.optim import _common
+from lightopt._validation import check_bool
+from lightopt.optim import _common, _finite
 
 
-class SGD(Optimizer):
+class SGD(_finite.FirstOrderChecks, Optimizer):
     r"""Stochastic gradient descent, Algorithms 8.1, 8.2 and 8.3 (§8.3).
 
     .. math::
@@ -57,25 +58,50 @@ class SGD(Optimizer):
     passes one), moves back and applies the momentum update. It costs a second forward and
     backward pass per step, and a missing closure is an error.
 
+    **Default kernel path.** With ``foreach`` and ``fused`` left unset, each param group runs
+    torch's fused SGD kernel on CPU and CUDA floating-point parameters (it agrees with the
+    for-loop to rounding, and is the fastest), torch's foreach kernels on complex parameters or
+    other devices, and the for-loop when a gradient is sparse. torch.optim.SGD defaults to the
+    for-loop on the CPU (2–4× slower). An explicit ``foreach``/``fused`` wins.
+
+    **Non-finite values.** A NaN or infinite loss, gradient or update raises
+    :class:`~lightopt.optim.NonFiniteError` naming the step: cheap checks by default, every
+    element of every gradient with ``check_finite_every=1`` (see ``check_finite_every``).
+
     Differences from the book:
         * ``weight_decay`` (not in the book; regularization belongs to J there) adds ``λθ`` to g.
+        * ``maximize=True`` ascends: g is replaced by −g.
         * The velocity starts at 0; the book allows any initial v.
 
     Differences from ``torch.optim.SGD``:
         * The learning rate scales new contributions only (above); equal trajectories when lr is
           constant.
-        * No ``dampening`` (the book has none), no ``maximize``, ``differentiable`` or tensor lr.
-        * ``lr`` has no default: the book gives none.
+        * ``lr`` has no default value: plain SGD has no learning rate that suits most problems
+          (torch's 1e-3 is usually far too small for SGD, and the book gives none), so it must be
+          given, here or in every param group (``SGD([{"params": ..., "lr": 0.1}])`` needs no
+          ``lr``). A group without one is an error.
+        * No ``dampening`` (the book has none; an error explains the replacement),
+          ``differentiable`` or tensor ``lr``.
+        * A state dict saved by ``torch.optim.SGD`` loads and continues exactly as torch would
+          at a constant learning rate: torch's buffer ``b`` is kept with ``ε_b`` = the group's lr,
+          i.e. ``v = −lr·b`` in the book's units. So does one saved by an earlier lightopt
+          without the ``foreach``/``fused`` keys.
+        * Complex parameters are stepped as pairs of reals, as torch does.
 
     Args:
         params: parameters or param groups; every hyperparameter below may be set per group.
-        lr: ε, the learning rate (>= 0).
+        lr: ε, the learning rate (>= 0); may be left out when every param group gives its own.
         momentum: α in [0, 1); 0 gives Algorithm 8.1.
         nesterov: Algorithm 8.3 (needs ``momentum > 0``).
         mode: ``"lookahead"`` or ``"interim"``; only used with ``nesterov=True``.
         weight_decay: λ >= 0, an L2 penalty added to the gradient.
-        foreach: use torch's foreach kernels (default: torch's choice, foreach on CUDA).
-        fused: use torch's fused kernel (CPU and CUDA floating-point tensors).
+        maximize: ascend the objective instead of descending it.
+        dampening: torch.optim's argument; only 0 is accepted.
+        differentiable: torch.optim's argument; only False is accepted.
+        foreach: use torch's foreach kernels (default: the fastest path, above).
+        fused: use torch's fused kernel (CPU and CUDA floating-point tensors; default above).
+        check_finite_every: check the parameters for NaN/inf after the first step and every
+            N-th (and a CPU loss every step); 1 checks every gradient before its update; 0 never.
 
     Example:
         >>> import torch
@@ -93,34 +119,56 @@ class SGD(Optimizer):
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-        lr: float,
+        lr: float | None = None,
         momentum: float = 0.0,
         nesterov: bool = False,
         *,
         mode: str = "lookahead",
         weight_decay: float = 0.0,
+        maximize: bool = False,
+        dampening: float = 0.0,
+        differentiable: bool = False,
         foreach: bool | None = None,
         fused: bool | None = None,
+        check_finite_every: int = _finite.DEFAULT_EVERY,
     ) -> None:
-        lr = _common.check_lr(lr)
-        momentum = _common.check_unit("momentum", momentum)
-        _common.check_momentum_options(momentum, nesterov, mode)
-        weight_decay = _common.check_weight_decay(weight_decay)
-        if foreach and fused:
-            raise ValueError("`foreach` and `fused` cannot both be True; choose one.")
         defaults = dict(
-            lr=lr, momentum=momentum, nesterov=nesterov, mode=mode, weight_decay=weight_decay,
+            lr=lr, momentum=momentum, nesterov=nesterov, mode=mode, weight_decay=weight_decay, maximize=maximize,
             foreach=foreach, fused=fused,
         )
+        _check_group({**defaults, "lr": 0.0 if lr is None else lr, "dampening": dampening,
+                      "differentiable": differentiable})
+        self.check_finite_every = _finite.check_every(check_finite_every)
+        self._paths = _common.PathChooser(_common.FUSED_DEVICES)
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if param_group.get("lr", self.defaults["lr"]) is None:
+            raise ValueError(
+                "`lr` is required: pass SGD(params, lr=...), or give every param group its own, e.g. "
+                "SGD([{'params': ..., 'lr': 0.1}]). (lightopt's SGD has no default learning rate; see its docstring.)"
+            )
+        _check_group({**self.defaults, **param_group})
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        _common.check_lr(group["lr"])
-        _common.check_unit("momentum", group["momentum"])
-        _common.check_momentum_options(group["momentum"], group["nesterov"], group["mode"])
-        _common.check_weight_decay(group["weight_decay"])
+        for key in ("dampening", "differentiable"):
+            self.param_groups[-1].pop(key, None)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Also accepts the state of an earlier lightopt SGD and of ``torch.optim.SGD``."""
+        super().__setstate__(state)
+        self.__dict__.setdefault("_paths", _common.PathChooser(_common.FUSED_DEVICES))
+        for group in self.param_groups:
+            for key, default in (("mode", "lookahead"), ("maximize", False), ("foreach", None), ("fused", None),
+                                 ("nesterov", False), ("weight_decay", 0.0)):
+                group.setdefault(key, default)
+            _check_group(group)
+            for key in ("dampening", "differentiable"):
+                group.pop(key, None)
+            for p in group["params"]:
+                # torch's buffer b is in units of the lr it will be applied with: v = −lr·b.
+                s = self.state.get(p)
+                if s and s.get("momentum_buffer") is not None:
+                    s.setdefault("momentum_lr", group["lr"])
 
     def velocity(self, param: torch.Tensor) -> torch.Tensor:
         """The book's velocity ``v`` of ``param`` (zeros before its first momentum step)."""
@@ -134,11 +182,16 @@ class SGD(Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one update. ``closure`` re-evaluates the loss; ``mode='interim'`` requires it."""
         loss = _common.evaluate_at_interim(self, closure, self._shift_to_interim)
-
+        self._count_step(loss)
         for group in self.param_groups:
-            params = _common.params_with_grad(group["params"], "SGD")
+            params, has_sparse = [], False
+            for p in group["params"]:
+                if p.grad is not None:
+                    params.append(p)
+                    has_sparse = has_sparse or p.grad.is_sparse
             if params:
-                self._update_group(group, params)
+                self._update_group(group, params, self._paths.path(group, has_sparse))
+        self._after_update()
         return loss
 
     def _shift_to_interim(self, groups: list[dict[str, Any]], sign: float) -> None:
@@ -150,11 +203,12 @@ class SGD(Optimizer):
                 if buf is not None:
                     p.add_(buf, alpha=-sign * group["momentum"] * state["momentum_lr"])
 
-    def _update_group(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+    def _update_group(self, group: dict[str, Any], params: list[torch.Tensor], path: str) -> None:
         lr, momentum = group["lr"], group["momentum"]
         grads = [p.grad for p in params]
-        kernel = dict(foreach=group["foreach"], fused=group["fused"], weight_decay=group["weight_decay"],
-                      lr=lr, dampening=0.0, maximize=False)
+        fused = path == "fused"
+        kernel = dict(foreach=path == "foreach", fused=fused, weight_decay=group["weight_decay"],
+                      lr=lr, dampening=0.0, maximize=group["maximize"])
         if momentum == 0:  # Algorithm 8.1: no state at all, as in torch
             _torch_sgd(params, grads, [None] * len(params), momentum=0.0, nesterov=False, **kernel)
             return
@@ -173,7 +227,7 @@ class SGD(Optimizer):
             kernel_momentum = momentum * buffer_lrs.pop() / lr
         else:
             _rescale_buffers(bufs, states, lr)
-        if group["fused"] and any(missing) and not all(missing):
+        if fused and any(missing) and not all(missing):
             # torch's fused kernel treats a step as first only when no buffer exists yet;
             # a parameter that gets its first gradient later starts from v = 0.
             bufs = [torch.zeros_like(p) if m else b for p, b, m in zip(params, bufs, missing)]
@@ -202,4 +256,26 @@ def _rescale_buffers(bufs: list[torch.Tensor | None], states: list[dict], lr: fl
         if buf is not None and state["momentum_lr"] != lr:
             by_factor.setdefault(state["momentum_lr"] / lr, []).append(buf)
     for factor, group in by_factor.items():
-        torch._foreach_mul_(group, factor)
+        dense = [b for b in group if not b.is_sparse]
+        if dense:
+            torch._foreach_mul_(dense, factor)
+        for b in group:
+            if b.is_sparse:
+                b.mul_(factor)
+
+
+def _check_group(group: dict[str, Any]) -> None:
+    """The checks of one param group (the defaults, a group added later, a group loaded from a state dict)."""
+    _common.check_lr(group["lr"])
+    _common.check_unit("momentum", group["momentum"])
+    _common.check_momentum_options(group["momentum"], group["nesterov"], group["mode"])
+    _common.check_weight_decay(group["weight_decay"])
+    check_bool("maximize", group["maximize"])
+    if group["foreach"] and group["fused"]:
+        raise ValueError("`foreach` and `fused` cannot both be True; choose one.")
+    _common.check_refused(
+        "SGD (Algorithms 8.1-8.3)", group, "dampening", 0,
+        "torch's dampening scales each new gradient by (1 - dampening) after the first step; for the same "
+        "steady-state step scale `lr` by (1 - dampening), or keep torch.optim.SGD.",
+    )
+    _common.check_refused("SGD", group, "differentiable", False, _common.DIFFERENTIABLE_ADVICE)

@@ -76,20 +76,24 @@ def assert_trajectories(actual, expected, rtol=1e-10, atol=1e-12):
 # -- against the book, two groups, lr changed mid-run ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("foreach", [False, True])
-def test_sgd_is_algorithm_8_1(foreach):
-    actual, _ = run(lambda p: SGD(p, lr=0.1, foreach=foreach))
+KERNELS = [dict(foreach=False), dict(foreach=True), dict(fused=True), dict()]  # dict(): the default path
+KERNEL_IDS = ["loop", "foreach", "fused", "default"]
+
+
+@pytest.mark.parametrize("kernel", KERNELS, ids=KERNEL_IDS)
+def test_sgd_is_algorithm_8_1(kernel):
+    actual, _ = run(lambda p: SGD(p, lr=0.1, **kernel))
     assert_trajectories(actual, ref.sgd(THETA0, grad_fn(), lr_schedule, STEPS))
 
 
-@pytest.mark.parametrize("kernel", [dict(foreach=False), dict(foreach=True), dict(fused=True)])
+@pytest.mark.parametrize("kernel", KERNELS, ids=KERNEL_IDS)
 def test_momentum_is_algorithm_8_2(kernel):
     actual, _ = run(lambda p: SGD(p, lr=0.1, momentum=0.9, **kernel))
     expected = [theta for theta, _ in ref.momentum(THETA0, grad_fn(), lr_schedule, constant(0.9), STEPS)]
     assert_trajectories(actual, expected)
 
 
-@pytest.mark.parametrize("kernel", [dict(foreach=False), dict(foreach=True), dict(fused=True)])
+@pytest.mark.parametrize("kernel", KERNELS, ids=KERNEL_IDS)
 def test_nesterov_lookahead_is_algorithm_8_3_after_change_of_variables(kernel):
     actual, _ = run(lambda p: SGD(p, lr=0.1, momentum=0.9, nesterov=True, **kernel))
     book = ref.nesterov(THETA0, grad_fn(), lr_schedule, constant(0.9), STEPS)
@@ -132,16 +136,47 @@ def test_momentum_with_zero_lr_keeps_coasting():
     assert_trajectories(out, expected)
 
 
-@pytest.mark.parametrize("kernel", [dict(foreach=False), dict(foreach=True), dict(fused=True)])
+@pytest.mark.parametrize("kernel", KERNELS, ids=KERNEL_IDS)
 def test_adagrad_is_algorithm_8_4(kernel):
     actual, _ = run(lambda p: AdaGrad(p, **kernel))
     assert_trajectories(actual, ref.adagrad(THETA0, grad_fn(), lr_schedule, 1e-7, STEPS))
 
 
-@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("foreach", [False, True, None])
 def test_rmsprop_is_algorithm_8_5(foreach):
     actual, _ = run(lambda p: RMSProp(p, rho=0.9, eps=1e-6, foreach=foreach))
     assert_trajectories(actual, ref.rmsprop(THETA0, grad_fn(), lr_schedule, 0.9, 1e-6, STEPS))
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_rmsprop_with_eps_outside_the_root_is_torchs_placement(foreach):
+    actual, _ = run(lambda p: RMSProp(p, rho=0.9, eps=1e-6, eps_in_sqrt=False, foreach=foreach))
+    assert_trajectories(actual, ref.rmsprop(THETA0, grad_fn(), lr_schedule, 0.9, 1e-6, STEPS, delta_outside=True))
+
+
+@pytest.mark.parametrize("kernel", KERNELS, ids=KERNEL_IDS)
+def test_adagrad_with_an_initial_accumulator(kernel):
+    actual, _ = run(lambda p: AdaGrad(p, initial_accumulator_value=0.3, **kernel))
+    assert_trajectories(actual, ref.adagrad(THETA0, grad_fn(), lr_schedule, 1e-7, STEPS, r0=0.3))
+
+
+MAXIMIZE = {
+    "momentum": (lambda p: SGD(p, lr=0.1, momentum=0.9, maximize=True),
+                 lambda: [t for t, _ in ref.momentum(THETA0, grad_fn(), lr_schedule, constant(0.9), STEPS)]),
+    "adagrad": (lambda p: AdaGrad(p, maximize=True), lambda: ref.adagrad(THETA0, grad_fn(), lr_schedule, 1e-7, STEPS)),
+    "rmsprop": (lambda p: RMSProp(p, momentum=0.8, maximize=True),
+                lambda: [t for t, _ in ref.rmsprop_momentum(THETA0, grad_fn(), lr_schedule, 0.9, 1e-6, constant(0.8),
+                                                            STEPS)]),
+    "adam": (lambda p: Adam(p, lr=0.01, maximize=True),
+             lambda: ref.adam(THETA0, grad_fn(), lr_schedule, 0.9, 0.999, 1e-8, STEPS)),
+}
+
+
+@pytest.mark.parametrize("name", MAXIMIZE)
+def test_maximize_on_minus_j_is_the_book_on_j(name):
+    make, book = MAXIMIZE[name]
+    actual, _ = run(make, scale=-1.0)
+    assert_trajectories(actual, book())
 
 
 @pytest.mark.parametrize("foreach", [False, True])
@@ -173,7 +208,7 @@ def test_rmsprop_delta_inside_the_root_matters_for_small_gradients():
     assert np.abs(torch_step - book_step).max() > 0.01 * np.abs(book_step).max()
 
 
-@pytest.mark.parametrize("kernel", [dict(foreach=False), dict(foreach=True), dict(fused=True)])
+@pytest.mark.parametrize("kernel", KERNELS, ids=KERNEL_IDS)
 def test_adam_is_algorithm_8_7(kernel):
     actual, _ = run(lambda p: Adam(p, lr=0.01, **kernel))
     assert_trajectories(actual, ref.adam(THETA0, grad_fn(), lr_schedule, 0.9, 0.999, 1e-8, STEPS))

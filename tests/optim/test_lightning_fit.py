@@ -5,7 +5,7 @@ import pytest
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 
-from lightopt.optim import SGD, RMSProp
+from lightopt.optim import SGD, AdaGrad, Adam, RMSProp
 
 X = torch.randn(64, 5, generator=torch.Generator().manual_seed(0))
 Y = X @ torch.linspace(-1, 1, 5).unsqueeze(1) + 0.1
@@ -28,10 +28,11 @@ class Regression(L.LightningModule):
 
 def fit(module, steps=12, **trainer_kwargs):
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, Y), batch_size=64)
-    trainer = L.Trainer(
+    options = dict(
         max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, **trainer_kwargs,
+        enable_progress_bar=False, enable_model_summary=False,
     )
+    trainer = L.Trainer(**{**options, **trainer_kwargs})
     trainer.fit(module, loader)
     return trainer
 
@@ -66,3 +67,35 @@ def test_lookahead_mode_trains_under_a_grad_scaler_and_interim_says_why_not():
     with pytest.raises(ValueError, match="mode='lookahead'"):
         fit(module, steps=5, plugins=[scaler_plugin()])
 
+
+
+SWITCHES = {
+    "SGD": (lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True), lambda p: SGD(p, lr=1.0)),
+    "RMSProp": (lambda p: torch.optim.RMSprop(p, lr=0.01, momentum=0.5), lambda p: RMSProp(p)),
+    "Adam": (lambda p: torch.optim.Adam(p, lr=0.01), lambda p: Adam(p)),
+    "AdaGrad": (lambda p: torch.optim.Adagrad(p, lr=0.1), lambda p: AdaGrad(p)),
+}
+
+
+@pytest.mark.parametrize("name", SWITCHES)
+def test_a_checkpoint_of_torch_optim_resumes_with_the_lightopt_class_of_the_same_name(name, tmp_path):
+    """Switch the import mid-project and resume from the torch.optim checkpoint: the run goes on as torch's would."""
+    theirs, ours = SWITCHES[name]
+    uninterrupted = Regression(theirs)
+    fit(uninterrupted, steps=8)
+
+    first = Regression(theirs)
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=4, save_top_k=-1)
+    fit(first, steps=4, callbacks=[checkpoint], enable_checkpointing=True, default_root_dir=tmp_path)
+    (path,) = tmp_path.glob("*.ckpt")
+
+    resumed = Regression(ours)
+    trainer = L.Trainer(
+        max_steps=8, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, Y), batch_size=64)
+    trainer.fit(resumed, loader, ckpt_path=path)
+    assert type(trainer.optimizers[0]).__module__.startswith("lightopt.optim")
+    for a, b in zip(resumed.parameters(), uninterrupted.parameters()):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-14)

@@ -47,10 +47,10 @@ def nesterov(theta, grad, lr, alpha, steps, v=None):
     return out
 
 
-def adagrad(theta, grad, lr, delta, steps):
-    """Algorithm 8.4."""
+def adagrad(theta, grad, lr, delta, steps, r0=0.0):
+    """Algorithm 8.4 (r0: the accumulator's initial value; the book's is 0)."""
     theta = np.array(theta, dtype=np.float64)
-    r = np.zeros_like(theta)  # r = 0
+    r = np.zeros_like(theta) + r0  # r = 0
     out = []
     for k in range(steps):
         g = grad(theta)
@@ -61,15 +61,18 @@ def adagrad(theta, grad, lr, delta, steps):
     return out
 
 
-def rmsprop(theta, grad, lr, rho, delta, steps):
-    """Algorithm 8.5."""
+def rmsprop(theta, grad, lr, rho, delta, steps, delta_outside=False):
+    """Algorithm 8.5 (delta_outside: torch's placement, -eps/(sqrt(r) + delta) . g)."""
     theta = np.array(theta, dtype=np.float64)
     r = np.zeros_like(theta)
     out = []
     for k in range(steps):
         g = grad(theta)
         r = rho * r + (1 - rho) * g * g  # r <- rho r + (1 - rho) g . g
-        dtheta = -lr(k) / np.sqrt(delta + r) * g  # dtheta = -eps/sqrt(delta + r) . g
+        if delta_outside:
+            dtheta = -lr(k) / (np.sqrt(r) + delta) * g
+        else:
+            dtheta = -lr(k) / np.sqrt(delta + r) * g  # dtheta = -eps/sqrt(delta + r) . g
         theta = theta + dtheta
         out.append(theta.copy())
     return out
