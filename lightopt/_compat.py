@@ -122,3 +122,13 @@ def worker_start_method(trainer: Any) -> str | None:
     if not isinstance(launcher, _MultiProcessingLauncher):
         return None
     return str(launcher._start_method)  # noqa: SLF001
+
+
+def stored_user_attrs(trial: optuna.Trial) -> dict[str, Any]:
+    """The trial's user attributes as its storage holds them now.
+
+    ``Trial.user_attrs`` answers from the copy the ``Trial`` object cached (``_cached_frozen_trial``),
+    which misses attributes another process wrote; lightopt's pruning callback reads a decision
+    made in a worker process of ``ddp_spawn`` this way. ``Trial`` keeps its id in ``_trial_id``.
+    """
+    return trial.storage.get_trial_user_attrs(trial._trial_id)  # noqa: SLF001

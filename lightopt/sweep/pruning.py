@@ -124,6 +124,7 @@ class PruningCallback(Callback):
         self._failure: str | None = None
         self._rounds = 0
         self._examples = 0
+        self._set_up = False
 
     @property
     @override
@@ -134,19 +135,24 @@ class PruningCallback(Callback):
     @property
     def pruned(self) -> int | None:
         """The step at which the trial was pruned, or ``None`` (read from the trial if a worker process decided)."""
-        if self._pruned is None and self.trial is not None:
-            return _trial_attr(self.trial, PRUNED_AT_ATTR)
+        if self._fitted_elsewhere():
+            return _compat.stored_user_attrs(self.trial).get(PRUNED_AT_ATTR)
         return self._pruned
 
     @property
     def failure(self) -> str | None:
         """Why the fit was stopped as failed, or ``None`` (read from the trial if a worker process decided)."""
-        if self._failure is None and self.trial is not None:
-            return _trial_attr(self.trial, FAILURE_ATTR)
+        if self._fitted_elsewhere():
+            return _compat.stored_user_attrs(self.trial).get(FAILURE_ATTR)
         return self._failure
+
+    def _fitted_elsewhere(self) -> bool:
+        """Whether this object is the caller's copy of a callback that ran in worker processes."""
+        return not self._set_up and self.trial is not None and isinstance(self.trial, optuna.Trial)
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._set_up = True  # this process runs the hooks (a spawned worker sets its own copy)
         method = _compat.worker_start_method(trainer)
         if stage != "fit" or self.trial is None or method is None:
             return
@@ -303,10 +309,6 @@ class PyTorchLightningPruningCallback(PruningCallback):
         pruned = self.pruned
         if pruned is not None:
             raise optuna.TrialPruned(f"Trial was pruned at epoch {pruned}.")
-
-
-def _trial_attr(trial: optuna.Trial, key: str) -> Any:
-    return trial.user_attrs.get(key)
 
 
 def _batch_size(batch: Any) -> int:
