@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 from typing import Any
 
@@ -15,7 +14,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from typing_extensions import override
 
 from lightopt import _validation
-from lightopt.callbacks._scored_weights import validated_module, writes_weights_at_train_end
+from lightopt.callbacks._best_weights import check_same_layout, copy_to, validated_module, writes_weights_at_train_end
 
 __all__ = ["EarlyStopping"]
 
@@ -63,10 +62,23 @@ class EarlyStopping(_LightningEarlyStopping):
     ``max_epochs``/``max_steps``, an exception raised during fitting (for example a pruned
     Optuna trial) or a KeyboardInterrupt. The copy is bit-exact.
 
+    **θ* is the weights that were scored.** A weight-averaging callback (:class:`PolyakAveraging`,
+    Lightning's ``WeightAveraging``/``EMAWeightAveraging``) swaps its average into the module for
+    validation and back before this callback reads the metric; when validation logged the
+    monitored value, θ* is a copy of that average (taken as validation ends, on improvement only),
+    otherwise (a metric logged in training) the module's own weights. Such callbacks, and
+    Lightning's ``StochasticWeightAveraging``, write their average into the module in
+    ``on_train_end``; when one is listed after this callback, θ* is loaded again in ``on_fit_end``,
+    so the module ends with θ* in either order. Use one weight-averaging callback per Trainer.
+
     **Checkpoints.** ``state_dict`` holds Lightning's fields plus ``best_step``, ``best_epoch``
-    and θ* itself, so a run resumed from a checkpoint can still restore the best parameters it
-    found before the interruption. Cost: every checkpoint carries one extra copy of the module's
-    ``state_dict`` (with ``best_weights_path``, only the file name).
+    and ``best_weights_file``: numbers and a 0-d tensor, so states compare with ``==`` as
+    Lightning's do. θ* itself is written by :meth:`on_save_checkpoint` to the checkpoint's
+    top-level ``"early_stopping_best_weights"`` entry, keyed by :attr:`state_key`, so a run resumed
+    from a checkpoint still restores the best parameters it found before the interruption. Cost:
+    every checkpoint carries one extra copy of the module's ``state_dict`` (with
+    ``best_weights_path``, only the file name). A state saved by earlier lightopt versions, with θ*
+    inside it, still loads.
 
     Differences from the book:
         * θ* starts empty rather than at θ_o: if no evaluation improved (say the first value is
@@ -80,7 +92,10 @@ class EarlyStopping(_LightningEarlyStopping):
           was reached also counts as an improvement when it beats ``best_score`` (Lightning stops
           without updating it), so θ* is the parameters that reached the threshold. With
           ``restore_best_weights=False`` the callback behaves exactly as Lightning's.
-        * Bad ``mode``, ``patience`` or ``min_delta`` raise ``ValueError``/``TypeError``.
+        * Bad ``mode``, ``patience`` or ``min_delta`` raise ``ValueError``/``TypeError`` (Lightning:
+          ``MisconfigurationException`` for ``mode``).
+        * A module attribute that is not in its ``state_dict`` (say a :class:`Continuation`
+          temperature) is not part of θ*: register it as a buffer to have it restored too.
 
     Args:
         monitor, min_delta, patience, verbose, mode, strict, check_finite, stopping_threshold,
@@ -222,7 +237,7 @@ class EarlyStopping(_LightningEarlyStopping):
         best = self.best_score.to(current.device)
         if torch.isfinite(current) and self.monitor_op(current - self.min_delta, best):
             device = self.best_weights_device if self.best_weights_path is None else torch.device("cpu")
-            weights = {k: _copy_to(v, device) for k, v in module.state_dict().items()}
+            weights = {k: copy_to(v, device) for k, v in module.state_dict().items()}
             self._scored = trainer.global_step, current.detach().clone(), weights
 
     def _after_check(self, trainer: Trainer, pl_module: LightningModule, best: Any, message: Any) -> None:
@@ -259,7 +274,7 @@ class EarlyStopping(_LightningEarlyStopping):
             best = scored[2]  # θ* ← the averaged weights validation scored (already copied)
         else:
             device = self.best_weights_device if self.best_weights_path is None else torch.device("cpu")
-            best = {k: _copy_to(v, device) for k, v in pl_module.state_dict().items()}  # θ* ← θ
+            best = {k: copy_to(v, device) for k, v in pl_module.state_dict().items()}  # θ* ← θ
         if self.best_weights_path is None:
             self._best_weights = best
             return
@@ -309,7 +324,7 @@ class EarlyStopping(_LightningEarlyStopping):
             return
         again = self._restored
         self._restored = True  # also when the check below fails: `on_exception` must not retry
-        _check_same_layout(best, pl_module.state_dict(), self.monitor)
+        check_same_layout(best, pl_module.state_dict(), self.monitor)
         pl_module.load_state_dict(best)
         if self.verbose and not again:
             rank_zero_info(
@@ -352,13 +367,7 @@ class EarlyStopping(_LightningEarlyStopping):
             self._set_best_weights(best)
 
     def _set_best_weights(self, best: dict[str, Any]) -> None:
-        self._best_weights = {k: _copy_to(v, self.best_weights_device) for k, v in best.items()}
-
-
-def _copy_to(value: Any, device: torch.device) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().to(device, copy=True)
-    return copy.deepcopy(value)  # extra state from `get_extra_state`
+        self._best_weights = {k: copy_to(v, self.best_weights_device) for k, v in best.items()}
 
 
 def _check_device(device: Any) -> torch.device:
@@ -374,28 +383,3 @@ def _check_device(device: Any) -> torch.device:
             f"`best_weights_device` must name a torch device such as 'cpu' or 'cuda:0', but got "
             f"best_weights_device={device!r}."
         ) from err
-
-
-def _check_same_layout(best: dict[str, Any], current: dict[str, Any], monitor: str) -> None:
-    missing = sorted(current.keys() - best.keys())
-    unexpected = sorted(best.keys() - current.keys())
-    reshaped = [
-        f"{k} (saved {tuple(best[k].shape)}, now {tuple(current[k].shape)})"
-        for k in sorted(best.keys() & current.keys())
-        if isinstance(best[k], torch.Tensor) and isinstance(current[k], torch.Tensor)
-        and best[k].shape != current[k].shape
-    ]
-    if not (missing or unexpected or reshaped):
-        return
-    problems = []
-    if missing:
-        problems.append(f"missing from the saved weights: {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"no longer in the module: {', '.join(unexpected)}")
-    if reshaped:
-        problems.append(f"shape changed: {', '.join(reshaped)}")
-    raise ValueError(
-        f"EarlyStopping(monitor={monitor!r}) cannot restore the best weights because the module's "
-        f"state_dict changed since they were saved; {'; '.join(problems)}. Keep the module's "
-        "parameters fixed during fitting, or pass restore_best_weights=False."
-    )

@@ -2,20 +2,22 @@
 
 Two protocols, one mechanism (rank 0 reports, decides and broadcasts the decision to every rank):
 
-================================  ============================================  =============================================
-                                  :class:`PruningCallback` (lightopt's)         :class:`PyTorchLightningPruningCallback`
-                                                                                (optuna-integration's, same constructor)
-================================  ============================================  =============================================
-constructor                       ``(trial, monitor, report_at=, mode=)``       ``(trial, monitor)``
-step reported                     validation round (1, 2, ...) or examples      ``current_epoch`` (0, 1, ...)
-when pruned, one process          ``trainer.should_stop``; the fit ends         raises ``optuna.TrialPruned`` out of
-                                  cleanly; the caller reads :attr:`pruned`       ``trainer.fit`` (Lightning runs ``on_exception``)
-                                  and raises ``optuna.TrialPruned``
-when pruned, DDP                  the same, on every rank                       ``trainer.should_stop`` on every rank; the
-                                                                                caller calls ``check_pruned()``, which raises
-monitored metric missing          :class:`MetricNotLoggedError`                 a warning; nothing is reported
-metric NaN or infinite            the fit stops, :attr:`failure` says why       reported as it is
-================================  ============================================  =============================================
+====================  ===================================  =====================================
+                      :class:`PruningCallback`             :class:`PyTorchLightningPruningCallback`
+                      (lightopt's)                         (optuna-integration's constructor)
+====================  ===================================  =====================================
+arguments             ``trial, monitor, report_at, mode``  ``trial, monitor``
+step reported         validation round (1, 2, ...) or      ``current_epoch`` (0, 1, ...)
+                      training examples seen
+pruned, one process   ``trainer.should_stop``: the fit     ``optuna.TrialPruned`` raised out of
+                      ends cleanly; the caller reads       ``trainer.fit`` (Lightning runs
+                      :attr:`~PruningCallback.pruned`      ``on_exception``)
+                      and raises ``optuna.TrialPruned``
+pruned, DDP           the same, on every rank              every rank stops; the caller calls
+                                                           ``check_pruned()``, which raises
+metric not logged     :class:`MetricNotLoggedError`        a warning; nothing reported
+metric NaN or inf     the fit stops, ``failure`` says why  reported as it is
+====================  ===================================  =====================================
 
 **Every strategy on one machine.** With a single device and with ``ddp`` (Lightning starts the
 other ranks as copies of the script; this process is rank 0) the callback object the caller holds

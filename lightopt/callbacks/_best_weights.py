@@ -1,4 +1,4 @@
-"""Which weights a validation run scored, when a weight-averaging callback swapped its average in.
+"""θ* for :class:`~lightopt.callbacks.EarlyStopping`: which weights a validation round scored, copies, layout checks.
 
 Lightning's ``WeightAveraging`` (and so ``EMAWeightAveraging`` and lightopt's
 :class:`~lightopt.callbacks.PolyakAveraging`) swaps the averaged weights into the module at
@@ -11,6 +11,10 @@ validates the raw weights and writes its average into the module at ``on_train_e
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
+import torch
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import StochasticWeightAveraging, WeightAveraging
 from torch import nn
@@ -18,7 +22,7 @@ from torch import nn
 from lightopt import _compat
 from lightopt.callbacks.polyak_averaging import PolyakAveraging
 
-__all__ = ["validated_module", "writes_weights_at_train_end"]
+__all__ = ["check_same_layout", "copy_to", "validated_module", "writes_weights_at_train_end"]
 
 
 def validated_module(trainer: Trainer) -> nn.Module | None:
@@ -42,3 +46,34 @@ def validated_module(trainer: Trainer) -> nn.Module | None:
 def writes_weights_at_train_end(callback: Callback) -> bool:
     """Whether ``callback`` may overwrite the module's weights in its ``on_train_end`` hook."""
     return isinstance(callback, (WeightAveraging, StochasticWeightAveraging))
+
+
+def copy_to(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(device, copy=True)
+    return copy.deepcopy(value)  # extra state from `get_extra_state`
+
+
+def check_same_layout(best: dict[str, Any], current: dict[str, Any], monitor: str) -> None:
+    missing = sorted(current.keys() - best.keys())
+    unexpected = sorted(best.keys() - current.keys())
+    reshaped = [
+        f"{k} (saved {tuple(best[k].shape)}, now {tuple(current[k].shape)})"
+        for k in sorted(best.keys() & current.keys())
+        if isinstance(best[k], torch.Tensor) and isinstance(current[k], torch.Tensor)
+        and best[k].shape != current[k].shape
+    ]
+    if not (missing or unexpected or reshaped):
+        return
+    problems = []
+    if missing:
+        problems.append(f"missing from the saved weights: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"no longer in the module: {', '.join(unexpected)}")
+    if reshaped:
+        problems.append(f"shape changed: {', '.join(reshaped)}")
+    raise ValueError(
+        f"EarlyStopping(monitor={monitor!r}) cannot restore the best weights because the module's "
+        f"state_dict changed since they were saved; {'; '.join(problems)}. Keep the module's "
+        "parameters fixed during fitting, or pass restore_best_weights=False."
+    )
