@@ -207,3 +207,18 @@ def test_early_stopping_with_the_other_stateful_callbacks(tmp_path, other, early
     trainer, model = fit(callbacks, tmp_path, model=model)
     assert early_stopping.best_epoch is not None
     assert val_loss(model) == pytest.approx(early_stopping.best_score.item(), rel=1e-5, abs=1e-7)
+
+
+@pytest.mark.parametrize("initialization_first", [True, False], ids=["init-first", "polyak-first"])
+def test_polyak_averaging_with_initialization_averages_the_initialized_weights(tmp_path, initialization_first):
+    """The averaged copy taken at setup holds the weights before initialization: it must never be used."""
+    def run(with_averaging):
+        callbacks = [Initialization("orthogonal", seed=3)]
+        if with_averaging:
+            averaging = PolyakAveraging(decay=0.5)
+            callbacks = callbacks + [averaging] if initialization_first else [averaging] + callbacks
+        return fit(callbacks, tmp_path, max_epochs=None, max_steps=1)[1]
+
+    plain, averaged = run(False), run(True)
+    for key, value in plain.state_dict().items():  # θ̂^(1) = θ^(1), the first step from the initialized θ
+        torch.testing.assert_close(averaged.state_dict()[key], value)

@@ -53,18 +53,24 @@ def test_single_device(tmp_path, storage):
     assert pruning_script.run(str(tmp_path), "auto", 1, storage) == PRUNED_THEN_COMPLETE
 
 
+# Each worker process costs an interpreter start, so each protocol meets each spawning strategy once.
 @pytest.mark.parametrize(
-    ("strategy", "storage"),
-    [("ddp", "memory"), ("ddp_spawn", "journal"), ("ddp_fork", "journal")],
+    ("strategy", "storage", "protocols"),
+    [
+        ("ddp", "memory", ("lightopt", "optuna-integration")),
+        ("ddp_spawn", "journal", ("lightopt",)),  # the report: pruned in the child, COMPLETE in the parent
+        ("ddp_fork", "journal", ("optuna-integration",)),  # check_pruned() after fit, as in DDP
+    ],
 )
-def test_two_processes_record_the_pruned_trial_as_pruned(tmp_path, strategy, storage):
+def test_two_processes_record_the_pruned_trial_as_pruned(tmp_path, strategy, storage, protocols):
     """``ddp`` keeps rank 0 in the caller's process; spawn and fork carry the decision through the storage."""
-    assert _script(tmp_path, strategy, 2, storage) == PRUNED_THEN_COMPLETE
+    expected = {protocol: PRUNED_THEN_COMPLETE[protocol] for protocol in protocols}
+    assert _script(tmp_path, strategy, 2, storage, *protocols) == expected
 
 
 @pytest.mark.parametrize(
     ("strategy", "protocol", "named"),
-    [("ddp_spawn", "lightopt", "'ddp_spawn'"), ("ddp_fork", "optuna-integration", "'ddp_fork' or 'ddp_notebook'")],
+    [("ddp_spawn", "optuna-integration", "'ddp_spawn'"), ("ddp_fork", "lightopt", "'ddp_fork' or 'ddp_notebook'")],
 )
 def test_in_memory_storage_under_worker_processes_is_refused_with_the_fix(tmp_path, strategy, protocol, named):
     result = _script(tmp_path, strategy, 2, "memory", protocol)[protocol]
