@@ -320,6 +320,15 @@ class GradientMonitor(Callback):
         self._nonfinite_steps = state_dict.get("nonfinite_steps", 0)
         self._last_warned = dict(state_dict.get("last_warned", {}))
 
+    @override
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        states = checkpoint.get("callbacks", {})
+        legacy = type(self).__qualname__  # the key before GradientMonitor had a state_key of its own
+        if self.state_key not in states and legacy in states:
+            self.load_state_dict(states[legacy])
+
 
 class _Snapshot:
     """What a logging step keeps until the end of its batch."""

@@ -141,3 +141,12 @@ def test_state_keys_of_callbacks_that_cannot_share_a_run_still_differ():
     assert curricula[0].state_key != curricula[1].state_key
     averagers = PolyakAveraging(decay=0.9), PolyakAveraging(mode="arithmetic")
     assert averagers[0].state_key != averagers[1].state_key
+
+
+def test_gradient_monitor_and_pruning_states_saved_before_their_state_keys_still_load():
+    monitor = GradientMonitor()
+    monitor.on_load_checkpoint(None, None, {"callbacks": {"GradientMonitor": {"nonfinite_steps": 4}}})
+    assert monitor.state_dict()["nonfinite_steps"] == 4
+    pruning = PruningCallback(None, "val_loss")
+    pruning.on_load_checkpoint(None, None, {"callbacks": {"PruningCallback": {"rounds": 3, "history": [(3, 0.5)]}}})
+    assert pruning.state_dict()["rounds"] == 3 and pruning.history == [(3, 0.5)]
