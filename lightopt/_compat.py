@@ -93,3 +93,42 @@ def stop_requested(study: optuna.Study) -> bool:
     lightopt's worker calls ``study.optimize`` one trial at a time and must honour it across calls.
     """
     return bool(getattr(study, "_stop_flag", False))
+
+
+def weight_average_module(callback: Any) -> torch.nn.Module | None:
+    """The module a Lightning ``WeightAveraging`` callback swaps into the model for validation, or ``None``.
+
+    ``WeightAveraging`` keeps its ``AveragedModel`` in ``_average_model`` (created at ``setup`` for
+    fitting) and swaps ``_average_model.module``'s parameters and buffers with the model's at
+    ``on_validation_epoch_start``/``on_validation_epoch_end``. lightopt's ``EarlyStopping`` needs
+    the module to keep the weights that validation scored.
+    """
+    average = callback._average_model  # noqa: SLF001
+    return None if average is None else average.module
+
+
+def worker_start_method(trainer: Any) -> str | None:
+    """How the Trainer's strategy starts the processes that run the fit: ``"spawn"``, ``"fork"``, ... or ``None``.
+
+    ``None`` when the fit runs in this process (one device, or ``ddp``, whose launcher starts the
+    other ranks as copies of the script and keeps rank 0 here). ``ddp_spawn``, ``ddp_fork`` and
+    ``ddp_notebook`` use Lightning's ``_MultiProcessingLauncher`` (its ``_start_method``): the
+    callbacks the caller holds are copies of the ones that run. lightopt's pruning callback needs
+    to know, to carry its decision back through the trial's storage.
+    """
+    from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+
+    launcher = trainer.strategy.launcher
+    if not isinstance(launcher, _MultiProcessingLauncher):
+        return None
+    return str(launcher._start_method)  # noqa: SLF001
+
+
+def stored_user_attrs(trial: optuna.Trial) -> dict[str, Any]:
+    """The trial's user attributes as its storage holds them now.
+
+    ``Trial.user_attrs`` answers from the copy the ``Trial`` object cached (``_cached_frozen_trial``),
+    which misses attributes another process wrote; lightopt's pruning callback reads a decision
+    made in a worker process of ``ddp_spawn`` this way. ``Trial`` keeps its id in ``_trial_id``.
+    """
+    return trial.storage.get_trial_user_attrs(trial._trial_id)  # noqa: SLF001

@@ -43,3 +43,36 @@ def test_trainers_inside_the_block_read_the_entry_points_once_and_each_get_fresh
     assert [len(m) for m in markers] == [1, 1, 1]
     assert len({id(m[0]) for m in markers}) == 3
     assert calls == ["lightning.pytorch.callbacks_factory"]
+
+
+def test_weight_average_module_is_the_module_that_weight_averaging_swaps_in():
+    import torch
+    from lightning.pytorch.callbacks import WeightAveraging
+
+    model = L.LightningModule()
+    model.layer = torch.nn.Linear(2, 1)
+    averaging = WeightAveraging()
+    assert _compat.weight_average_module(averaging) is None  # before fitting
+    averaging.setup(L.Trainer(logger=False), model, "fit")
+    module = _compat.weight_average_module(averaging)
+    assert module is not model and module.state_dict().keys() == model.state_dict().keys()
+    assert all(torch.equal(module.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_worker_start_method_tells_spawning_strategies_apart():
+    kwargs = {"accelerator": "cpu", "logger": False}
+    assert _compat.worker_start_method(L.Trainer(**kwargs)) is None
+    assert _compat.worker_start_method(L.Trainer(strategy="ddp", devices=2, **kwargs)) is None
+    assert _compat.worker_start_method(L.Trainer(strategy="ddp_spawn", devices=2, **kwargs)) == "spawn"
+    assert _compat.worker_start_method(L.Trainer(strategy="ddp_fork", devices=2, **kwargs)) == "fork"
+
+
+def test_stored_user_attrs_sees_what_another_handle_wrote():
+    import optuna
+
+    study = optuna.create_study()
+    trial = study.ask()
+    frozen = study.get_trials(deepcopy=False)[0]  # another view of the trial, as another process has
+    study._storage.set_trial_user_attr(frozen._trial_id, "pruned_at", 3)
+    assert "pruned_at" not in trial.user_attrs  # the Trial object's cached copy misses it
+    assert _compat.stored_user_attrs(trial) == {"pruned_at": 3}

@@ -8,8 +8,11 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from typing_extensions import override
 
 from lightopt._validation import check_bool, check_choice, check_int
+
+__all__ = ["CoordinateDescent", "active_block"]
 
 _UNASSIGNED = ("error", "train", "freeze")
 
@@ -132,6 +135,7 @@ class CoordinateDescent(Callback):
         self._saved_flags: list[tuple[torch.nn.Parameter, bool]] = []
 
     @property
+    @override
     def state_key(self) -> str:
         return self._generate_state_key(blocks=self.blocks, steps_per_block=self.steps_per_block)
 
@@ -140,6 +144,7 @@ class CoordinateDescent(Callback):
         """The index of the block the next optimizer step trains."""
         return active_block(self.step, len(self.blocks), self.steps_per_block)
 
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._resolve(pl_module)
         if self.toggle_requires_grad:
@@ -148,6 +153,7 @@ class CoordinateDescent(Callback):
             for p in self._never:
                 p.requires_grad_(False)
 
+    @override
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
@@ -157,6 +163,7 @@ class CoordinateDescent(Callback):
                 for p in params:
                     p.requires_grad_(index == self.active)
 
+    @override
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
@@ -169,6 +176,7 @@ class CoordinateDescent(Callback):
             pl_module.log("coordinate_descent/block", float(self.active), on_step=True, on_epoch=False)
         self._stepped = True
 
+    @override
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -176,14 +184,17 @@ class CoordinateDescent(Callback):
             self.step += 1
             self._stepped = False
 
+    @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         for p, flag in self._saved_flags:
             p.requires_grad_(flag)
         self._saved_flags = []
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "active": self.active}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.step = state_dict.get("step", 0)
 

@@ -10,8 +10,11 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import Sampler
+from typing_extensions import override
 
 from lightopt._validation import check_bool, check_choice, check_int, check_number, check_range
+
+__all__ = ["Continuation", "CurriculumSampler", "StochasticCurriculum", "linear_schedule", "schedule_value"]
 
 Schedule = Sequence[float] | Callable[[int], float]
 
@@ -177,6 +180,7 @@ class StochasticCurriculum(Callback):
         self.history: list[float] = []
 
     @property
+    @override
     def state_key(self) -> str:
         return self._generate_state_key(seed=self.seed, num_samples=self.num_samples)
 
@@ -184,6 +188,7 @@ class StochasticCurriculum(Callback):
         """h_e, the share of hard draws in epoch ``epoch``."""
         return check_range("schedule(epoch)", schedule_value(self.schedule, epoch), 0.0, 1.0)
 
+    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         loaders = getattr(trainer.train_dataloader, "flattened", None) or [trainer.train_dataloader]
         ours = [dl for dl in loaders if self.sampler in _samplers(dl)]
@@ -200,6 +205,7 @@ class StochasticCurriculum(Callback):
                     "give one difficulty per example, indexed like the data set."
                 )
 
+    @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.epoch = trainer.current_epoch
         self.sampler.set_epoch(self.epoch)
@@ -209,9 +215,11 @@ class StochasticCurriculum(Callback):
         if self.log:
             pl_module.log("curriculum/hard_fraction", h, on_step=False, on_epoch=True)
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "history": list(self.history)}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.epoch = state_dict.get("epoch", 0)
         self.history = list(state_dict.get("history", []))
@@ -286,9 +294,11 @@ class Continuation(Callback):
         self.value: float | None = None
 
     @property
+    @override
     def state_key(self) -> str:
         return self._generate_state_key(attribute=self.attribute, interval=self.interval)
 
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         owner, name = _resolve_attribute(pl_module, self.attribute)
         if not hasattr(owner, name):
@@ -304,19 +314,23 @@ class Continuation(Callback):
         if self.value is not None:  # restored from a checkpoint
             self._set(pl_module, self.value)
 
+    @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.interval == "epoch":
             self._apply(pl_module, trainer.current_epoch, on_step=False)
 
+    @override
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if self.interval == "step":
             self._apply(pl_module, trainer.global_step, on_step=True)
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"value": self.value}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.value = state_dict.get("value")
 

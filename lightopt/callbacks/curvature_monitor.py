@@ -12,8 +12,11 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from typing_extensions import override
 
 from lightopt._validation import check_bool, check_int, check_number
+
+__all__ = ["CurvatureMonitor"]
 
 LossFn = Callable[["pl.LightningModule", Any], torch.Tensor]
 
@@ -137,15 +140,19 @@ class CurvatureMonitor(Callback):
         self._measured_step: int | None = None
 
     @property
+    @override
     def state_key(self) -> str:
         return f"{type(self).__qualname__}{{'every_n_steps': {self.every_n_steps}, 'prefix': {self.prefix!r}}}"
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"flagged": self._flagged}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._flagged = state_dict.get("flagged", 0)
 
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit" and self.loss_fn is None and not pl_module.automatic_optimization:
             raise ValueError(
@@ -153,15 +160,19 @@ class CurvatureMonitor(Callback):
                 "the optimizers itself; pass `loss_fn=lambda module, batch: <loss>` instead."
             )
 
+    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._measured_step = None
 
+    @override
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         self._batch, self._batch_idx = batch, batch_idx
 
+    @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         self._batch = None  # do not keep the batch alive between steps
 
+    @override
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
         step = trainer.global_step
         if step % self.every_n_steps or step == self._measured_step or self._batch is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 from typing import Any
 
@@ -12,8 +11,15 @@ from lightning.pytorch.callbacks import EarlyStopping as _LightningEarlyStopping
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from typing_extensions import override
 
 from lightopt import _validation
+from lightopt.callbacks._best_weights import check_same_layout, copy_to, validated_module, writes_weights_at_train_end
+
+__all__ = ["EarlyStopping"]
+
+#: Top-level checkpoint key under which θ* is saved, one entry per ``state_key``.
+BEST_WEIGHTS_KEY = "early_stopping_best_weights"
 
 
 class EarlyStopping(_LightningEarlyStopping):
@@ -56,10 +62,23 @@ class EarlyStopping(_LightningEarlyStopping):
     ``max_epochs``/``max_steps``, an exception raised during fitting (for example a pruned
     Optuna trial) or a KeyboardInterrupt. The copy is bit-exact.
 
+    **θ* is the weights that were scored.** A weight-averaging callback (:class:`PolyakAveraging`,
+    Lightning's ``WeightAveraging``/``EMAWeightAveraging``) swaps its average into the module for
+    validation and back before this callback reads the metric; when validation logged the
+    monitored value, θ* is a copy of that average (taken as validation ends, on improvement only),
+    otherwise (a metric logged in training) the module's own weights. Such callbacks, and
+    Lightning's ``StochasticWeightAveraging``, write their average into the module in
+    ``on_train_end``; when one is listed after this callback, θ* is loaded again in ``on_fit_end``,
+    so the module ends with θ* in either order. Use one weight-averaging callback per Trainer.
+
     **Checkpoints.** ``state_dict`` holds Lightning's fields plus ``best_step``, ``best_epoch``
-    and θ* itself, so a run resumed from a checkpoint can still restore the best parameters it
-    found before the interruption. Cost: every checkpoint carries one extra copy of the module's
-    ``state_dict`` (with ``best_weights_path``, only the file name).
+    and ``best_weights_file``: numbers and a 0-d tensor, so states compare with ``==`` as
+    Lightning's do. θ* itself is written by :meth:`on_save_checkpoint` to the checkpoint's
+    top-level ``"early_stopping_best_weights"`` entry, keyed by :attr:`state_key`, so a run resumed
+    from a checkpoint still restores the best parameters it found before the interruption. Cost:
+    every checkpoint carries one extra copy of the module's ``state_dict`` (with
+    ``best_weights_path``, only the file name). A state saved by earlier lightopt versions, with θ*
+    inside it, still loads.
 
     Differences from the book:
         * θ* starts empty rather than at θ_o: if no evaluation improved (say the first value is
@@ -73,7 +92,10 @@ class EarlyStopping(_LightningEarlyStopping):
           was reached also counts as an improvement when it beats ``best_score`` (Lightning stops
           without updating it), so θ* is the parameters that reached the threshold. With
           ``restore_best_weights=False`` the callback behaves exactly as Lightning's.
-        * Bad ``mode``, ``patience`` or ``min_delta`` raise ``ValueError``/``TypeError``.
+        * Bad ``mode``, ``patience`` or ``min_delta`` raise ``ValueError``/``TypeError`` (Lightning:
+          ``MisconfigurationException`` for ``mode``).
+        * A module attribute that is not in its ``state_dict`` (say a :class:`Continuation`
+          temperature) is not part of θ*: register it as a buffer to have it restored too.
 
     Args:
         monitor, min_delta, patience, verbose, mode, strict, check_finite, stopping_threshold,
@@ -172,18 +194,51 @@ class EarlyStopping(_LightningEarlyStopping):
         self._best_weights: dict[str, Any] | None = None  # θ* in memory
         self._best_weights_file: str | None = None  # or the file that holds θ*
         self._restored = False
+        self._metric_before_validation: Any = None  # the monitored value when validation began
+        self._scored: tuple[int, torch.Tensor, dict[str, Any]] | None = None  # (i, v', weights scored)
 
     # -- Algorithm 7.1: the "if v' < v" branch, after Lightning's check ------------------------
 
+    @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         before = self.best_score, self.stopping_reason_message
         super().on_train_epoch_end(trainer, pl_module)
         self._after_check(trainer, pl_module, *before)
 
+    @override
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._metric_before_validation = trainer.callback_metrics.get(self.monitor)
+
+    @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._note_scored_weights(trainer)
         before = self.best_score, self.stopping_reason_message
         super().on_validation_end(trainer, pl_module)
         self._after_check(trainer, pl_module, *before)
+
+    def _note_scored_weights(self, trainer: Trainer) -> None:
+        """Keep the averaged weights a validation round scored, if it logged an improvement on them.
+
+        A weight-averaging callback swaps its average in for validation and back before this hook,
+        so the model holds the raw iterate while the metric scored the average. The copy is taken
+        now, since the average may move before a check at ``on_train_epoch_end``, and only when the
+        value improves on ``best_score`` (one copy per improvement, as without averaging).
+        """
+        self._scored = None
+        value = trainer.callback_metrics.get(self.monitor)
+        if not self.restore_best_weights or value is None or value is self._metric_before_validation:
+            return  # validation did not log the monitored metric: it scored no weights
+        module = validated_module(trainer)
+        if module is None:
+            return  # validation ran on the model's own weights
+        current = torch.as_tensor(value).squeeze()
+        best = self.best_score.to(current.device)
+        if torch.isfinite(current) and self.monitor_op(current - self.min_delta, best):
+            device = self.best_weights_device if self.best_weights_path is None else torch.device("cpu")
+            weights = {k: copy_to(v, device) for k, v in module.state_dict().items()}
+            self._scored = trainer.global_step, current.detach().clone(), weights
 
     def _after_check(self, trainer: Trainer, pl_module: LightningModule, best: Any, message: Any) -> None:
         if self.best_score is not best:  # Lightning took its improvement branch: j ← 0, v ← v'
@@ -201,35 +256,57 @@ class EarlyStopping(_LightningEarlyStopping):
                 self.wait_count = 0
                 self._record_best(trainer, pl_module)
 
+    def _is_scored_value(self, trainer: Trainer, step: int, value: torch.Tensor) -> bool:
+        """Whether the value being checked is the one the last validation round logged."""
+        current = trainer.callback_metrics.get(self.monitor)
+        if current is None or trainer.global_step != step:
+            return False
+        current = torch.as_tensor(current).squeeze()
+        return bool(torch.equal(current.detach().to(value.device), value))
+
     def _record_best(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.best_step = trainer.global_step  # i* ← i
         self.best_epoch = trainer.current_epoch
         if not self.restore_best_weights:
             return
-        state = pl_module.state_dict()  # θ* ← θ
+        scored, self._scored = self._scored, None
+        if scored is not None and self._is_scored_value(trainer, *scored[:2]):
+            best = scored[2]  # θ* ← the averaged weights validation scored (already copied)
+        else:
+            device = self.best_weights_device if self.best_weights_path is None else torch.device("cpu")
+            best = {k: copy_to(v, device) for k, v in pl_module.state_dict().items()}  # θ* ← θ
         if self.best_weights_path is None:
-            self._best_weights = {k: _copy_to(v, self.best_weights_device) for k, v in state.items()}
+            self._best_weights = best
             return
         if trainer.is_global_zero:
             tmp = f"{self.best_weights_path}.tmp"
             os.makedirs(os.path.dirname(os.path.abspath(self.best_weights_path)), exist_ok=True)
-            torch.save({k: _copy_to(v, torch.device("cpu")) for k, v in state.items()}, tmp)
+            torch.save(best, tmp)
             os.replace(tmp, self.best_weights_path)
         self._best_weights_file = self.best_weights_path
 
     # -- return θ*, however fitting ends -------------------------------------------------------
 
+    @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._restored = False
+        self._scored = None
 
+    @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._restore(trainer, pl_module, barrier=True)
 
+    @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Fitting can end without `on_train_end`: resuming from a checkpoint of a finished run.
-        if not self._restored:
+        # A weight-averaging callback listed after this one wrote its average over θ* in its own
+        # `on_train_end`: θ* is what was scored, so it is loaded again.
+        position = next((i for i, c in enumerate(trainer.callbacks) if c is self), len(trainer.callbacks))
+        overwritten = any(writes_weights_at_train_end(c) for c in trainer.callbacks[position + 1:])
+        if not self._restored or overwritten:
             self._restore(trainer, pl_module, barrier=True)
 
+    @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if trainer.state.fn == TrainerFn.FITTING and not self._restored:
             self._restore(trainer, pl_module, barrier=False)
@@ -245,10 +322,11 @@ class EarlyStopping(_LightningEarlyStopping):
             best = self._best_weights
         else:
             return
+        again = self._restored
         self._restored = True  # also when the check below fails: `on_exception` must not retry
-        _check_same_layout(best, pl_module.state_dict(), self.monitor)
+        check_same_layout(best, pl_module.state_dict(), self.monitor)
         pl_module.load_state_dict(best)
-        if self.verbose:
+        if self.verbose and not again:
             rank_zero_info(
                 f"EarlyStopping restored the best weights: {self.monitor} = {float(self.best_score):.6g}"
                 f" at global step {self.best_step}."
@@ -256,31 +334,40 @@ class EarlyStopping(_LightningEarlyStopping):
 
     # -- checkpoint state ------------------------------------------------------------------------
 
+    @override
     def state_dict(self) -> dict[str, Any]:
+        """Lightning's fields plus ``best_step``, ``best_epoch`` and ``best_weights_file``.
+
+        Only scalars and a 0-d tensor, so two states compare with ``==`` as Lightning's do; θ* itself
+        goes into the checkpoint through :meth:`on_save_checkpoint`.
+        """
         state = super().state_dict()
-        state.update(
-            best_step=self.best_step,
-            best_epoch=self.best_epoch,
-            best_weights=self._best_weights,
-            best_weights_file=self._best_weights_file,
-        )
+        state.update(best_step=self.best_step, best_epoch=self.best_epoch, best_weights_file=self._best_weights_file)
         return state
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self.best_step = state_dict.get("best_step", 0)
         self.best_epoch = state_dict.get("best_epoch")
-        best = state_dict.get("best_weights")
-        if best is not None:
-            best = {k: _copy_to(v, self.best_weights_device) for k, v in best.items()}
-        self._best_weights = best
         self._best_weights_file = state_dict.get("best_weights_file")
+        if state_dict.get("best_weights") is not None:  # saved by lightopt before θ* had its own key
+            self._set_best_weights(state_dict["best_weights"])
 
+    @override
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Save θ* in ``checkpoint["early_stopping_best_weights"][state_key]`` (in-memory θ* only)."""
+        if self._best_weights is not None:
+            checkpoint.setdefault(BEST_WEIGHTS_KEY, {})[self.state_key] = self._best_weights
 
-def _copy_to(value: Any, device: torch.device) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().to(device, copy=True)
-    return copy.deepcopy(value)  # extra state from `get_extra_state`
+    @override
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        best = checkpoint.get(BEST_WEIGHTS_KEY, {}).get(self.state_key)
+        if best is not None:
+            self._set_best_weights(best)
+
+    def _set_best_weights(self, best: dict[str, Any]) -> None:
+        self._best_weights = {k: copy_to(v, self.best_weights_device) for k, v in best.items()}
 
 
 def _check_device(device: Any) -> torch.device:
@@ -296,28 +383,3 @@ def _check_device(device: Any) -> torch.device:
             f"`best_weights_device` must name a torch device such as 'cpu' or 'cuda:0', but got "
             f"best_weights_device={device!r}."
         ) from err
-
-
-def _check_same_layout(best: dict[str, Any], current: dict[str, Any], monitor: str) -> None:
-    missing = sorted(current.keys() - best.keys())
-    unexpected = sorted(best.keys() - current.keys())
-    reshaped = [
-        f"{k} (saved {tuple(best[k].shape)}, now {tuple(current[k].shape)})"
-        for k in sorted(best.keys() & current.keys())
-        if isinstance(best[k], torch.Tensor) and isinstance(current[k], torch.Tensor)
-        and best[k].shape != current[k].shape
-    ]
-    if not (missing or unexpected or reshaped):
-        return
-    problems = []
-    if missing:
-        problems.append(f"missing from the saved weights: {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"no longer in the module: {', '.join(unexpected)}")
-    if reshaped:
-        problems.append(f"shape changed: {', '.join(reshaped)}")
-    raise ValueError(
-        f"EarlyStopping(monitor={monitor!r}) cannot restore the best weights because the module's "
-        f"state_dict changed since they were saved; {'; '.join(problems)}. Keep the module's "
-        "parameters fixed during fitting, or pass restore_best_weights=False."
-    )

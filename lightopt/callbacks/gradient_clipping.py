@@ -9,8 +9,11 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from typing_extensions import override
 
 from lightopt._validation import check_bool, check_choice, check_int, check_range
+
+__all__ = ["GradientClipping", "clip_by_norm_", "clip_by_value_", "random_step_", "total_norm"]
 
 _ALGORITHMS = ("norm", "value")
 _ON_NONFINITE = ("random_step", "raise")
@@ -192,9 +195,11 @@ class GradientClipping(Callback):
         self._state_key = self._generate_state_key(clip_val=self.clip_val, algorithm=self.algorithm)
 
     @property
+    @override
     def state_key(self) -> str:
         return self._state_key
 
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.gradient_clip_val:
             raise ValueError(
@@ -204,6 +209,7 @@ class GradientClipping(Callback):
             )
         self._names = {id(p): name for name, p in pl_module.named_parameters()}
 
+    @override
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
@@ -240,6 +246,7 @@ class GradientClipping(Callback):
             }
             pl_module.log_dict({k: float(v) for k, v in metrics.items()}, on_step=True, on_epoch=False)
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {
             "generator_state": self._generator.get_state(),
@@ -248,6 +255,7 @@ class GradientClipping(Callback):
             "since_log": list(self._since_log),
         }
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "generator_state" in state_dict:
             self._generator.set_state(state_dict["generator_state"])

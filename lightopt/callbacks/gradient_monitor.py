@@ -10,8 +10,11 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from typing_extensions import override
 
 from lightopt._validation import check_bool, check_int, check_range
+
+__all__ = ["GradientMonitor"]
 
 _SHOWN_NAMES = 3
 # logged with LightningModule.log too, for trainer.callback_metrics (each key costs Lightning about 0.5 ms)
@@ -170,7 +173,21 @@ class GradientMonitor(Callback):
         self._nonfinite_steps = 0
         self._last_warned: dict[str, int] = {}
         self.last_metrics: dict[str, float] = {}
+        # Lightning reads state_key on every hook call (profiler names): computed once
+        self._state_key = self._generate_state_key(
+            log_every_n_steps=log_every_n_steps,
+            vanishing_threshold=vanishing_threshold,
+            exploding_threshold=exploding_threshold,
+            update_ratio_bounds=update_ratio_bounds,
+        )
 
+    @property
+    @override
+    def state_key(self) -> str:
+        """Checkpoint key: the class name and the arguments that tell two monitors apart."""
+        return self._state_key
+
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._every = self.log_every_n_steps or trainer.log_every_n_steps or 50
         seen: set[int] = set()
@@ -182,6 +199,7 @@ class GradientMonitor(Callback):
                 self._layers.append((name or "root", params))
         self._snapshot = None
 
+    @override
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
@@ -220,6 +238,7 @@ class GradientMonitor(Callback):
         before = [p.detach().clone() for p in params]
         self._snapshot = _Snapshot(step, entries, before, weight_sq, metrics, finite=not bad)
 
+    @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any, **kwargs: Any) -> None:
         snapshot, self._snapshot = self._snapshot, None
         if snapshot is not None:
@@ -292,12 +311,23 @@ class GradientMonitor(Callback):
             self._last_warned[kind] = step
             rank_zero_warn(message)
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"nonfinite_steps": self._nonfinite_steps, "last_warned": dict(self._last_warned)}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._nonfinite_steps = state_dict.get("nonfinite_steps", 0)
         self._last_warned = dict(state_dict.get("last_warned", {}))
+
+    @override
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        states = checkpoint.get("callbacks", {})
+        legacy = type(self).__qualname__  # the key before GradientMonitor had a state_key of its own
+        if self.state_key not in states and legacy in states:
+            self.load_state_dict(states[legacy])
 
 
 class _Snapshot:

@@ -13,9 +13,12 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
+from typing_extensions import override
 
 from lightopt import init
 from lightopt._validation import check_bool, check_int, check_number, check_range
+
+__all__ = ["Initialization"]
 
 _Fill = Callable[[torch.Tensor, "torch.Generator | None", "Initialization"], Any]
 
@@ -179,6 +182,7 @@ class Initialization(Callback):
         self._grad_pending = False
 
     @property
+    @override
     def state_key(self) -> str:
         schemes = dict(weight=self.weight, conv_weight=self.conv_weight, recurrent_weight=self.recurrent_weight,
                        bias=self.bias, output_layer=self.output_layer)
@@ -189,12 +193,15 @@ class Initialization(Callback):
         """Whether this callback initialized the model, or found it resumed from a checkpoint."""
         return self._initialized
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"initialized": self._initialized, "seed": self.seed}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._initialized = bool(state_dict.get("initialized", True))
 
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._initialized or trainer.ckpt_path is not None:
             # Resumed (the checkpoint's weights are already loaded, or will be by strategies that
@@ -213,6 +220,7 @@ class Initialization(Callback):
         self._initialized = True
         self._scale_pending = self.check_scale
 
+    @override
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         if not self._scale_pending:
             return
@@ -224,6 +232,7 @@ class Initialization(Callback):
         for name, value in scales.items():
             pl_module.log(f"init/scale/{name}", value, on_step=True, on_epoch=False)
 
+    @override
     def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._grad_pending:
             return

@@ -10,8 +10,11 @@ import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from typing_extensions import override
 
 from lightopt._validation import check_bool, check_choice, check_int, check_range
+
+__all__ = ["PolyakAveraging"]
 
 _MODES = ("ema", "arithmetic")
 
@@ -161,6 +164,7 @@ class PolyakAveraging(WeightAveraging):
         self._fast: _FastUpdate | None = None  # derived from the averaged model; never saved
 
     @property
+    @override
     def state_key(self) -> str:
         return self._state_key
 
@@ -169,6 +173,19 @@ class PolyakAveraging(WeightAveraging):
         """t, the number of iterates averaged so far in this fit."""
         return self._num_updates
 
+    @property
+    def averaged_module(self) -> torch.nn.Module | None:
+        """The module holding θ̂, the weights validation runs with; ``None`` before the first averaged step.
+
+        Between validation rounds it holds the average; during validation it holds the iterate
+        (the two are swapped). :class:`~lightopt.callbacks.EarlyStopping` keeps a copy of it as θ*
+        when the average scored the best value.
+        """
+        if self._num_updates == 0 or self._average_model is None:
+            return None
+        return self._average_model.module
+
+    @override
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         """Whether to average the iterate after optimizer step ``step_idx`` (zero-based).
 
@@ -187,6 +204,7 @@ class PolyakAveraging(WeightAveraging):
         self._num_updates += 1
         return True
 
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
             # a new AveragedModel starts empty; a resumed fit restores these in load_state_dict
@@ -195,6 +213,7 @@ class PolyakAveraging(WeightAveraging):
             self._fast = None
         super().setup(trainer, pl_module, stage)
 
+    @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any, **kwargs: Any) -> None:
         self._current_epoch = trainer.current_epoch
         # WeightAveraging.on_train_batch_end, with the update done by _update_average
@@ -222,14 +241,17 @@ class PolyakAveraging(WeightAveraging):
             self._fast = fast = _FastUpdate(average, pl_module, self.decay)
         fast.step()
 
+    @override
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._num_updates > 0:
             super().on_validation_epoch_start(trainer, pl_module)
 
+    @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._num_updates > 0:
             super().on_validation_epoch_end(trainer, pl_module)
 
+    @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._num_updates > 0:
             super().on_train_end(trainer, pl_module)
@@ -241,12 +263,14 @@ class PolyakAveraging(WeightAveraging):
                 "Lower `start_step`/`start_epoch` or train longer."
             )
 
+    @override
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         if self._num_updates > 0:
             super().on_save_checkpoint(trainer, pl_module, checkpoint)
 
+    @override
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
@@ -258,11 +282,13 @@ class PolyakAveraging(WeightAveraging):
             # the first update will copy the weights
             rank_zero_info("PolyakAveraging: the checkpoint holds no average; averaging starts afresh.")
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state.update(num_updates=self._num_updates, first_update_step=self._first_update_step)
         return state
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self._fast = None

@@ -10,7 +10,7 @@
 from lightopt.sweep.build import build, fit
 from lightopt.sweep.config import StudySpec, SweepConfigError, SweepFile, load
 from lightopt.sweep.objective import Objective, trial_config, trial_seed
-from lightopt.sweep.pruning import MetricNotLoggedError, PruningCallback
+from lightopt.sweep.pruning import MetricNotLoggedError, PruningCallback, PyTorchLightningPruningCallback
 from lightopt.sweep.report import best_config, find_study
 from lightopt.sweep.runner import run_sweep
 from lightopt.sweep.space import SearchSpace
@@ -19,6 +19,7 @@ __all__ = [
     "MetricNotLoggedError",
     "Objective",
     "PruningCallback",
+    "PyTorchLightningPruningCallback",
     "SearchSpace",
     "StudySpec",
     "SweepConfigError",

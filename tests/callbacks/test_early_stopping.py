@@ -191,7 +191,7 @@ def test_without_restore_behaves_like_lightning(tmp_path, config):
     assert our_trainer.global_step == their_trainer.global_step
     assert our_module.seen == their_module.seen or config == "non_finite"
     assert_state_equal(our_module.state_dict(), their_module.state_dict())
-    assert ours_state["best_weights"] is None
+    assert "best_weights" not in ours_state  # θ* lives in the checkpoint under its own key
 
 
 def test_stopping_threshold_counts_as_improvement(tmp_path):
@@ -218,7 +218,7 @@ def test_best_weights_path(tmp_path):
     assert_state_equal(module.state_dict(), snapshots.at[5])
     assert_state_equal(torch.load(path, weights_only=True), snapshots.at[5])
     state = early_stopping.state_dict()
-    assert state["best_weights"] is None and state["best_weights_file"] == str(path)
+    assert "best_weights" not in state and state["best_weights_file"] == str(path)
 
 
 def run_with_checkpoints(tmp_path, ckpt_path=None, crash_at=None):
@@ -243,8 +243,10 @@ def test_crash_and_resume_equals_uninterrupted_run(tmp_path):
     module, early_stopping, trainer = run_with_checkpoints(tmp_path / "whole")
     run_with_checkpoints(tmp_path / "crash", crash_at=7)  # last checkpoint: after step 6
     last = tmp_path / "crash" / "ckpt" / "last.ckpt"
-    saved = torch.load(last, weights_only=False)["callbacks"][early_stopping.state_key]
-    assert saved["best_step"] == 5 and saved["best_weights"] is not None  # θ* is in the checkpoint
+    checkpoint = torch.load(last, weights_only=False)
+    saved = checkpoint["callbacks"][early_stopping.state_key]
+    assert saved["best_step"] == 5  # θ* is in the checkpoint, beside the comparable state
+    assert checkpoint["early_stopping_best_weights"][early_stopping.state_key].keys() == module.state_dict().keys()
 
     resumed_module, resumed, resumed_trainer = run_with_checkpoints(tmp_path / "crash", ckpt_path=last)
     assert resumed_trainer.global_step == trainer.global_step == 8
@@ -261,7 +263,18 @@ def test_loads_lightning_state_and_shares_its_state_key():
     early_stopping = EarlyStopping("val_error")
     early_stopping.load_state_dict(old)  # a checkpoint written without lightopt's fields
     assert (early_stopping.best_step, early_stopping.best_epoch) == (0, None)
-    assert early_stopping.state_dict()["best_weights"] is None
+    assert "best_weights" not in early_stopping.state_dict()
+
+
+def test_loads_a_state_that_holds_theta_star_from_an_earlier_lightopt(tmp_path):
+    module = Scripted()
+    old = {**EarlyStopping("val_error").state_dict(), "best_weights": module.state_dict(), "best_step": 4}
+    early_stopping = EarlyStopping("val_error")
+    early_stopping.load_state_dict(old)
+    assert early_stopping.best_step == 4
+    fresh = Scripted()
+    early_stopping._restore(None, fresh, barrier=False)
+    assert_state_equal(fresh.state_dict(), module.state_dict())
 
 
 def test_missing_metric_lists_logged_metrics(tmp_path):
