@@ -19,6 +19,11 @@ from lightopt.sweep.failures import FailureWatch, LossCheck, NonFiniteLossError,
 from tests.sweep.helpers import sweep_dict, write
 
 
+# The optimizer's own NaN check (lightopt.optim.NonFiniteError) would stop these fits first: off, so that
+# LossCheck's reasons are what these tests see.
+UNCHECKED_SGD = {"class_path": "lightopt.optim.SGD", "init_args": {"lr": 0.2, "momentum": 0.9, "check_finite_every": 0}}
+
+
 class FailingMLP(DigitsMLP):
     """DigitsMLP that fails in training step 3 as ``fail`` says: nan, raise, oom, memory (or never: none)."""
 
@@ -42,6 +47,7 @@ class FailingMLP(DigitsMLP):
 def _failing(tmp_path, fail, **study):
     data = sweep_dict(tmp_path, **study)
     data["model"] = {"class_path": "tests.sweep.test_failures.FailingMLP", "init_args": {"hidden": 16, "fail": fail}}
+    data["optimizer"]["init_args"]["check_finite_every"] = 0  # LossCheck's reasons, not the optimizer's
     return data
 
 
@@ -102,7 +108,7 @@ def test_loss_check_stops_the_fit_at_the_first_check_after_the_loss_turns_nan(tm
                                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                                 callbacks=[LossCheck(every)], default_root_dir=tmp_path)
     with pytest.raises(NonFiniteLossError, match=match):
-        trainer.fit(NaNFrom(hidden=8), datamodule=DigitsDataModule(batch_size=32))
+        trainer.fit(NaNFrom(hidden=8, optimizer=UNCHECKED_SGD), datamodule=DigitsDataModule(batch_size=32))
 
 
 @pytest.mark.parametrize("stop_after, trials, code", [(3, 3, 1), (0, 5, 0)])
