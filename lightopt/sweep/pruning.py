@@ -150,13 +150,13 @@ class PruningCallback(Callback):
 
     def _fitted_elsewhere(self) -> bool:
         """Whether this object is the caller's copy of a callback that ran in worker processes."""
-        return not self._set_up and self.trial is not None and isinstance(self.trial, optuna.Trial)
+        return not self._set_up and isinstance(self.trial, optuna.Trial)
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._set_up = True  # this process runs the hooks (a spawned worker sets its own copy)
         method = _compat.worker_start_method(trainer)
-        if stage != "fit" or self.trial is None or method is None:
+        if stage != "fit" or not isinstance(self.trial, optuna.Trial) or method is None:
             return
         if isinstance(self.trial.storage, optuna.storages.InMemoryStorage):
             strategy = _STRATEGIES.get(method, f"start_method={method!r}")
