@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightopt
 
@@ -38,10 +39,14 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     fit = commands.add_parser("fit", help="one training run from a config file", description=(
-        "Train once from a LightningCLI-style config (model, data, trainer, optimizer, lr_scheduler, "
-        "seed_everything). lightopt's optimizers, schedules and callbacks are available by class path. "
-        "A sweep file runs its base config (study and search are ignored)."))
-    fit.add_argument("file", metavar="FILE", help="YAML config, e.g. one written by `lightopt sweep best --export`")
+        "Train once from a LightningCLI config, read by LightningCLI's own parser: what `python main.py fit "
+        "--config FILE` takes (model, data, trainer, optimizer, lr_scheduler, seed_everything, ckpt_path), "
+        "including its --print_config output. lightopt's optimizers, schedules and callbacks are available by "
+        "class path. A sweep file runs its run config (study and search are ignored). Dotted overrides come "
+        "last: --trainer.max_epochs 3."))
+    fit.add_argument("file", metavar="FILE", nargs="?", help="YAML config, e.g. one written by `lightopt sweep best "
+                     "--export` (optional with --config)")
+    _add_run_config_arguments(fit)
     fit.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's; tiny models run "
                      "fastest on 1)")
 
@@ -52,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sweep_commands.add_parser("run", help="create or resume a study and run its trials", description=(
         "Create the study or resume it, and run trials until it has --n-trials in all (trials from earlier "
         "runs count). One line per trial, then the best trial and where the logs are."))
-    run.add_argument("file", metavar="FILE", help="the sweep file")
+    run.add_argument("file", metavar="FILE", help="the sweep file (study and search; it may hold run-config keys "
+                     "that override the --config files)")
+    _add_run_config_arguments(run)
     run.add_argument("--n-trials", type=int, metavar="N", help="the study's total number of trials (default: study.n_trials)")
     run.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds (default: study.timeout)")
     run.add_argument("--storage", metavar="URL", help="an Optuna database URL or a journal file path (default: "
@@ -67,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
                             ("best", "the best trial's config, runnable with `lightopt fit`")):
         sub = sweep_commands.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
         sub.add_argument("target", metavar="FILE_or_NAME", help="the sweep file, or the study's name")
+        _add_run_config_arguments(sub, overrides=False)
         sub.add_argument("--storage", metavar="URL", help="where the study is (default: $LIGHTOPT_STORAGE, else from "
                          "the file, else <log-dir>/<name>/study.journal)")
         sub.add_argument("--log-dir", default="runs", help="for a NAME: the sweep's log_dir (default: runs)")
@@ -81,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
         "Prints the recorded value, the new one and their absolute and relative difference. A pruned trial "
         "is run to its full length; a failed one cannot be reproduced. Logs: <log_dir>/<name>/reproduce_KKKK/."))
     reproduce.add_argument("target", metavar="FILE_or_NAME", help="the sweep file, or the study's name")
+    _add_run_config_arguments(reproduce, overrides=False)
     reproduce.add_argument("--trial", type=int, required=True, metavar="K", help="the trial's number (see `sweep show`)")
     reproduce.add_argument("--seeds", type=int, default=0, metavar="N", help="also train the same params with N other "
                            "seeds and show the spread: how much of the value came from the seed (default 0)")
@@ -88,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         "Write Optuna's matplotlib plots as PNG files: optimization history, parameter importances (with 2 "
         "complete trials and 2 params), parallel coordinates, slices and contours (with 2 params). Prints the paths."))
     plot.add_argument("target", metavar="FILE_or_NAME", help="the sweep file, or the study's name")
+    _add_run_config_arguments(plot, overrides=False)
     plot.add_argument("--out", metavar="DIR", help="where the PNG files go (default: <log_dir>/<name>/plots/)")
     for sub in (reproduce, plot):
         sub.add_argument("--storage", metavar="URL", help="where the study is (default: $LIGHTOPT_STORAGE, else from "
@@ -101,15 +111,47 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_run_config_arguments(parser: argparse.ArgumentParser, overrides: bool = True) -> None:
+    parser.add_argument("--config", action="append", default=[], metavar="BASE.yaml", help="a run config (model, "
+                        "data, trainer, ...), e.g. the project's own; repeat it: later files override earlier ones "
+                        "key by key, as in LightningCLI" + ("; the FILE's keys and dotted overrides come last"
+                                                             if overrides else " (give those the sweep ran with)"))
+    parser.add_argument("--model-class", metavar="CLASS", help="for a LightningCLI(Model, ...) project: the module's "
+                        "class; `model:` then holds its init args (also `lightning_cli: {model_class: ...}`)")
+    parser.add_argument("--datamodule-class", metavar="CLASS", help="for a LightningCLI(Model, DataModule) project: "
+                        "the datamodule's class; `data:` then holds its init args")
+    parser.add_argument("--cli-class", metavar="CLASS", help="the project's own LightningCLI subclass (linked or added "
+                        "arguments), e.g. myproject.cli.MyCLI (default: Lightning's LightningCLI)")
+
+
+def _load(args: argparse.Namespace, file: str | None, overrides: Sequence[str] = ()) -> Any:
+    """The checked sweep or run file of a command's FILE, --config files, class flags and dotted overrides."""
+    from lightopt.runconfig import parse_overrides
+    from lightopt.sweep import config
+
+    if file is None and not args.config:
+        raise _UsageError(f"lightopt {args.command}: give a config FILE or --config BASE.yaml")
+    return config.load(file, args.config, parse_overrides(overrides), _cli_classes(args))
+
+
+def _cli_classes(args: argparse.Namespace) -> dict[str, str]:
+    """The ``lightning_cli`` block the class flags give."""
+    flags = (("model_class", args.model_class), ("datamodule_class", args.datamodule_class), ("class_path", args.cli_class))
+    return {key: value for key, value in flags if value is not None}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for user errors)."""
-    from lightopt.sweep.config import SweepConfigError
+    from lightopt.runconfig import ConfigError as SweepConfigError
 
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # class paths such as examples.digits.DigitsMLP, as with `python -m`
     parser = _parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        args.overrides = extra
+        if extra and not (args.command == "fit" or getattr(args, "sweep_command", None) == "run"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command is None:
             parser.print_help()
             return 0
@@ -142,13 +184,13 @@ def _fit(args: argparse.Namespace) -> int:
     from lightopt.sweep import config, fit
     from lightopt.sweep.build import torch_threads
 
-    run_file = config.load(args.file)
+    run_file = _load(args, args.file, args.overrides)
     try:
         config.check_threads("--threads", args.threads)
     except ValueError as error:
         raise _UsageError(f"lightopt fit: {error}") from None
     with torch_threads(args.threads):
-        run = fit(run_file.run)
+        run = fit(run_file.run, spec=run_file.cli)
     log_dir = run.trainer.log_dir  # a collective under DDP: every rank asks
     if not run.trainer.is_global_zero:
         return 0  # a DDP rank that Lightning started (strategy: ddp): rank 0 reports
@@ -164,7 +206,7 @@ def _sweep_run(args: argparse.Namespace) -> int:
     from lightopt.sweep import config, run_sweep
     from lightopt.sweep.pruning import MetricNotLoggedError
 
-    sweep = config.load(args.file)
+    sweep = _load(args, args.file, args.overrides)
     if sweep.study is None:
         raise config.SweepConfigError("the file has no `study` block: add one (name, metric, n_trials, ...) to sweep.",
                                       sweep.path)
@@ -185,7 +227,7 @@ def _sweep_run(args: argparse.Namespace) -> int:
 def _sweep_show(args: argparse.Namespace) -> int:
     from lightopt.sweep.report import find_study, format_table, study_json
 
-    study, _, described = find_study(args.target, args.storage, args.log_dir)
+    study, _, described = find_study(args.target, args.storage, args.log_dir, args.config, _cli_classes(args))
     print(study_json(study) if args.json else f"study {study.study_name!r} in {described}\n{format_table(study)}")
     return 0
 
@@ -193,7 +235,7 @@ def _sweep_show(args: argparse.Namespace) -> int:
 def _sweep_best(args: argparse.Namespace) -> int:
     from lightopt.sweep.report import best_config, dump_config, find_study
 
-    study, sweep, _ = find_study(args.target, args.storage, args.log_dir)
+    study, sweep, _ = find_study(args.target, args.storage, args.log_dir, args.config, _cli_classes(args))
     config, trial = best_config(study, sweep)
     text = dump_config(config, study, trial)
     if args.export is None:
@@ -216,7 +258,7 @@ def _sweep_reproduce(args: argparse.Namespace) -> int:
         raise _UsageError(f"lightopt sweep reproduce: {error}") from None
     if args.seeds < 0:
         raise _UsageError(f"lightopt sweep reproduce: `--seeds` must be >= 0, but got seeds={args.seeds}.")
-    study, sweep, _ = find_study(args.target, args.storage, args.log_dir)
+    study, sweep, _ = find_study(args.target, args.storage, args.log_dir, args.config, _cli_classes(args))
     result = reproduce_trial(study, args.trial, sweep, log_dir=args.log_dir, threads=args.threads, seeds=args.seeds)
     print(result.summary(study.study_name))
     return 0
@@ -229,7 +271,7 @@ def _sweep_plot(args: argparse.Namespace) -> int:
     from lightopt.sweep.report import find_study, plot_study
     from lightopt.sweep.runner import study_dir
 
-    study, sweep, _ = find_study(args.target, args.storage, args.log_dir)
+    study, sweep, _ = find_study(args.target, args.storage, args.log_dir, args.config, _cli_classes(args))
     log_dir = sweep.study.log_dir if sweep is not None and sweep.study is not None else args.log_dir
     out = Path(args.out) if args.out is not None else study_dir(log_dir, study.study_name) / "plots"
     written, notes = plot_study(study, out)

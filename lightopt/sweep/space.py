@@ -65,8 +65,8 @@ from typing import Any
 
 import optuna
 
-from lightopt.sweep import _paths
-from lightopt.sweep._imports import suggest
+from lightopt.runconfig import check_key, get_key, set_key
+from lightopt.runconfig import did_you_mean as suggest
 from lightopt.sweep.coordinates import RAW, Coordinate, parse_coordinate
 
 __all__ = ["Param", "SearchSpace", "parse_search"]
@@ -103,7 +103,7 @@ class Param:
 
     def active(self, config: Mapping[str, Any]) -> bool:
         """Whether every condition in ``when`` holds in ``config``."""
-        return all(_paths.get(config, key, None) in allowed for key, allowed in self.when)
+        return all(get_key(config, key, None) in allowed for key, allowed in self.when)
 
     def suggest(self, trial: optuna.Trial) -> Any:
         """Ask ``trial`` for this parameter; returns the value Optuna records."""
@@ -184,7 +184,7 @@ def _set(config: dict[str, Any], param: Param, value: Any) -> list[tuple[Param, 
     """Set a raw parameter now; return a converted one for :func:`_convert`."""
     if not param.coordinate.raw:
         return [(param, value)]
-    _paths.set_value(config, param.key, value)
+    set_key(config, param.key, value)
     return []
 
 
@@ -192,7 +192,7 @@ def _convert(config: dict[str, Any], converted: list[tuple[Param, Any]]) -> dict
     """Set the converted parameters once the raw ones are in place, momenta first."""
     for param, value in sorted(converted, key=lambda item: item[0].coordinate.order):
         try:
-            _paths.set_value(config, param.key, param.coordinate.to_config(value, config))
+            set_key(config, param.key, param.coordinate.to_config(value, config))
         except ValueError as error:
             raise ValueError(f"`search.{param.key}` cannot be converted for {param.name}={value!r}: {error}") from None
     return config
@@ -222,7 +222,7 @@ def parse_search(search: Any, run: Mapping[str, Any], where: str = "search") -> 
     converted = {p.key for p in space.params if not p.coordinate.raw}
     for i, param in enumerate(space.params):
         earlier = space.params[:i]
-        _paths.check(run, param.key, f"{where}.{param.key}", _classes_at(space.params), _free(earlier))
+        check_key(run, param.key, f"{where}.{param.key}", _classes_at(space.params), _free(earlier))
         for key, _ in param.when:
             if key in converted:
                 raise ValueError(
@@ -234,7 +234,7 @@ def parse_search(search: Any, run: Mapping[str, Any], where: str = "search") -> 
                     f"`{where}.{param.key}.when` refers to `{key}`, which is searched at or after this entry; "
                     "move its entry above this one."
                 )
-            _paths.check(run, key, f"{where}.{param.key}.when.{key}", _classes_at(space.params), _free(earlier))
+            check_key(run, key, f"{where}.{param.key}.when.{key}", _classes_at(space.params), _free(earlier))
     return space
 
 
