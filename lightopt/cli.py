@@ -134,6 +134,26 @@ def _load(args: argparse.Namespace, file: str | None, overrides: Sequence[str] =
     return config.load(file, args.config, parse_overrides(overrides), _cli_classes(args))
 
 
+def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``(lightopt's own arguments, dotted overrides)``: ``--trainer.max_epochs 3`` and ``--a.b=3`` go to the second."""
+    regular: list[str] = []
+    overrides: list[str] = []
+    i = 0
+    while i < len(argv):
+        argument = argv[i]
+        if argument == "--":
+            regular += argv[i:]
+            break
+        if argument.startswith("--") and "." in argument[2:].partition("=")[0]:
+            takes_next = "=" not in argument and i + 1 < len(argv)
+            overrides += argv[i:i + 2] if takes_next else [argument]
+            i += 2 if takes_next else 1
+            continue
+        regular.append(argument)
+        i += 1
+    return regular, overrides
+
+
 def _cli_classes(args: argparse.Namespace) -> dict[str, str]:
     """The ``lightning_cli`` block the class flags give."""
     flags = (("model_class", args.model_class), ("datamodule_class", args.datamodule_class), ("class_path", args.cli_class))
@@ -148,10 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.path.insert(0, os.getcwd())  # class paths such as examples.digits.DigitsMLP, as with `python -m`
     parser = _parser()
     try:
-        args, extra = parser.parse_known_args(argv)
-        args.overrides = extra
-        if extra and not (args.command == "fit" or getattr(args, "sweep_command", None) == "run"):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        regular, overrides = _split_overrides(list(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_args(regular)
+        args.overrides = overrides
+        if overrides and not (args.command == "fit" or getattr(args, "sweep_command", None) == "run"):
+            parser.error(f"unrecognized arguments: {' '.join(overrides)}")
         if args.command is None:
             parser.print_help()
             return 0
@@ -213,15 +234,37 @@ def _sweep_run(args: argparse.Namespace) -> int:
     if args.study_name is not None and not config._NAME.match(args.study_name):
         raise _UsageError(f"lightopt sweep run: `--study-name` must be letters, digits, '_', '-' or '.', "
                           f"but got {args.study_name!r}")
+    existed = _stored_study(sweep, args, delete=False)
     try:
         result = run_sweep(sweep, n_trials=args.n_trials, timeout=args.timeout, storage=args.storage,
                            study_name=args.study_name, workers=args.workers, threads=args.threads)
     except MetricNotLoggedError as error:
-        raise config.SweepConfigError(str(error), sweep.path) from None
+        if not existed:  # the study this run created holds only the trial that found the mistake: nothing is kept
+            _stored_study(sweep, args, delete=True)
+        raise config.SweepConfigError(str(error), sweep.path, "study.metric") from None
     if result.stopped:  # every trial failed the same way: exit 1, not 2, since trials ran and were recorded
         print(f"error: {result.stopped}", file=sys.stderr)
         return 1
     return 0
+
+
+def _stored_study(sweep: Any, args: argparse.Namespace, delete: bool) -> bool:
+    """Whether the sweep's study is stored already; with ``delete``, delete it."""
+    import optuna
+
+    from lightopt.runconfig import ConfigError
+    from lightopt.sweep.runner import open_storage, study_dir
+
+    name = args.study_name or sweep.study.name
+    url = args.storage if args.storage is not None else sweep.study.storage
+    try:
+        storage, _ = open_storage(url, study_dir(sweep.study.log_dir, name), create=False, where="--storage",
+                                  file=sweep.path)
+        if delete:
+            optuna.delete_study(study_name=name, storage=storage)
+        return name in optuna.get_all_study_names(storage)
+    except (ConfigError, KeyError):
+        return False
 
 
 def _sweep_show(args: argparse.Namespace) -> int:

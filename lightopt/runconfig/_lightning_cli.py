@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -177,6 +178,10 @@ def _start(run: Mapping[str, Any], spec: CliSpec, job: dict[str, Any] | None, tr
         kwargs["datamodule_class"] = import_class(spec.datamodule_class, "lightning_cli.datamodule_class")
         kwargs["subclass_mode_data"] = spec.subclass_mode_data
     shown = io.StringIO()
+    seed_logs = [logging.getLogger(f"{package}.utilities.seed") for package in ("lightning.fabric", "lightning_fabric")]
+    levels = [log.level for log in seed_logs]
+    for log in seed_logs if job is None else ():  # checking a file says nothing about seeds
+        log.setLevel(logging.WARNING)
     try:
         with contextlib.redirect_stderr(shown), contextlib.redirect_stdout(shown), lightning_entry_points_read_once(), \
                 warnings.catch_warnings():
@@ -191,6 +196,9 @@ def _start(run: Mapping[str, Any], spec: CliSpec, job: dict[str, Any] | None, tr
     except SystemExit:
         message, _ = parser_error_message(shown.getvalue().rpartition("error:")[2] or shown.getvalue())
         raise ValueError(message) from None
+    finally:
+        for log, level in zip(seed_logs, levels):
+            log.setLevel(level)
 
 
 def check_with_lightning_cli(run: Mapping[str, Any], spec: CliSpec = CliSpec()) -> None:
