@@ -116,6 +116,9 @@ def _runner_class(base: type) -> type:
             self.model = self.config_init.get("model")
             if job["optimizer"] is not None:
                 _replace_configure_optimizers(self.model, job["optimizer"], job["lr_scheduler"])
+            bridged = [import_class(c["class_path"], "trainer.callbacks")(**(c.get("init_args") or {}))
+                       for c in job.get("bridged_callbacks", ())]
+            job = {**job, "callbacks": [*bridged, *job["callbacks"]]}
             self.trainer = self.instantiate_trainer(**_trainer_kwargs(self.config_init.get("trainer") or {}, job))
 
         def after_instantiate_classes(self) -> None:
@@ -165,11 +168,39 @@ def _for_parser(run: Mapping[str, Any]) -> dict[str, Any]:
     return config
 
 
+def _bridge_callbacks(run: Mapping[str, Any]) -> tuple[dict[str, Any], list[Mapping[str, Any]]]:
+    """For a ``pytorch_lightning`` project: ``run`` without its ``lightning.pytorch`` callbacks, and those callbacks.
+
+    ``pytorch_lightning``'s parser takes only its own package's callbacks, but its Trainer runs
+    lightopt's (which are ``lightning.pytorch`` ones) unchanged: lightopt builds them itself, from
+    their ``class_path`` and plain ``init_args``, and hands them to the Trainer.
+    """
+    trainer = run.get("trainer")
+    callbacks = trainer.get("callbacks") if isinstance(trainer, Mapping) else None
+    if not isinstance(callbacks, list):
+        return dict(run), []
+    from lightning.pytorch import Callback
+
+    def foreign(config: Any) -> bool:
+        if not (isinstance(config, Mapping) and isinstance(config.get("class_path"), str)):
+            return False
+        cls = import_class(config["class_path"], "trainer.callbacks")
+        return issubclass(cls, Callback)
+
+    bridged = [c for c in callbacks if foreign(c)]
+    kept = [c for c in callbacks if not foreign(c)]
+    return {**run, "trainer": {**trainer, "callbacks": kept or None}}, bridged
+
+
 def _start(run: Mapping[str, Any], spec: CliSpec, job: dict[str, Any] | None, trainer_defaults: Mapping[str, Any]) -> Any:
     """Construct the LightningCLI (``run=False``); jsonargparse's errors become ``ValueError`` naming the key."""
     from argparse import ArgumentError
 
     base = cli_class_for(run, spec)
+    if base.__module__.startswith("pytorch_lightning."):
+        run, bridged = _bridge_callbacks(run)
+        if job is not None:
+            job = {**job, "bridged_callbacks": bridged}
     kwargs: dict[str, Any] = {}
     if spec.model_class is not None:
         kwargs["model_class"] = import_class(spec.model_class, "lightning_cli.model_class")
