@@ -17,7 +17,7 @@ from lightopt.runconfig._classes import REFUSED_MODULES, did_you_mean, import_cl
 from lightopt.runconfig._check import RUN_KEYS, check_run_config
 from lightopt.runconfig._errors import ConfigError, first_key, line_of
 from lightopt.runconfig._files import COMMAND_LINE, Origins, apply_overrides, merge_configs, parse_overrides, read_configs
-from lightopt.runconfig._keys import MISSING, check_key, get_key, set_key
+from lightopt.runconfig._keys import MISSING, check_key, class_nodes, get_key, set_key
 from lightopt.runconfig._lightning_cli import FIT_KEYS, CliSpec, Run, build, check_with_lightning_cli, cli_class_for
 from lightopt.runconfig._optimizers import OPTIMIZER_KEYS, SCHEDULER_KEYS, optimizers_from_config, split_class_config
 from lightopt.runconfig._yaml import MAX_ALIAS_NODES, MAX_FILE_BYTES, dump_yaml, parse_yaml, read_yaml
@@ -34,6 +34,7 @@ __all__ = [
     "Origins",
     "apply_overrides",
     "check_run_config",
+    "class_nodes",
     "merge_configs",
     "parse_overrides",
     "read_configs",

@@ -8,10 +8,11 @@ so a config is accepted exactly when ``python main.py fit --config`` would accep
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from lightopt.runconfig._classes import did_you_mean, init_parameters, resolve_class
+from lightopt.runconfig._keys import class_nodes
 from lightopt.runconfig._lightning_cli import FIT_KEYS, CliSpec, check_with_lightning_cli
 
 __all__ = ["RUN_KEYS", "check_run_config"]
@@ -50,7 +51,7 @@ def check_run_config(run: Mapping[str, Any], spec: CliSpec = CliSpec(), extra_ke
             raise ValueError(f"`trainer.{key}` is not a Trainer argument.{did_you_mean(key, trainer_arguments)}")
     for where in ("model", "data", "optimizer", "lr_scheduler"):
         _check_component_keys(run.get(where), where)
-    for where, node in _class_nodes(run, ""):
+    for where, node in class_nodes(run, ""):
         _check_class_node(node, where)
     check_with_lightning_cli({k: v for k, v in run.items() if k not in extra_keys}, spec)
 
@@ -62,18 +63,6 @@ def _check_component_keys(config: Any, where: str) -> None:
         if key not in _CLASS_KEYS:
             raise ValueError(f"`{where}.{key}` is not a known key.{did_you_mean(key, _CLASS_KEYS)} Known keys: "
                              "class_path, init_args (LightningCLI takes no other key beside a class_path).")
-
-
-def _class_nodes(node: Any, prefix: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """``(dotted key, mapping)`` for every mapping with a string ``class_path``, outermost first."""
-    if isinstance(node, Mapping):
-        if isinstance(node.get("class_path"), str):
-            yield prefix, node
-        for key, value in node.items():
-            yield from _class_nodes(value, f"{prefix}.{key}" if prefix else str(key))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _class_nodes(value, f"{prefix}.{i}" if prefix else str(i))
 
 
 def _check_class_node(node: Mapping[str, Any], where: str) -> None:

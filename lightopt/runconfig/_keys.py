@@ -6,12 +6,12 @@ leave out: ``init_args`` under a ``class_path``, an argument the class takes, a 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from lightopt.runconfig._classes import did_you_mean, init_parameters, resolve_class
 
-__all__ = ["MISSING", "check_key", "get_key", "set_key", "split_key"]
+__all__ = ["MISSING", "check_key", "class_nodes", "get_key", "set_key", "split_key"]
 
 MISSING = object()
 
@@ -122,3 +122,15 @@ def _known_keys(config: dict[str, Any], prefix: str, node: dict[str, Any], class
                 return None
             known |= set(parameters)
     return known
+
+
+def class_nodes(node: Any, prefix: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """``(dotted key, mapping)`` for every mapping with a string ``class_path``, outermost first."""
+    if isinstance(node, Mapping):
+        if isinstance(node.get("class_path"), str):
+            yield prefix, node
+        for key, value in node.items():
+            yield from class_nodes(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from class_nodes(value, f"{prefix}.{i}" if prefix else str(i))

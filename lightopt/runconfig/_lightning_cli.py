@@ -114,8 +114,11 @@ def _runner_class(base: type) -> type:
             self.config_init = self.parser.instantiate_classes(self.config)
             self.datamodule = self.config_init.get("data")
             self.model = self.config_init.get("model")
-            if job["optimizer"] is not None:
-                _replace_configure_optimizers(self.model, job["optimizer"], job["lr_scheduler"])
+            if job["optimizer"] is not None:  # as the parser read them (types converted), less a stand-in τ
+                optimizer, lr_scheduler = (_as_dict(self.config.get(key)) for key in ("optimizer", "lr_scheduler"))
+                if job.get("tau_stand_in") and isinstance(lr_scheduler, dict):
+                    lr_scheduler["init_args"].pop("tau", None)
+                _replace_configure_optimizers(self.model, optimizer, lr_scheduler)
             bridged = [import_class(c["class_path"], "trainer.callbacks")(**(c.get("init_args") or {}))
                        for c in job.get("bridged_callbacks", ())]
             job = {**job, "callbacks": [*bridged, *job["callbacks"]]}
@@ -127,6 +130,10 @@ def _runner_class(base: type) -> type:
 
     _LightoptRun.__name__ = _LightoptRun.__qualname__ = base.__name__
     return _LightoptRun
+
+
+def _as_dict(value: Any) -> Any:
+    return value.as_dict() if hasattr(value, "as_dict") else value
 
 
 def _trainer_kwargs(trainer: Mapping[str, Any], job: Mapping[str, Any]) -> dict[str, Any]:
@@ -150,6 +157,10 @@ def _replace_configure_optimizers(model: Any, optimizer: Mapping[str, Any], lr_s
         return optimizers_from_config(self, optimizer, lr_scheduler)
 
     model.configure_optimizers = types.MethodType(configure_optimizers, model)
+
+
+def _tau_stand_in(run: Mapping[str, Any]) -> bool:
+    return _for_parser(run) != {k: v for k, v in run.items() if k not in FIT_KEYS}
 
 
 def _for_parser(run: Mapping[str, Any]) -> dict[str, Any]:
@@ -222,7 +233,7 @@ def _start(run: Mapping[str, Any], spec: CliSpec, job: dict[str, Any] | None, tr
                 run=False, args=_for_parser(run), save_config_callback=None, trainer_defaults=dict(trainer_defaults),
                 parser_kwargs={"exit_on_error": False}, lightopt_job=job, **kwargs)
     except ArgumentError as error:
-        message, _ = parser_error_message(str(error))
+        message, _ = parser_error_message(str(error), run)
         raise ValueError(message) from None
     except SystemExit:
         message, _ = parser_error_message(shown.getvalue().rpartition("error:")[2] or shown.getvalue())
@@ -258,7 +269,7 @@ def build(
     run = dict(config)
     if seed is not None:
         run["seed_everything"] = seed
-    job = {"optimizer": run.get("optimizer"), "lr_scheduler": run.get("lr_scheduler"), "callbacks": list(callbacks),
+    job = {"optimizer": run.get("optimizer"), "tau_stand_in": _tau_stand_in(run), "callbacks": list(callbacks),
            "logger": logger, "trainer_overrides": dict(trainer_overrides or {})}
     cli = _start(run, spec, job, trainer_defaults or {})
     fit_kwargs = {key: run[key] for key in FIT_KEYS if run.get(key) is not None}

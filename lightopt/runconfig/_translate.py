@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
+
+from lightopt.runconfig._keys import class_nodes, get_key
 
 __all__ = ["parser_error_message"]
 
@@ -16,7 +20,7 @@ _NOISE = (
 )
 
 
-def parser_error_message(text: str) -> tuple[str, str | None]:
+def parser_error_message(text: str, config: Mapping[str, Any] | None = None) -> tuple[str, str | None]:
     """``(message, key)`` from a jsonargparse error: the full dotted key it is about and its reasons, on one line.
 
     Example:
@@ -34,6 +38,10 @@ def parser_error_message(text: str) -> tuple[str, str | None]:
     elif key is None and inner:
         key = inner
     classes = _CLASS.findall(text)
+    if config is not None and keys and classes and inner and "." not in inner:
+        for where, node in class_nodes(get_key(config, keys[0], None), keys[0]):
+            if node["class_path"] == classes[-1] and inner in (node.get("init_args") or {}):
+                key = f"{where}.init_args.{inner}"
     reasons: list[str] = []
     for raw in text.splitlines():
         line = raw.strip().lstrip("- ").strip()

@@ -34,11 +34,13 @@ from lightopt.runconfig import (
     Origins,
     apply_overrides,
     check_run_config,
+    class_nodes,
     did_you_mean,
     first_key,
     merge_configs,
     read_configs,
     read_yaml,
+    resolve_class,
 )
 from lightopt.sweep.failures import STOP_AFTER_SAME_FAILURES, check_stop_after
 from lightopt.sweep.space import SearchSpace, parse_search
@@ -227,6 +229,13 @@ def _parse(data: Any, default_name: str, spec: CliSpec) -> SweepFile:
     check_run_config({**run, **{k: data[k] for k in ("study", "search") if k in data}}, spec, ("study", "search"))
     study = _parse_study(data["study"], default_name) if data.get("study") is not None else None
     search = parse_search(data.get("search"), run)
+    for param in search:  # a choice's class paths are imported when a trial draws it: check them now
+        if param.key.endswith("class_path") and param.values is None:
+            for choice in param.choices:
+                resolve_class(choice, f"search.{param.key}.choices")
+        for label, value in zip(param.choices, param.values or ()):
+            for where, node in class_nodes(value, f"search.{param.key}.choices.{label}"):
+                resolve_class(node["class_path"], f"{where}.class_path")
     if study is not None:
         _check_makers(study, search)
     if study is None and len(search):
