@@ -284,7 +284,12 @@ def _sweep_best(args: argparse.Namespace) -> int:
     if args.export is None:
         print(text, end="")
         return 0
-    Path(args.export).write_text(text, encoding="utf-8")
+    try:
+        Path(args.export).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.export).write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise _UsageError(f"lightopt sweep best: `--export` {args.export!r} cannot be written: "
+                          f"{error.strerror or error}") from None
     print(f"best trial {trial.number} written to {args.export}; run it with: lightopt fit {args.export}")
     print(f"its value is the best of {len(study.trials)} trials, each with its own seed; to see how much of it was "
           f"the seed: lightopt sweep reproduce {args.target} --trial {trial.number} --seeds 5")

@@ -40,6 +40,11 @@ def check_run_config(run: Mapping[str, Any], spec: CliSpec = CliSpec(), extra_ke
         if not isinstance(run["model"], Mapping) or "class_path" not in run["model"]:
             raise TypeError(f"`model` must be a mapping with `class_path` and `init_args`, but got {run['model']!r}; for "
                             "a LightningCLI(Model) project give the class as `lightning_cli: {model_class: ...}`.")
+    for key, fixed in (("model", spec.model_class), ("data", spec.datamodule_class)):
+        mode = spec.subclass_mode_model if key == "model" else spec.subclass_mode_data
+        if fixed is not None and not mode and isinstance(run.get(key), Mapping) and "class_path" in run[key]:
+            raise ValueError(f"`{key}` must be a mapping of init args for the fixed class {fixed} (LightningCLI(Model, "
+                             f"DataModule)), but it has a `class_path`: give only its init_args, or drop the fixed class.")
     trainer = run.get("trainer") or {}
     if not isinstance(trainer, Mapping):
         raise TypeError(f"`trainer` must be a mapping of Trainer arguments, but got {trainer!r}.")

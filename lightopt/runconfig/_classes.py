@@ -14,7 +14,10 @@ import importlib
 import inspect
 from typing import Any
 
-__all__ = ["REFUSED_MODULES", "check_trusted", "did_you_mean", "import_class", "init_parameters", "resolve_class"]
+__all__ = [
+    "REFUSED_MODULES", "check_trusted", "did_you_mean", "import_class", "init_parameters", "optimizer_class_paths",
+    "resolve_class",
+]
 
 REFUSED_MODULES = frozenset({
     "builtins", "code", "codeop", "ctypes", "glob", "importlib", "io", "multiprocessing", "os", "pathlib", "pdb",
@@ -81,6 +84,11 @@ def resolve_class(path: Any, where: str) -> type:
     if len(matches) > 1:
         raise ValueError(f"`{where}` {path!r} is ambiguous; use any of the following: {', '.join(matches)}.")
     raise ValueError(f"`{where}` {path!r} names no class that can be imported.{did_you_mean(path, known)}")
+
+
+def optimizer_class_paths() -> tuple[str, ...]:
+    """The full class paths of lightopt's and torch's optimizers and schedules."""
+    return tuple(path for paths in _short_names().values() for path in paths)
 
 
 @functools.cache

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import io
 import logging
+import types
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -151,7 +152,6 @@ def _trainer_kwargs(trainer: Mapping[str, Any], job: Mapping[str, Any]) -> dict[
 
 def _replace_configure_optimizers(model: Any, optimizer: Mapping[str, Any], lr_scheduler: Any) -> None:
     """Give ``model`` a ``configure_optimizers`` that builds ``optimizer`` and ``lr_scheduler`` (LightningCLI's rule)."""
-    import types
 
     def configure_optimizers(self: Any) -> Any:
         return optimizers_from_config(self, optimizer, lr_scheduler)
@@ -225,8 +225,11 @@ def _start(run: Mapping[str, Any], spec: CliSpec, job: dict[str, Any] | None, tr
     for log in seed_logs if job is None else ():  # checking a file says nothing about seeds
         log.setLevel(logging.WARNING)
     try:
-        with contextlib.redirect_stderr(shown), contextlib.redirect_stdout(shown), lightning_entry_points_read_once(), \
-                warnings.catch_warnings():
+        hide = contextlib.ExitStack()
+        if job is None:  # checking prints nothing; building lets the project's own code print
+            hide.enter_context(contextlib.redirect_stderr(shown))
+            hide.enter_context(contextlib.redirect_stdout(shown))
+        with hide, lightning_entry_points_read_once(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*args parameter is intended to run from within Python.*")
             warnings.filterwarnings("ignore", ".*skip_none parameter was deprecated.*")
             return _runner_class(base)(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import importlib
 import inspect
 import math
 from collections.abc import Mapping
@@ -24,7 +25,7 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from lightopt._validation import check_bool, check_choice, check_int
-from lightopt.runconfig._classes import resolve_class
+from lightopt.runconfig._classes import did_you_mean, optimizer_class_paths, resolve_class
 
 __all__ = ["OPTIMIZER_KEYS", "SCHEDULER_KEYS", "optimizers_from_config", "split_class_config"]
 
@@ -128,11 +129,26 @@ def split_class_config(config: Any, where: str, keys: tuple[str, ...], base: typ
     if not isinstance(init_args, Mapping):
         raise TypeError(f"`{where}.init_args` must be a dict, but got {init_args!r}.")
     init_args = copy.deepcopy({**init_args, **{k: v for k, v in config.items() if k not in keys}})
-    cls = resolve_class(config["class_path"], f"{where}.class_path")
+    cls = _resolve(config["class_path"], where)
     if not inspect.isclass(cls) or not issubclass(cls, base):
         kind = "torch.optim.Optimizer" if base is torch.optim.Optimizer else "torch.optim.lr_scheduler.LRScheduler"
         raise TypeError(f"`{where}.class_path` must name a {kind} class, but {config['class_path']!r} is {cls!r}.")
     return cls, init_args, {k: config[k] for k in keys[2:] if k in config}
+
+
+def _resolve(path: str, where: str) -> Any:
+    """The object ``path`` names (a non-class too, for the caller's type message), with a "did you mean"."""
+    try:
+        return resolve_class(path, f"{where}.class_path")
+    except ValueError as error:
+        message = str(error)
+        if "must name a class" in message:
+            module_name, _, name = path.rpartition(".")
+            return getattr(importlib.import_module(module_name), name)
+        hint = did_you_mean(path, optimizer_class_paths()) if "Did you mean" not in message else ""
+        if hint:
+            raise ValueError(f"`{where}.class_path` {path!r} names no class that can be imported.{hint}") from None
+        raise
 
 
 def _parameters(cls: type) -> Mapping[str, inspect.Parameter]:
