@@ -104,9 +104,22 @@ def _runner_class(base: type) -> type:
     """``base`` with ``instantiate_classes`` doing lightopt's build (or nothing, to check only)."""
 
     class _LightoptRun(base):  # type: ignore[misc, valid-type]
+        parsers: dict[Any, Any] = {}  # a sweep builds many configs with one parser: its set-up is most of the cost
+
         def __init__(self, *args: Any, lightopt_job: dict[str, Any] | None = None, **kwargs: Any) -> None:
             self.lightopt_job = lightopt_job
             super().__init__(*args, **kwargs)
+
+        def setup_parser(self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]) -> None:
+            key = (add_subcommands, repr(main_kwargs), repr(subparser_kwargs), self.model_class, self.datamodule_class,
+                   self.subclass_mode_model, self.subclass_mode_data, repr(sorted(self.trainer_defaults.items())))
+            if key in self.parsers:
+                self.parser = self.parsers[key]
+                return
+            super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+            if len(self.parsers) >= 8:
+                self.parsers.clear()
+            self.parsers[key] = self.parser
 
         def instantiate_classes(self) -> None:
             job = self.lightopt_job
