@@ -102,3 +102,25 @@ def test_sweep_from_the_project_config_then_export_for_the_project(printed, tmp_
     assert done.returncode == 0, done.stderr[-2000:]
     assert min(_valid_losses(sorted((tmp_path / "csv_logs/regression").iterdir())[-1])) == pytest.approx(
         shown["best"]["value"], rel=1e-5)
+
+
+def test_the_projects_own_lightning_cli_subclass_links_its_arguments(tmp_path, monkeypatch, capsys):
+    from lightopt.runconfig import CliSpec, build, read_yaml
+
+    monkeypatch.chdir(tmp_path)
+    config, _ = read_yaml(PROJECT / "config.yaml")
+    del config["model"]["init_args"]["net"]["init_args"]["in_features"]  # the link sets it from the data
+    config["data"]["init_args"]["in_features"] = 5
+    config["trainer"].update(logger=False)
+    run = build(config, spec=CliSpec(cli_class="tests.foreign.cli_project.cli.RegressionCLI"), seed=0)
+    assert run.model.net.layers[0].in_features == 5
+
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (tmp_path / "search.yaml").write_text(
+        "config: [base.yaml]\nlightning_cli: {class_path: tests.foreign.cli_project.cli.RegressionCLI}\n"
+        "study: {name: linked, metric: valid_loss, n_trials: 2, sampler: {name: random, seed: 0}, pruner: none}\n"
+        "trainer: {max_epochs: 1}\nsearch:\n  data.init_args.in_features: {choices: [3, 6]}\n")
+    assert main(["sweep", "run", "search.yaml"]) == 0  # a width the backbone did not follow would fail each trial
+    capsys.readouterr()
+    assert main(["sweep", "show", "linked", "--json"]) == 0
+    assert [t["state"] for t in json.loads(capsys.readouterr().out)["trials"]] == ["COMPLETE", "COMPLETE"]
