@@ -31,7 +31,6 @@ import optuna
 from lightopt.runconfig import (
     CliSpec,
     ConfigError,
-    Origins,
     apply_overrides,
     check_run_config,
     class_nodes,
@@ -48,7 +47,6 @@ from lightopt.sweep.space import SearchSpace, parse_search
 __all__ = ["SweepConfigError", "StudySpec", "SweepFile", "load", "parse", "SAMPLERS", "PRUNERS", "STUDY_NAME"]
 
 SweepConfigError = ConfigError  # a problem in a sweep or run file: "FILE:LINE: message" on one line
-suggest = did_you_mean
 _SWEEP_KEYS = ("study", "search", "config", "lightning_cli")
 _CLI_KEYS = ("class_path", "model_class", "datamodule_class", "subclass_mode_model", "subclass_mode_data")
 _STUDY_KEYS = (
@@ -212,7 +210,7 @@ def _parse_cli(block: Any) -> CliSpec:
         raise TypeError(f"`lightning_cli` must be a mapping (class_path, model_class, datamodule_class), but got {block!r}.")
     for key, value in block.items():
         if key not in _CLI_KEYS:
-            raise ValueError(f"`lightning_cli.{key}` is not a known key.{suggest(key, _CLI_KEYS)} Known keys: "
+            raise ValueError(f"`lightning_cli.{key}` is not a known key.{did_you_mean(key, _CLI_KEYS)} Known keys: "
                              f"{', '.join(_CLI_KEYS)}.")
         if key.startswith("subclass_mode") and not isinstance(value, bool):
             raise TypeError(f"`lightning_cli.{key}` must be true or false, but got {key}={value!r}.")
@@ -248,7 +246,7 @@ def _parse_study(study: Any, default_name: str) -> StudySpec:
         raise TypeError(f"`study` must be a mapping (name, metric, n_trials, ...), but got {study!r}.")
     for key in study:
         if key not in _STUDY_KEYS:
-            raise ValueError(f"`study.{key}` is not a known key.{suggest(key, _STUDY_KEYS)} Known keys: {', '.join(_STUDY_KEYS)}.")
+            raise ValueError(f"`study.{key}` is not a known key.{did_you_mean(key, _STUDY_KEYS)} Known keys: {', '.join(_STUDY_KEYS)}.")
     values = dict(study)
     name = values.setdefault("name", default_name)
     if not isinstance(name, str) or not _NAME.match(name):
@@ -303,7 +301,7 @@ def check_timeout(where: str, timeout: Any) -> None:
 def _check_one_of(where: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         listed = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"`{where}` must be one of {listed}, but got {value!r}.{suggest(value, choices)}")
+        raise ValueError(f"`{where}` must be one of {listed}, but got {value!r}.{did_you_mean(value, choices)}")
 
 
 def _named(where: str, value: Any, table: Mapping[str, type]) -> dict[str, Any]:
@@ -319,5 +317,5 @@ def _named(where: str, value: Any, table: Mapping[str, type]) -> dict[str, Any]:
     parameters = inspect.signature(table[name]).parameters
     for key in value:
         if key != "name" and key not in parameters:
-            raise ValueError(f"`{where}.{key}` is not an argument of {table[name].__name__}.{suggest(key, parameters)}")
+            raise ValueError(f"`{where}.{key}` is not an argument of {table[name].__name__}.{did_you_mean(key, parameters)}")
     return {**value, "name": name}

@@ -66,7 +66,7 @@ from typing import Any
 import optuna
 
 from lightopt.runconfig import check_key, get_key, set_key
-from lightopt.runconfig import did_you_mean as suggest
+from lightopt.runconfig import did_you_mean
 from lightopt.sweep.coordinates import RAW, Coordinate, parse_coordinate
 
 __all__ = ["Param", "SearchSpace", "parse_search"]
@@ -105,7 +105,7 @@ class Param:
         """Whether every condition in ``when`` holds in ``config``."""
         return all(get_key(config, key, None) in allowed for key, allowed in self.when)
 
-    def suggest(self, trial: optuna.Trial) -> Any:
+    def did_you_mean(self, trial: optuna.Trial) -> Any:
         """Ask ``trial`` for this parameter; returns the value Optuna records."""
         if self.kind == "categorical":
             return trial.suggest_categorical(self.name, list(self.choices))
@@ -152,7 +152,7 @@ class SearchSpace:
     def names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.params)
 
-    def suggest(self, trial: optuna.Trial, config: Mapping[str, Any]) -> dict[str, Any]:
+    def did_you_mean(self, trial: optuna.Trial, config: Mapping[str, Any]) -> dict[str, Any]:
         """A copy of ``config`` with each active parameter suggested by ``trial`` and set."""
         config = copy.deepcopy(dict(config))
         converted = []
@@ -167,7 +167,7 @@ class SearchSpace:
         if unknown:
             raise ValueError(
                 f"`params` must name searched keys, but got {unknown[0]!r}; the search has {list(self.names)}."
-                + suggest(unknown[0], self.names)
+                + did_you_mean(unknown[0], self.names)
             )
         config = copy.deepcopy(dict(config))
         converted = []
@@ -258,7 +258,7 @@ def _parse_param(name: str, spec: Any, where: str) -> Param:
         )
     for key in spec:
         if key not in _SPEC_KEYS:
-            raise ValueError(f"`{where}` has an unknown key {key!r}.{suggest(key, _SPEC_KEYS)} Keys: {', '.join(_SPEC_KEYS)}.")
+            raise ValueError(f"`{where}` has an unknown key {key!r}.{did_you_mean(key, _SPEC_KEYS)} Keys: {', '.join(_SPEC_KEYS)}.")
     when = _parse_when(spec.get("when"), f"{where}.when")
     if "choices" in spec:
         extra = [k for k in ("low", "high", "log", "step", "type") if k in spec]
@@ -283,7 +283,7 @@ def _parse_param(name: str, spec: Any, where: str) -> Param:
         integral = all(isinstance(v, numbers.Integral) for v in (low, high, step if step is not None else 0))
         kind = "int" if integral else "float"
     elif kind not in ("int", "float"):
-        raise ValueError(f"`{where}.type` must be 'int' or 'float', but got type={kind!r}.{suggest(kind, ('int', 'float'))}")
+        raise ValueError(f"`{where}.type` must be 'int' or 'float', but got type={kind!r}.{did_you_mean(kind, ('int', 'float'))}")
     if kind == "int":
         for field, value in (("low", low), ("high", high), ("step", step)):
             if value is not None and not (isinstance(value, numbers.Integral) or float(value).is_integer()):
