@@ -24,8 +24,9 @@ def parser_error_message(text: str, config: Mapping[str, Any] | None = None) -> 
     """``(message, key)`` from a jsonargparse error: the full dotted key it is about and its reasons, on one line.
 
     Example:
-        >>> parser_error_message('Parser key "trainer.max_epochs":\\n  Expected a <class \\'int\\'>. Got value: "x"')
-        ("`trainer.max_epochs`: Expected a <class 'int'>. Got value: \\"x\\"", 'trainer.max_epochs')
+        >>> message, key = parser_error_message('Parser key "trainer.max_epochs":\n  Expected a <class \'int\'>. Got value: x')
+        >>> print(message)
+        `trainer.max_epochs`: Expected a <class 'int'>. Got value: x
     """
     keys = _KEY.findall(text)
     key = keys[0] if keys else None

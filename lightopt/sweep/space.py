@@ -105,7 +105,7 @@ class Param:
         """Whether every condition in ``when`` holds in ``config``."""
         return all(get_key(config, key, None) in allowed for key, allowed in self.when)
 
-    def did_you_mean(self, trial: optuna.Trial) -> Any:
+    def suggest(self, trial: optuna.Trial) -> Any:
         """Ask ``trial`` for this parameter; returns the value Optuna records."""
         if self.kind == "categorical":
             return trial.suggest_categorical(self.name, list(self.choices))
@@ -152,7 +152,7 @@ class SearchSpace:
     def names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.params)
 
-    def did_you_mean(self, trial: optuna.Trial, config: Mapping[str, Any]) -> dict[str, Any]:
+    def suggest(self, trial: optuna.Trial, config: Mapping[str, Any]) -> dict[str, Any]:
         """A copy of ``config`` with each active parameter suggested by ``trial`` and set."""
         config = copy.deepcopy(dict(config))
         converted = []
