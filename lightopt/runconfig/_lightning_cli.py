@@ -289,4 +289,6 @@ def build(
            "logger": logger, "trainer_overrides": dict(trainer_overrides or {})}
     cli = _start(run, spec, job, trainer_defaults or {})
     fit_kwargs = {key: run[key] for key in FIT_KEYS if run.get(key) is not None}
-    return Run(cli.model, cli.datamodule, cli.trainer, fit_kwargs)
+    built = Run(cli.model, cli.datamodule, cli.trainer, fit_kwargs)
+    cli.__dict__.clear()  # the reused parser's instantiators refer to this object: keep no trial's objects alive
+    return built

@@ -21,12 +21,12 @@ _NOISE = (
 
 
 def parser_error_message(text: str, config: Mapping[str, Any] | None = None) -> tuple[str, str | None]:
-    """``(message, key)`` from a jsonargparse error: the full dotted key it is about and its reasons, on one line.
+    r"""``(message, key)`` from a jsonargparse error: the full dotted key it is about and its reasons, on one line.
 
     Example:
-        >>> message, key = parser_error_message('Parser key "trainer.max_epochs":\n  Expected a <class \'int\'>. Got value: x')
+        >>> message, key = parser_error_message('Parser key "trainer.max_epochs":\n  Expected an int. Got value: x')
         >>> print(message)
-        `trainer.max_epochs`: Expected a <class 'int'>. Got value: x
+        `trainer.max_epochs`: Expected an int. Got value: x
     """
     keys = _KEY.findall(text)
     key = keys[0] if keys else None
