@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import traceback
 import warnings
 from collections.abc import Mapping, Sequence
@@ -134,6 +135,8 @@ class Objective:
         config = self.sweep.search.suggest(trial, self.sweep.run)
         config["seed_everything"] = seed
         trial.set_user_attr("config", copy.deepcopy(config))
+        if self.sweep.cli != CliSpec():  # the classes a fixed-class config needs, for `sweep reproduce NAME`
+            trial.set_user_attr("lightning_cli", dataclasses.asdict(self.sweep.cli))
         name = f"trial_{trial.number:04d}"
         trial.set_user_attr("log_dir", str(self.study_dir / name))
         mode = "min" if spec.direction == "minimize" else "max"

@@ -256,7 +256,7 @@ def reproduce_trial(
         pruning = PruningCallback(None, metric, report_at, "min" if minimize else "max")  # reports nothing, never prunes
         with torch_threads(threads):
             fit_trial({**config, "seed_everything": seed}, seed, pruning, directory, name,
-                      cli=sweep.cli if sweep is not None else CliSpec())
+                      cli=sweep.cli if sweep is not None else CliSpec(**trial.user_attrs.get("lightning_cli", {})))
         if pruning.failure is not None:
             raise SweepConfigError(f"trial {number} failed when run again with seed {seed}: {pruning.failure}.")
         if pruning.best is None:
