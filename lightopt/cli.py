@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightopt
 
@@ -38,10 +39,14 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     fit = commands.add_parser("fit", help="one training run from a config file", description=(
-        "Train once from a LightningCLI-style config (model, data, trainer, optimizer, lr_scheduler, "
-        "seed_everything). lightopt's optimizers, schedules and callbacks are available by class path. "
-        "A sweep file runs its base config (study and search are ignored)."))
-    fit.add_argument("file", metavar="FILE", help="YAML config, e.g. one written by `lightopt sweep best --export`")
+        "Train once from a LightningCLI config, read by LightningCLI's own parser: what `python main.py fit "
+        "--config FILE` takes (model, data, trainer, optimizer, lr_scheduler, seed_everything, ckpt_path), "
+        "including its --print_config output. lightopt's optimizers, schedules and callbacks are available by "
+        "class path. A sweep file runs its run config (study and search are ignored). Dotted overrides come "
+        "last: --trainer.max_epochs 3."))
+    fit.add_argument("file", metavar="FILE", nargs="?", help="YAML config, e.g. one written by `lightopt sweep best "
+                     "--export` (optional with --config)")
+    _add_run_config_arguments(fit)
     fit.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's; tiny models run "
                      "fastest on 1)")
 
@@ -52,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sweep_commands.add_parser("run", help="create or resume a study and run its trials", description=(
         "Create the study or resume it, and run trials until it has --n-trials in all (trials from earlier "
         "runs count). One line per trial, then the best trial and where the logs are."))
-    run.add_argument("file", metavar="FILE", help="the sweep file")
+    run.add_argument("file", metavar="FILE", help="the sweep file (study and search; it may hold run-config keys "
+                     "that override the --config files)")
+    _add_run_config_arguments(run)
     run.add_argument("--n-trials", type=int, metavar="N", help="the study's total number of trials (default: study.n_trials)")
     run.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds (default: study.timeout)")
     run.add_argument("--storage", metavar="URL", help="an Optuna database URL or a journal file path (default: "
@@ -67,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
                             ("best", "the best trial's config, runnable with `lightopt fit`")):
         sub = sweep_commands.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
         sub.add_argument("target", metavar="FILE_or_NAME", help="the sweep file, or the study's name")
+        _add_run_config_arguments(sub, overrides=False)
         sub.add_argument("--storage", metavar="URL", help="where the study is (default: $LIGHTOPT_STORAGE, else from "
                          "the file, else <log-dir>/<name>/study.journal)")
         sub.add_argument("--log-dir", default="runs", help="for a NAME: the sweep's log_dir (default: runs)")
@@ -81,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
         "Prints the recorded value, the new one and their absolute and relative difference. A pruned trial "
         "is run to its full length; a failed one cannot be reproduced. Logs: <log_dir>/<name>/reproduce_KKKK/."))
     reproduce.add_argument("target", metavar="FILE_or_NAME", help="the sweep file, or the study's name")
+    _add_run_config_arguments(reproduce, overrides=False)
     reproduce.add_argument("--trial", type=int, required=True, metavar="K", help="the trial's number (see `sweep show`)")
     reproduce.add_argument("--seeds", type=int, default=0, metavar="N", help="also train the same params with N other "
                            "seeds and show the spread: how much of the value came from the seed (default 0)")
@@ -88,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         "Write Optuna's matplotlib plots as PNG files: optimization history, parameter importances (with 2 "
         "complete trials and 2 params), parallel coordinates, slices and contours (with 2 params). Prints the paths."))
     plot.add_argument("target", metavar="FILE_or_NAME", help="the sweep file, or the study's name")
+    _add_run_config_arguments(plot, overrides=False)
     plot.add_argument("--out", metavar="DIR", help="where the PNG files go (default: <log_dir>/<name>/plots/)")
     for sub in (reproduce, plot):
         sub.add_argument("--storage", metavar="URL", help="where the study is (default: $LIGHTOPT_STORAGE, else from "
@@ -101,15 +111,68 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_run_config_arguments(parser: argparse.ArgumentParser, overrides: bool = True) -> None:
+    parser.add_argument("--config", action="append", default=[], metavar="BASE.yaml", help="a run config (model, "
+                        "data, trainer, ...), e.g. the project's own; repeat it: later files override earlier ones "
+                        "key by key, as in LightningCLI" + ("; the FILE's keys and dotted overrides come last"
+                                                             if overrides else " (give those the sweep ran with)"))
+    parser.add_argument("--model-class", metavar="CLASS", help="for a LightningCLI(Model, ...) project: the module's "
+                        "class; `model:` then holds its init args (also `lightning_cli: {model_class: ...}`)")
+    parser.add_argument("--datamodule-class", metavar="CLASS", help="for a LightningCLI(Model, DataModule) project: "
+                        "the datamodule's class; `data:` then holds its init args")
+    parser.add_argument("--cli-class", metavar="CLASS", help="the project's own LightningCLI subclass (linked or added "
+                        "arguments), e.g. myproject.cli.MyCLI (default: Lightning's LightningCLI)")
+
+
+def _load(args: argparse.Namespace, file: str | None, overrides: Sequence[str] = ()) -> Any:
+    """The checked sweep or run file of a command's FILE, --config files, class flags and dotted overrides."""
+    from lightopt.runconfig import parse_overrides
+    from lightopt.sweep import config
+
+    if file is None and not args.config:
+        raise _UsageError(f"lightopt {args.command}: give a config FILE or --config BASE.yaml")
+    return config.load(file, args.config, parse_overrides(overrides), _cli_classes(args))
+
+
+def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``(lightopt's own arguments, dotted overrides)``: ``--trainer.max_epochs 3`` and ``--a.b=3`` go to the second."""
+    regular: list[str] = []
+    overrides: list[str] = []
+    i = 0
+    while i < len(argv):
+        argument = argv[i]
+        if argument == "--":
+            regular += argv[i:]
+            break
+        if argument.startswith("--") and "." in argument[2:].partition("=")[0]:
+            takes_next = "=" not in argument and i + 1 < len(argv)
+            overrides += argv[i:i + 2] if takes_next else [argument]
+            i += 2 if takes_next else 1
+            continue
+        regular.append(argument)
+        i += 1
+    return regular, overrides
+
+
+def _cli_classes(args: argparse.Namespace) -> dict[str, str]:
+    """The ``lightning_cli`` block the class flags give."""
+    flags = (("model_class", args.model_class), ("datamodule_class", args.datamodule_class), ("class_path", args.cli_class))
+    return {key: value for key, value in flags if value is not None}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for user errors)."""
-    from lightopt.sweep.config import SweepConfigError
+    from lightopt.runconfig import ConfigError as SweepConfigError
 
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # class paths such as examples.digits.DigitsMLP, as with `python -m`
     parser = _parser()
     try:
-        args = parser.parse_args(argv)
+        regular, overrides = _split_overrides(list(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_args(regular)
+        args.overrides = overrides
+        if overrides and not (args.command == "fit" or getattr(args, "sweep_command", None) == "run"):
+            parser.error(f"unrecognized arguments: {' '.join(overrides)}")
         if args.command is None:
             parser.print_help()
             return 0
@@ -142,13 +205,13 @@ def _fit(args: argparse.Namespace) -> int:
     from lightopt.sweep import config, fit
     from lightopt.sweep.build import torch_threads
 
-    run_file = config.load(args.file)
+    run_file = _load(args, args.file, args.overrides)
     try:
         config.check_threads("--threads", args.threads)
     except ValueError as error:
         raise _UsageError(f"lightopt fit: {error}") from None
     with torch_threads(args.threads):
-        run = fit(run_file.run)
+        run = fit(run_file.run, spec=run_file.cli)
     log_dir = run.trainer.log_dir  # a collective under DDP: every rank asks
     if not run.trainer.is_global_zero:
         return 0  # a DDP rank that Lightning started (strategy: ddp): rank 0 reports
@@ -164,28 +227,50 @@ def _sweep_run(args: argparse.Namespace) -> int:
     from lightopt.sweep import config, run_sweep
     from lightopt.sweep.pruning import MetricNotLoggedError
 
-    sweep = config.load(args.file)
+    sweep = _load(args, args.file, args.overrides)
     if sweep.study is None:
         raise config.SweepConfigError("the file has no `study` block: add one (name, metric, n_trials, ...) to sweep.",
                                       sweep.path)
     if args.study_name is not None and not config._NAME.match(args.study_name):
         raise _UsageError(f"lightopt sweep run: `--study-name` must be letters, digits, '_', '-' or '.', "
                           f"but got {args.study_name!r}")
+    existed = _stored_study(sweep, args, delete=False)
     try:
         result = run_sweep(sweep, n_trials=args.n_trials, timeout=args.timeout, storage=args.storage,
                            study_name=args.study_name, workers=args.workers, threads=args.threads)
     except MetricNotLoggedError as error:
-        raise config.SweepConfigError(str(error), sweep.path) from None
+        if not existed:  # the study this run created holds only the trial that found the mistake: nothing is kept
+            _stored_study(sweep, args, delete=True)
+        raise config.SweepConfigError(str(error), sweep.path, "study.metric") from None
     if result.stopped:  # every trial failed the same way: exit 1, not 2, since trials ran and were recorded
         print(f"error: {result.stopped}", file=sys.stderr)
         return 1
     return 0
 
 
+def _stored_study(sweep: Any, args: argparse.Namespace, delete: bool) -> bool:
+    """Whether the sweep's study is stored already; with ``delete``, delete it."""
+    import optuna
+
+    from lightopt.runconfig import ConfigError
+    from lightopt.sweep.runner import open_storage, study_dir
+
+    name = args.study_name or sweep.study.name
+    url = args.storage if args.storage is not None else sweep.study.storage
+    try:
+        storage, _ = open_storage(url, study_dir(sweep.study.log_dir, name), create=False, where="--storage",
+                                  file=sweep.path)
+        if delete:
+            optuna.delete_study(study_name=name, storage=storage)
+        return name in optuna.get_all_study_names(storage)
+    except (ConfigError, KeyError):
+        return False
+
+
 def _sweep_show(args: argparse.Namespace) -> int:
     from lightopt.sweep.report import find_study, format_table, study_json
 
-    study, _, described = find_study(args.target, args.storage, args.log_dir)
+    study, _, described = find_study(args.target, args.storage, args.log_dir, args.config, _cli_classes(args))
     print(study_json(study) if args.json else f"study {study.study_name!r} in {described}\n{format_table(study)}")
     return 0
 
@@ -193,13 +278,18 @@ def _sweep_show(args: argparse.Namespace) -> int:
 def _sweep_best(args: argparse.Namespace) -> int:
     from lightopt.sweep.report import best_config, dump_config, find_study
 
-    study, sweep, _ = find_study(args.target, args.storage, args.log_dir)
+    study, sweep, _ = find_study(args.target, args.storage, args.log_dir, args.config, _cli_classes(args))
     config, trial = best_config(study, sweep)
     text = dump_config(config, study, trial)
     if args.export is None:
         print(text, end="")
         return 0
-    Path(args.export).write_text(text, encoding="utf-8")
+    try:
+        Path(args.export).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.export).write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise _UsageError(f"lightopt sweep best: `--export` {args.export!r} cannot be written: "
+                          f"{error.strerror or error}") from None
     print(f"best trial {trial.number} written to {args.export}; run it with: lightopt fit {args.export}")
     print(f"its value is the best of {len(study.trials)} trials, each with its own seed; to see how much of it was "
           f"the seed: lightopt sweep reproduce {args.target} --trial {trial.number} --seeds 5")
@@ -216,7 +306,7 @@ def _sweep_reproduce(args: argparse.Namespace) -> int:
         raise _UsageError(f"lightopt sweep reproduce: {error}") from None
     if args.seeds < 0:
         raise _UsageError(f"lightopt sweep reproduce: `--seeds` must be >= 0, but got seeds={args.seeds}.")
-    study, sweep, _ = find_study(args.target, args.storage, args.log_dir)
+    study, sweep, _ = find_study(args.target, args.storage, args.log_dir, args.config, _cli_classes(args))
     result = reproduce_trial(study, args.trial, sweep, log_dir=args.log_dir, threads=args.threads, seeds=args.seeds)
     print(result.summary(study.study_name))
     return 0
@@ -229,7 +319,7 @@ def _sweep_plot(args: argparse.Namespace) -> int:
     from lightopt.sweep.report import find_study, plot_study
     from lightopt.sweep.runner import study_dir
 
-    study, sweep, _ = find_study(args.target, args.storage, args.log_dir)
+    study, sweep, _ = find_study(args.target, args.storage, args.log_dir, args.config, _cli_classes(args))
     log_dir = sweep.study.log_dir if sweep is not None and sweep.study is not None else args.log_dir
     out = Path(args.out) if args.out is not None else study_dir(log_dir, study.study_name) / "plots"
     written, notes = plot_study(study, out)

@@ -95,13 +95,13 @@ def trial_hparams(
     >>> trial_hparams({"optimizer.init_args.lr": 0.1}, {"optimizer": {"class_path": "lightopt.optim.SGD"}})
     {'optimizer.init_args.lr': 0.1, 'optimizer.class_path': 'lightopt.optim.SGD'}
     """
-    from lightopt.sweep import _paths  # lightopt.sweep imports this module
+    from lightopt.runconfig import get_key
 
     as_text = {param.name for param in space if param.kind == "categorical" and _choices(param)[1]}
     values = {name: str(hparam_value(value)) if name in as_text else hparam_value(value)
               for name, value in params.items()}
     for key in [*_converted_keys(space), *FIXED]:
-        value = _paths.get(config or {}, key, None)
+        value = get_key(config or {}, key, None)
         if key not in values and value is not None and not isinstance(value, (dict, list)):
             values[key] = hparam_value(value)
     return values

@@ -170,3 +170,36 @@ def test_python_m_lightopt_exit_codes(tmp_path):
     assert ok.returncode == 0 and "--n-trials N" in ok.stdout
     bad = _python_m("sweep", "run", "nope.yaml", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr == "error: nope.yaml: no such file\n" and bad.stdout == ""
+
+
+RUN_CONFIG_BAD = [
+    (["fit"], "lightopt fit: give a config FILE or --config BASE.yaml"),
+    (["fit", "--config", "missing.yaml"], "missing.yaml: no such file"),
+    (["fit", "run.yaml", "--trainer.max_epochs"], "`--trainer.max_epochs` needs a value"),
+    (["fit", "run.yaml", "--trainer.max_epoch", "1"], "`trainer.max_epoch` is not a Trainer argument. Did you mean"),
+    (["fit", "run.yaml", "--trainer.max_epochs", "many"], "command line: `trainer.max_epochs`: Expected a <class 'int'>"),
+    (["sweep", "show", "s", "--trainer.max_epochs", "1"], "unrecognized arguments: --trainer.max_epochs 1"),
+    (["fit", "run.yaml", "--model-class", "examples.digits.DigitsMLP"], "`model` must be a mapping of init args"),
+]
+
+
+@pytest.mark.parametrize("argv, match", RUN_CONFIG_BAD)
+def test_run_config_command_line_errors_are_one_line(tmp_path, monkeypatch, capsys, argv, match):
+    monkeypatch.chdir(tmp_path)
+    data = {k: v for k, v in sweep_dict(Path("runs")).items() if k not in ("study", "search")}
+    write(tmp_path / "run.yaml", data)
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert match in captured.err and captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "lightning_logs").exists()
+
+
+def test_export_makes_its_folder_or_says_why_not(sweep_file, tmp_path, capsys):
+    assert main(["sweep", "run", str(sweep_file)]) == 0
+    assert main(["sweep", "best", str(sweep_file), "--export", "new/folder/best.yaml"]) == 0
+    assert (tmp_path / "new/folder/best.yaml").is_file()
+    (tmp_path / "a_file").write_text("")
+    capsys.readouterr()
+    assert main(["sweep", "best", str(sweep_file), "--export", "a_file/best.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lightopt sweep best: `--export` 'a_file/best.yaml' cannot be written") and err.count("\n") == 1

@@ -1,8 +1,9 @@
-"""Optuna sweeps from files: a LightningCLI-style config plus ``study`` and ``search`` blocks.
+"""Optuna sweeps from files: a LightningCLI run config (:mod:`lightopt.runconfig`) plus ``study`` and ``search`` blocks.
 
-* :func:`load` reads and checks a file into a :class:`SweepFile` (errors: :class:`SweepConfigError`);
+* :func:`load` reads and checks a file, with its ``--config`` bases, into a :class:`SweepFile` (errors:
+  :class:`SweepConfigError`, the same class as :class:`lightopt.runconfig.ConfigError`);
 * :class:`SearchSpace` turns ``search`` into ``trial.suggest_*`` calls and back (:func:`trial_config`);
-* :func:`build` / :func:`fit` run a config, as ``lightopt fit`` does;
+* :func:`build` / :func:`fit` run a config through LightningCLI, as ``lightopt fit`` does;
 * :class:`PruningCallback` reports to Optuna from any LightningModule;
 * :func:`run_sweep` creates or resumes the study and runs its trials, as ``lightopt sweep run`` does.
 """

@@ -1,44 +1,58 @@
-"""Sweep and run files: a LightningCLI-style config, plus ``study`` and ``search`` blocks for a sweep.
+"""Sweep and run files: a LightningCLI run config, plus ``study`` and ``search`` blocks for a sweep.
+
+The run config may live in the sweep file, in its own files (``--config BASE.yaml``, or the sweep
+file's ``config: [BASE.yaml]``, relative to the sweep file) or both: bases first, in order, then the
+sweep file's run keys, then dotted command-line overrides, as LightningCLI merges them. The sweep
+file's ``lightning_cli`` block names the project's classes for a ``LightningCLI(Model, DataModule)``
+project or its own ``LightningCLI`` subclass (:class:`~lightopt.runconfig.CliSpec`).
 
 Everything a run or a sweep needs is checked here, before any study, storage or log directory
 is touched: unknown keys (with the closest known one), class paths (imported), arguments the
-classes do not take, the search space, the sampler's and pruner's arguments. Errors are
-:class:`SweepConfigError`, whose one-line message names the file, the line and the dotted key.
+classes do not take, the whole run config by LightningCLI's parser, the search space, the
+sampler's and pruner's arguments. Errors are :class:`SweepConfigError`, whose one-line message
+names the file, the line and the dotted key.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import importlib.util
 import inspect
 import math
 import numbers
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lightning
 import optuna
-import torch
-import yaml
 
-from lightopt.sweep import _paths
-from lightopt.sweep._imports import import_class, init_parameters, suggest
+from lightopt.runconfig import (
+    CliSpec,
+    ConfigError,
+    apply_overrides,
+    check_run_config,
+    class_nodes,
+    did_you_mean,
+    first_key,
+    merge_configs,
+    read_configs,
+    read_yaml,
+    resolve_class,
+)
 from lightopt.sweep.failures import STOP_AFTER_SAME_FAILURES, check_stop_after
 from lightopt.sweep.space import SearchSpace, parse_search
 
-__all__ = ["SweepConfigError", "StudySpec", "SweepFile", "load", "parse", "SAMPLERS", "PRUNERS"]
+__all__ = ["SweepConfigError", "StudySpec", "SweepFile", "load", "parse", "SAMPLERS", "PRUNERS", "STUDY_NAME"]
 
-RUN_KEYS = ("model", "data", "trainer", "optimizer", "lr_scheduler", "seed_everything")
-_TOP_KEYS = ("study", "search", *RUN_KEYS)
+SweepConfigError = ConfigError  # a problem in a sweep or run file: "FILE:LINE: message" on one line
+_SWEEP_KEYS = ("study", "search", "config", "lightning_cli")
+_CLI_KEYS = ("class_path", "model_class", "datamodule_class", "subclass_mode_model", "subclass_mode_data")
 _STUDY_KEYS = (
     "name", "direction", "metric", "n_trials", "timeout", "seed", "sampler", "pruner", "report_at", "storage", "log_dir",
     "threads", "stop_after_same_failures",
 )
-_CLASS_KEYS = ("class_path", "init_args")
 SAMPLERS = {
     "tpe": optuna.samplers.TPESampler,
     "random": optuna.samplers.RandomSampler,
@@ -56,19 +70,8 @@ PRUNERS = {
     "none": optuna.pruners.NopPruner,
 }
 _SAMPLER_NEEDS = {"cmaes": "cmaes", "gp": "scipy"}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class SweepConfigError(ValueError):
-    """A problem in a sweep or run file: ``str(error)`` is ``"FILE:LINE: message"`` on one line."""
-
-    def __init__(self, message: str, file: str | None = None, key: str | None = None, line: int | None = None):
-        super().__init__(message)
-        self.message, self.file, self.key, self.line = message, file, key, line
-
-    def __str__(self) -> str:
-        place = ":".join(str(p) for p in (self.file, self.line) if p is not None)
-        return f"{place}: {self.message}" if place else self.message
+STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a study name that is also a folder name
+_NAME = STUDY_NAME
 
 
 @dataclass(frozen=True)
@@ -115,60 +118,122 @@ class StudySpec:
 
 @dataclass(frozen=True)
 class SweepFile:
-    """A checked file: ``run`` is the LightningCLI-style config (no ``study``/``search``).
+    """A checked file: ``run`` is the merged run config (no ``study``/``search``).
 
     ``study`` is None and ``search`` empty for a plain run file. ``run`` is a plain dict; treat it
-    as read-only (the search space and the builders copy it).
+    as read-only (the search space and the builders copy it). ``cli`` says which LightningCLI reads
+    it; ``configs`` are the base files it was merged from, in order.
     """
 
     run: dict[str, Any]
     study: StudySpec | None = None
     search: SearchSpace = SearchSpace()
     path: str | None = None
+    cli: CliSpec = CliSpec()
+    configs: tuple[str, ...] = ()
 
 
-def load(path: str | Path) -> SweepFile:
-    """Read and check a sweep or run file. Raises :class:`SweepConfigError`."""
-    path = Path(path)
-    where = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SweepConfigError("no such file", where) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SweepConfigError(f"cannot read the file: {error}", where) from None
-    try:
-        data = yaml.safe_load(text)
-        lines = _key_lines(yaml.compose(text))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise SweepConfigError(f"malformed YAML: {problem}", where, line=mark.line + 1 if mark else None) from None
-    return parse(data, where, lines, default_name=path.stem)
+def load(
+    path: str | Path | None,
+    configs: Sequence[str | Path] = (),
+    overrides: Sequence[tuple[str, Any]] = (),
+    cli: Mapping[str, Any] | None = None,
+) -> SweepFile:
+    """Read and check a sweep or run file. Raises :class:`SweepConfigError`.
+
+    ``configs`` are base run configs (``--config``) merged before the file's own run keys (after
+    the file's ``config:`` list); ``overrides`` are ``(dotted key, value)`` pairs set last; ``cli``
+    updates the file's ``lightning_cli`` block (e.g. ``{"model_class": ...}`` from the command line).
+    ``path`` may be None when ``configs`` hold the whole run config.
+    """
+    data, lines, where = ({}, {}, None) if path is None else (*read_yaml(path), str(path))
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise SweepConfigError(f"the file must be a mapping with `model` (and `data`, `trainer`, ...), but got {data!r}.",
+                               where, line=1)
+    listed = data.get("config")
+    listed = [] if listed is None else [listed] if isinstance(listed, str) else listed
+    if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
+        raise SweepConfigError(f"`config` must list base config files, but got {listed!r}.", where,
+                               "config", lines.get("config"))
+    folder = Path(path).parent if path is not None else Path(".")
+    bases = [str(folder / p) for p in listed] + [str(p) for p in configs]
+    base, origins = read_configs(bases)
+    origins.update({key: (where, line) for key, line in lines.items()})
+    own = {k: v for k, v in data.items() if k not in ("config", "lightning_cli")}
+    merged = apply_overrides(merge_configs(base, own), overrides, origins)
+    lightning_cli = {**(data.get("lightning_cli") or {}), **(cli or {})}
+    name = Path(path).stem if path is not None else Path(bases[-1]).stem if bases else "sweep"
+    return parse(merged, where, origins, default_name=name, cli=lightning_cli, configs=tuple(bases))
 
 
 def parse(
-    data: Any, file: str | None = None, lines: Mapping[str, int] | None = None, default_name: str = "sweep"
+    data: Any,
+    file: str | None = None,
+    lines: Mapping[str, Any] | None = None,
+    default_name: str = "sweep",
+    cli: Mapping[str, Any] | None = None,
+    configs: tuple[str, ...] = (),
 ) -> SweepFile:
-    """Check an already-loaded mapping (see :func:`load`); ``lines`` maps dotted keys to line numbers."""
+    """Check an already-loaded mapping (see :func:`load`).
+
+    ``lines`` maps dotted keys to a line number in ``file``, or to ``(file, line)`` for a merged config.
+    """
     try:
-        return dataclasses.replace(_parse(data, default_name), path=file)
+        spec = _parse_cli(cli or (data.get("lightning_cli") if isinstance(data, Mapping) else None))
+        data = {k: v for k, v in data.items() if k != "lightning_cli"} if isinstance(data, Mapping) else data
+        return dataclasses.replace(_parse(data, default_name, spec), path=file, cli=spec, configs=configs)
     except (TypeError, ValueError) as error:
+        if isinstance(error, ConfigError):
+            raise
         message = str(error)
-        key = _first_key(message)
-        raise SweepConfigError(message, file, key, _line_of(key, lines or {})) from None
+        key = first_key(message)
+        where, line = _place(key, lines or {}, file)
+        raise SweepConfigError(message, where, key, line) from None
 
 
-def _parse(data: Any, default_name: str) -> SweepFile:
+def _place(key: str | None, lines: Mapping[str, Any], file: str | None) -> tuple[str | None, int | None]:
+    """The file and line of ``key``, else of its closest enclosing key that has one."""
+    while key:
+        if key in lines:
+            place = lines[key]
+            return place if isinstance(place, tuple) else (file, place)
+        key = key.rpartition(".")[0]
+    return file, None
+
+
+def _parse_cli(block: Any) -> CliSpec:
+    if block is None:
+        return CliSpec()
+    if not isinstance(block, Mapping):
+        raise TypeError(f"`lightning_cli` must be a mapping (class_path, model_class, datamodule_class), but got {block!r}.")
+    for key, value in block.items():
+        if key not in _CLI_KEYS:
+            raise ValueError(f"`lightning_cli.{key}` is not a known key.{did_you_mean(key, _CLI_KEYS)} Known keys: "
+                             f"{', '.join(_CLI_KEYS)}.")
+        if key.startswith("subclass_mode") and not isinstance(value, bool):
+            raise TypeError(f"`lightning_cli.{key}` must be true or false, but got {key}={value!r}.")
+        if not key.startswith("subclass_mode") and value is not None and not isinstance(value, str):
+            raise TypeError(f"`lightning_cli.{key}` must be a class path, but got {key}={value!r}.")
+    values = {"cli_class" if k == "class_path" else k: v for k, v in block.items()}
+    return CliSpec(**values)
+
+
+def _parse(data: Any, default_name: str, spec: CliSpec) -> SweepFile:
     if not isinstance(data, Mapping):
         raise TypeError(f"the file must be a mapping with `model` (and `data`, `trainer`, ...), but got {data!r}.")
-    for key in data:
-        if key not in _TOP_KEYS:
-            raise ValueError(f"`{key}` is not a known key.{suggest(key, _TOP_KEYS)} Known keys: {', '.join(_TOP_KEYS)}.")
-    run = copy.deepcopy({k: v for k, v in data.items() if k in RUN_KEYS})
-    check_run(run)
+    run = {k: v for k, v in data.items() if k not in _SWEEP_KEYS}
+    check_run_config({**run, **{k: data[k] for k in ("study", "search") if k in data}}, spec, ("study", "search"))
     study = _parse_study(data["study"], default_name) if data.get("study") is not None else None
     search = parse_search(data.get("search"), run)
+    for param in search:  # a choice's class paths are imported when a trial draws it: check them now
+        if param.key.endswith("class_path") and param.values is None:
+            for choice in param.choices:
+                resolve_class(choice, f"search.{param.key}.choices")
+        for label, value in zip(param.choices, param.values or ()):
+            for where, node in class_nodes(value, f"search.{param.key}.choices.{label}"):
+                resolve_class(node["class_path"], f"{where}.class_path")
     if study is not None:
         _check_makers(study, search)
     if study is None and len(search):
@@ -176,81 +241,12 @@ def _parse(data: Any, default_name: str) -> SweepFile:
     return SweepFile(run, study, search)
 
 
-def check_run(run: Mapping[str, Any]) -> None:
-    """Check a run config: class paths import, their arguments exist, the Trainer takes its keys."""
-    if run.get("model") is None:
-        raise ValueError("the file has no `model`: add `model: {class_path: ..., init_args: {...}}`.")
-    _check_component(run["model"], "model", lightning.LightningModule)
-    if run.get("data") is not None:
-        _check_component(run["data"], "data", lightning.LightningDataModule)
-    trainer = run.get("trainer") or {}
-    if not isinstance(trainer, Mapping):
-        raise TypeError(f"`trainer` must be a mapping of Trainer arguments, but got {trainer!r}.")
-    known = init_parameters(lightning.Trainer) or {}
-    for key in trainer:
-        if key not in known:
-            raise ValueError(f"`trainer.{key}` is not a Trainer argument.{suggest(key, known)}")
-    callbacks = trainer.get("callbacks") or []
-    for i, callback in enumerate(callbacks if isinstance(callbacks, list) else [callbacks]):
-        _check_component(callback, f"trainer.callbacks.{i}", lightning.pytorch.Callback)
-    logger = trainer.get("logger")
-    if logger is not None and not isinstance(logger, bool):
-        for i, one in enumerate(logger if isinstance(logger, list) else [logger]):
-            _check_component(one, f"trainer.logger.{i}" if isinstance(logger, list) else "trainer.logger", object)
-    if run.get("optimizer") is not None:
-        _check_optimizer(run["optimizer"], "optimizer", torch.optim.Optimizer)
-    schedulers = run.get("lr_scheduler")
-    if schedulers is not None:
-        if run.get("optimizer") is None:
-            raise ValueError("`lr_scheduler` needs an `optimizer` beside it: together they replace configure_optimizers.")
-        many = isinstance(schedulers, list)
-        for i, scheduler in enumerate(schedulers if many else [schedulers]):
-            where = f"lr_scheduler.{i}" if many else "lr_scheduler"
-            _check_optimizer(scheduler, where, torch.optim.lr_scheduler.LRScheduler)
-    seed = run.get("seed_everything")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ValueError(f"`seed_everything` must be an integer >= 0, but got seed_everything={seed!r}.")
-
-
-def _check_component(config: Any, where: str, base: type) -> None:
-    if not isinstance(config, Mapping) or "class_path" not in config:
-        raise TypeError(f"`{where}` must be a mapping with `class_path` and `init_args`, but got {config!r}.")
-    for key in config:
-        if key not in _CLASS_KEYS:
-            raise ValueError(f"`{where}.{key}` is not a known key.{suggest(key, _CLASS_KEYS)} Known keys: class_path, init_args.")
-    cls = import_class(config["class_path"], f"{where}.class_path")
-    if not issubclass(cls, base):
-        raise TypeError(f"`{where}.class_path` must name a {base.__name__} subclass, but {config['class_path']!r} is not one.")
-    _check_init_args(config.get("init_args"), cls, where)
-
-
-def _check_optimizer(config: Any, where: str, base: type) -> None:
-    from lightopt.mixin import _OPTIMIZER_KEYS, _SCHEDULER_KEYS, _parse
-
-    keys = _OPTIMIZER_KEYS if base is torch.optim.Optimizer else _SCHEDULER_KEYS
-    cls, init_args, _ = _parse(config, where, keys, base)
-    _check_init_args(init_args, cls, where)
-
-
-def _check_init_args(init_args: Any, cls: type, where: str) -> None:
-    if init_args is None:
-        return
-    if not isinstance(init_args, Mapping):
-        raise TypeError(f"`{where}.init_args` must be a mapping, but got {init_args!r}.")
-    parameters = init_parameters(cls)
-    if parameters is None:
-        return
-    for key in init_args:
-        if key not in parameters:
-            raise ValueError(f"`{where}.init_args.{key}` is not an argument of {cls.__name__}.{suggest(key, parameters)}")
-
-
 def _parse_study(study: Any, default_name: str) -> StudySpec:
     if not isinstance(study, Mapping):
         raise TypeError(f"`study` must be a mapping (name, metric, n_trials, ...), but got {study!r}.")
     for key in study:
         if key not in _STUDY_KEYS:
-            raise ValueError(f"`study.{key}` is not a known key.{suggest(key, _STUDY_KEYS)} Known keys: {', '.join(_STUDY_KEYS)}.")
+            raise ValueError(f"`study.{key}` is not a known key.{did_you_mean(key, _STUDY_KEYS)} Known keys: {', '.join(_STUDY_KEYS)}.")
     values = dict(study)
     name = values.setdefault("name", default_name)
     if not isinstance(name, str) or not _NAME.match(name):
@@ -305,7 +301,7 @@ def check_timeout(where: str, timeout: Any) -> None:
 def _check_one_of(where: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         listed = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"`{where}` must be one of {listed}, but got {value!r}.{suggest(value, choices)}")
+        raise ValueError(f"`{where}` must be one of {listed}, but got {value!r}.{did_you_mean(value, choices)}")
 
 
 def _named(where: str, value: Any, table: Mapping[str, type]) -> dict[str, Any]:
@@ -321,34 +317,5 @@ def _named(where: str, value: Any, table: Mapping[str, type]) -> dict[str, Any]:
     parameters = inspect.signature(table[name]).parameters
     for key in value:
         if key != "name" and key not in parameters:
-            raise ValueError(f"`{where}.{key}` is not an argument of {table[name].__name__}.{suggest(key, parameters)}")
+            raise ValueError(f"`{where}.{key}` is not an argument of {table[name].__name__}.{did_you_mean(key, parameters)}")
     return {**value, "name": name}
-
-
-def _key_lines(node: Any, prefix: str = "", lines: dict[str, int] | None = None) -> dict[str, int]:
-    """Dotted key -> 1-based line, from the YAML node tree."""
-    lines = {} if lines is None else lines
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
-            lines.setdefault(key, key_node.start_mark.line + 1)
-            _key_lines(value_node, key, lines)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            key = f"{prefix}.{i}"
-            lines.setdefault(key, item.start_mark.line + 1)
-            _key_lines(item, key, lines)
-    return lines
-
-
-def _first_key(message: str) -> str | None:
-    match = re.search(r"`([^`\s]+)`", message)
-    return match.group(1) if match else None
-
-
-def _line_of(key: str | None, lines: Mapping[str, int]) -> int | None:
-    while key:
-        if key in lines:
-            return lines[key]
-        key = key.rpartition(".")[0]
-    return None

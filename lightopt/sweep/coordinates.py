@@ -36,8 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lightopt.sweep import _paths
-from lightopt.sweep._imports import suggest
+from lightopt.runconfig import did_you_mean as suggest
+from lightopt.runconfig import get_key
 
 __all__ = ["Coordinate", "RAW", "momentum_from_horizon", "lr_from_effective", "scale_lr_with_batch", "parse_coordinate"]
 
@@ -113,9 +113,9 @@ class Coordinate:
             return momentum_from_horizon(value)
         lr = float(value)
         if self.kind == "effective":
-            lr = lr_from_effective(lr, _paths.get(config, self.momentum_key, None))
+            lr = lr_from_effective(lr, get_key(config, self.momentum_key, None))
         if self.batch_key is not None:
-            lr = scale_lr_with_batch(lr, _paths.get(config, self.batch_key, None), self.batch_reference)
+            lr = scale_lr_with_batch(lr, get_key(config, self.batch_key, None), self.batch_reference)
         return lr
 
 
@@ -160,7 +160,7 @@ def parse_coordinate(
         momentum_key = key.rpartition(".")[0] + ".momentum" if "." in key else "momentum"
         if momentum_key == key:
             raise ValueError(f"`{where}.coordinate` effective is for a learning rate next to a `momentum`, not the momentum itself.")
-        if momentum_key not in searched and _paths.get(run, momentum_key, None) is None:
+        if momentum_key not in searched and get_key(run, momentum_key, None) is None:
             raise ValueError(
                 f"`{where}.coordinate` effective needs a momentum at `{momentum_key}`, in the config or the search, "
                 "but neither has it."
@@ -183,7 +183,7 @@ def _parse_scaling(scaling: Any, run: Mapping[str, Any], searched: tuple[str, ..
     if unknown:
         raise ValueError(f"`{where}.{unknown[0]}` is not a known key.{suggest(str(unknown[0]), ('key', 'reference'))} Keys: key, reference.")
     key = scaling["key"]
-    in_file = _paths.get(run, key, None)
+    in_file = get_key(run, key, None)
     if key not in searched and in_file is None:
         raise ValueError(f"`{where}` names `{key}`, but neither the config nor the search sets it.")
     reference = scaling.get("reference", in_file)

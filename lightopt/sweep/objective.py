@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import traceback
 import warnings
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightopt.sweep import recovery
 from lightopt.sweep._sanity import sanity_check_defaults, sanity_check_passed
+from lightopt.runconfig import CliSpec
 from lightopt.sweep.build import Run, build, quiet_lightning
 from lightopt.sweep.config import SweepFile
 from lightopt.sweep.distributed import trial_processes
@@ -27,6 +29,12 @@ __all__ = ["Objective", "TrialFailed", "fit_trial", "trial_seed", "trial_config"
 
 # Sweeps run many short fits: no progress bar or summary per trial (the runner prints one line each).
 TRAINER_DEFAULTS = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+def has_validation_step(model: Any) -> bool:
+    """Whether ``model``'s class (not Lightning's base, from either package) defines ``validation_step``."""
+    return any("validation_step" in vars(cls) for cls in type(model).__mro__
+               if not cls.__module__.startswith(("lightning.", "pytorch_lightning.")))
 
 
 class TrialFailed(Exception):
@@ -57,11 +65,14 @@ def trial_config(sweep: SweepFile, params: Mapping[str, Any], seed: int | None =
 
 
 def fit_trial(config: Mapping[str, Any], seed: int, pruning: PruningCallback, directory: Path, name: str,
-              callbacks: Sequence[Callback] = (), ckpt_path: str | None = None, checkpoints: bool = False) -> Run:
+              callbacks: Sequence[Callback] = (), ckpt_path: str | None = None, checkpoints: bool = False,
+              cli: CliSpec = CliSpec()) -> Run:
     """Fit one trial's ``config`` as a sweep does; logs in ``directory / name``; returns the fitted :class:`Run`.
 
     ``pruning`` watches the metric (its ``best`` is the trial's value); the Trainer gets the sweep's
-    defaults (no progress bar or summary) and a TensorBoard logger unless the config sets ``logger: false``.
+    defaults (no progress bar or summary; the config's values, an explicit null included, win) and a
+    TensorBoard logger in ``directory / name``, first and beside the config's own loggers, unless the
+    config sets ``logger: false``. ``cli`` says which LightningCLI builds the config.
     ``callbacks`` are added to the Trainer's; ``checkpoints`` adds a ``ModelCheckpoint`` whose
     ``last.ckpt`` a retried trial resumes from (:func:`~lightopt.sweep.recovery.checkpoint_callbacks`);
     ``ckpt_path`` resumes the fit from a checkpoint. Lightning's sanity check runs in the first trial
@@ -73,9 +84,8 @@ def fit_trial(config: Mapping[str, Any], seed: int, pruning: PruningCallback, di
     resume settings, so all ranks run the same collectives.
     """
     overrides: dict[str, Any] = {"default_root_dir": str(Path(directory) / name)}
-    if (config.get("trainer") or {}).get("logger") is not False:
-        # name="" and version=name: the logs land in exactly <directory>/<name>.
-        overrides["logger"] = TensorBoardLogger(directory, name="", version=name, default_hp_metric=False)
+    # name="" and version=name: the logs land in exactly <directory>/<name>.
+    logger = TensorBoardLogger(directory, name="", version=name, default_hp_metric=False)
     key = str(Path(directory).resolve())
     sanity = sanity_check_defaults(key)
     job = {"config": config, "seed": seed, "directory": str(directory), "name": name, "monitor": pruning.monitor,
@@ -84,9 +94,9 @@ def fit_trial(config: Mapping[str, Any], seed: int, pruning: PruningCallback, di
     if checkpoints:
         callbacks = [*callbacks, *recovery.checkpoint_callbacks(config, Path(directory) / name)]
     with quiet_lightning(), trial_processes(job):
-        run = build(config, seed=seed, callbacks=[pruning, LossCheck(), *callbacks], trainer_overrides=overrides,
-                    trainer_defaults={**TRAINER_DEFAULTS, **sanity})
-        run.trainer.fit(run.model, datamodule=run.datamodule, ckpt_path=ckpt_path)
+        run = build(config, spec=cli, seed=seed, callbacks=[pruning, LossCheck(), *callbacks], logger=logger,
+                    trainer_overrides=overrides, trainer_defaults={**TRAINER_DEFAULTS, **sanity})
+        run.fit(**({"ckpt_path": ckpt_path} if ckpt_path else {}))
     sanity_check_passed(key)
     return run
 
@@ -125,6 +135,8 @@ class Objective:
         config = self.sweep.search.suggest(trial, self.sweep.run)
         config["seed_everything"] = seed
         trial.set_user_attr("config", copy.deepcopy(config))
+        if self.sweep.cli != CliSpec():  # the classes a fixed-class config needs, for `sweep reproduce NAME`
+            trial.set_user_attr("lightning_cli", dataclasses.asdict(self.sweep.cli))
         name = f"trial_{trial.number:04d}"
         trial.set_user_attr("log_dir", str(self.study_dir / name))
         mode = "min" if spec.direction == "minimize" else "max"
@@ -135,7 +147,8 @@ class Objective:
         try:
             with warnings.catch_warnings():  # a retry resumes another trial's checkpoint: its dirpath differs
                 warnings.filterwarnings("ignore", ".*The dirpath has changed from.*")
-                run = fit_trial(config, seed, pruning, self.study_dir, name, [start], resume, checkpoints=True)
+                run = fit_trial(config, seed, pruning, self.study_dir, name, [start], resume, checkpoints=True,
+                                cli=self.sweep.cli)
         except (MetricNotLoggedError, KeyboardInterrupt):
             raise
         except Exception as error:
@@ -154,6 +167,10 @@ class Objective:
             self._fail(trial, pruning.failure, None)
             raise TrialFailed(pruning.failure)
         if pruning.best is None:
+            if not has_validation_step(run.model):
+                raise MetricNotLoggedError(
+                    f"{type(run.model).__name__} has no validation_step, so no validation round ran and "
+                    f"`study.metric` {spec.metric!r} was never computed: add a validation_step that logs it.")
             reason = "no validation round ran: check the trainer's limit_val_batches and check_val_every_n_epoch"
             self._fail(trial, reason, None)
             raise TrialFailed(reason)

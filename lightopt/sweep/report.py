@@ -7,13 +7,15 @@ import json
 import math
 import statistics
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
+from lightopt.runconfig import dump_yaml
 
+from lightopt.runconfig import CliSpec, dump_yaml
 from lightopt.sweep import config as _config
 from lightopt.sweep.config import SweepConfigError, SweepFile
 from lightopt.sweep.build import torch_threads
@@ -25,16 +27,18 @@ __all__ = ["find_study", "trial_rows", "format_table", "best_config", "Reproduct
 
 
 def find_study(
-    file_or_name: str, storage: str | None = None, log_dir: str = "runs"
+    file_or_name: str, storage: str | None = None, log_dir: str = "runs", configs: Sequence[str] = (),
+    cli: Mapping[str, Any] | None = None,
 ) -> tuple[optuna.Study, SweepFile | None, str]:
     """The stored study of a sweep file, or of a study name (default storage under ``log_dir``).
 
     Opens, never creates: a missing journal file or study is a :class:`SweepConfigError`.
-    Returns ``(study, sweep file or None, storage description)``.
+    Returns ``(study, sweep file or None, storage description)``. ``configs`` and ``cli`` are the
+    base run configs and LightningCLI classes the sweep ran with (``--config``, ``--model-class``, ...).
     """
     sweep = None
     if Path(file_or_name).is_file() or file_or_name.endswith((".yaml", ".yml")):
-        sweep = _config.load(file_or_name)
+        sweep = _config.load(file_or_name, configs, (), cli)
         if sweep.study is None:
             raise SweepConfigError("the file has no `study` block, so it names no study.", sweep.path)
         name, default_dir = sweep.study.name, study_dir(sweep.study.log_dir, sweep.study.name)
@@ -118,7 +122,7 @@ def dump_config(config: dict[str, Any], study: optuna.Study, trial: optuna.trial
     metric = study.user_attrs.get("lightopt", {}).get("metric") or "value"
     header = (f"# Best trial {trial.number} of study {study.study_name!r}: {metric}={trial.value:.6g}, "
               f"seed {trial.user_attrs.get('seed')}.\n# Run it again with: lightopt fit THIS_FILE\n")
-    return header + yaml.safe_dump(config, sort_keys=False)
+    return header + dump_yaml(config)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -251,7 +255,8 @@ def reproduce_trial(
     def run(seed: int, name: str) -> float:
         pruning = PruningCallback(None, metric, report_at, "min" if minimize else "max")  # reports nothing, never prunes
         with torch_threads(threads):
-            fit_trial({**config, "seed_everything": seed}, seed, pruning, directory, name)
+            fit_trial({**config, "seed_everything": seed}, seed, pruning, directory, name,
+                      cli=sweep.cli if sweep is not None else CliSpec(**trial.user_attrs.get("lightning_cli", {})))
         if pruning.failure is not None:
             raise SweepConfigError(f"trial {number} failed when run again with seed {seed}: {pruning.failure}.")
         if pruning.best is None:

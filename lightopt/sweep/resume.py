@@ -46,7 +46,8 @@ def check_resume(storage: BaseStorage, name: str, sweep: SweepFile) -> bool:
     """Raise :class:`SweepConfigError` unless the stored study ``name`` (if any) matches ``sweep``.
 
     Reads only: returns whether the study exists. Checked: the direction, ``study.metric`` and the
-    search space recorded when the study was created.
+    search space recorded when the study was created; the last two only once a trial completed or
+    was pruned, so that "fix the cause and run again" holds after trials that all failed.
     """
     try:
         study_id = storage.get_study_id_from_name(name)
@@ -61,6 +62,8 @@ def check_resume(storage: BaseStorage, name: str, sweep: SweepFile) -> bool:
             f"but got direction={spec.direction!r}.", file, "study.direction",
         )
     stored = storage.get_study_user_attrs(study_id).get("lightopt") or {}
+    if not any(t.state.is_finished() and t.state.name != "FAIL" for t in storage.get_all_trials(study_id, deepcopy=False)):
+        return True  # only failed trials so far: a corrected metric or search space goes on with the same study
     if "metric" in stored and stored["metric"] != spec.metric:
         raise SweepConfigError(
             f"`study.metric` must match the stored study {name!r}, which is {stored['metric']!r}, but got "

@@ -65,8 +65,8 @@ from typing import Any
 
 import optuna
 
-from lightopt.sweep import _paths
-from lightopt.sweep._imports import suggest
+from lightopt.runconfig import check_key, get_key, set_key
+from lightopt.runconfig import did_you_mean
 from lightopt.sweep.coordinates import RAW, Coordinate, parse_coordinate
 
 __all__ = ["Param", "SearchSpace", "parse_search"]
@@ -103,7 +103,7 @@ class Param:
 
     def active(self, config: Mapping[str, Any]) -> bool:
         """Whether every condition in ``when`` holds in ``config``."""
-        return all(_paths.get(config, key, None) in allowed for key, allowed in self.when)
+        return all(get_key(config, key, None) in allowed for key, allowed in self.when)
 
     def suggest(self, trial: optuna.Trial) -> Any:
         """Ask ``trial`` for this parameter; returns the value Optuna records."""
@@ -167,7 +167,7 @@ class SearchSpace:
         if unknown:
             raise ValueError(
                 f"`params` must name searched keys, but got {unknown[0]!r}; the search has {list(self.names)}."
-                + suggest(unknown[0], self.names)
+                + did_you_mean(unknown[0], self.names)
             )
         config = copy.deepcopy(dict(config))
         converted = []
@@ -184,7 +184,7 @@ def _set(config: dict[str, Any], param: Param, value: Any) -> list[tuple[Param, 
     """Set a raw parameter now; return a converted one for :func:`_convert`."""
     if not param.coordinate.raw:
         return [(param, value)]
-    _paths.set_value(config, param.key, value)
+    set_key(config, param.key, value)
     return []
 
 
@@ -192,7 +192,7 @@ def _convert(config: dict[str, Any], converted: list[tuple[Param, Any]]) -> dict
     """Set the converted parameters once the raw ones are in place, momenta first."""
     for param, value in sorted(converted, key=lambda item: item[0].coordinate.order):
         try:
-            _paths.set_value(config, param.key, param.coordinate.to_config(value, config))
+            set_key(config, param.key, param.coordinate.to_config(value, config))
         except ValueError as error:
             raise ValueError(f"`search.{param.key}` cannot be converted for {param.name}={value!r}: {error}") from None
     return config
@@ -222,7 +222,7 @@ def parse_search(search: Any, run: Mapping[str, Any], where: str = "search") -> 
     converted = {p.key for p in space.params if not p.coordinate.raw}
     for i, param in enumerate(space.params):
         earlier = space.params[:i]
-        _paths.check(run, param.key, f"{where}.{param.key}", _classes_at(space.params), _free(earlier))
+        check_key(run, param.key, f"{where}.{param.key}", _classes_at(space.params), _free(earlier))
         for key, _ in param.when:
             if key in converted:
                 raise ValueError(
@@ -234,7 +234,7 @@ def parse_search(search: Any, run: Mapping[str, Any], where: str = "search") -> 
                     f"`{where}.{param.key}.when` refers to `{key}`, which is searched at or after this entry; "
                     "move its entry above this one."
                 )
-            _paths.check(run, key, f"{where}.{param.key}.when.{key}", _classes_at(space.params), _free(earlier))
+            check_key(run, key, f"{where}.{param.key}.when.{key}", _classes_at(space.params), _free(earlier))
     return space
 
 
@@ -258,7 +258,7 @@ def _parse_param(name: str, spec: Any, where: str) -> Param:
         )
     for key in spec:
         if key not in _SPEC_KEYS:
-            raise ValueError(f"`{where}` has an unknown key {key!r}.{suggest(key, _SPEC_KEYS)} Keys: {', '.join(_SPEC_KEYS)}.")
+            raise ValueError(f"`{where}` has an unknown key {key!r}.{did_you_mean(key, _SPEC_KEYS)} Keys: {', '.join(_SPEC_KEYS)}.")
     when = _parse_when(spec.get("when"), f"{where}.when")
     if "choices" in spec:
         extra = [k for k in ("low", "high", "log", "step", "type") if k in spec]
@@ -283,7 +283,7 @@ def _parse_param(name: str, spec: Any, where: str) -> Param:
         integral = all(isinstance(v, numbers.Integral) for v in (low, high, step if step is not None else 0))
         kind = "int" if integral else "float"
     elif kind not in ("int", "float"):
-        raise ValueError(f"`{where}.type` must be 'int' or 'float', but got type={kind!r}.{suggest(kind, ('int', 'float'))}")
+        raise ValueError(f"`{where}.type` must be 'int' or 'float', but got type={kind!r}.{did_you_mean(kind, ('int', 'float'))}")
     if kind == "int":
         for field, value in (("low", low), ("high", high), ("step", step)):
             if value is not None and not (isinstance(value, numbers.Integral) or float(value).is_integer()):

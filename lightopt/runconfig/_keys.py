@@ -6,22 +6,24 @@ leave out: ``init_args`` under a ``class_path``, an argument the class takes, a 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from lightopt.sweep._imports import import_class, init_parameters, suggest
+from lightopt.runconfig._classes import did_you_mean, init_parameters, resolve_class
+
+__all__ = ["MISSING", "check_key", "class_nodes", "get_key", "set_key", "split_key"]
 
 MISSING = object()
 
 
-def split(key: str) -> list[str | int]:
+def split_key(key: str) -> list[str | int]:
     return [int(part) if part.isdigit() else part for part in key.split(".")]
 
 
-def get(config: Any, key: str, default: Any = MISSING) -> Any:
+def get_key(config: Any, key: str, default: Any = MISSING) -> Any:
     """The value at ``key``, or ``default`` where the path ends early (``KeyError`` without one)."""
     node = config
-    for part in split(key):
+    for part in split_key(key):
         if isinstance(node, list) and isinstance(part, int) and part < len(node):
             node = node[part]
         elif isinstance(node, dict) and part in node:
@@ -33,9 +35,9 @@ def get(config: Any, key: str, default: Any = MISSING) -> Any:
     return node
 
 
-def set_value(config: dict[str, Any], key: str, value: Any) -> None:
+def set_key(config: dict[str, Any], key: str, value: Any) -> None:
     """Set ``key`` in ``config`` in place, creating missing dicts on the way."""
-    parts = split(key)
+    parts = split_key(key)
     node: Any = config
     for part in parts[:-1]:
         if isinstance(node, list):
@@ -47,7 +49,7 @@ def set_value(config: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def check(
+def check_key(
     config: dict[str, Any],
     key: str,
     where: str,
@@ -56,7 +58,7 @@ def check(
 ) -> None:
     """Raise ``ValueError`` unless ``key`` points into ``config`` or to an argument its classes take.
 
-    Missing parts are accepted where :func:`set_value` may create them and the config's classes
+    Missing parts are accepted where :func:`set_key` may create them and the config's classes
     (or the Trainer) take them; the message names the first part that points nowhere.
 
     ``classes_at(prefix)`` gives extra class paths a dict at ``prefix`` may hold (a searched
@@ -65,11 +67,13 @@ def check(
     """
     node: Any = config
     created = False
-    parts = split(key)
+    parts = split_key(key)
     for i, part in enumerate(parts):
         prefix = ".".join(map(str, parts[:i]))
         here = f"`{where}` points nowhere: "
         if free(prefix) or created:
+            if created and isinstance(part, int) and not free(prefix):
+                raise ValueError(f"{here}`{prefix}` is not in the config, so it has no item {part}; list it in the file first.")
             created = True
             continue
         if isinstance(node, list):
@@ -88,17 +92,8 @@ def check(
             node, created = {}, part != "init_args" and (prefix, part) != ("", "trainer")
             continue
         if not prefix:
-            raise ValueError(f"{here}the file has no `{part}`.{suggest(part, known)}")
-        raise ValueError(f"{here}`{prefix}` has no key `{part}`.{suggest(part, known)}")
-
-
-def resolve_class(path: Any, where: str) -> type:
-    """``import_class``, also taking the short names ``optimizer``/``lr_scheduler`` accept (``"LinearDecay"``)."""
-    if isinstance(path, str) and "." not in path:
-        from lightopt.mixin import _resolve
-
-        return _resolve(path, where)
-    return import_class(path, where)
+            raise ValueError(f"{here}the file has no `{part}`.{did_you_mean(part, known)}")
+        raise ValueError(f"{here}`{prefix}` has no key `{part}`.{did_you_mean(part, known)}")
 
 
 def _known_keys(config: dict[str, Any], prefix: str, node: dict[str, Any], classes_at: Callable) -> set[str] | None:
@@ -109,13 +104,13 @@ def _known_keys(config: dict[str, Any], prefix: str, node: dict[str, Any], class
     if "class_path" in node:
         known.add("init_args")
     if prefix == "trainer":
-        import lightning
+        import lightning  # the Trainer's arguments; lightning is imported by the time keys are checked
 
         known |= set(init_parameters(lightning.Trainer) or ())
     if prefix == "init_args" or prefix.endswith(".init_args"):
         owner = prefix[: -len(".init_args")] if "." in prefix else ""
         paths = {*classes_at(owner)}
-        class_path = get(config, f"{owner}.class_path" if owner else "class_path", None)
+        class_path = get_key(config, f"{owner}.class_path" if owner else "class_path", None)
         if isinstance(class_path, str):
             paths.add(class_path)
         for path in paths:
@@ -127,3 +122,15 @@ def _known_keys(config: dict[str, Any], prefix: str, node: dict[str, Any], class
                 return None
             known |= set(parameters)
     return known
+
+
+def class_nodes(node: Any, prefix: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """``(dotted key, mapping)`` for every mapping with a string ``class_path``, outermost first."""
+    if isinstance(node, Mapping):
+        if isinstance(node.get("class_path"), str):
+            yield prefix, node
+        for key, value in node.items():
+            yield from class_nodes(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from class_nodes(value, f"{prefix}.{i}" if prefix else str(i))
