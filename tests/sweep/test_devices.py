@@ -237,8 +237,9 @@ def test_out_of_memory_on_one_device_fails_its_trials_only(tmp_path, capsys):
     assert "on device 1 failed: out of memory" in out and "6 trials: " in out
 
 
-def test_a_killed_worker_has_its_trial_retried_on_another_device(tmp_path):
-    data = sweep_dict(tmp_path / "runs", n_trials=3)
+def _stalled_device_sweep(tmp_path: Path, n_trials: int) -> tuple[subprocess.Popen, Path, Path, dict, list]:
+    """``lightopt sweep run --devices 0,1`` with both workers' trials stalled after their first epoch's checkpoint."""
+    data = sweep_dict(tmp_path / "runs", n_trials=n_trials)
     stall = tmp_path / "stall"
     data["model"] = {"class_path": "tests.sweep.helpers.StallingMLP", "init_args": {"hidden": 16,
                                                                                    "stall_file": str(stall)}}
@@ -250,18 +251,20 @@ def test_a_killed_worker_has_its_trial_retried_on_another_device(tmp_path):
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     journal = tmp_path / "runs" / "s" / "study.journal"
     deadline = time.monotonic() + 180
-    trials = []
     while time.monotonic() < deadline and proc.poll() is None:
         checkpoints = [journal.parent / f"trial_{n:04d}" / "checkpoints" / "last.ckpt" for n in (0, 1)]
         if journal.is_file() and all(c.is_file() for c in checkpoints):
             trials = _journal(journal).trials
             if len(trials) == 2 and all(t.state == TrialState.RUNNING for t in trials):
-                break
+                time.sleep(0.5)  # last.ckpt is complete once the fit moved on to the stall
+                return proc, journal, stall, data, trials
         time.sleep(0.2)
-    else:
-        proc.kill()
-        raise AssertionError(f"the two workers never stalled: {proc.communicate()}")
-    time.sleep(0.5)  # last.ckpt is complete once the fit moved on to the stall
+    proc.kill()
+    raise AssertionError(f"the two workers never stalled: {proc.communicate()}")
+
+
+def test_a_killed_worker_has_its_trial_retried_on_another_device(tmp_path):
+    proc, journal, stall, _, trials = _stalled_device_sweep(tmp_path, n_trials=3)
     victim = next(t for t in trials if t.user_attrs["device"] == "1")
     os.kill(victim.user_attrs["worker"]["pid"], signal.SIGKILL)  # the worker of device 1 is gone
     stall.unlink()
@@ -273,3 +276,23 @@ def test_a_killed_worker_has_its_trial_retried_on_another_device(tmp_path):
     assert trials[victim.number].user_attrs["fail_reason"].startswith("worker died")
     assert retry.state == TrialState.COMPLETE and retry.user_attrs["device"] == "0"  # the surviving worker's
     assert retry.user_attrs["resume_from"].endswith(f"trial_{victim.number:04d}/checkpoints/last.ckpt")
+
+
+def test_sigterm_to_the_command_records_every_running_trial_and_the_next_run_retries_them(tmp_path, capsys):
+    proc, journal, stall, data, trials = _stalled_device_sweep(tmp_path, n_trials=2)
+    proc.send_signal(signal.SIGTERM)  # to the command only, as `kill` or a scheduler's batch-shell signal does
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.strip().splitlines() == [
+        "interrupted: the running trials were recorded as failed (interrupted); run the same command again to retry "
+        "them"]
+    trials = _journal(journal).trials
+    assert [(t.state, t.user_attrs["fail_reason"]) for t in trials] == [(TrialState.FAIL, "interrupted")] * 2
+    for pid in {t.user_attrs["worker"]["pid"] for t in trials}:
+        with pytest.raises(ProcessLookupError):  # no worker left behind
+            os.kill(pid, 0)
+    stall.unlink()
+    assert main(["sweep", "run", str(tmp_path / "s.yaml"), "--devices", "0,1"]) == 0  # the requeued job
+    trials = _journal(journal).trials
+    retries = sorted((t.user_attrs["retry_of"], t.state) for t in trials[2:])
+    assert retries == [(0, TrialState.COMPLETE), (1, TrialState.COMPLETE)]
+    assert all(t.user_attrs["resumed_at"]["epoch"] >= 1 for t in trials[2:])  # from their checkpoints
