@@ -296,3 +296,17 @@ def test_sigterm_to_the_command_records_every_running_trial_and_the_next_run_ret
     retries = sorted((t.user_attrs["retry_of"], t.state) for t in trials[2:])
     assert retries == [(0, TrialState.COMPLETE), (1, TrialState.COMPLETE)]
     assert all(t.user_attrs["resumed_at"]["epoch"] >= 1 for t in trials[2:])  # from their checkpoints
+
+
+def test_a_ddp_trial_that_needs_more_devices_than_its_worker_holds_fails_before_any_rank_starts(monkeypatch):
+    from lightopt.sweep.distributed import trial_processes
+
+    monkeypatch.setenv(DEVICES_ENV, "2,3")  # as a --devices worker of 2-device trials
+    job = {"config": {"trainer": {"strategy": "ddp", "devices": 4, "accelerator": "cpu"}}, "seed": 0,
+           "directory": ".", "name": "trial_0000", "monitor": "val_loss", "report_at": "round", "mode": "min"}
+    started = []
+    with pytest.raises(ValueError, match=r"`trainer.devices` must be at most 2 in this trial, but got 4: its worker "
+                                         r"holds devices 2,3"):
+        with trial_processes(job):
+            started.append(True)
+    assert started == [] and "LOCAL_RANK" not in os.environ and "MASTER_PORT" not in os.environ
