@@ -36,7 +36,7 @@ from optuna.trial import FrozenTrial
 
 from lightopt.sweep.memory import free_memory
 
-__all__ = ["DEVICES_ENV", "VISIBLE_ENV", "DeviceSlots", "assigned_devices", "parse_devices", "plan", "record_device",
+__all__ = ["DEVICES_ENV", "VISIBLE_ENV", "DeviceObjective", "DeviceSlots", "assigned_devices", "parse_devices", "plan",
            "release_device"]
 
 VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
@@ -154,8 +154,8 @@ def assigned_devices(environ: Mapping[str, str] | None = None) -> tuple[str, ...
     return tuple(value.split(",")) if value else None
 
 
-class record_device:  # noqa: N801 - used like a function that wraps the objective
-    """The objective, with the trial's ``device`` attribute (this worker's ids, e.g. ``"2"``) set before it runs."""
+class DeviceObjective:
+    """A worker's objective whose trials record its device ids in their ``device`` attribute (``"2"``, ``"2,3"``)."""
 
     def __init__(self, objective: Any, ids: tuple[str, ...]) -> None:
         self.objective, self.device = objective, ",".join(ids)

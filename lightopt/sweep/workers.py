@@ -36,7 +36,7 @@ import optuna
 from lightopt.sweep import recovery
 from lightopt.sweep.build import torch_threads
 from lightopt.sweep.config import SweepConfigError, SweepFile
-from lightopt.sweep.devices import DeviceSlots, assigned_devices, record_device, release_device
+from lightopt.sweep.devices import DeviceObjective, DeviceSlots, assigned_devices, release_device
 from lightopt.sweep.failures import FailureWatch
 from lightopt.tensorboard import StudyRun
 
@@ -253,7 +253,7 @@ def _on_devices(objective: Any) -> tuple[Any, list[Any]]:
     ids = assigned_devices()
     if ids is None:
         return objective, []
-    return record_device(objective, ids), [release_device]
+    return DeviceObjective(objective, ids), [release_device]
 
 
 def _reseeded(spec: Any, index: int) -> Any:
