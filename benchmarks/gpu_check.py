@@ -34,8 +34,9 @@ Parts:
     one-line ValueError under 16-mixed. Records the kernel path each took (foreach, fused).
 ``nan``
     lightopt's ``LossCheck`` on CUDA: a loss that turns NaN at step 7 must stop the fit by step 50
-    (the check's cadence off the CPU, without a host sync per step); and the time per step with no
-    check, with the default cadence and with a check every step.
+    (the check's cadence off the CPU, without a host sync per step); where the optimizers have their
+    own check (``check_finite_every``), the step at which it alone stops the same fit; and the time
+    per step with no check, each check at its default cadence, and ``LossCheck`` every step.
 ``optim_step``
     ``benchmarks/optim_step.py --device cuda --quick``: lightopt's ``optimizer.step()`` against
     ``torch.optim`` on CUDA.
@@ -287,35 +288,60 @@ def part_precision(work: Path, log: io.TextIOBase, gpus: int) -> dict[str, Any]:
     return {"fits": rows, "interim_under_16_mixed": interim}
 
 
-def part_nan(work: Path, log: io.TextIOBase, gpus: int) -> dict[str, Any]:
-    import torch
+def _sgd(**kwargs: Any) -> Any:
+    """lightopt's SGD(lr=0.01); ``check_finite_every`` is passed only where the optimizer has that check."""
+    import inspect
 
     from lightopt.optim import SGD
-    from lightopt.sweep.failures import LossCheck, NonFiniteLossError
 
-    module = _regression(lambda p: SGD(p, lr=0.01), nan_at=7)
-    message = None
+    if "check_finite_every" in kwargs and "check_finite_every" not in inspect.signature(SGD).parameters:
+        kwargs.pop("check_finite_every")
+    return lambda p: SGD(p, lr=0.01, **kwargs)
+
+
+def _stops_at(make_optimizer: Any, callbacks: list[Any]) -> dict[str, Any]:
+    """Fit a loss that turns NaN at step 7 (128 steps per epoch, no validation): the step and error that stopped it."""
+    module = _regression(make_optimizer, nan_at=7)
     try:
-        # 128 steps per epoch, no validation: only the every-50-steps read can stop it before step 128
-        _fit(module, "32-true", 400, [LossCheck()], batch_size=8)
-    except NonFiniteLossError as error:
-        message = str(error)
-    stopped_at = int(module.global_step)
-    check(message is not None, "a NaN loss did not stop the fit")
-    check(7 <= stopped_at <= 51, f"stopped at step {stopped_at}, expected 7..51")
+        _fit(module, "32-true", 400, callbacks, batch_size=8)
+        error = None
+    except Exception as caught:  # noqa: BLE001 - whichever check stops the fit is what is measured
+        error = f"{type(caught).__name__}: {str(caught).splitlines()[0][:200]}"
+    return {"stopped_at_step": int(module.global_step), "error": error}
+
+
+def part_nan(work: Path, log: io.TextIOBase, gpus: int) -> dict[str, Any]:
+    import inspect
+
+    from lightopt.optim import SGD
+    from lightopt.sweep.failures import LossCheck
+
+    has_own_check = "check_finite_every" in inspect.signature(SGD).parameters
+    result: dict[str, Any] = {"loss_check": _stops_at(_sgd(check_finite_every=0), [LossCheck()])}
+    stop = result["loss_check"]
+    check(stop["error"] is not None and "NonFiniteLossError" in stop["error"], f"LossCheck did not stop it: {stop}")
+    check(7 <= stop["stopped_at_step"] <= 51, f"LossCheck stopped at step {stop['stopped_at_step']}, expected 7..51")
+    if has_own_check:  # the optimizer's own check at its default cadence, without LossCheck
+        result["optimizer_check"] = _stops_at(_sgd(), [])
+        check(result["optimizer_check"]["error"] is not None, "the optimizer's check did not stop a NaN fit")
 
     timings = {}
     steps = 400 if ACCELERATOR == "gpu" else 20
-    for label, callbacks in (("no check", []), ("LossCheck() every 50", [LossCheck()]),
-                             ("LossCheck(every=1)", [LossCheck(every=1)])):
-        module = _regression(lambda p: SGD(p, lr=0.01))
+    arms = [("no check", _sgd(check_finite_every=0), []),
+            ("LossCheck() default", _sgd(check_finite_every=0), [LossCheck()]),
+            ("LossCheck(every=1)", _sgd(check_finite_every=0), [LossCheck(every=1)])]
+    if has_own_check:
+        arms.append(("optimizer's check, default", _sgd(), []))
+    for label, make, callbacks in arms:
+        module = _regression(make)
         _fit(module, "32-true", 20, callbacks)  # warm-up
         _synchronize()
         start = time.perf_counter()
         _fit(module, "32-true", steps, callbacks)
         _synchronize()
         timings[label] = round((time.perf_counter() - start) / steps * 1e3, 3)
-    return {"stopped_at_step": stopped_at, "message": message, "ms_per_step": timings}
+    result["ms_per_step"] = timings
+    return result
 
 
 def _synchronize() -> None:
