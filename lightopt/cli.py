@@ -65,10 +65,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--storage", metavar="URL", help="an Optuna database URL or a journal file path (default: "
                      "$LIGHTOPT_STORAGE, else study.storage, else <log_dir>/<name>/study.journal)")
     run.add_argument("--study-name", metavar="NAME", help="the study's name (default: study.name, else the file's stem)")
-    run.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes running trials in "
-                     "parallel on this machine (default: 1)")
+    run.add_argument("--workers", type=int, metavar="N", help="worker processes running trials in "
+                     "parallel on this machine (default: 1; with --devices, one per device slot)")
     run.add_argument("--threads", type=int, metavar="N", help="torch CPU threads per trial (default: study.threads, "
                      "else torch's; 1 with --workers > 1)")
+
+    run.add_argument("--devices", metavar="IDS", help="run the trials on these GPUs, e.g. 0,1,2,3, or auto (every "
+                     "GPU torch sees): each worker gets its ids as CUDA_VISIBLE_DEVICES, so its code sees cuda:0; "
+                     "a DDP trial (strategy: ddp, devices: N) takes N of them")
+    run.add_argument("--trials-per-device", type=int, metavar="K", help="with --devices: K trials at once on each "
+                     "device (default: 1)")
 
     for name, help_text in (("show", "the trial table and the best trial"),
                             ("best", "the best trial's config, runnable with `lightopt fit`")):
@@ -237,7 +243,8 @@ def _sweep_run(args: argparse.Namespace) -> int:
     existed = _stored_study(sweep, args, delete=False)
     try:
         result = run_sweep(sweep, n_trials=args.n_trials, timeout=args.timeout, storage=args.storage,
-                           study_name=args.study_name, workers=args.workers, threads=args.threads)
+                           study_name=args.study_name, workers=args.workers, threads=args.threads,
+                           devices=args.devices, trials_per_device=args.trials_per_device)
     except MetricNotLoggedError as error:
         if not existed:  # the study this run created holds only the trial that found the mistake: nothing is kept
             _stored_study(sweep, args, delete=True)

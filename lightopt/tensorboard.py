@@ -49,6 +49,8 @@ __all__ = ["FIXED", "METRICS", "STATES", "StudyRun", "experiment_summary", "hpar
 FIXED = {"model.class_path": api_pb2.DATA_TYPE_STRING, "optimizer.class_path": api_pb2.DATA_TYPE_STRING,
          "lr_scheduler.class_path": api_pb2.DATA_TYPE_STRING, "data.init_args.batch_size": api_pb2.DATA_TYPE_FLOAT64,
          "seed_everything": api_pb2.DATA_TYPE_FLOAT64}
+# Trial attributes shown next to them (when the trial has them): ``device``, the ids a ``--devices`` sweep gave it.
+ATTRIBUTES = {"device": api_pb2.DATA_TYPE_STRING}
 # The declared HParams metrics, scalars in each trial's run: tag -> description.
 METRICS = {
     "trial/best_value": "the best of the study's metric over the trial's validation rounds (its value)",
@@ -142,7 +144,7 @@ def experiment_summary(space: Iterable[Any], metric: str) -> summary_pb2.Summary
     infos += [api_pb2.HParamInfo(name=key, type=api_pb2.DATA_TYPE_FLOAT64, differs=True)
               for key in _converted_keys(space) if key not in names]
     names |= {info.name for info in infos}
-    infos += [api_pb2.HParamInfo(name=key, type=kind) for key, kind in FIXED.items() if key not in names]
+    infos += [api_pb2.HParamInfo(name=key, type=kind) for key, kind in {**FIXED, **ATTRIBUTES}.items() if key not in names]
     metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), description=text,
                                   display_name=tag.split("/")[1].replace("_value", f" {metric}"))
                for tag, text in METRICS.items()]
@@ -201,6 +203,7 @@ def trial_run(trial: optuna.Trial, sweep: Any, study_dir: str | Path) -> Iterato
                    "trial/final_value": attrs.get("final_value"), "trial/epochs": attrs.get("epochs"),
                    "trial/duration_s": time.time() - start}
         hparams = trial_hparams(trial.params, attrs.get("config"), sweep.search)
+        hparams.update({key: hparam_value(attrs[key]) for key in ATTRIBUTES if attrs.get(key) is not None})
         write_trial(Path(study_dir) / f"trial_{trial.number:04d}", hparams, metrics, state, start=start,
                     experiment=experiment_summary(sweep.search, sweep.study.metric),
                     step=int(attrs.get("global_step") or 0))

@@ -19,6 +19,12 @@ environment restored. A rank that exits with an error fails the trial, not the s
 
 ``ddp_spawn``/``ddp_fork``/``ddp_notebook`` are refused in sweep trials: their rank 0 runs in a child
 process whose callback state never returns to the sweep; ``ddp`` trains the same way.
+
+Devices: under ``--devices`` (:mod:`lightopt.sweep.devices`) a DDP trial's worker sees exactly the
+trial's N ids (``CUDA_VISIBLE_DEVICES=2,3``) and every rank inherits them, so rank r trains on
+``cuda:r``, Lightning's own placement: all ranks see all N devices, as NCCL's peer-to-peer paths
+want. :func:`trial_devices` says how many ids a trial takes; a trial that asks for more than its
+worker holds (a search over ``trainer.devices``) fails with that reason before any rank starts.
 """
 
 from __future__ import annotations
@@ -39,9 +45,10 @@ from typing import Any
 import torch
 
 from lightopt.sweep._rank import ERROR_MARK
+from lightopt.sweep.devices import assigned_devices
 from lightopt.sweep.pruning import MetricNotLoggedError
 
-__all__ = ["RankFailed", "ddp_processes", "trial_processes", "EXIT_GRACE"]
+__all__ = ["RankFailed", "ddp_processes", "trial_devices", "trial_processes", "EXIT_GRACE"]
 
 #: Seconds the other ranks get to exit after rank 0's fit has returned, before they are killed.
 EXIT_GRACE = 60.0
@@ -95,6 +102,33 @@ def ddp_processes(trainer: Mapping[str, Any] | None) -> int:
     return devices
 
 
+def trial_devices(trainer: Mapping[str, Any] | None) -> int:
+    """How many ``--devices`` ids a trial with these Trainer arguments takes: its DDP processes, else 1.
+
+    A DDP trial must give ``devices`` as a count or a list (``"auto"`` would depend on the machine
+    that reads it); any other strategy trains on one device.
+
+    Example:
+        >>> trial_devices({"strategy": "ddp", "devices": 2}), trial_devices({"accelerator": "gpu"})
+        (2, 1)
+    """
+    trainer = trainer or {}
+    devices = trainer.get("devices", "auto")
+    machine_dependent = devices in ("auto", -1, "-1")
+    if machine_dependent and ddp_processes({**trainer, "devices": 1}):  # the strategy alone says DDP
+        raise ValueError(f"`trainer.devices` must be a number of devices for a DDP trial run with --devices (each "
+                         f"trial takes that many of the listed ids), but got devices={devices!r}.")
+    processes = ddp_processes(trainer)
+    if processes:
+        return processes
+    single = devices in ("auto", -1, "-1", 1, "1", None) or (isinstance(devices, (list, tuple)) and len(devices) == 1)
+    if not single:
+        raise ValueError(f"`trainer.devices` must be 1 (or 'auto') unless `trainer.strategy` is 'ddp' with --devices "
+                         f"(lightopt spreads the ranks of DDP trials only), but got devices={devices!r}: set "
+                         f"`strategy: ddp`, or `devices: 1` to run one device per trial.")
+    return 1
+
+
 @contextlib.contextmanager
 def trial_processes(job: Mapping[str, Any]) -> Iterator[None]:
     """Run the block as rank 0 of the trial ``job`` describes, with its other ranks started for it.
@@ -111,6 +145,7 @@ def trial_processes(job: Mapping[str, Any]) -> Iterator[None]:
     if processes == 0 or "LOCAL_RANK" in os.environ:
         yield
         return
+    _check_assigned(processes)
     saved = {key: os.environ.get(key) for key in _ENV}
     threads = torch.get_num_threads()
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(processes),
@@ -156,6 +191,15 @@ def trial_processes(job: Mapping[str, Any]) -> Iterator[None]:
         torch.set_num_threads(threads)
         if threading.current_thread() is threading.main_thread() and interrupt_handler is not None:
             signal.signal(signal.SIGINT, interrupt_handler)
+
+
+def _check_assigned(processes: int) -> None:
+    """Under ``--devices``, refuse a trial that needs more devices than its worker was given."""
+    ids = assigned_devices()
+    if ids is not None and processes > len(ids):
+        raise ValueError(f"`trainer.devices` must be at most {len(ids)} in this trial, but got {processes}: its worker "
+                         f"holds devices {','.join(ids)} (--devices, sized by the file's `trainer.devices`), so a "
+                         f"search over `trainer.devices` must stay within the file's value.")
 
 
 def _start(rank: int, env: Mapping[str, str], payload: str) -> tuple[subprocess.Popen, Any]:

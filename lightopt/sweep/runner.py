@@ -31,6 +31,8 @@ from lightopt.sweep import recovery
 from lightopt.sweep.build import torch_threads
 from lightopt.sweep.config import StudySpec, SweepConfigError, SweepFile, check_threads, check_timeout
 from lightopt.sweep.database import database_error, open_database, redact
+from lightopt.sweep.devices import plan
+from lightopt.sweep.distributed import trial_devices
 from lightopt.sweep.failures import FailureWatch
 from lightopt.sweep.objective import Objective
 from lightopt.sweep.resume import check_resume, describe_space
@@ -118,11 +120,13 @@ def run_sweep(
     timeout: float | None = None,
     storage: str | None = None,
     study_name: str | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     out: TextIO | None = None,
     sampler: optuna.samplers.BaseSampler | None = None,
     pruner: optuna.pruners.BasePruner | None = None,
     threads: int | None = None,
+    devices: str | None = None,
+    trials_per_device: int | None = None,
 ) -> SweepResult:
     """Run the sweep's study up to ``n_trials`` trials in all (default ``study.n_trials``).
 
@@ -133,7 +137,9 @@ def run_sweep(
     > 1 runs the trials in that many processes (:mod:`lightopt.sweep.workers`), one torch thread
     each unless ``threads`` says otherwise. Trials left RUNNING by a dead worker of this machine are
     failed and retried (:mod:`lightopt.sweep.recovery`); Ctrl-C records the running trial and
-    raises ``KeyboardInterrupt``.
+    raises ``KeyboardInterrupt``. ``devices`` (``"0,1"`` or ``"auto"``) and ``trials_per_device``
+    place the workers' trials on devices (:mod:`lightopt.sweep.devices`); ``workers`` then defaults
+    to one per slot.
     """
     out = sys.stdout if out is None else out
     spec = sweep.study
@@ -147,6 +153,8 @@ def run_sweep(
         check_threads("--threads", threads)
     except ValueError as error:
         raise SweepConfigError(str(error)) from None
+    slots = _device_slots(sweep, devices, trials_per_device, workers)
+    workers = slots.workers if slots is not None else 1 if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise SweepConfigError(f"`--workers` must be an integer >= 1, but got workers={workers!r}.")
     timeout = spec.timeout if timeout is None else timeout
@@ -171,9 +179,9 @@ def run_sweep(
         watch = None
         if remaining <= 0:
             ran = 0
-        elif workers > 1:
+        elif workers > 1 or slots is not None:
             ran = run_workers(study, sweep, workers, out=out, total=total, storage=described, timeout=timeout,
-                              threads=threads, sampler=sampler, pruner=pruner)
+                              threads=threads, sampler=sampler, pruner=pruner, slots=slots)
         else:
             progress = _Progress(out, total, spec.metric)
             watch = FailureWatch(spec.stop_after_same_failures)
@@ -188,6 +196,20 @@ def run_sweep(
     if stopped:
         print(stopped, file=out, flush=True)
     return SweepResult(study, directory, described, ran, stopped)
+
+
+def _device_slots(sweep: SweepFile, devices: str | None, trials_per_device: int | None, workers: int | None) -> Any:
+    """``--devices`` shared out between the workers (:func:`lightopt.sweep.devices.plan`), or None without it."""
+    if devices is None:
+        if trials_per_device is not None:
+            raise SweepConfigError("`--trials-per-device` needs --devices: add --devices 0,1,... (or auto) to place "
+                                   "trials on devices, or leave --trials-per-device out.")
+        return None
+    try:
+        return plan(devices, trials_per_device=1 if trials_per_device is None else trials_per_device,
+                    per_trial=trial_devices(sweep.run.get("trainer")), workers=workers)
+    except (TypeError, ValueError) as error:
+        raise SweepConfigError(str(error)) from None
 
 
 def run_sampler_seed(spec: StudySpec, already: int, shared: bool) -> int | None:
@@ -264,8 +286,10 @@ class _Progress:
             outcome = f"failed: {trial.user_attrs.get('fail_reason', 'see the log')}"[:160]
         best = best_trial(study)
         best_text = f"best {best.value:.4g} (trial {best.number})" if best else "best -"
+        device = trial.user_attrs.get("device")  # --devices: the ids the trial ran on
+        where = f" on device{'s' if ',' in device else ''} {device}" if device else ""
         print(
-            f"[{done}/{self.total}] trial {trial.number} {outcome} | {counts['COMPLETE']} complete, "
+            f"[{done}/{self.total}] trial {trial.number}{where} {outcome} | {counts['COMPLETE']} complete, "
             f"{counts['PRUNED']} pruned, {counts['FAIL']} failed | {best_text} | "
             f"{time.perf_counter() - self.start:.1f} s",
             file=self.out, flush=True,

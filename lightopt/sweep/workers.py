@@ -12,6 +12,12 @@ Ctrl-C: in a terminal every process gets SIGINT; the parent also forwards it to 
 Each worker records its running trial as FAIL with ``fail_reason: "interrupted"`` and stops; a
 child still alive after :data:`GRACE_S` seconds is killed, and its trial is then failed by the
 parent, as after a crash. A child whose parent is gone stops before its next trial.
+
+With ``--devices`` (:mod:`lightopt.sweep.devices`) every worker is a child, started with its
+``CUDA_VISIBLE_DEVICES`` already in its environment (this process has imported torch, and may have
+touched CUDA, so it runs no trial itself); this process prints the progress, rewrites the
+study's TensorBoard run after each trial, and treats SIGTERM as Ctrl-C, so a scheduler's SIGTERM
+records every running trial as interrupted.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import optuna
 from lightopt.sweep import recovery
 from lightopt.sweep.build import torch_threads
 from lightopt.sweep.config import SweepConfigError, SweepFile
+from lightopt.sweep.devices import DeviceObjective, DeviceSlots, assigned_devices, release_device
 from lightopt.sweep.failures import FailureWatch
 from lightopt.tensorboard import StudyRun
 
@@ -50,8 +57,11 @@ def run_workers(
     threads: int | None = 1,
     sampler: optuna.samplers.BaseSampler | None = None,
     pruner: optuna.pruners.BasePruner | None = None,
+    slots: DeviceSlots | None = None,
 ) -> int:
     """Run ``study`` here and in ``workers - 1`` children until it counts ``total`` trials; returns how many ran.
+
+    With ``slots`` (``--devices``) all ``workers`` are children, each on its device ids.
 
     ``storage`` is the journal file path or database URL of ``study``, which every child opens. A
     child's error (a bad metric, an exception outside a trial) stops the others and is raised here
@@ -67,7 +77,7 @@ def run_workers(
     args = dict(sweep=sweep, total=total, storage=storage, study_name=study.study_name, timeout=timeout,
                 threads=threads, sampler=sampler, pruner=pruner, parent=os.getpid())
     children = [context.Process(target=_child, args=(messages, index), kwargs=args, name=f"lightopt-worker-{index}",
-                                daemon=True) for index in range(1, workers)]
+                                daemon=True) for index in range(0 if slots else 1, workers)]
     printing = threading.Lock()
 
     def emit(line: str) -> None:
@@ -79,13 +89,16 @@ def run_workers(
     previous = signal.getsignal(signal.SIGINT)
     ran, interrupted = 0, False
     try:
-        for child in children:
-            child.start()
+        for index, child in enumerate(children):
+            _start_child(child, index, slots)
         pump.start()
-        ran = run_worker(study, Objective(sweep, study_dir(spec.log_dir, study.study_name)), total=total, lock=lock,
-                         timeout=timeout, callbacks=[_Progress(_Lines(emit), total, spec.metric),
-                                                     StudyRun(study_dir(spec.log_dir, study.study_name))],
-                         should_stop=pump.failed.is_set, failures=FailureWatch(spec.stop_after_same_failures))
+        if slots:  # every worker is a child, on its devices
+            ran = _watch(study, children, pump, StudyRun(study_dir(spec.log_dir, study.study_name)))
+        else:
+            ran = run_worker(study, Objective(sweep, study_dir(spec.log_dir, study.study_name)), total=total,
+                             lock=lock, timeout=timeout, callbacks=[_Progress(_Lines(emit), total, spec.metric),
+                                                                    StudyRun(study_dir(spec.log_dir, study.study_name))],
+                             should_stop=pump.failed.is_set, failures=FailureWatch(spec.stop_after_same_failures))
         while any(child.is_alive() for child in children):  # their last trials
             for child in children:
                 child.join(timeout=0.2)
@@ -175,9 +188,10 @@ def _child(messages: Any, index: int, *, sweep: SweepFile, total: int, storage: 
         with _optuna_quiet(), torch_threads(threads):
             study, _ = open_study(sweep, storage, study_name, sampler=sampler, pruner=pruner)
             directory = study_dir(spec.log_dir, study_name)
-            run_worker(study, Objective(sweep, directory), total=total, lock=recovery.lock_path(storage, study_name),
+            objective, callbacks = _on_devices(Objective(sweep, directory))
+            run_worker(study, objective, total=total, lock=recovery.lock_path(storage, study_name),
                        timeout=timeout, callbacks=[_Progress(_Lines(lambda line: messages.put(("trial", line))),
-                                                             total, spec.metric)],
+                                                             total, spec.metric), *callbacks],
                        should_stop=lambda: os.getppid() != parent,
                        failures=FailureWatch(spec.stop_after_same_failures))
     except KeyboardInterrupt as interrupt:
@@ -187,6 +201,59 @@ def _child(messages: Any, index: int, *, sweep: SweepFile, total: int, storage: 
         messages.put(("error", f"worker {index}: {type(error).__name__}: {error}" if not isinstance(
             error, ValueError) else f"worker {index}: {error}"))
         raise SystemExit(1) from None
+
+
+def _start_child(child: Any, index: int, slots: DeviceSlots | None) -> None:
+    """Start child ``index`` (0-based among the children); with ``slots``, with its device ids in its environment.
+
+    The spawn context starts a fresh interpreter with this process's environment, so the ids are
+    set here around the start (and restored after): they are in place before the child imports torch.
+    """
+    if slots is None:
+        child.start()
+        return
+    saved = {key: os.environ.get(key) for key in slots.environment(index)}
+    os.environ.update(slots.environment(index))
+    try:
+        child.start()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _watch(study: optuna.Study, children: list[Any], pump: _Pump, board: StudyRun) -> int:
+    """This process's part when every worker is a child: wait for them, rewriting ``board`` after each trial.
+
+    SIGTERM (a scheduler's) is handled as Ctrl-C while waiting: the children are told to record
+    their trials. Returns 0: the children's trials are counted by ``pump``.
+    """
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt) if threading.current_thread() is threading.main_thread() else None
+    seen = 0
+    try:
+        while any(child.is_alive() for child in children):
+            for child in children:
+                child.join(timeout=0.2)
+            if pump.ran != seen:
+                seen = pump.ran
+                board.write(study)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+def _on_devices(objective: Any) -> tuple[Any, list[Any]]:
+    """In a ``--devices`` worker: the objective whose trials record their device, and the callback that frees it."""
+    ids = assigned_devices()
+    if ids is None:
+        return objective, []
+    return DeviceObjective(objective, ids), [release_device]
 
 
 def _reseeded(spec: Any, index: int) -> Any:

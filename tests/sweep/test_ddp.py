@@ -42,9 +42,16 @@ def _children_of_this_process() -> list[str]:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == os.getpid():
-            children.append(stat.parent.name)
+        if int(fields[1]) == os.getpid() and b"resource_tracker" not in _cmdline(stat.parent):
+            children.append(stat.parent.name)  # multiprocessing's resource tracker (started by --workers) stays
     return children
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def test_sweep_of_ddp_trials_complete_pruned_and_a_crashed_rank(tmp_path):
