@@ -1,9 +1,17 @@
 """lightopt: chapter 8 of Goodfellow, Bengio & Courville's *Deep Learning* for PyTorch Lightning."""
 
-from lightopt import callbacks, init, optim, schedules
-from lightopt.mixin import ConfigureOptimizersMixin
-from lightopt.pretraining import greedy_layerwise_pretraining
-from lightopt.retrain import continue_on_all_data, retrain_on_all_data
+import sys
+
+try:
+    from lightopt import callbacks, init, optim, schedules
+    from lightopt.mixin import ConfigureOptimizersMixin
+    from lightopt.pretraining import greedy_layerwise_pretraining
+    from lightopt.retrain import continue_on_all_data, retrain_on_all_data
+except KeyboardInterrupt:  # Ctrl-C while the `lightopt` command imports torch: one line, as later
+    if sys.argv[0].endswith("lightopt") or sys.orig_argv[1:3] == ["-m", "lightopt"]:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    raise
 
 __version__ = "0.1.0"
 

@@ -27,7 +27,7 @@ import yaml
 
 from lightopt.sweep import _paths
 from lightopt.sweep._imports import import_class, init_parameters, suggest
-from lightopt.sweep.failures import STOP_AFTER_SAME_FAILURES, check_stop_after
+from lightopt.sweep.failures import RETRIES, STOP_AFTER_SAME_FAILURES, check_retries, check_stop_after
 from lightopt.sweep.space import SearchSpace, parse_search
 
 __all__ = ["SweepConfigError", "StudySpec", "SweepFile", "load", "parse", "SAMPLERS", "PRUNERS"]
@@ -36,7 +36,7 @@ RUN_KEYS = ("model", "data", "trainer", "optimizer", "lr_scheduler", "seed_every
 _TOP_KEYS = ("study", "search", *RUN_KEYS)
 _STUDY_KEYS = (
     "name", "direction", "metric", "n_trials", "timeout", "seed", "sampler", "pruner", "report_at", "storage", "log_dir",
-    "threads", "stop_after_same_failures",
+    "threads", "stop_after_same_failures", "retries",
 )
 _CLASS_KEYS = ("class_path", "init_args")
 SAMPLERS = {
@@ -94,6 +94,7 @@ class StudySpec:
     log_dir: str = "runs"
     threads: int | None = None
     stop_after_same_failures: int = STOP_AFTER_SAME_FAILURES
+    retries: int = RETRIES  # how often a trial whose worker died (os._exit, a segfault, the OOM killer) runs again
 
     def make_sampler(self, space: SearchSpace, seed: Any = ...) -> optuna.samplers.BaseSampler:
         """A fresh sampler; its seed is ``seed`` if given, else the block's, else the study's; ``grid``
@@ -266,6 +267,7 @@ def _parse_study(study: Any, default_name: str) -> StudySpec:
     check_timeout("study.timeout", values.get("timeout"))
     check_threads("study.threads", values.get("threads"))
     check_stop_after("study.stop_after_same_failures", values.get("stop_after_same_failures", STOP_AFTER_SAME_FAILURES))
+    check_retries("study.retries", values.get("retries", RETRIES))
     seed = values.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"`study.seed` must be an integer >= 0, but got seed={seed!r}.")
