@@ -192,24 +192,37 @@ class JournalFile(JournalFileBackend):
             super().__init__(self.path, lock_obj=lock)
         except OSError as error:
             raise StorageError(f"cannot create the study journal {self.path}: {error.strerror}") from None
-        self._lock.acquire()
+        try:
+            self._lock.acquire()
+        except StorageError:  # a read-only folder: reading works; a damaged file cannot be repaired here
+            self._lock = _NoWrites(self.path)
+            self._check(repair=False)
+            return
+        try:
+            self._check(repair=True)
+        finally:
+            self._lock.release()
+
+    def _check(self, repair: bool) -> None:
         try:
             with open(self.path, "rb") as f:
                 data = f.read()
-            self._repair(data)
         except FileNotFoundError:
             raise StorageError(f"the study journal {self.path} was deleted while it was opened") from None
-        except PermissionError as error:
+        except OSError as error:
             raise StorageError(f"cannot read the study journal {self.path}: {error.strerror}") from None
-        finally:
-            self._lock.release()
+        if repair:
+            self._repair(data)
+        elif _complete_prefix(data)[0] != len(data):
+            raise StorageError(f"the study journal {self.path} ends with a damaged record and its folder is read-only: "
+                               f"make it writable and run again to repair it") from None
 
     def read_logs(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
         try:
             yield from super().read_logs(log_number_from)
         except FileNotFoundError:
             raise StorageError(self._deleted()) from None
-        except PermissionError as error:
+        except OSError as error:
             raise StorageError(f"cannot read the study journal {self.path}: {error.strerror}") from None
         except ValueError:  # a damaged record with more after it: written by something other than lightopt
             raise StorageError(f"the study journal {self.path} has a damaged record followed by others; run the "
@@ -223,7 +236,7 @@ class JournalFile(JournalFileBackend):
                 fd = os.open(self.path, os.O_RDWR | os.O_APPEND)  # never O_CREAT: a deleted journal stays deleted
             except FileNotFoundError:
                 raise StorageError(self._deleted()) from None
-            except PermissionError as error:
+            except OSError as error:
                 raise StorageError(f"cannot write the study journal {self.path}: {error.strerror}; make it writable "
                                    f"and run the same command again (nothing recorded is lost)") from None
             try:
@@ -257,12 +270,7 @@ class JournalFile(JournalFileBackend):
 
     def _repair(self, data: bytes) -> None:
         """Cut ``data`` (the file, read under the lock) back to its last complete record, keeping a copy of the rest."""
-        end = records = 0
-        while end < len(data):
-            newline = data.find(b"\n", end)
-            if newline < 0 or not _is_record(data[end:newline]):
-                break
-            end, records = newline + 1, records + 1
+        end, records = _complete_prefix(data)
         if end == len(data):
             return
         copy = f"{self.path}.cut-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
@@ -280,6 +288,31 @@ class JournalFile(JournalFileBackend):
     def _deleted(self) -> str:
         return (f"the study journal {self.path} was deleted while the sweep ran: stopped without writing more; restore "
                 f"it from a copy to keep its trials, or run again to start the study afresh")
+
+
+class _NoWrites:
+    """The lock of a journal in a read-only folder: every write attempt says why it cannot be made."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def acquire(self) -> bool:
+        raise StorageError(f"cannot write the study journal {self.path}: its folder is read-only; make it writable "
+                           f"and run the same command again (nothing recorded is lost)")
+
+    def release(self) -> None:
+        pass
+
+
+def _complete_prefix(data: bytes) -> tuple[int, int]:
+    """``(bytes, records)`` of the longest run of complete records at the start of ``data``."""
+    end = records = 0
+    while end < len(data):
+        newline = data.find(b"\n", end)
+        if newline < 0 or not _is_record(data[end:newline]):
+            break
+        end, records = newline + 1, records + 1
+    return end, records
 
 
 def _is_record(line: bytes) -> bool:

@@ -144,6 +144,8 @@ class Objective:
                 try:
                     with warnings.catch_warnings():  # a retry resumes another trial's checkpoint: its dirpath differs
                         warnings.filterwarnings("ignore", ".*The dirpath has changed from.*")
+                        if index:  # the failed attempt reported some validation rounds already
+                            warnings.filterwarnings("ignore", ".*The reported value is ignored because this `step=")
                         run = fit_trial(config, seed, pruning, self.study_dir, name, [start], ckpt, checkpoints=True)
                     break
                 except BaseException as error:

@@ -179,7 +179,8 @@ def fail_dead_trials(study: optuna.Study, trials: Sequence[FrozenTrial] | None =
         trial_id = _trial_id(study, trial.number)
         deaths = trial.user_attrs.get("deaths", 0) + 1
         if trial.user_attrs.get("retries_left", retries) <= 0:
-            reason = f"its worker died {deaths} times (last: {describe_worker(worker)}); not retried again"
+            times = "1 time" if deaths == 1 else f"{deaths} times"
+            reason = f"its worker died {times} (last: {describe_worker(worker)}); not retried again"
         else:
             reason = f"{DIED} ({describe_worker(worker)})"
         try:

@@ -170,8 +170,13 @@ def run_sweep(
         with recovery.HostLock(lock):
             _clean_scratch(directory)
             for trial in recovery.fail_dead_trials(study, retries=spec.retries):
-                print(f"trial {trial} was left RUNNING by a worker that died: recorded as failed; it will be retried "
-                      "(from its last checkpoint if it has one)", file=out, flush=True)
+                reason = study.trials[trial].user_attrs.get("fail_reason", "")
+                if recovery.is_retryable(study.trials[trial]):
+                    print(f"trial {trial} was left RUNNING by a worker that died: recorded as failed; it will be "
+                          "retried (from its last checkpoint if it has one)", file=out, flush=True)
+                else:  # it killed its worker every time (os._exit, a segfault, the OOM killer)
+                    print(f"trial {trial} was left RUNNING by a worker that died: recorded as failed, {reason} "
+                          "(study.retries sets how often it is retried)", file=out, flush=True)
         already = recovery.counted(study.get_trials(deepcopy=False))
         remaining = total - already
         if sampler is None and (already > 0 or "://" in described):

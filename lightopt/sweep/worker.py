@@ -153,8 +153,14 @@ def run_worker(
             try:
                 if not _room_for_one(study, total, retries):
                     break
-                study.optimize(_Claimed(objective, me, host_lock, interrupt), n_trials=1, catch=(TrialFailed,),
-                               callbacks=list(callbacks), gc_after_trial=False)
+                try:
+                    study.optimize(_Claimed(objective, me, host_lock, interrupt), n_trials=1, catch=(TrialFailed,),
+                                   callbacks=list(callbacks), gc_after_trial=False)
+                except Exception as error:  # Optuna turns a failed final write into an AssertionError
+                    failure = _storage_failure(error)
+                    if failure is not None and failure is not error:
+                        raise failure from None
+                    raise
             finally:
                 host_lock.release()
             ran += 1
@@ -164,6 +170,15 @@ def run_worker(
         by = " (SIGTERM)" if interrupt.signal == "SIGTERM" else ""
         raise KeyboardInterrupt(f"stopped{by} before the next trial; the study is intact")
     return ran
+
+
+def _storage_failure(error: BaseException | None) -> StorageError | None:
+    """The :class:`StorageError` that ``error`` is, or arose while handling (None if none)."""
+    for _ in range(8):
+        if error is None or isinstance(error, StorageError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _room_for_one(study: optuna.Study, total: int, retries: int) -> bool:
