@@ -93,3 +93,14 @@ def stop_requested(study: optuna.Study) -> bool:
     lightopt's worker calls ``study.optimize`` one trial at a time and must honour it across calls.
     """
     return bool(getattr(study, "_stop_flag", False))
+
+
+def heartbeat_base() -> type:
+    """Optuna's ``BaseHeartbeat``, the interface of storages with a heartbeat (it lives in a private module).
+
+    Optuna's ``is_heartbeat_enabled`` and ``fail_stale_trials`` test ``isinstance(storage, BaseHeartbeat)``,
+    so lightopt's storage wrapper must subclass it to keep the heartbeat of the storage it wraps.
+    """
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    return BaseHeartbeat

@@ -43,3 +43,15 @@ def test_trainers_inside_the_block_read_the_entry_points_once_and_each_get_fresh
     assert [len(m) for m in markers] == [1, 1, 1]
     assert len({id(m[0]) for m in markers}) == 3
     assert calls == ["lightning.pytorch.callbacks_factory"]
+
+
+def test_heartbeat_base_is_what_optuna_checks_for_a_heartbeat(tmp_path):
+    import optuna
+    import pytest
+
+    from lightopt._compat import heartbeat_base
+
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'h.db'}", heartbeat_interval=60)
+    assert isinstance(storage, heartbeat_base())
+    assert not isinstance(optuna.storages.InMemoryStorage(), heartbeat_base())

@@ -31,9 +31,9 @@ from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
+from lightopt._compat import heartbeat_base
 from lightopt.sweep.processes import worker_identity
 
 __all__ = ["StorageError", "GuardedStorage", "OUTAGE_S", "stderr_line"]
@@ -50,6 +50,9 @@ _FORWARDED = (
     "set_trial_system_attr", "get_trial", "get_all_trials", "get_n_trials", "get_best_trial", "get_trial_params",
     "get_trial_user_attrs", "get_trial_system_attrs", "check_trial_is_updatable", "_get_stale_trial_ids",
 )
+
+
+BaseHeartbeat = heartbeat_base()
 
 
 class StorageError(RuntimeError):
@@ -129,7 +132,7 @@ class GuardedStorage(BaseStorage, BaseHeartbeat):
             if attempts > 1:  # the first attempt may have committed before its connection dropped
                 for trial in self.inner.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
                     if (trial.user_attrs.get("worker") or {}).get("claim") == token:
-                        return trial._trial_id
+                        return self.inner.get_trial_id_from_study_id_trial_number(study_id, trial.number)
             return self.inner.create_new_trial(study_id, template)
 
         return self._retry(create)

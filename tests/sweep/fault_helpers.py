@@ -59,6 +59,23 @@ class EpochStateMLP(DigitsMLP):
         return super().training_step(batch, batch_idx)
 
 
+# Takes a study journal's lock as lightopt writes it (holder's host, pid, start time) without importing
+# lightopt (seconds of torch): ``python -c HOLD_LOCK JOURNAL [PARTIAL]``; with PARTIAL, also writes that
+# partial record to the journal, as a writer killed mid-write leaves it. Prints "held", then sleeps.
+HOLD_LOCK = """
+import json, os, socket, sys, time
+stat = open('/proc/self/stat', 'rb').read().rsplit(b')', 1)[1].split()
+boot = open('/proc/sys/kernel/random/boot_id').read().strip()
+me = {'host': socket.gethostname(), 'pid': os.getpid(), 'started': f'{boot}:{int(stat[19])}', 'token': 't'}
+fd = os.open(os.path.abspath(sys.argv[1]) + '.lock', os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+os.write(fd, (json.dumps(me) + '\\n').encode()); os.close(fd)
+if len(sys.argv) > 2:
+    with open(sys.argv[1], 'ab') as f:
+        f.write(sys.argv[2].encode()); f.flush()
+print('held', flush=True); time.sleep(600)
+"""
+
+
 def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
@@ -75,10 +92,10 @@ def start(*args: str, cwd: Path | None = None, **popen: Any) -> subprocess.Popen
     return subprocess.Popen([sys.executable, "-m", "lightopt", *args], cwd=cwd or ROOT, env=env(), **options)
 
 
-def python(code: str, **popen: Any) -> subprocess.Popen:
-    """A Python process running ``code``, with stdout piped (it prints when it is ready to be killed)."""
-    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env(), stdout=subprocess.PIPE, text=True,
-                            **popen)
+def python(code: str, *args: str, cwd: Path | None = None) -> subprocess.Popen:
+    """A Python process running ``code`` with ``args``, with stdout piped (it prints when it is ready to be killed)."""
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd or ROOT, env=env(), stdout=subprocess.PIPE,
+                            text=True)
 
 
 def wait_for(condition: Any, what: str, timeout: float = 120) -> None:

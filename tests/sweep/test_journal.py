@@ -17,24 +17,18 @@ from optuna.trial import TrialState
 from lightopt.cli import main
 from lightopt.sweep import run_sweep
 from lightopt.sweep.config import parse
-from tests.sweep.fault_helpers import lightopt, start, wait_for
+from tests.sweep.fault_helpers import HOLD_LOCK, lightopt, python, start, wait_for
 from tests.sweep.helpers import sweep_dict, write
 
 HOLD = {
     # lightopt's lock, killed in the middle of writing a record: a stale lock and a partial line are left
-    "lightopt, mid-write": (
-        "import os, sys, time\n"
-        "from lightopt.sweep.journal import JournalLock\n"
-        "JournalLock(sys.argv[1]).acquire()\n"
-        "with open(sys.argv[1], 'ab') as f:\n"
-        "    f.write(b'{\"op_code\":5,\"worker_id\":\"w\",\"trial_id\":0,\"us'); f.flush()\n"
-        "print('held', flush=True); time.sleep(600)\n"),
+    "lightopt, mid-write": (HOLD_LOCK, '{"op_code":5,"worker_id":"w","trial_id":0,"us'),
     # Optuna's own lock made from a relative path (as lightopt made it before): a link that points nowhere
     "optuna, relative link": (
         "import sys, time\n"
         "from optuna.storages.journal import JournalFileSymlinkLock\n"
         "JournalFileSymlinkLock(sys.argv[1]).acquire()\n"
-        "print('held', flush=True); time.sleep(600)\n"),
+        "print('held', flush=True); time.sleep(600)\n", None),
 }
 
 
@@ -44,9 +38,8 @@ def _study(journal: Path) -> optuna.Study:
 
 
 def _hold(tmp_path: Path, kind: str, journal: str) -> subprocess.Popen:
-    holder = subprocess.Popen(["python", "-c", HOLD[kind], journal], cwd=tmp_path,
-                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-                              stdout=subprocess.PIPE, text=True)
+    code, partial = HOLD[kind]
+    holder = python(code, journal, *([partial] if partial else []), cwd=tmp_path)
     assert holder.stdout.readline().strip() == "held"
     return holder
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sweep.fault_helpers import lightopt, python, start, wait_for
+from tests.sweep.fault_helpers import HOLD_LOCK, lightopt, python, start, wait_for
 from tests.sweep.helpers import sweep_dict, write
 
 LINES = {signal.SIGINT: "interrupted", signal.SIGTERM: "interrupted: terminated (SIGTERM)"}
@@ -37,10 +37,7 @@ def test_a_signal_while_waiting_for_the_journal_lock_is_one_line_and_exit_130(tm
     write(tmp_path / "s.yaml", sweep_dict(Path("runs")))
     journal = tmp_path / "runs" / "s" / "study.journal"
     journal.parent.mkdir(parents=True)
-    holder = python("import sys, time\n"
-                    "from lightopt.sweep.journal import JournalLock\n"
-                    f"JournalLock({str(journal)!r}).acquire()\n"
-                    "print('held', flush=True); time.sleep(600)\n")
+    holder = python(HOLD_LOCK, str(journal))
     try:
         assert holder.stdout.readline().strip() == "held"
         err_file = tmp_path / "err.txt"
