@@ -199,6 +199,11 @@ class _DigitsClassifier(ConfigureOptimizersMixin, L.LightningModule):
         sums, examples = self._sums[stage]
         return {name: total / examples for name, total in sums.items()}
 
+    def on_train_start(self) -> None:
+        # A fit resumed from a mid-epoch checkpoint starts inside an epoch, without on_train_epoch_start:
+        # its first epoch's mean is then over the batches trained since the resume.
+        self._start("train", "loss_epoch")
+
     def on_train_epoch_start(self) -> None:
         self._start("train", "loss_epoch")
 

@@ -132,3 +132,14 @@ def stored_user_attrs(trial: optuna.Trial) -> dict[str, Any]:
     made in a worker process of ``ddp_spawn`` this way. ``Trial`` keeps its id in ``_trial_id``.
     """
     return trial.storage.get_trial_user_attrs(trial._trial_id)  # noqa: SLF001
+
+
+def heartbeat_base() -> type:
+    """Optuna's ``BaseHeartbeat``, the interface of storages with a heartbeat (it lives in a private module).
+
+    Optuna's ``is_heartbeat_enabled`` and ``fail_stale_trials`` test ``isinstance(storage, BaseHeartbeat)``,
+    so lightopt's storage wrapper must subclass it to keep the heartbeat of the storage it wraps.
+    """
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    return BaseHeartbeat

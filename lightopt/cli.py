@@ -3,14 +3,19 @@
 
 User errors (a bad file, a bad option, a study that is not there) print one line on stderr and
 exit with code 2; nothing is written to a study before its file has been checked. A sweep that
-stopped early because its trials all failed the same way exits with code 1.
+stopped early because its trials all failed the same way exits with code 1, and so does a storage
+that failed (a full disk, a read-only or deleted journal, a database unreachable for longer than
+:data:`lightopt.sweep.storage.OUTAGE_S`): one line naming it, nothing recorded lost. Ctrl-C and
+SIGTERM, at any moment, print one line and exit with code 130 (a running trial is recorded first).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -173,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # class paths such as examples.digits.DigitsMLP, as with `python -m`
     parser = _parser()
+    previous = _terminate_as_interrupt()
     try:
         regular, overrides = _split_overrides(list(sys.argv[1:] if argv is None else argv))
         args = parser.parse_args(regular)
@@ -203,8 +209,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as interrupt:  # a sweep records its running trial first and says so
         print(f"interrupted: {interrupt}" if str(interrupt) else "interrupted", file=sys.stderr)
         return 130
-    except SystemExit as exit_:  # --help, --version
+    except SystemExit as exit_:  # --help, --version; Lightning's SIGTERMException after a fit stopped on SIGTERM
+        if type(exit_).__name__ == "SIGTERMException":
+            print("interrupted: terminated (SIGTERM)", file=sys.stderr)
+            return 130
         return exit_.code if isinstance(exit_.code, int) else 0
+    except Exception as error:
+        from lightopt.sweep.storage import StorageError
+
+        if not isinstance(error, StorageError):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_as_interrupt() -> object:
+    """SIGTERM raises ``KeyboardInterrupt`` (one line, exit 130) instead of killing the process silently.
+
+    During a Lightning fit, Lightning's own handler runs first and stops the fit at its next step;
+    this one then does nothing. Returns the handler it replaced (None off the main thread).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: object) -> None:
+        if signal.getsignal(signal.SIGTERM) is handler:  # not inside Lightning's handler (a fit handles it)
+            raise KeyboardInterrupt("terminated (SIGTERM)")
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _fit(args: argparse.Namespace) -> int:

@@ -267,7 +267,7 @@ class StudyRun:
             return []
         out = self.study_dir / _PLOT_DIR
         out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=out, prefix=".drawing-") as scratch:
+        with tempfile.TemporaryDirectory(dir=out, prefix=f".drawing-{os.getpid()}-") as scratch:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)  # matplotlib on flat axes of a young study

@@ -76,3 +76,15 @@ def test_stored_user_attrs_sees_what_another_handle_wrote():
     study._storage.set_trial_user_attr(frozen._trial_id, "pruned_at", 3)
     assert "pruned_at" not in trial.user_attrs  # the Trial object's cached copy misses it
     assert _compat.stored_user_attrs(trial) == {"pruned_at": 3}
+
+
+def test_heartbeat_base_is_what_optuna_checks_for_a_heartbeat(tmp_path):
+    import optuna
+    import pytest
+
+    from lightopt._compat import heartbeat_base
+
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'h.db'}", heartbeat_interval=60)
+    assert isinstance(storage, heartbeat_base())
+    assert not isinstance(optuna.storages.InMemoryStorage(), heartbeat_base())

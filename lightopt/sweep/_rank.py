@@ -6,12 +6,15 @@ Started by :func:`lightopt.sweep.distributed.trial_processes` with ``LOCAL_RANK`
 decisions), and writes nothing to the study; Lightning's loggers write nothing on non-zero ranks.
 The job is the first line on stdin; the sweep keeps stdin open, so end-of-file means the sweep's
 process is gone and this rank exits at once instead of waiting for peers that will never come.
+Ctrl-C in a terminal reaches every process: this rank ignores it, since rank 0 records the trial as
+interrupted and ends the fit for all ranks (or its end closes stdin).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -25,6 +28,7 @@ ERROR_MARK = "lightopt-rank-error: "
 
 def main() -> int:
     """Read the job from stdin, fit it on this rank, return the exit code."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     job = json.loads(sys.stdin.readline())
     threading.Thread(target=_exit_with_parent, daemon=True).start()
     sys.path[:0] = [entry for entry in job["sys_path"] if entry not in sys.path]  # the sweep's imports work here too

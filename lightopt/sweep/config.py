@@ -41,7 +41,7 @@ from lightopt.runconfig import (
     read_yaml,
     resolve_class,
 )
-from lightopt.sweep.failures import STOP_AFTER_SAME_FAILURES, check_stop_after
+from lightopt.sweep.failures import RETRIES, STOP_AFTER_SAME_FAILURES, check_retries, check_stop_after
 from lightopt.sweep.space import SearchSpace, parse_search
 
 __all__ = ["SweepConfigError", "StudySpec", "SweepFile", "load", "parse", "SAMPLERS", "PRUNERS", "STUDY_NAME"]
@@ -51,7 +51,7 @@ _SWEEP_KEYS = ("study", "search", "config", "lightning_cli")
 _CLI_KEYS = ("class_path", "model_class", "datamodule_class", "subclass_mode_model", "subclass_mode_data")
 _STUDY_KEYS = (
     "name", "direction", "metric", "n_trials", "timeout", "seed", "sampler", "pruner", "report_at", "storage", "log_dir",
-    "threads", "stop_after_same_failures",
+    "threads", "stop_after_same_failures", "retries",
 )
 SAMPLERS = {
     "tpe": optuna.samplers.TPESampler,
@@ -97,6 +97,7 @@ class StudySpec:
     log_dir: str = "runs"
     threads: int | None = None
     stop_after_same_failures: int = STOP_AFTER_SAME_FAILURES
+    retries: int = RETRIES  # how often a trial whose worker died (os._exit, a segfault, the OOM killer) runs again
 
     def make_sampler(self, space: SearchSpace, seed: Any = ...) -> optuna.samplers.BaseSampler:
         """A fresh sampler; its seed is ``seed`` if given, else the block's, else the study's; ``grid``
@@ -262,6 +263,7 @@ def _parse_study(study: Any, default_name: str) -> StudySpec:
     check_timeout("study.timeout", values.get("timeout"))
     check_threads("study.threads", values.get("threads"))
     check_stop_after("study.stop_after_same_failures", values.get("stop_after_same_failures", STOP_AFTER_SAME_FAILURES))
+    check_retries("study.retries", values.get("retries", RETRIES))
     seed = values.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"`study.seed` must be an integer >= 0, but got seed={seed!r}.")

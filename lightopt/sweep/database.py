@@ -24,7 +24,7 @@ from typing import Any
 
 import optuna
 
-__all__ = ["open_database", "grpc_proxy", "redact", "database_error", "STORAGE_ENV", "CONNECT_TIMEOUT_S"]
+__all__ = ["open_database", "grpc_proxy", "redact", "database_error", "is_transient", "STORAGE_ENV", "CONNECT_TIMEOUT_S"]
 
 STORAGE_ENV = "LIGHTOPT_STORAGE"
 """The environment variable ``lightopt sweep`` commands take ``--storage`` from when it is not given."""
@@ -78,6 +78,33 @@ def database_error(error: BaseException, url: str) -> str:
         if len(password) >= 4:  # (a shorter one would garble words such as "password")
             line = line.replace(password, "***")
     return re.sub(r"\s{2,}", " ", redact(line))
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` (or an error it wraps) is the database or the network being away, worth retrying.
+
+    True for SQLAlchemy's ``OperationalError`` and ``InterfaceError`` (connection refused, the server
+    closed the connection, "the database system is starting up", "terminating connection due to
+    administrator command"), any driver error that invalidated its connection, ``ConnectionError``
+    and gRPC's ``UNAVAILABLE``; False for everything else (a bad query, a constraint, a finished trial).
+
+    Example:
+        >>> is_transient(ConnectionRefusedError(111, "Connection refused")), is_transient(ValueError("x"))
+        (True, False)
+    """
+    import sqlalchemy
+
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, ConnectionError)):
+            return True
+        if isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated:
+            return True
+        code = getattr(error, "code", None)
+        if callable(code) and getattr(code(), "name", None) == "UNAVAILABLE":  # grpc.RpcError
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
 
 
 def open_database(url: str, **storage_kwargs: Any) -> optuna.storages.BaseStorage:

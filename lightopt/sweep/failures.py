@@ -24,7 +24,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
-    "FailureWatch", "LossCheck", "NonFiniteLossError", "ERROR_LOG", "STOP_AFTER_SAME_FAILURES", "check_stop_after",
+    "FailureWatch", "LossCheck", "NonFiniteLossError", "ERROR_LOG", "STOP_AFTER_SAME_FAILURES", "RETRIES",
+    "check_stop_after", "check_retries",
     "failure_reason", "failure_signature", "is_out_of_memory", "write_error_log",
 ]
 
@@ -33,6 +34,11 @@ ERROR_LOG = "error.txt"
 # learning rate), two can be a coincidence, three at the start of a sweep are almost always the
 # code or the file. It costs at most three trials, and `0` turns the stop off.
 STOP_AFTER_SAME_FAILURES = 3
+# A trial whose worker process died (os._exit, a segfault in an extension, the kernel's OOM killer)
+# runs again this many times with the same parameters: once catches a machine's bad moment; a trial
+# that kills its process every time then counts as failed ("its worker died 2 times") and the sweep
+# goes on. `study.retries` sets it; Ctrl-C and SIGTERM never use it up.
+RETRIES = 1
 # Numbers in a reason (sizes, steps, values, addresses, nan and inf) differ from trial to trial.
 _NUMBER = re.compile(r"0x[0-9a-fA-F]+|[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?\b(?:nan|inf)\b")
 # Without a sync per step, an accelerator's loss is checked this often (Lightning's log_every_n_steps).
@@ -166,6 +172,13 @@ def check_stop_after(where: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"`{where}` must be an integer >= 0 (0: never stop), but got "
                          f"{where.rpartition('.')[2]}={value!r}.")
+
+
+def check_retries(where: str, value: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is an integer >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"`{where}` must be an integer >= 0 (0: a trial whose worker died is not run again), but "
+                         f"got {where.rpartition('.')[2]}={value!r}.")
 
 
 class FailureWatch:

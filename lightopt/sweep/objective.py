@@ -14,6 +14,7 @@ import numpy as np
 import optuna
 from lightning.pytorch import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightopt.sweep import recovery
 from lightopt.sweep._sanity import sanity_check_defaults, sanity_check_passed
@@ -23,6 +24,7 @@ from lightopt.sweep.config import SweepFile
 from lightopt.sweep.distributed import trial_processes
 from lightopt.sweep.failures import LossCheck, failure_reason, write_error_log
 from lightopt.sweep.pruning import MetricNotLoggedError, PruningCallback
+from lightopt.sweep.storage import StorageError
 from lightopt.tensorboard import trial_run
 
 __all__ = ["Objective", "TrialFailed", "fit_trial", "trial_seed", "trial_config", "TRAINER_DEFAULTS"]
@@ -112,7 +114,11 @@ class Objective:
     (:class:`~lightopt.sweep.failures.LossCheck`). A retry of a
     trial whose worker died (``retry_of``, ``seed`` and ``resume_from`` preset by
     :func:`~lightopt.sweep.recovery.enqueue_retries`) keeps the seed and resumes from the
-    checkpoint, recording ``resumed_at`` (epoch and global step). A pruned
+    checkpoint, recording ``resumed_at`` (epoch and global step); when that resume fails (a
+    mid-epoch checkpoint that a module cannot continue from), it starts again from the last
+    end-of-epoch checkpoint, else from the start, recording ``resume_fallback`` (the checkpoint that
+    failed, its error, and where it went on from). ``sys.exit()`` in the trial's code fails the trial
+    like any exception. A pruned
     trial raises ``optuna.TrialPruned`` after its fit ended cleanly; a broken one raises
     :class:`TrialFailed`; a metric the module never logs raises
     :class:`~lightopt.sweep.pruning.MetricNotLoggedError`, which stops the sweep.
@@ -140,18 +146,32 @@ class Objective:
         name = f"trial_{trial.number:04d}"
         trial.set_user_attr("log_dir", str(self.study_dir / name))
         mode = "min" if spec.direction == "minimize" else "max"
-        pruning = PruningCallback(trial, spec.metric, spec.report_at, mode)
-        start = recovery.StartPoint()
         resume = trial.user_attrs.get("resume_from")
         resume = resume if resume and Path(resume).is_file() else None
+        starts = [resume, *recovery.fallbacks(resume)] if resume is not None else [None]
         try:
-            with warnings.catch_warnings():  # a retry resumes another trial's checkpoint: its dirpath differs
-                warnings.filterwarnings("ignore", ".*The dirpath has changed from.*")
-                run = fit_trial(config, seed, pruning, self.study_dir, name, [start], resume, checkpoints=True,
-                                cli=self.sweep.cli)
-        except (MetricNotLoggedError, KeyboardInterrupt):
-            raise
-        except Exception as error:
+            for index, ckpt in enumerate(starts):
+                pruning = PruningCallback(trial, spec.metric, spec.report_at, mode)
+                start = recovery.StartPoint()
+                try:
+                    with warnings.catch_warnings():  # a retry resumes another trial's checkpoint: its dirpath differs
+                        warnings.filterwarnings("ignore", ".*The dirpath has changed from.*")
+                        if index:  # the failed attempt reported some validation rounds already
+                            warnings.filterwarnings("ignore", ".*The reported value is ignored because this `step=")
+                        run = fit_trial(config, seed, pruning, self.study_dir, name, [start], ckpt, checkpoints=True,
+                                            cli=self.sweep.cli)
+                    break
+                except BaseException as error:
+                    if ckpt is None or index + 1 == len(starts) or _passes_through(error) or _interrupting(error):
+                        raise
+                    # e.g. a module whose epoch-start hooks build state that a mid-epoch checkpoint lacks
+                    to = starts[index + 1]
+                    trial.set_user_attr("resume_fallback", {"failed": ckpt, "error": failure_reason(error),
+                                                            "to": to or "start"})
+            resume = ckpt
+        except BaseException as error:
+            if _passes_through(error) or _interrupting(error):
+                raise
             reason = failure_reason(error)
             self._fail(trial, reason, traceback.format_exc())
             raise TrialFailed(reason) from error
@@ -186,3 +206,18 @@ class Objective:
         if trace:
             trial.set_user_attr("traceback", trace[-8000:])
         write_error_log(trial.user_attrs.get("log_dir"), reason, trace)
+
+
+def _passes_through(error: BaseException) -> bool:
+    """Errors that are not the trial's: a metric never logged stops the sweep, a failed storage is reported."""
+    return isinstance(error, (MetricNotLoggedError, StorageError))
+
+
+def _interrupting(error: BaseException) -> bool:
+    """Ctrl-C or SIGTERM, as raised or as Lightning turns them into ``SystemExit`` after its own shutdown.
+
+    A ``SystemExit`` of the user's code (``sys.exit()`` in a hook) is not one: it fails the trial.
+    """
+    if isinstance(error, (KeyboardInterrupt, SIGTERMException)):
+        return True
+    return isinstance(error, SystemExit) and isinstance(error.__context__, KeyboardInterrupt)

@@ -1,17 +1,20 @@
 """Create or resume a study from a sweep file and run its trials, one line of progress per trial.
 
 Storage: by default an Optuna journal file, ``<log_dir>/<study name>/study.journal``
-(``JournalStorage(JournalFileBackend(...))``): one append-only file, no server, safe for several
-processes on one machine (it takes a file lock), so later multi-worker runs share it as is. SQLite
+(``JournalStorage`` over :class:`~lightopt.sweep.journal.JournalFile`, Optuna's file backend with a
+lock that names its holder and a tail that is never built on when damaged): one append-only file,
+no server, safe for several processes on one machine, so later multi-worker runs share it as is. SQLite
 would also be embedded, but concurrent writers there meet "database is locked". Any Optuna
 database URL (``sqlite:///...``, ``postgresql://...``) or a path to a journal file may be given
-instead.
+instead. Either is wrapped in :class:`~lightopt.sweep.storage.GuardedStorage` (trials created with
+their worker recorded; a database outage retried for a bounded time).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import sys
 import time
@@ -30,12 +33,15 @@ from optuna.trial import FrozenTrial, TrialState
 from lightopt.sweep import recovery
 from lightopt.sweep.build import torch_threads
 from lightopt.sweep.config import StudySpec, SweepConfigError, SweepFile, check_threads, check_timeout
-from lightopt.sweep.database import database_error, open_database, redact
+from lightopt.sweep.database import database_error, is_transient, open_database, redact
 from lightopt.sweep.devices import plan
 from lightopt.sweep.distributed import trial_devices
 from lightopt.sweep.failures import FailureWatch
+from lightopt.sweep.journal import JournalFile
 from lightopt.sweep.objective import Objective
+from lightopt.sweep.processes import process_alive
 from lightopt.sweep.resume import check_resume, describe_space
+from lightopt.sweep.storage import GuardedStorage
 from lightopt.sweep.worker import run_worker
 from lightopt.sweep.workers import run_workers
 from lightopt.tensorboard import StudyRun
@@ -73,17 +79,19 @@ def open_storage(
             raise SweepConfigError(f"`{where}`: no study journal at {path}; give the sweep file or --storage.", file)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            backend = optuna.storages.journal.JournalFileBackend(str(path))
-            return optuna.storages.JournalStorage(backend), str(path)
         except OSError as error:
             raise SweepConfigError(f"`{where}` cannot be opened: {error}", file) from None
+        # JournalFile: a lock that names its holder, a tail checked and repaired; StorageError when it cannot
+        return GuardedStorage(optuna.storages.JournalStorage(JournalFile(path)), str(path)), str(path)
     try:  # the password never reaches a message or an output line; the heartbeat finds other machines' dead workers
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return open_database(url, heartbeat_interval=recovery.HEARTBEAT_S,
-                                 grace_period=recovery.GRACE_PERIOD_S), redact(url)
+            opened = open_database(url, heartbeat_interval=recovery.HEARTBEAT_S, grace_period=recovery.GRACE_PERIOD_S)
     except Exception as error:  # noqa: BLE001 - drivers raise their own types; all mean "unreachable"
         raise SweepConfigError(f"`{where}` {redact(url)!r} cannot be opened: {database_error(error, url)}", file) from None
+    # Optuna's cache over the database, as optuna.create_study would add; then outages are ridden out
+    return GuardedStorage(optuna.storages.get_storage(opened), redact(url), transient=is_transient,
+                          explain=lambda error: database_error(error.__cause__ or error, url)), redact(url)
 
 
 def open_study(
@@ -162,14 +170,21 @@ def run_sweep(
     threads = spec.threads if threads is None else threads
     if workers > 1 and threads is None:
         threads = 1  # N workers on N cores
+    url = storage if storage is not None else spec.storage
     with _optuna_quiet(), torch_threads(threads):
         study, described = open_study(sweep, storage, name, sampler=sampler, pruner=pruner)
         directory = study_dir(spec.log_dir, name)
         lock = recovery.lock_path(described, name)
         with recovery.HostLock(lock):
-            for trial in recovery.fail_dead_trials(study):
-                print(f"trial {trial} was left RUNNING by a worker that died: recorded as failed; it will be retried "
-                      "(from its last checkpoint if it has one)", file=out, flush=True)
+            _clean_scratch(directory)
+            for trial in recovery.fail_dead_trials(study, retries=spec.retries):
+                reason = study.trials[trial].user_attrs.get("fail_reason", "")
+                if recovery.is_retryable(study.trials[trial]):
+                    print(f"trial {trial} was left RUNNING by a worker that died: recorded as failed; it will be "
+                          "retried (from its last checkpoint if it has one)", file=out, flush=True)
+                else:  # it killed its worker every time (os._exit, a segfault, the OOM killer)
+                    print(f"trial {trial} was left RUNNING by a worker that died: recorded as failed, {reason} "
+                          "(study.retries sets how often it is retried)", file=out, flush=True)
         already = recovery.counted(study.get_trials(deepcopy=False))
         remaining = total - already
         if sampler is None and (already > 0 or "://" in described):
@@ -180,14 +195,16 @@ def run_sweep(
         if remaining <= 0:
             ran = 0
         elif workers > 1 or slots is not None:
-            ran = run_workers(study, sweep, workers, out=out, total=total, storage=described, timeout=timeout,
-                              threads=threads, sampler=sampler, pruner=pruner, slots=slots)
+            # the children get the URL with its password, through multiprocessing's pipe (never a command line)
+            real = url if url is not None and "://" in url else described
+            ran = run_workers(study, sweep, workers, out=out, total=total, storage=real, timeout=timeout,
+                              threads=threads, sampler=sampler, pruner=pruner, slots=slots, retries=spec.retries)
         else:
             progress = _Progress(out, total, spec.metric)
             watch = FailureWatch(spec.stop_after_same_failures)
             board = StudyRun(directory)  # TensorBoard's study-level run, rewritten after each trial
             ran = run_worker(study, Objective(sweep, directory), total=total, lock=lock, timeout=timeout,
-                             callbacks=[progress, board], failures=watch)
+                             callbacks=[progress, board], failures=watch, retries=spec.retries)
         if ran:
             StudyRun(directory).write(study, plots=True)
     view = f"lightopt tensorboard {sweep.path}" if sweep.path and name == spec.name and storage is None else None
@@ -210,6 +227,14 @@ def _device_slots(sweep: SweepFile, devices: str | None, trials_per_device: int 
                     per_trial=trial_devices(sweep.run.get("trainer")), workers=workers)
     except (TypeError, ValueError) as error:
         raise SweepConfigError(str(error)) from None
+
+
+def _clean_scratch(directory: Path) -> None:
+    """Remove the plot-drawing scratch folders (``plots/.drawing-<pid>-*``) of processes that are gone (killed mid-draw)."""
+    for scratch in (directory / "plots").glob(".drawing-*"):
+        pid = scratch.name.split("-")[1]
+        if scratch.is_dir() and not (pid.isdigit() and process_alive({"pid": int(pid)})):
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def run_sampler_seed(spec: StudySpec, already: int, shared: bool) -> int | None:

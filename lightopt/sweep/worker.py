@@ -13,7 +13,7 @@ call per trial (so Optuna's heartbeat, ``catch``, callbacks and ``study.stop()``
    counting and creating a trial are one step for the workers of a host.
 3. Optuna records the outcome: COMPLETE, PRUNED or FAIL.
 
-Ctrl-C (SIGINT) inside the objective raises ``KeyboardInterrupt`` there (Lightning turns it into
+Ctrl-C (SIGINT) and SIGTERM inside the objective raise ``KeyboardInterrupt`` there (Lightning turns it into
 ``SystemExit`` after its own shutdown, which is caught as the same thing); elsewhere it is held
 until the storage writes in progress are done. The running trial is recorded FAIL with
 ``fail_reason: "interrupted"``, further SIGINTs are ignored while that is written, and
@@ -38,9 +38,10 @@ from optuna.trial import FrozenTrial
 
 from lightopt._compat import stop_requested, study_storage
 from lightopt.sweep import recovery
-from lightopt.sweep.failures import FailureWatch
+from lightopt.sweep.failures import RETRIES, FailureWatch
 from lightopt.sweep.memory import TrialCleanup
 from lightopt.sweep.objective import TrialFailed
+from lightopt.sweep.storage import StorageError
 
 __all__ = ["Interrupt", "run_worker"]
 
@@ -48,11 +49,13 @@ TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
 
 
 class Interrupt:
-    """SIGINT handling for a worker's loop: an immediate ``KeyboardInterrupt`` only inside :meth:`running`.
+    """SIGINT and SIGTERM handling for a worker's loop: an immediate ``KeyboardInterrupt`` only inside :meth:`running`.
 
-    Outside it (storage writes) SIGINT only sets :attr:`interrupted`. After the first SIGINT,
-    further ones are ignored until the block exits. Only the main thread can install it; elsewhere
-    it does nothing.
+    Outside it (storage writes) a signal only sets :attr:`interrupted` (and :attr:`signal`, its
+    name). After the first one, further SIGINTs are ignored until the block exits. During a fit,
+    Lightning's own SIGTERM handler runs first and stops the fit at the next step
+    (``SIGTERMException``); this handler then leaves it to Lightning. Only the main thread can
+    install it; elsewhere it does nothing.
 
     Example:
         >>> with Interrupt() as interrupt:
@@ -62,28 +65,40 @@ class Interrupt:
 
     def __init__(self) -> None:
         self.interrupted = False
+        self.signal: str | None = None
         self._live = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
         self._installed = False
+        self._on_int, self._on_term = self._handler, self._term_handler  # one object each: see _term_handler
 
     def __enter__(self) -> Interrupt:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._previous = {signal.SIGINT: signal.signal(signal.SIGINT, self._on_int),
+                              signal.SIGTERM: signal.signal(signal.SIGTERM, self._on_term)}
             self._installed = True
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
 
     def _handler(self, signum: int, frame: Any) -> None:
-        self.stop()
+        self.stop("SIGINT")
         if self._live:
             raise KeyboardInterrupt
 
-    def stop(self) -> None:
-        """Mark the loop interrupted and ignore further SIGINTs."""
+    def _term_handler(self, signum: int, frame: Any) -> None:
+        if signal.getsignal(signal.SIGTERM) is not self._on_term:
+            return  # called by Lightning's handler during a fit, which stops the fit itself
+        self.stop("SIGTERM")
+        if self._live:
+            raise KeyboardInterrupt
+
+    def stop(self, by: str = "SIGINT") -> None:
+        """Mark the loop interrupted (by the signal named ``by``) and ignore further SIGINTs."""
         self.interrupted = True
+        self.signal = self.signal or by
         if self._installed:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -96,7 +111,7 @@ class Interrupt:
         finally:
             self._live = False
             if self._installed and not self.interrupted:
-                signal.signal(signal.SIGINT, self._handler)  # Lightning leaves SIGINT ignored after an interrupt
+                signal.signal(signal.SIGINT, self._on_int)  # Lightning leaves SIGINT ignored after an interrupt
 
 
 def run_worker(
@@ -109,6 +124,7 @@ def run_worker(
     callbacks: Sequence[TrialCallback] = (),
     should_stop: Callable[[], bool] | None = None,
     failures: FailureWatch | None = None,
+    retries: int = RETRIES,
 ) -> int:
     """Run trials until the study counts ``total`` (see :func:`~lightopt.sweep.recovery.counted`); returns how many ran.
 
@@ -118,7 +134,8 @@ def run_worker(
     loop goes on; any other exception is recorded as FAIL (with ``fail_reason`` and ``traceback``)
     and raised. Ctrl-C raises ``KeyboardInterrupt`` after the trial is recorded. ``failures`` stops
     the loop when the first trials all fail the same way (its ``stopped`` says why). Each finished
-    trial is freed at once (:class:`~lightopt.sweep.memory.TrialCleanup`).
+    trial is freed at once (:class:`~lightopt.sweep.memory.TrialCleanup`). A trial whose worker
+    died is retried up to ``retries`` times (:func:`~lightopt.sweep.recovery.fail_dead_trials`).
     """
     started = time.monotonic()
     me = recovery.worker_identity()
@@ -134,32 +151,48 @@ def run_worker(
                 break
             host_lock.acquire()
             try:
-                if not _room_for_one(study, total):
+                if not _room_for_one(study, total, retries):
                     break
-                study.optimize(_Claimed(objective, me, host_lock, interrupt), n_trials=1, catch=(TrialFailed,),
-                               callbacks=list(callbacks), gc_after_trial=False)
+                try:
+                    study.optimize(_Claimed(objective, me, host_lock, interrupt), n_trials=1, catch=(TrialFailed,),
+                                   callbacks=list(callbacks), gc_after_trial=False)
+                except Exception as error:  # Optuna turns a failed final write into an AssertionError
+                    failure = _storage_failure(error)
+                    if failure is not None and failure is not error:
+                        raise failure from None
+                    raise
             finally:
                 host_lock.release()
             ran += 1
             if stop_requested(study):
                 break
     if interrupt.interrupted:
-        raise KeyboardInterrupt("stopped before the next trial; the study is intact")
+        by = " (SIGTERM)" if interrupt.signal == "SIGTERM" else ""
+        raise KeyboardInterrupt(f"stopped{by} before the next trial; the study is intact")
     return ran
 
 
-def _room_for_one(study: optuna.Study, total: int) -> bool:
+def _storage_failure(error: BaseException | None) -> StorageError | None:
+    """The :class:`StorageError` that ``error`` is, or arose while handling (None if none)."""
+    for _ in range(8):
+        if error is None or isinstance(error, StorageError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _room_for_one(study: optuna.Study, total: int, retries: int) -> bool:
     """Recover dead workers' trials, enqueue retries; whether fewer than ``total`` are counted."""
     if getattr(study_storage(study), "get_heartbeat_interval", lambda: None)() is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # other hosts' dead workers, after the grace period
     trials = study.get_trials(deepcopy=False)
-    if recovery.fail_dead_trials(study, trials):
+    if recovery.fail_dead_trials(study, trials, retries):
         trials = study.get_trials(deepcopy=False)
     if recovery.counted(trials) >= total:
         return False
-    recovery.enqueue_retries(study, trials)  # not counted until they run: WAITING trials do not count
+    recovery.enqueue_retries(study, trials, retries)  # not counted until they run: WAITING trials do not count
     return True
 
 
@@ -178,22 +211,23 @@ class _Claimed:
                 raise KeyboardInterrupt
             with self.interrupt.running():
                 return self.objective(trial)
-        except (optuna.TrialPruned, TrialFailed):
-            raise
+        except (optuna.TrialPruned, TrialFailed, StorageError):
+            raise  # recorded by Optuna; a storage that failed is reported as one line, nothing more is written
         except BaseException as exc:  # noqa: BLE001 - Optuna records the trial FAIL and raises it again
             if isinstance(exc, SIGTERMException) and not self.interrupt.interrupted:
-                self.interrupt.stop()  # Lightning stopped the fit on SIGTERM (e.g. a cluster's scheduler)
+                self.interrupt.stop("SIGTERM")  # Lightning stopped the fit on SIGTERM (e.g. a cluster's scheduler)
                 trial.set_user_attr("fail_reason", f"{recovery.INTERRUPTED} (SIGTERM)")
                 raise KeyboardInterrupt(f"trial {trial.number} recorded as failed (interrupted by SIGTERM); run "
                                         f"the same command again to retry it") from None
             if self.interrupt.interrupted or isinstance(exc, KeyboardInterrupt):
                 self.interrupt.stop()  # SystemExit from Lightning's own interrupt handling, or a KeyboardInterrupt
-                trial.set_user_attr("fail_reason", recovery.INTERRUPTED)
-                raise KeyboardInterrupt(f"trial {trial.number} recorded as failed (interrupted); run the same "
-                                        f"command again to retry it") from None
+                by = " (SIGTERM)" if self.interrupt.signal == "SIGTERM" else ""
+                trial.set_user_attr("fail_reason", f"{recovery.INTERRUPTED}{by}")
+                raise KeyboardInterrupt(f"trial {trial.number} recorded as failed (interrupted{' by SIGTERM' if by else ''}"
+                                        f"); run the same command again to retry it") from None
             if "fail_reason" not in trial.user_attrs:
                 trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
                 trial.set_user_attr("traceback", traceback.format_exc()[-8000:])
             if isinstance(exc, Exception):
                 raise
-            raise RuntimeError(f"{type(exc).__name__} in trial {trial.number}: {exc}") from exc  # recorded FAIL
+            raise TrialFailed(trial.user_attrs["fail_reason"]) from None  # SystemExit and the like: a failed trial

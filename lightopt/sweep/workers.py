@@ -8,10 +8,18 @@ study's plus the worker's index) so that seeded samplers do not draw the same pa
 worker. Children send their progress lines to the parent through a queue; a thread of the parent
 prints them as they arrive, between its own.
 
-Ctrl-C: in a terminal every process gets SIGINT; the parent also forwards it to the children.
-Each worker records its running trial as FAIL with ``fail_reason: "interrupted"`` and stops; a
-child still alive after :data:`GRACE_S` seconds is killed, and its trial is then failed by the
-parent, as after a crash. A child whose parent is gone stops before its next trial.
+The storage reaches the children through multiprocessing's pipe, never a command line: a database
+URL keeps its password (the parent prints it redacted only).
+
+Ctrl-C and SIGTERM: in a terminal every process gets SIGINT; the parent also forwards it to the
+children and sets their stop event. Each worker records its running trial as FAIL with
+``fail_reason: "interrupted"`` and stops; a child still alive after :data:`GRACE_S` seconds is
+killed, and its trial is then failed by the parent, as after a crash. A child starts with both
+signals ignored (so an interrupt during its imports prints no traceback) and, outside its trial
+loop, only notes them. A child whose parent is gone stops before its next trial.
+
+A child that dies (``kill -9``, the OOM killer) is reaped at once and its trial, no longer RUNNING
+for anyone, is retried by a live worker (the parent finishes any left when the children are gone).
 
 With ``--devices`` (:mod:`lightopt.sweep.devices`) every worker is a child, started with its
 ``CUDA_VISIBLE_DEVICES`` already in its environment (this process has imported torch, and may have
@@ -22,6 +30,7 @@ records every running trial as interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -29,15 +38,18 @@ import queue as queue_module
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 import optuna
 
+from lightopt._compat import stop_requested
 from lightopt.sweep import recovery
 from lightopt.sweep.build import torch_threads
 from lightopt.sweep.config import SweepConfigError, SweepFile
 from lightopt.sweep.devices import DeviceObjective, DeviceSlots, assigned_devices, release_device
 from lightopt.sweep.failures import FailureWatch
+from lightopt.sweep.storage import StorageError
 from lightopt.tensorboard import StudyRun
 
 __all__ = ["run_workers", "GRACE_S"]
@@ -58,24 +70,29 @@ def run_workers(
     sampler: optuna.samplers.BaseSampler | None = None,
     pruner: optuna.pruners.BasePruner | None = None,
     slots: DeviceSlots | None = None,
+    retries: int | None = None,
 ) -> int:
     """Run ``study`` here and in ``workers - 1`` children until it counts ``total`` trials; returns how many ran.
 
     With ``slots`` (``--devices``) all ``workers`` are children, each on its device ids.
 
-    ``storage`` is the journal file path or database URL of ``study``, which every child opens. A
-    child's error (a bad metric, an exception outside a trial) stops the others and is raised here
-    as :class:`~lightopt.sweep.config.SweepConfigError`; Ctrl-C raises ``KeyboardInterrupt``.
+    ``storage`` is the journal file path or database URL of ``study`` (with its password), which
+    every child opens. A child's error (a bad metric, an exception outside a trial) stops the
+    others and is raised here as :class:`~lightopt.sweep.config.SweepConfigError` (a storage failure
+    as :class:`~lightopt.sweep.storage.StorageError`); Ctrl-C raises ``KeyboardInterrupt``.
+    ``retries``: see :func:`~lightopt.sweep.worker.run_worker` (default ``study.retries``).
     """
     from lightopt.sweep.objective import Objective
     from lightopt.sweep.runner import _Progress, study_dir
     from lightopt.sweep.worker import run_worker
 
     spec = sweep.study
+    retries = spec.retries if retries is None else retries
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
+    stop = context.Event()
     args = dict(sweep=sweep, total=total, storage=storage, study_name=study.study_name, timeout=timeout,
-                threads=threads, sampler=sampler, pruner=pruner, parent=os.getpid())
+                threads=threads, sampler=sampler, pruner=pruner, parent=os.getpid(), stop=stop, retries=retries)
     children = [context.Process(target=_child, args=(messages, index), kwargs=args, name=f"lightopt-worker-{index}",
                                 daemon=True) for index in range(0 if slots else 1, workers)]
     printing = threading.Lock()
@@ -86,41 +103,66 @@ def run_workers(
 
     pump = _Pump(messages, children, emit)
     lock = recovery.lock_path(storage, study.study_name)
-    previous = signal.getsignal(signal.SIGINT)
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     ran, interrupted = 0, False
+    directory = study_dir(spec.log_dir, study.study_name)
+    loop = dict(total=total, lock=lock, timeout=timeout, should_stop=pump.failed.is_set, retries=retries)
+    started = time.monotonic()
     try:
-        for index, child in enumerate(children):
-            _start_child(child, index, slots)
+        with _signals_ignored():  # the children inherit it: no traceback from an interrupt during their imports
+            for index, child in enumerate(children):
+                _start_child(child, index, slots)
         pump.start()
         if slots:  # every worker is a child, on its devices
-            ran = _watch(study, children, pump, StudyRun(study_dir(spec.log_dir, study.study_name)))
+            ran = _watch(study, children, pump, StudyRun(directory))
         else:
-            ran = run_worker(study, Objective(sweep, study_dir(spec.log_dir, study.study_name)), total=total,
-                             lock=lock, timeout=timeout, callbacks=[_Progress(_Lines(emit), total, spec.metric),
-                                                                    StudyRun(study_dir(spec.log_dir, study.study_name))],
-                             should_stop=pump.failed.is_set, failures=FailureWatch(spec.stop_after_same_failures))
+            ran = run_worker(study, Objective(sweep, directory), **loop,
+                             callbacks=[_Progress(_Lines(emit), total, spec.metric), StudyRun(directory)],
+                             failures=FailureWatch(spec.stop_after_same_failures))
         while any(child.is_alive() for child in children):  # their last trials
             for child in children:
                 child.join(timeout=0.2)
+        left = None if timeout is None else timeout - (time.monotonic() - started)
+        finish_here = not slots  # with --devices this process runs no trial: its CUDA state is not a worker's
+        if finish_here and not pump.errors and not pump.interrupted and not stop_requested(study) and (
+                left is None or left > 0):
+            loop["timeout"] = left  # the trials of children that died, if any are left
+            ran += run_worker(study, Objective(sweep, directory), **loop,
+                              callbacks=[_Progress(_Lines(emit), total, spec.metric), StudyRun(directory)])
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the children are told below; shut down without a second one
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         interrupted = True
+        stop.set()
         _wait(children)
     except BaseException:
+        stop.set()
         _wait(children)
         raise
     finally:
         _stop(children)
         pump.finish()
         with recovery.HostLock(lock):  # children killed mid-trial: none stays RUNNING
-            recovery.fail_dead_trials(study)
-        signal.signal(signal.SIGINT, previous)
+            recovery.fail_dead_trials(study, retries=retries)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if pump.errors:
-        raise SweepConfigError(pump.errors[0])
+        kind, text = pump.errors[0]
+        raise (StorageError if kind == "storage" else SweepConfigError)(text)
     if interrupted or pump.interrupted:
         raise KeyboardInterrupt("the running trials were recorded as failed (interrupted); run the same command "
                                 "again to retry them")
     return ran + pump.ran
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    saved = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
 
 
 class _Lines:
@@ -150,7 +192,9 @@ class _Pump(threading.Thread):
         self.failed, self._done = threading.Event(), threading.Event()
 
     def run(self) -> None:
+        told: set[int] = set()
         while not self._done.is_set() or not self.messages.empty():
+            self._reap(told)
             try:
                 kind, text = self.messages.get(timeout=0.2)
             except queue_module.Empty:
@@ -158,12 +202,24 @@ class _Pump(threading.Thread):
             if kind == "trial":
                 self.ran += 1
                 self.emit(text)
-            elif kind == "error":
-                self.errors.append(text)
+            elif kind in ("error", "storage"):
+                self.errors.append((kind, text))
                 self.failed.set()
                 _signal_all(self.children, signal.SIGINT)  # the others stop too, recording their trials
             elif kind == "interrupted":
                 self.interrupted = True
+
+    def _reap(self, told: set[int]) -> None:
+        """Wait for children that exited (no zombie stays), and say which died without a word."""
+        for child in self.children:
+            if child.pid is None or child.pid in told or child.is_alive():  # is_alive() reaps an exited child
+                continue
+            told.add(child.pid)
+            index = child.name.rpartition("-")[2]  # lightopt-worker-<index>
+            code = child.exitcode
+            if code is not None and code < 0 and not self.interrupted and not self.failed.is_set():
+                name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+                self.emit(f"worker {index} (pid {child.pid}) was killed ({name}); its trial will be retried")
 
     def finish(self) -> None:
         self._done.set()
@@ -172,31 +228,44 @@ class _Pump(threading.Thread):
 
 
 def _child(messages: Any, index: int, *, sweep: SweepFile, total: int, storage: str, study_name: str,
-           timeout: float | None, threads: int | None, sampler: Any, pruner: Any, parent: int) -> None:
+           timeout: float | None, threads: int | None, sampler: Any, pruner: Any, parent: int, stop: Any,
+           retries: int) -> None:
     """One worker process: the single-worker loop, its progress lines sent to the parent."""
     from lightopt.sweep.objective import Objective
     from lightopt.sweep.runner import _optuna_quiet, _Progress, open_study, study_dir
     from lightopt.sweep.worker import run_worker
 
+    noted = []  # outside the trial loop a signal is only noted; the loop's own handler takes over inside it
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda signum, frame: noted.append(signum))
     spec = sweep.study
     if sampler is None:
         sweep = dataclasses.replace(sweep, study=_reseeded(spec, index))
     else:
         sampler.reseed_rng()
 
+    def should_stop() -> bool:
+        return bool(noted) or stop.is_set() or os.getppid() != parent
+
     try:
         with _optuna_quiet(), torch_threads(threads):
+            if should_stop():
+                raise KeyboardInterrupt
             study, _ = open_study(sweep, storage, study_name, sampler=sampler, pruner=pruner)
             directory = study_dir(spec.log_dir, study_name)
             objective, callbacks = _on_devices(Objective(sweep, directory))
             run_worker(study, objective, total=total, lock=recovery.lock_path(storage, study_name),
                        timeout=timeout, callbacks=[_Progress(_Lines(lambda line: messages.put(("trial", line))),
                                                              total, spec.metric), *callbacks],
-                       should_stop=lambda: os.getppid() != parent,
-                       failures=FailureWatch(spec.stop_after_same_failures))
+                       should_stop=should_stop, failures=FailureWatch(spec.stop_after_same_failures), retries=retries)
+            if noted or stop.is_set():
+                raise KeyboardInterrupt
     except KeyboardInterrupt as interrupt:
         messages.put(("interrupted", str(interrupt)))
         raise SystemExit(130) from None
+    except StorageError as error:
+        messages.put(("storage", f"worker {index}: {error}"))
+        raise SystemExit(1) from None
     except Exception as error:  # noqa: BLE001 - sent to the parent, which reports it as one line
         messages.put(("error", f"worker {index}: {type(error).__name__}: {error}" if not isinstance(
             error, ValueError) else f"worker {index}: {error}"))

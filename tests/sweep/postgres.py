@@ -82,10 +82,26 @@ class PostgresServer:
         self.admin(f"CREATE DATABASE {name} OWNER {ROLE}")
         return name
 
+    def halt(self) -> None:
+        """Stop the server as an administrator restarting it would (``pg_ctl stop -m fast``: connections cut); keep its data."""
+        subprocess.run([*self.prefix, self.pg_ctl, "-D", str(self.base / "data"), "-m", "fast", "-w", "-t", str(_WAIT_S),
+                        "stop"], capture_output=True, text=True, timeout=_WAIT_S + 10, cwd=self.base, check=True)
+
+    def start(self) -> None:
+        """Start the halted server again, on the same port and data."""
+        subprocess.run([*self.prefix, self.pg_ctl, "-D", str(self.base / "data"), "-l", str(self.base / "server.log"),
+                        "-o", _options(self.port, self.base), "-w", "-t", str(_WAIT_S), "start"], capture_output=True,
+                       text=True, timeout=_WAIT_S + 10, cwd=self.base, check=True)
+
     def stop(self) -> None:
         subprocess.run([*self.prefix, self.pg_ctl, "-D", str(self.base / "data"), "-m", "fast", "-w", "-t",
                         str(_WAIT_S), "stop"], capture_output=True, text=True, timeout=_WAIT_S + 10, cwd=self.base)
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _options(port: int, base: Path) -> str:
+    return (f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
+            f"-c full_page_writes=off -c max_connections=60 -c shared_buffers=16MB")
 
 
 def start_postgres() -> PostgresServer:
@@ -121,9 +137,7 @@ def start_postgres() -> PostgresServer:
         raise RuntimeError(f"initdb failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-800:]}")
     for _ in range(3):  # another process may take the free port first
         port = free_port()
-        options = (f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
-                   f"-c full_page_writes=off -c max_connections=60 -c shared_buffers=16MB")
-        done = run(pg_ctl, "-D", str(base / "data"), "-l", str(base / "server.log"), "-o", options, "-w",
+        done = run(pg_ctl, "-D", str(base / "data"), "-l", str(base / "server.log"), "-o", _options(port, base), "-w",
                    "-t", str(_WAIT_S), "start")
         if done.returncode == 0:
             break

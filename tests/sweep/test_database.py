@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import re
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -21,7 +24,7 @@ from lightopt.cli import main
 from lightopt.sweep import trial_seed
 from lightopt.sweep.database import database_error, grpc_proxy, open_database, redact
 from tests.sweep.helpers import sweep_dict, write
-from tests.sweep.postgres import PASSWORD, free_port, postgres_db, postgres_server  # noqa: F401 - fixtures
+from tests.sweep.postgres import PASSWORD, free_port, postgres_db, postgres_server, start_postgres  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
@@ -208,3 +211,90 @@ def test_workers_through_optuna_grpc_storage_proxy(postgres_db, tmp_path, monkey
     assert main(["sweep", "show", "shared", "--storage", url]) == 2  # the proxy is gone: one line
     assert capsys.readouterr().err == f"error: `--storage` '{url}' cannot be opened: ConnectionError: no Optuna gRPC " \
                                       f"storage proxy answered at 127.0.0.1:{port} within 10 s\n"
+
+
+def test_workers_get_the_database_url_with_its_password_and_show_it_nowhere(postgres_db, tmp_path):
+    server, database = postgres_db
+    url = server.url(database)
+    stall = tmp_path / "stall"
+    data = sweep_dict(Path("runs"), n_trials=2)
+    data["model"] = {"class_path": "tests.sweep.helpers.StallingMLP",
+                     "init_args": {"hidden": 16, "stall_file": str(stall), "stall_epoch": 0}}
+    write(tmp_path / "s.yaml", data)
+    stall.touch()  # each worker's trial waits until both run one: the child must reach the database
+    process = subprocess.Popen([sys.executable, "-m", "lightopt", "sweep", "run", "s.yaml", "--workers", "2"],
+                               cwd=tmp_path, env={**ENV, "LIGHTOPT_STORAGE": url}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    children: list[str] = []
+    deadline = time.monotonic() + 240
+    storage = optuna.storages.RDBStorage(url)  # one connection pool for all the looks below
+    while stall.exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        for pid in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split():
+            try:
+                children.append(Path(f"/proc/{pid}/cmdline").read_text())
+            except OSError:
+                pass
+        try:
+            running = [t for t in optuna.load_study(study_name="s", storage=storage).trials
+                       if t.state == TrialState.RUNNING]
+        except KeyError:  # the study is not created yet
+            running = []
+        if len({t.user_attrs.get("worker", {}).get("pid") for t in running}) == 2:
+            stall.unlink()
+        time.sleep(0.2)
+    out, err = process.communicate(timeout=240)
+    storage.engine.dispose()
+    assert process.returncode == 0, err[-3000:]
+    assert PASSWORD not in out + err and "Traceback" not in err
+    assert children and not any(PASSWORD in cmdline for cmdline in children)
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 2  # the child authenticated and ran a trial
+
+
+def test_a_database_restart_mid_sweep_is_waited_out_with_a_line_each_way(tmp_path):
+    server = start_postgres()  # a server of its own: this test stops it and starts it again
+    try:
+        url = server.url(server.new_database())
+        data = sweep_dict(tmp_path / "runs", n_trials=3)
+        stall = tmp_path / "stall"
+        data["model"] = {"class_path": "tests.sweep.helpers.StallingMLP",
+                         "init_args": {"hidden": 16, "stall_file": str(stall)}}
+        data["trainer"].update(max_epochs=2, enable_checkpointing=True)
+        write(tmp_path / "s.yaml", data)
+        stall.touch()
+        process = subprocess.Popen([sys.executable, "-m", "lightopt", "sweep", "run", str(tmp_path / "s.yaml")],
+                                   cwd=tmp_path, env={**ENV, "LIGHTOPT_STORAGE": url}, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        checkpoint = tmp_path / "runs" / "s" / "trial_0000" / "checkpoints" / "last.ckpt"
+        deadline = time.monotonic() + 180
+        while not checkpoint.is_file():  # trial 0 is in epoch 1, waiting
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.1)
+        time.sleep(0.5)
+        server.halt()  # connections cut, as a restart does
+        stall.unlink()  # the trial reaches its next report while the server is down
+        time.sleep(3)
+        server.start()
+        out, err = process.communicate(timeout=240)
+    finally:
+        server.stop()
+    assert process.returncode == 0, err[-3000:]
+    lines = err.splitlines()
+    assert lines[0].startswith(f"database {redact(url)} unreachable (") and lines[0].endswith("retrying for up to 120 s")
+    assert re.fullmatch(rf"database {re.escape(redact(url))} reachable again after \d+\.\d s", lines[1])
+    assert "Traceback" not in err and PASSWORD not in out + err
+    assert "3 trials: 3 complete" in out
+
+
+def test_no_trial_exists_without_its_worker(postgres_db):
+    """Optuna creates a trial, then the objective names its worker: a worker lost in between left a trial nobody owned."""
+    from lightopt.sweep.runner import open_storage
+
+    server, database = postgres_db
+    storage, _ = open_storage(server.url(database), Path("."))
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    worker = optuna.load_study(study_name="s", storage=server.url(database)).trials[trial.number].user_attrs["worker"]
+    assert worker["pid"] == os.getpid() and worker["host"] == socket.gethostname()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import signal
+import socket
+from pathlib import Path
 from typing import Any
 
 import lightning
@@ -16,6 +19,7 @@ from lightopt.cli import main
 from lightopt.sweep import SweepConfigError, run_sweep
 from lightopt.sweep.config import parse
 from lightopt.sweep.failures import FailureWatch, LossCheck, NonFiniteLossError, failure_signature
+from tests.sweep.fault_helpers import lightopt
 from tests.sweep.helpers import sweep_dict, write
 
 
@@ -170,3 +174,67 @@ def test_stop_after_same_failures_is_checked(tmp_path, value, match):
 def test_stop_after_same_failures_accepts_zero(tmp_path):
     assert parse(sweep_dict(tmp_path, stop_after_same_failures=0)).study.stop_after_same_failures == 0
     assert parse(sweep_dict(tmp_path)).study.stop_after_same_failures == 3
+
+
+def _dying(tmp_path, how, **study):
+    data = sweep_dict(Path("runs"), n_trials=1, **study)
+    data["model"] = {"class_path": "tests.sweep.fault_helpers.DyingMLP", "init_args": {"hidden": 16, "how": how}}
+    write(tmp_path / "s.yaml", data)
+    return tmp_path / "runs" / "s" / "study.journal"
+
+
+def _trials(journal):
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    return optuna.load_study(study_name="s", storage=storage).trials
+
+
+def test_sys_exit_in_user_code_is_a_failed_trial_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
+    _dying(tmp_path, "sys.exit", stop_after_same_failures=0)
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", "run", "s.yaml", "--n-trials", "2"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""  # no traceback
+    trials = _trials(tmp_path / "runs" / "s" / "study.journal")
+    assert [(t.state, t.user_attrs["fail_reason"]) for t in trials] == [(TrialState.FAIL, "SystemExit: 3")] * 2
+    assert "2 trials: 0 complete, 0 pruned, 2 failed" in captured.out
+    assert (Path(trials[0].user_attrs["log_dir"]) / "error.txt").read_text().startswith("SystemExit: 3\n")
+
+
+def test_a_trial_that_segfaults_its_worker_is_retried_once_then_recorded_failed(tmp_path):
+    journal = _dying(tmp_path, "segfault")
+    first = lightopt("sweep", "run", "s.yaml", cwd=tmp_path)
+    assert first.returncode == -signal.SIGSEGV  # the process dies with the trial: nothing can be said then
+    second = lightopt("sweep", "run", "s.yaml", cwd=tmp_path)
+    assert second.returncode == -signal.SIGSEGV
+    assert second.stdout.splitlines()[0] == ("trial 0 was left RUNNING by a worker that died: recorded as failed; it "
+                                             "will be retried (from its last checkpoint if it has one)")
+    third = lightopt("sweep", "run", "s.yaml", cwd=tmp_path)
+    assert third.returncode == 0 and third.stderr == ""
+    host = socket.gethostname()
+    reason = f"its worker died 2 times (last: pid {_pid(journal, 1)} on host {host}); not retried again"
+    assert third.stdout.splitlines()[0] == (f"trial 1 was left RUNNING by a worker that died: recorded as failed, "
+                                            f"{reason} (study.retries sets how often it is retried)")
+    trials = _trials(journal)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert trials[1].user_attrs["retry_of"] == 0 and trials[1].user_attrs["fail_reason"] == reason
+    assert "running up to 0 more (n_trials=1)" in third.stdout  # it counts: the study is done
+    assert "2 trials: 0 complete, 0 pruned, 2 failed" in third.stdout
+
+
+def _pid(journal, number):
+    return _trials(journal)[number].user_attrs["worker"]["pid"]
+
+
+def test_study_retries_0_records_a_trial_that_exits_hard_as_failed_at_once(tmp_path):
+    journal = _dying(tmp_path, "os._exit", retries=0)
+    assert lightopt("sweep", "run", "s.yaml", cwd=tmp_path).returncode == 3
+    done = lightopt("sweep", "run", "s.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert _trials(journal)[0].user_attrs["fail_reason"].startswith("its worker died 1 time (last: pid ")
+
+
+@pytest.mark.parametrize("value", [-1, True, "1", 0.5])
+def test_study_retries_is_checked(tmp_path, value):
+    with pytest.raises(SweepConfigError, match=r"`study.retries` must be an integer >= 0 \(0: a trial whose worker "
+                                               rf"died is not run again\), but got retries={value!r}."):
+        parse(sweep_dict(tmp_path, retries=value))

@@ -1,18 +1,25 @@
-"""Resuming a study with a changed file, and storages that cannot be opened: one line, exit 2, nothing written."""
+"""Resuming a study with a changed file, and storages that cannot be opened: one line, exit 2, nothing written.
+Retrying a trial killed mid-epoch: from its mid-epoch checkpoint, or, when that fails, the last end-of-epoch one."""
 
 from __future__ import annotations
 
+import io
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import optuna
 import pytest
+import torch
+from optuna.trial import TrialState
 
 from lightopt.cli import main
+from lightopt.sweep import run_sweep
 from lightopt.sweep.config import parse
 from lightopt.sweep.resume import describe_space
+from tests.sweep.fault_helpers import start, wait_for
 from tests.sweep.helpers import sweep_dict, write
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,3 +133,44 @@ def test_python_m_lightopt_refuses_an_unreachable_database_without_showing_its_p
     assert done.returncode == 2 and done.stdout == "" and done.stderr.startswith(f"error: {UNREACHABLE[1][1]}")
     assert done.stderr.count("\n") == 1 and "s3cret" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
+
+
+def _mid_epoch_kill(tmp_path, epoch_state):
+    """A trial killed (kill -9) at step 6, in epoch 1, just after the mid-epoch checkpoint of step 6."""
+    stall, stalled = tmp_path / "stall", tmp_path / "stalled"
+    data = sweep_dict(tmp_path / "runs", n_trials=1)
+    data["model"] = {"class_path": "tests.sweep.fault_helpers.EpochStateMLP", "init_args": {
+        "hidden": 16, "stall_file": str(stall), "stall_step": 6, "stalled_file": str(stalled),
+        "epoch_state": epoch_state}}
+    data["trainer"].update(max_epochs=3, enable_checkpointing=True, val_check_interval=0.5)
+    write(tmp_path / "s.yaml", data)
+    stall.touch()
+    proc = start("sweep", "run", str(tmp_path / "s.yaml"))
+    wait_for(lambda: stalled.exists() or proc.poll() is not None, "the trial to stall at step 6", timeout=180)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stall.unlink()
+    checkpoints = tmp_path / "runs" / "s" / "trial_0000" / "checkpoints"
+    assert torch.load(checkpoints / "last.ckpt", weights_only=False)["global_step"] == 6  # mid-epoch
+    assert torch.load(checkpoints / "epoch-end.ckpt", weights_only=False)["global_step"] == 4  # end of epoch 0
+    return parse(data), checkpoints
+
+
+def test_a_retry_whose_mid_epoch_resume_fails_goes_on_from_the_last_end_of_epoch_checkpoint(tmp_path):
+    sweep, checkpoints = _mid_epoch_kill(tmp_path, epoch_state=True)
+    trials = run_sweep(sweep, out=io.StringIO()).study.trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    retry = trials[1]
+    fallback = retry.user_attrs["resume_fallback"]
+    assert fallback["failed"] == str(checkpoints / "last.ckpt") and fallback["to"] == str(checkpoints / "epoch-end.ckpt")
+    assert fallback["error"].startswith("AttributeError: ") and "_batches_this_epoch" in fallback["error"]
+    assert retry.user_attrs["resumed_at"] == {"epoch": 1, "global_step": 4}
+    assert retry.user_attrs["epochs"] == 3 and retry.user_attrs["global_step"] == 12
+
+
+def test_the_digits_example_resumes_from_a_mid_epoch_checkpoint(tmp_path):
+    sweep, checkpoints = _mid_epoch_kill(tmp_path, epoch_state=False)
+    trials = run_sweep(sweep, out=io.StringIO()).study.trials
+    retry = trials[1]
+    assert retry.state == TrialState.COMPLETE and "resume_fallback" not in retry.user_attrs
+    assert retry.user_attrs["resumed_at"]["global_step"] == 6 and retry.user_attrs["global_step"] == 12

@@ -41,10 +41,10 @@ def _stalling_sweep(tmp_path: Path, **study) -> tuple[dict, Path]:
     return data, stall
 
 
-def _start(file: Path, *args: str) -> subprocess.Popen:
+def _start(file: Path, *args: str, **popen) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     return subprocess.Popen([sys.executable, "-m", "lightopt", "sweep", "run", str(file), *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
 def _wait_stalled(proc: subprocess.Popen, journal: Path, *numbers: int) -> Path:
@@ -203,3 +203,82 @@ def test_a_reused_pid_is_not_taken_for_the_dead_worker():
     assert process_alive(me)
     assert not process_alive({**me, "started": "another-boot:1"})  # same pid, another process
     assert not process_alive({**me, "pid": 2**22 + 7})  # above Linux's pid_max: no such process
+
+
+def test_a_zombie_counts_as_dead():
+    from lightopt.sweep.recovery import process_alive, worker_identity
+
+    child = subprocess.Popen(["true"])
+    me = worker_identity(child.pid)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":  # exited, not waited for
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.kill(child.pid, 0)  # the kernel still lists it...
+    assert not process_alive(me)  # ...but it runs nothing
+    child.wait()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def test_kill_9_of_one_child_under_two_workers_retries_its_trial_and_completes_the_study(tmp_path):
+    data, stall = _stalling_sweep(tmp_path, n_trials=3)
+    file = write(tmp_path / "s.yaml", data)
+    stall.touch()
+    proc = _start(file, "--workers", "2")
+    journal = tmp_path / "runs" / "s" / "study.journal"
+    _wait_stalled(proc, journal, 0, 1)
+    running = {t.number: t.user_attrs["worker"]["pid"] for t in _journal(journal).trials}
+    (number, child), = [(n, pid) for n, pid in running.items() if pid != proc.pid]
+    os.kill(child, signal.SIGKILL)
+    time.sleep(1.0)  # reaped at once: the parent does not keep a zombie that would look alive
+    assert not Path(f"/proc/{child}").exists()
+    stall.unlink()
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert f"worker 1 (pid {child}) was killed (SIGKILL); its trial will be retried" in out
+    trials = _journal(journal).trials
+    killed = trials[number]
+    assert killed.state == TrialState.FAIL and killed.user_attrs["fail_reason"].startswith(f"worker died (pid {child} ")
+    retry, = [t for t in trials if t.user_attrs.get("retry_of") == number]
+    assert retry.state == TrialState.COMPLETE and retry.params == killed.params
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3  # the study reached its total
+
+
+def test_sigterm_to_the_parent_of_two_workers_is_one_line_and_exit_130(tmp_path):
+    data, stall = _stalling_sweep(tmp_path, n_trials=4)
+    file = write(tmp_path / "s.yaml", data)
+    stall.touch()
+    proc = _start(file, "--workers", "2")
+    journal = tmp_path / "runs" / "s" / "study.journal"
+    _wait_stalled(proc, journal, 0, 1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.strip().splitlines() == [
+        "interrupted: the running trials were recorded as failed (interrupted); run the same command again to retry "
+        "them"]
+    assert all(t.state == TrialState.FAIL for t in _journal(journal).trials)
+
+
+def test_ctrl_c_in_a_terminal_while_the_children_start_is_one_line_and_exit_130(tmp_path):
+    data, stall = _stalling_sweep(tmp_path, n_trials=4)
+    file = write(tmp_path / "s.yaml", data)
+    stall.touch()
+    proc = _start(file, "--workers", "3", start_new_session=True)  # its own process group, as a terminal's job
+    deadline = time.monotonic() + 180
+    while len(_children(proc.pid)) < 2:  # the two children are starting (importing torch)
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: every process of the group gets SIGINT
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("interrupted") and "Traceback" not in err
+    journal = tmp_path / "runs" / "s" / "study.journal"
+    assert all(t.state != TrialState.RUNNING for t in _journal(journal).trials)
