@@ -41,6 +41,7 @@ from lightopt.sweep import recovery
 from lightopt.sweep.failures import FailureWatch
 from lightopt.sweep.memory import TrialCleanup
 from lightopt.sweep.objective import TrialFailed
+from lightopt.sweep.tally import StudyTally
 
 __all__ = ["Interrupt", "run_worker"]
 
@@ -125,6 +126,7 @@ def run_worker(
     host_lock = recovery.HostLock(lock)
     ran = 0
     cleanup = TrialCleanup()
+    tally = StudyTally(study)
     callbacks = [*callbacks, *([failures] if failures is not None else []), cleanup]
     with Interrupt() as interrupt, cleanup:
         while not interrupt.interrupted:
@@ -134,10 +136,10 @@ def run_worker(
                 break
             host_lock.acquire()
             try:
-                if not _room_for_one(study, total):
+                if not _room_for_one(study, total, tally):
                     break
                 study.optimize(_Claimed(objective, me, host_lock, interrupt), n_trials=1, catch=(TrialFailed,),
-                               callbacks=list(callbacks), gc_after_trial=False)
+                               callbacks=[_Callbacks(callbacks)], gc_after_trial=False)
             finally:
                 host_lock.release()
             ran += 1
@@ -148,19 +150,34 @@ def run_worker(
     return ran
 
 
-def _room_for_one(study: optuna.Study, total: int) -> bool:
-    """Recover dead workers' trials, enqueue retries; whether fewer than ``total`` are counted."""
+def _room_for_one(study: optuna.Study, total: int, tally: StudyTally) -> bool:
+    """Recover dead workers' trials, enqueue retries; whether fewer than ``total`` are counted.
+
+    ``tally`` answers from the trials that changed since the last call, so this costs the same at
+    any size of the study.
+    """
     if getattr(study_storage(study), "get_heartbeat_interval", lambda: None)() is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # other hosts' dead workers, after the grace period
-    trials = study.get_trials(deepcopy=False)
-    if recovery.fail_dead_trials(study, trials):
-        trials = study.get_trials(deepcopy=False)
-    if recovery.counted(trials) >= total:
+    tally.update()
+    if recovery.fail_dead_trials(study, tally.running):
+        tally.update()
+    if tally.counted >= total:
         return False
-    recovery.enqueue_retries(study, trials)  # not counted until they run: WAITING trials do not count
+    recovery.enqueue_retries(study, tally.unretried)  # not counted until they run: WAITING trials do not count
     return True
+
+
+class _Callbacks:
+    """``callbacks`` as one Optuna callback: Optuna deep-copies the finished trial once per callback it calls."""
+
+    def __init__(self, callbacks: Sequence[TrialCallback]) -> None:
+        self.callbacks = list(callbacks)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        for callback in self.callbacks:
+            callback(study, trial)
 
 
 class _Claimed:
