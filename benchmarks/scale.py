@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import math
 import multiprocessing
@@ -52,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -183,7 +185,8 @@ def _worker(arm: str, index: int, trials: int, sampler: str, storage: str, log_d
                                     sampler=sampler_object, pruner=optuna.pruners.MedianPruner(
                                         n_startup_trials=PRUNER["n_startup_trials"],
                                         n_warmup_steps=PRUNER["n_warmup_steps"]))
-        study.optimize(_objective(stamps), callbacks=[optuna.study.MaxTrialsCallback(trials)], gc_after_trial=False)
+        stop = optuna.study.MaxTrialsCallback(trials, states=None)  # every trial counts, as in lightopt
+        study.optimize(_objective(stamps), callbacks=[stop], gc_after_trial=False)
         last = stamps.starts[-1][0] if stamps.starts else started
     ended = time.time()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -280,7 +283,7 @@ def cpu_per_trial_ms(per_worker: list[dict[str, Any]], trials: int) -> dict[str,
     return out
 
 
-def sampler_scale(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
+def sampler_scale(sizes: list[int], repeats: int, save: Any = None) -> list[dict[str, Any]]:
     """Milliseconds of one ``study.ask`` with the three parameters after N finished trials, per sampler."""
     import random
 
@@ -295,8 +298,13 @@ def sampler_scale(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
         "tpe multivariate constant_liar": lambda: optuna.samplers.TPESampler(seed=SEED, multivariate=True,
                                                                              constant_liar=True),
         "random": lambda: optuna.samplers.RandomSampler(seed=SEED),
-        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=SEED, warn_independent_sampling=False),
+        "qmc": lambda: optuna.samplers.QMCSampler(seed=SEED, warn_independent_sampling=False),
+        "cmaes (batch size as an independent random choice)": lambda: optuna.samplers.CmaEsSampler(
+            seed=SEED, warn_independent_sampling=False),
     }
+    if importlib.util.find_spec("cmaes") is None:  # CmaEsSampler needs the `cmaes` package
+        print("  cmaes: skipped, the `cmaes` package is not installed", flush=True)
+        samplers = {name: make for name, make in samplers.items() if not name.startswith("cmaes")}
     rng = random.Random(SEED)
     history = []
     for number in range(max(sizes)):
@@ -307,6 +315,7 @@ def sampler_scale(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
         history.append(optuna.trial.create_trial(value=loss, params=params, distributions=space))
     rows = []
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # QMCSampler's
     for name, make in samplers.items():
         for n in sizes:
             study = optuna.create_study(sampler=make())
@@ -324,6 +333,8 @@ def sampler_scale(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
             rows.append({"sampler": name, "trials": n, "ask_ms_median": round(1000 * times[len(times) // 2], 2),
                          "ask_ms_min": round(1000 * times[0], 2)})
             print(f"  {name:50s} {n:6d} trials: {rows[-1]['ask_ms_median']:8.2f} ms per ask", flush=True)
+            if save is not None:
+                save(rows)
     return rows
 
 
@@ -375,8 +386,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.sampler_scale:
         sizes = [n for n in (100, 1000, 3000, 10000) if n <= args.trials]
-        report["samplers"] = sampler_scale(sizes, args.repeats)
-        save()
+        report["samplers"] = []
+
+        def keep(rows: list[dict[str, Any]]) -> None:
+            report["samplers"] = rows
+            save()
+
+        sampler_scale(sizes, args.repeats, keep)
         return 0
     kinds = ["journal", "postgres"] if args.storage == "both" else [args.storage]
     server = None

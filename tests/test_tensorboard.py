@@ -340,3 +340,18 @@ def test_one_process_writes_the_study_run_and_the_next_takes_over(tmp_path):
     path = second.write(study)  # takes over: a new file with the whole history
     assert [step for step, _, _ in _scalars_of(tmp_path / "study")["study/best_value"]] == [0, 1, 2, 3, 4]
     assert path.name == max(p.name for p in (tmp_path / "study").glob("events.out.tfevents.*"))
+
+
+def test_plots_are_redrawn_no_sooner_than_draw_share_times_their_drawing(tmp_path):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1) + trial.suggest_float("y", 0, 1), n_trials=4)
+    board = StudyRun(tmp_path, plot_every=0)
+    board.write(study)  # plot_every reached: drawn
+    png = tmp_path / "plots" / "optimization_history.png"
+    drawn = png.stat().st_mtime_ns
+    assert board.drawing_s > 0
+    board.write(study)  # within DRAW_SHARE times the drawing: not again, however many trials come
+    assert png.stat().st_mtime_ns == drawn
+    board.drawing_s = 0.0  # as if drawing were free: redrawn at once
+    board.write(study)
+    assert png.stat().st_mtime_ns > drawn
