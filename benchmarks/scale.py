@@ -190,7 +190,8 @@ def _worker(arm: str, index: int, trials: int, sampler: str, storage: str, log_d
         last = stamps.starts[-1][0] if stamps.starts else started
     ended = time.time()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    Path(result).write_text(json.dumps({"starts": stamps.starts, "cpu": stamps.cpu, "memory": stamps.memory, "after_last_s": ended - last,
+    Path(result).write_text(json.dumps({"starts": stamps.starts, "cpu": stamps.cpu, "memory": stamps.memory,
+                                        "after_last_s": ended - last,
                                         "peak_rss_mib": round(peak, 1)}))
 
 
@@ -229,7 +230,7 @@ def run_arm(arm: str, trials: int, workers: int, sampler: str, storage_kind: str
         else:
             storage_bytes = Path(storage).stat().st_size
         logs = Path(log_dir) / "scale"
-        tensorboard_bytes = _size(logs) - (Path(logs / "study.journal").stat().st_size if (logs / "study.journal").exists() else 0)
+        tensorboard_bytes = _size(logs)  # the trial runs and the study run (the journal is elsewhere)
     starts = sorted(t for w in per_worker for t, _ in w["starts"])
     return {
         "arm": arm, "trials_run": len(starts), "wall_s": round(wall, 2),
@@ -283,6 +284,11 @@ def cpu_per_trial_ms(per_worker: list[dict[str, Any]], trials: int) -> dict[str,
     return out
 
 
+def _value_of(params: dict[str, Any]) -> float:
+    return value(params["optimizer.init_args.lr"], params["optimizer.init_args.momentum"],
+                 params["data.init_args.batch_size"], ROUNDS)
+
+
 def sampler_scale(sizes: list[int], repeats: int, save: Any = None) -> list[dict[str, Any]]:
     """Milliseconds of one ``study.ask`` with the three parameters after N finished trials, per sampler."""
     import random
@@ -308,11 +314,10 @@ def sampler_scale(sizes: list[int], repeats: int, save: Any = None) -> list[dict
     rng = random.Random(SEED)
     history = []
     for number in range(max(sizes)):
-        params = {"optimizer.init_args.lr": 10 ** rng.uniform(-3, 0), "optimizer.init_args.momentum": rng.uniform(0, 0.99),
+        params = {"optimizer.init_args.lr": 10 ** rng.uniform(-3, 0),
+                  "optimizer.init_args.momentum": rng.uniform(0, 0.99),
                   "data.init_args.batch_size": rng.choice([16, 32, 64, 128, 256])}
-        loss = value(params["optimizer.init_args.lr"], params["optimizer.init_args.momentum"],
-                     params["data.init_args.batch_size"], ROUNDS)
-        history.append(optuna.trial.create_trial(value=loss, params=params, distributions=space))
+        history.append(optuna.trial.create_trial(value=_value_of(params), params=params, distributions=space))
     rows = []
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # QMCSampler's
@@ -327,8 +332,7 @@ def sampler_scale(sizes: list[int], repeats: int, save: Any = None) -> list[dict
                 begin = time.perf_counter()
                 trial = study.ask(space)
                 times.append(time.perf_counter() - begin)
-                study.tell(trial, value(trial.params["optimizer.init_args.lr"], trial.params["optimizer.init_args.momentum"],
-                                        trial.params["data.init_args.batch_size"], ROUNDS))
+                study.tell(trial, _value_of(trial.params))
             times.sort()
             rows.append({"sampler": name, "trials": n, "ask_ms_median": round(1000 * times[len(times) // 2], 2),
                          "ask_ms_min": round(1000 * times[0], 2)})
@@ -339,7 +343,7 @@ def sampler_scale(sizes: list[int], repeats: int, save: Any = None) -> list[dict
 
 
 def _server():
-    from tests.sweep.postgres import PostgresServer, start_postgres
+    from tests.sweep.postgres import start_postgres
 
     server = start_postgres()
 
@@ -356,7 +360,7 @@ def _server():
 
     server.database_size = database_size  # type: ignore[attr-defined]
     version = subprocess.run([server.pg_ctl, "--version"], capture_output=True, text=True).stdout.strip()
-    return server, version, PostgresServer
+    return server, version
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -399,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for kind in kinds:
             if kind == "postgres" and server is None:
-                server, version, _ = _server()
+                server, version = _server()
                 report["machine"]["postgres"] = version
             for workers in args.workers:
                 row: dict[str, Any] = {"storage": kind, "workers": workers, "sampler": args.sampler,

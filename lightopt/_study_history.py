@@ -28,6 +28,7 @@ import bisect
 import time
 from collections.abc import Sequence
 
+import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
@@ -69,7 +70,13 @@ class StudyHistory:
 
     def add(self, trials: Sequence[FrozenTrial]) -> list[event_pb2.Event]:
         """The events to append for the trials of ``trials`` (the study's whole list) that finished since."""
-        new = self.scan.update(trials)
+        return self._events(self.scan.update(trials))
+
+    def read(self, study: optuna.Study) -> list[event_pb2.Event]:
+        """The events to append for the trials of ``study`` that finished since, read from the scan's frontier on."""
+        return self._events(self.scan.read(study))
+
+    def _events(self, new: list[FrozenTrial]) -> list[event_pb2.Event]:
         if not new:
             return []
         first_number = len(self._by_number)

@@ -45,7 +45,8 @@ from tensorboard.summary.writer.record_writer import RecordWriter
 from lightopt._study_history import StudyHistory, restart_event
 
 
-__all__ = ["DRAW_SHARE", "FIXED", "METRICS", "STATES", "StudyRun", "experiment_summary", "hparam_value", "is_global_zero",
+__all__ = ["DRAW_SHARE", "FIXED", "METRICS", "STATES", "StudyRun", "experiment_summary", "hparam_value",
+           "is_global_zero",
            "trial_hparams", "trial_run", "write_trial"]
 
 # Settings of the trial's config shown next to the searched parameters (when the config has them), with their type.
@@ -220,8 +221,8 @@ class StudyRun:
     (best so far in the order trials finished; its wall times are the trials' ends: use the
     Relative or Wall axis), ``study/trial_value`` (each complete trial's value) and
     ``study/trials_complete|pruned|failed`` (counts as trials finish). Every worker's trials are
-    there: each write reads the study's trial list (without copies) and appends the trials that
-    finished since, whoever ran them (:class:`lightopt._study_history.StudyHistory`), so a write
+    there: each write reads the study's trials from the first one not yet finished on, and
+    appends the trials that finished since, whoever ran them (:class:`lightopt._study_history.StudyHistory`), so a write
     costs the same in a study of ten trials and of ten thousand. A step by trial number appears
     once every trial below it has finished.
 
@@ -267,13 +268,12 @@ class StudyRun:
             self._write_plots(study)
         if not self._hold():
             return None
-        trials = study.get_trials(deepcopy=False)
         events = None
         if self._history is not None and self._study == (id(study), study.study_name):
             with contextlib.suppress(ValueError):  # trials that do not extend the ones written: start again
-                events = self._history.add(trials)
+                events = self._history.read(study)
         if events is None:
-            self._start(study, trials)
+            self._start(study, study.get_trials(deepcopy=False))
         elif events:
             writer = RecordWriter(self._file)
             for event in events:

@@ -5,12 +5,12 @@ how many completed, pruned or failed, which is best, which are still running, wh
 trials wait for a retry. Answered from ``study.trials`` they cost a deep copy of every trial
 (with its recorded config) each time, so a sweep's own bookkeeping grew with the study.
 
-:class:`lightopt._scan.FinishedScan` finds the trials that finished since it last looked, reading the trial
-list without copies (``get_trials(deepcopy=False)``). A finished trial never changes again
-(Optuna refuses to update it), and a study's trials are numbered 0, 1, 2, ... in its list, so
-the scan keeps a *frontier*: every trial below it is finished and already seen. Each look
-examines only the trials from the frontier on: the ones still open (a few per worker) and the
-new ones. :class:`StudyTally` adds the finished trials into its counts as they come.
+:class:`lightopt._scan.FinishedScan` finds the trials that finished since it last looked. A
+finished trial never changes again (Optuna refuses to update it), and a study's trials are
+numbered 0, 1, 2, ..., so the scan keeps a *frontier*: every trial below it is finished and
+already seen. Each look reads from the storage only the trials from the frontier on: the ones
+still open (a few per worker) and the new ones. :class:`StudyTally` adds the finished trials
+into its counts as they come.
 """
 
 from __future__ import annotations
@@ -52,12 +52,12 @@ def best_of(trials: Iterable[FrozenTrial], minimize: bool, best: FrozenTrial | N
 class StudyTally:
     """What the sweep reports and decides on after each trial, updated from the trials that changed.
 
-    :meth:`update` reads the study's trial list (no copies) and adds the newly finished trials;
+    :meth:`update` reads the study's trials from the scan's frontier on and adds the newly finished ones;
     the attributes then describe the whole study, every worker's trials included:
     :attr:`counts` per state name, :attr:`total`, :attr:`best`, :attr:`running`, :attr:`counted`
     (the trials that count toward ``n_trials``, as :func:`~lightopt.sweep.recovery.counted`
-    defines them) and :attr:`unretried` (stopped trials with no retry yet). Each update costs the
-    list read plus a look at the open and new trials, whatever the size of the study.
+    defines them) and :attr:`unretried` (stopped trials with no retry yet). Each update reads
+    the open and the new trials, whatever the size of the study.
 
     Example:
         >>> study = optuna.create_study(direction="maximize")
@@ -84,9 +84,11 @@ class StudyTally:
         self.unretried: list[FrozenTrial] = []
 
     def update(self, trials: Sequence[FrozenTrial] | None = None) -> None:
-        """Bring the tally up to date with ``trials`` (default: the study's, read without copies)."""
-        trials = self.study.get_trials(deepcopy=False) if trials is None else trials
-        new = self._scan.update(trials)
+        """Bring the tally up to date: from ``trials`` (the study's whole list), else from its storage.
+
+        Without ``trials`` only the trials from the scan's frontier on are read.
+        """
+        new = self._scan.read(self.study) if trials is None else self._scan.update(trials)
         for trial in new:
             self._finished[trial.state.name] += 1
             retry_of = trial.user_attrs.get("retry_of")
@@ -96,7 +98,7 @@ class StudyTally:
                 self._retryable[trial.number] = trial
                 self._retryable_total += 1
         self.best = best_of(new, self.minimize, self.best)
-        self.total = len(trials)
+        self.total = self._scan.total
         opened = self._scan.open
         self.counts = {**dict.fromkeys(self.counts, 0), **self._finished}
         for trial in opened:

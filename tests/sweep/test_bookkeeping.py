@@ -3,15 +3,17 @@
 The progress line, the worker's count and recovery, the failure watch and TensorBoard's study run
 run after every trial. Here they run through the real worker loop on a journal study that already
 holds 50 or 500 trials (added with ``study.add_trials``, each with a recorded config as real
-trials have), and the deep copies of trials they cause per trial are counted: the same at both sizes.
+trials have). They cause the same number of deep copies of trials per trial at both sizes, and
+never read the study's whole trial list.
 """
 
 from __future__ import annotations
 
 import copy
-import datetime
+import inspect
 import io
 import random
+from pathlib import Path
 
 import optuna
 import pytest
@@ -37,7 +39,6 @@ def _trial(rng: random.Random, number: int) -> FrozenTrial:
     attrs = {"config": CONFIG, "seed": number, "worker": {"host": "elsewhere", "pid": 1, "started": None}}
     if state == TrialState.FAIL:
         attrs["fail_reason"] = rng.choice([recovery.DIED + " (pid 1 on host elsewhere)", "ValueError: bad"])
-    start = datetime.datetime(2026, 1, 1) + datetime.timedelta(seconds=number)
     return create_trial(state=state, value=rng.random() if state == TrialState.COMPLETE else None,
                         params={"x": rng.random()}, distributions=SPACE, user_attrs=attrs,
                         intermediate_values={1: 0.5} if state == TrialState.PRUNED else None)
@@ -45,7 +46,8 @@ def _trial(rng: random.Random, number: int) -> FrozenTrial:
 
 def _study(tmp_path, size: int) -> optuna.Study:
     tmp_path.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal")))
+    backend = optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal"))
+    storage = optuna.storages.JournalStorage(backend)
     study = optuna.create_study(storage=storage, study_name="s", sampler=optuna.samplers.RandomSampler(seed=0))
     rng = random.Random(size)
     study.add_trials([_trial(rng, number) for number in range(size)])
@@ -68,10 +70,24 @@ def _copies_per_trial(tmp_path, monkeypatch, size: int, trials: int = 6) -> floa
                 copied.append(item.number)
         return deepcopy(value, memo, _nil)
 
+    whole_lists = []
+    read_all = optuna.storages.JournalStorage.get_all_trials
+
+    def reading(self, *args, **kwargs):
+        stack = inspect.stack()[1:5]
+        while stack[0].function in ("get_trials", "trials", "_get_trials"):  # through the Study's own methods
+            stack = stack[1:]
+        if "lightopt" in Path(stack[0].filename).parts:
+            whole_lists.append(stack[0].function)
+        return read_all(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages.JournalStorage, "get_all_trials", reading)
     monkeypatch.setattr(copy, "deepcopy", counting)
     ran = run_worker(study, lambda trial: trial.suggest_float("x", 0, 1), total=size + 1 + trials,
                      lock=tmp_path / "lock", callbacks=[progress, board], failures=FailureWatch(3))
     monkeypatch.setattr(copy, "deepcopy", deepcopy)
+    monkeypatch.setattr(optuna.storages.JournalStorage, "get_all_trials", read_all)
+    assert whole_lists == []  # lightopt reads the trials from the first open one on, never the whole study
     assert ran == trials  # the first run also ran the retries of the trials stopped from outside
     assert sum("retry_of" in t.user_attrs for t in study.trials) == sum(map(recovery.is_retryable, study.trials))
     assert out.getvalue().count("\n") == first + ran
