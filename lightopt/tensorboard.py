@@ -10,11 +10,12 @@ Written with TensorBoard's own protos and record writer; TensorFlow is not neede
   metrics as scalars. :data:`STATES` codes the trial's state as a number; the session's status is
   Success for complete and pruned trials (the dashboard's status filter has no "aborted"), Failure
   for failed ones.
-* :class:`StudyRun`, an Optuna callback, rewrites ``<log_dir>/<study>/study/`` from the storage
-  after each trial: best value so far against trial number and against wall time, trial counts
-  per state, and Optuna's plots as images (in ``study/plots/``). Each rewrite is one new event file
-  put in place with ``os.replace`` that starts with a restart marker, so TensorBoard drops the
-  previous copy; no process appends to another's file, so several processes may share a study.
+* :class:`StudyRun`, an Optuna callback, appends to ``<log_dir>/<study>/study/`` after each trial
+  the trials that finished since (every worker's): best value so far against trial number and
+  against wall time, trial counts per state; and Optuna's plots as images (in ``study/plots/``),
+  redrawn on a schedule. One process per log directory writes the run, into an event file of
+  its own that starts with the whole history and a restart marker, so TensorBoard drops the
+  files before it; the other processes of a study leave the run to it.
 
 Open the dashboard on the study's directory (``lightopt tensorboard FILE_or_NAME`` does): the
 HParams plugin takes the experiment config of the first run that has one, so a log directory
@@ -41,8 +42,11 @@ from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp
 from tensorboard.summary.writer.record_writer import RecordWriter
 
+from lightopt._study_history import StudyHistory, restart_event
 
-__all__ = ["FIXED", "METRICS", "STATES", "StudyRun", "experiment_summary", "hparam_value", "is_global_zero",
+
+__all__ = ["DRAW_SHARE", "FIXED", "METRICS", "STATES", "StudyRun", "experiment_summary", "hparam_value",
+           "is_global_zero",
            "trial_hparams", "trial_run", "write_trial"]
 
 # Settings of the trial's config shown next to the searched parameters (when the config has them), with their type.
@@ -63,6 +67,10 @@ STATES = {"COMPLETE": 0, "PRUNED": 1, "FAIL": 2}
 _STATUS = {"COMPLETE": api_pb2.STATUS_SUCCESS, "PRUNED": api_pb2.STATUS_SUCCESS, "FAIL": api_pb2.STATUS_FAILURE}
 _PLOT_DIR = "plots"
 _KEEP_S = 600.0  # seconds a replaced event file of the study run stays
+_FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+_NO_LOCK = object()  # held where there is no flock
+# Plots are redrawn during a sweep no sooner than DRAW_SHARE times their last drawing time.
+DRAW_SHARE = 20
 
 
 def is_global_zero() -> bool:
@@ -210,17 +218,29 @@ def trial_run(trial: optuna.Trial, sweep: Any, study_dir: str | Path) -> Iterato
 
 
 class StudyRun:
-    """Optuna callback that rewrites the study-level run ``<study_dir>/study/`` from the storage after each trial.
+    """Optuna callback that appends each finished trial to the study-level run ``<study_dir>/study/``.
 
     Scalars: ``study/best_value`` (best so far, step = trial number), ``study/best_value_by_time``
     (best so far in the order trials finished; its wall times are the trials' ends: use the
     Relative or Wall axis), ``study/trial_value`` (each complete trial's value) and
-    ``study/trials_complete|pruned|failed`` (counts as trials finish). Images, in the run
-    ``study/plots``: Optuna's plots (``plots/<name>``, from :func:`lightopt.sweep.report.plot_study`,
-    kept as PNG files in ``<study_dir>/plots/``), drawn when the newest is older than ``plot_every``
-    seconds (across all processes of the study; the first time, ``plot_every`` after this callback
-    was made) and when :meth:`write` is called with ``plots=True``, as ``run_sweep`` does at the end. Drawing costs
-    seconds (matplotlib, parameter importances), rewriting the scalars a fraction of one.
+    ``study/trials_complete|pruned|failed`` (counts as trials finish). Every worker's trials are
+    there: each write reads the study's trials from the first one not yet finished on, and
+    appends the trials that finished since, whoever ran them (:class:`lightopt._study_history.StudyHistory`), so a write
+    costs the same in a study of ten trials and of ten thousand. A step by trial number appears
+    once every trial below it has finished.
+
+    One process per log directory writes the run: it holds ``study/.writer.lock`` and appends to
+    an event file of its own, which it starts with the whole history read from the storage (once
+    per process, not per trial). The other processes of the study skip it (their trials reach the
+    run through the writer's next write) and take over when the writer ends.
+
+    Images, in the run ``study/plots``: Optuna's plots (``plots/<name>``, from
+    :func:`lightopt.sweep.report.plot_study`, kept as PNG files in ``<study_dir>/plots/``), drawn
+    when :meth:`write` is called with ``plots=True``, as ``run_sweep`` does at the end, and during
+    the sweep when the newest is older than ``plot_every`` seconds (across all processes of the
+    study; the first time, ``plot_every`` after this callback was made) and than
+    :data:`DRAW_SHARE` times the last drawing took: drawing takes seconds and grows with the study,
+    so it never takes more than about 1/DRAW_SHARE of the sweep's time.
     """
 
     def __init__(self, study_dir: str | Path, plot_every: float = 60.0) -> None:
@@ -229,34 +249,98 @@ class StudyRun:
         self.study_dir = Path(study_dir)
         self.plot_every = float(plot_every)
         self.created = time.time()
+        self.drawing_s = 0.0  # how long the last drawing took
+        self._history: StudyHistory | None = None
+        self._study: tuple[int, str] | None = None  # the study the history follows
+        self._file: Any = None  # our event file, open for appending
+        self._path: Path | None = None
+        self._lock: Any = None  # the open writer lock, once held
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.write(study)
 
     def write(self, study: optuna.Study, plots: bool | None = None) -> Path | None:
-        """Rewrite the run from ``study``'s trials; ``plots`` True/False forces/skips drawing (None: by age).
+        """Append ``study``'s newly finished trials; ``plots`` True/False forces/skips drawing (None: by age).
 
-        Returns the scalars' event file (None on ranks other than 0). The plots go to the run
-        ``study/plots`` when they are drawn, so the scalars' file stays small.
+        Returns the scalars' event file (None on ranks other than 0, and where another process
+        writes the run). A study other than the one written so far starts a new file.
         """
         if not is_global_zero():
             return None
-        trials = study.trials
         if plots or (plots is None and self._plots_stale()):
-            finished = sum(t.state.is_finished() for t in trials)
-            images = []
-            for path in sorted(self._draw(study)):
-                image = _image_summary(f"plots/{path.stem}", path.read_bytes())
-                if image is not None:
-                    images.append(event_pb2.Event(wall_time=path.stat().st_mtime, step=finished, summary=image))
-            if images:
-                _replace_run(self.study_dir / "study" / _PLOT_DIR, images)
-        return _replace_run(self.study_dir / "study", _history_events(study, trials))
+            self._write_plots(study)
+        if not self._hold():
+            return None
+        events = None
+        if self._history is not None and self._study == (id(study), study.study_name):
+            with contextlib.suppress(ValueError):  # trials that do not extend the ones written: start again
+                events = self._history.read(study)
+        if events is None:
+            self._start(study, study.get_trials(deepcopy=False))
+        elif events:
+            writer = RecordWriter(self._file)
+            for event in events:
+                writer.write(event.SerializeToString())
+            writer.flush()
+        return self._path
+
+    def close(self) -> None:
+        """Close the event file and hand the run over to the next process (also done when collected)."""
+        for handle in (self._file, self._lock):
+            if handle is not None and handle is not _NO_LOCK:
+                handle.close()
+        self._file = self._lock = self._history = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def _hold(self) -> bool:
+        """Whether this process writes the run: it holds the writer lock, or takes it now."""
+        if self._lock is not None:
+            return True
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): every process writes a file of its own
+            self._lock = _NO_LOCK
+            return True
+        run = self.study_dir / "study"
+        run.mkdir(parents=True, exist_ok=True)
+        handle = open(run / ".writer.lock", "a")  # noqa: SIM115 - closed in close(), which frees the lock
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._lock = handle
+        return True
+
+    def _start(self, study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> None:
+        """A new event file with the whole history of ``trials``, kept open to append to."""
+        if self._file is not None:
+            self._file.close()
+        self._history = StudyHistory(study.direction == optuna.study.StudyDirection.MINIMIZE)
+        self._study = (id(study), study.study_name)
+        self._path = _replace_run(self.study_dir / "study", self._history.add(trials))
+        self._file = open(self._path, "ab")  # noqa: SIM115 - closed in close() or by the next _start
+
+    def _write_plots(self, study: optuna.Study) -> None:
+        started = time.monotonic()
+        drawn = sorted(self._draw(study))
+        self.drawing_s = time.monotonic() - started
+        finished = len(study.get_trials(deepcopy=False, states=_FINISHED))
+        images = []
+        for path in drawn:
+            image = _image_summary(f"plots/{path.stem}", path.read_bytes())
+            if image is not None:
+                images.append(event_pb2.Event(wall_time=path.stat().st_mtime, step=finished, summary=image))
+        if images:
+            _replace_run(self.study_dir / "study" / _PLOT_DIR, images)
 
     def _plots_stale(self) -> bool:
         pngs = list((self.study_dir / _PLOT_DIR).glob("*.png"))
         drawn = max((p.stat().st_mtime for p in pngs), default=self.created)
-        return time.time() - drawn >= self.plot_every
+        return time.time() - drawn >= max(self.plot_every, DRAW_SHARE * self.drawing_s)
 
     def _draw(self, study: optuna.Study) -> list[Path]:
         """Draw Optuna's plots into ``<study_dir>/plots/`` (each file replaced whole); returns their paths."""
@@ -277,43 +361,6 @@ class StudyRun:
             for path in written:
                 os.replace(path, out / path.name)
         return [out / path.name for path in written]
-
-
-def _history_events(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> list[event_pb2.Event]:
-    better = min if study.direction == optuna.study.StudyDirection.MINIMIZE else max
-    events, best = [], None
-    for trial in sorted(trials, key=lambda t: t.number):
-        if not trial.state.is_finished():
-            continue
-        values = []
-        if trial.state == optuna.trial.TrialState.COMPLETE and trial.value is not None:
-            best = trial.value if best is None else better(best, trial.value)
-            values.append(("study/trial_value", trial.value))
-        if best is not None:
-            values.append(("study/best_value", best))
-        events.append(_scalars(values, _ended(trial), trial.number))
-    counts, best = dict.fromkeys(STATES, 0), None
-    ordered = sorted((t for t in trials if t.state.is_finished()), key=lambda t: (_ended(t), t.number))
-    for index, trial in enumerate(ordered, start=1):
-        counts[trial.state.name] += 1
-        if trial.state == optuna.trial.TrialState.COMPLETE and trial.value is not None:
-            best = trial.value if best is None else better(best, trial.value)
-        values = [("study/trials_complete", counts["COMPLETE"]), ("study/trials_pruned", counts["PRUNED"]),
-                  ("study/trials_failed", counts["FAIL"])]
-        if best is not None:
-            values.append(("study/best_value_by_time", best))
-        events.append(_scalars(values, _ended(trial), index))
-    return events
-
-
-def _ended(trial: optuna.trial.FrozenTrial) -> float:
-    moment = trial.datetime_complete or trial.datetime_start
-    return moment.timestamp() if moment is not None else time.time()
-
-
-def _scalars(values: list[tuple[str, float]], wall_time: float, step: int) -> event_pb2.Event:
-    summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=t, simple_value=float(v)) for t, v in values])
-    return event_pb2.Event(wall_time=wall_time, step=step, summary=summary)
 
 
 def _image_summary(tag: str, png: bytes) -> summary_pb2.Summary | None:
@@ -339,8 +386,7 @@ def _replace_run(directory: Path, events: list[event_pb2.Event]) -> Path:
     it read before (the Rust loader replaces points by step anyway). A replaced file is deleted
     only once it is :data:`_KEEP_S` old: the Python loader stops at a file deleted under it.
     """
-    marker = event_pb2.Event(wall_time=time.time(), step=0, session_log=event_pb2.SessionLog(
-        status=event_pb2.SessionLog.START))
+    marker = restart_event(0)
     name = f"events.out.tfevents.{time.time_ns():020d}.{socket.gethostname()}.{os.getpid()}.lightopt"
     written = _write_events(directory, name, [marker, *events])
     for old in directory.glob("events.out.tfevents.*.lightopt"):

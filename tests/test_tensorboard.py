@@ -3,6 +3,7 @@ TensorBoard server queried as the HParams dashboard queries it."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import socket
@@ -270,3 +271,87 @@ def test_hparams_dashboard_lists_every_trial_with_its_metrics(sweep, server):
             assert metrics["trial/best_value"] == pytest.approx(trial.value)
     scalars = json.load(urllib.request.urlopen(f"{url}/data/plugin/scalars/tags", timeout=30))
     assert "study/best_value" in scalars["study"] and not any("hp_metric" in tags for tags in scalars.values())
+
+
+def _finished(t0: datetime.datetime, seconds: float, value: float | None, state: str) -> optuna.trial.FrozenTrial:
+    """A trial in ``state`` (COMPLETE and PRUNED with ``value``) that ended ``seconds`` after ``t0``."""
+    kind = optuna.trial.TrialState[state]
+    trial = optuna.trial.create_trial(
+        state=kind, value=value if kind == optuna.trial.TrialState.COMPLETE else None, params={"x": 0.5},
+        distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+        intermediate_values={1: value} if kind == optuna.trial.TrialState.PRUNED else None)
+    trial.datetime_start, trial.datetime_complete = t0, t0 + datetime.timedelta(seconds=seconds)
+    return trial
+
+
+def _scalars_of(run_dir: Path) -> dict[str, list[tuple[int, float, float]]]:
+    run = _load(run_dir)
+    return {tag: [(e.step, round(e.wall_time, 6), e.value) for e in run.Scalars(tag)] for tag in run.Tags()["scalars"]}
+
+
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_study_run_appended_trial_by_trial_equals_one_rebuilt_from_the_storage(tmp_path, direction):
+    """Several workers' trials: finished out of number order, one still running, one whose end lands late."""
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j")))
+    study = optuna.create_study(storage=storage, study_name="s", direction=direction)
+    t0 = datetime.datetime(2026, 1, 1, 12, 0, 0)
+    board = StudyRun(tmp_path / "appended", plot_every=3600)
+
+    def add(seconds: float, value: float | None, state: str = "COMPLETE") -> None:
+        study.add_trial(_finished(t0, seconds, value, state))
+
+    def check(expected_best_steps: list[int]) -> None:
+        path = board.write(study)
+        assert len(list(path.parent.glob("events.out.tfevents.*"))) == 1  # appended to, never a new file
+        rebuilt = tmp_path / f"rebuilt_{len(study.trials)}"
+        StudyRun(rebuilt, plot_every=3600).write(study)
+        appended = _scalars_of(tmp_path / "appended" / "study")
+        assert appended == _scalars_of(rebuilt / "study")
+        assert [step for step, _, _ in appended.get("study/best_value", [])] == expected_best_steps
+        assert [step for step, _, _ in appended["study/trials_complete"]] == list(
+            range(1, sum(t.state.is_finished() for t in study.trials) + 1))
+
+    for second, value, state in [(1, 0.5, "COMPLETE"), (2, None, "FAIL"), (3, 0.7, "COMPLETE"), (4, 0.9, "PRUNED")]:
+        add(second, value, state)
+    check([0, 1, 2, 3])
+    running = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # trial 4 runs on another worker
+    add(6, 0.3)
+    add(7, 0.8)
+    check([0, 1, 2, 3])  # trials 5 and 6 wait for trial 4 on the axis of trial numbers
+    add(4.5, 0.2)  # trial 7 ended before trials 5 and 6, but is seen after them: the finish order restarts
+    check([0, 1, 2, 3])
+    study.tell(running, 0.6)  # trial 4 ends now, after all the others
+    check([0, 1, 2, 3, 4, 5, 6, 7])
+    add(8, 0.1)
+    check(list(range(9)))
+    values = [t.value for t in study.trials if t.state.name == "COMPLETE"]
+    last = _load(tmp_path / "appended" / "study").Scalars("study/best_value")[-1]
+    assert last.value == pytest.approx(min(values) if direction == "minimize" else max(values))
+
+
+def test_one_process_writes_the_study_run_and_the_next_takes_over(tmp_path):
+    study = optuna.create_study()
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=3)
+    first, second = StudyRun(tmp_path, plot_every=3600), StudyRun(tmp_path, plot_every=3600)
+    assert first.write(study) is not None
+    assert second.write(study) is None  # the first one writes the run
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    first.close()
+    path = second.write(study)  # takes over: a new file with the whole history
+    assert [step for step, _, _ in _scalars_of(tmp_path / "study")["study/best_value"]] == [0, 1, 2, 3, 4]
+    assert path.name == max(p.name for p in (tmp_path / "study").glob("events.out.tfevents.*"))
+
+
+def test_plots_are_redrawn_no_sooner_than_draw_share_times_their_drawing(tmp_path):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1) + trial.suggest_float("y", 0, 1), n_trials=4)
+    board = StudyRun(tmp_path, plot_every=0)
+    board.write(study)  # plot_every reached: drawn
+    png = tmp_path / "plots" / "optimization_history.png"
+    drawn = png.stat().st_mtime_ns
+    assert board.drawing_s > 0
+    board.write(study)  # within DRAW_SHARE times the drawing: not again, however many trials come
+    assert png.stat().st_mtime_ns == drawn
+    board.drawing_s = 0.0  # as if drawing were free: redrawn at once
+    board.write(study)
+    assert png.stat().st_mtime_ns > drawn

@@ -170,7 +170,7 @@ def fail_dead_trials(study: optuna.Study, trials: Sequence[FrozenTrial] | None =
     host = socket.gethostname()
     storage = study_storage(study)
     failed = []
-    for trial in study.get_trials(deepcopy=False) if trials is None else trials:
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if trials is None else trials:
         worker = trial.user_attrs.get("worker")
         if trial.state != TrialState.RUNNING or not isinstance(worker, Mapping) or worker.get("host") != host:
             continue

@@ -13,6 +13,7 @@ their worker recorded; a database outage retried for a bounded time).
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import shutil
 import socket
@@ -42,6 +43,7 @@ from lightopt.sweep.objective import Objective
 from lightopt.sweep.processes import process_alive
 from lightopt.sweep.resume import check_resume, describe_space
 from lightopt.sweep.storage import GuardedStorage
+from lightopt.sweep.tally import StudyTally, best_of
 from lightopt.sweep.worker import run_worker
 from lightopt.sweep.workers import run_workers
 from lightopt.tensorboard import StudyRun
@@ -191,7 +193,7 @@ def run_sweep(
             study.sampler = spec.make_sampler(sweep.search, seed=run_sampler_seed(spec, already, "://" in described))
         print(f"study {name!r}: {already} trial(s) in {described}; running up to {max(remaining, 0)} more "
               f"(n_trials={total}); logs in {directory}", file=out, flush=True)
-        watch = None
+        watch = board = None
         if remaining <= 0:
             ran = 0
         elif workers > 1 or slots is not None:
@@ -202,11 +204,13 @@ def run_sweep(
         else:
             progress = _Progress(out, total, spec.metric)
             watch = FailureWatch(spec.stop_after_same_failures)
-            board = StudyRun(directory)  # TensorBoard's study-level run, rewritten after each trial
+            board = StudyRun(directory)  # TensorBoard's study-level run, appended after each trial
             ran = run_worker(study, Objective(sweep, directory), total=total, lock=lock, timeout=timeout,
                              callbacks=[progress, board], failures=watch, retries=spec.retries)
         if ran:
-            StudyRun(directory).write(study, plots=True)
+            (board or StudyRun(directory)).write(study, plots=True)
+        if board is not None:
+            board.close()
     view = f"lightopt tensorboard {sweep.path}" if sweep.path and name == spec.name and storage is None else None
     print(summary(study, spec.metric, directory, described, view), file=out, flush=True)
     stopped = watch.stopped if watch is not None else None
@@ -265,10 +269,11 @@ def summary(study: optuna.Study, metric: str, directory: Path | None, storage: s
 
     ``view`` is the command that opens the logs in TensorBoard (default: TensorBoard's own on ``directory``).
     """
-    counts = _counts(study.trials)
-    lines = [f"study {study.study_name!r}: {len(study.trials)} trials: {counts['COMPLETE']} complete, "
+    trials = study.get_trials(deepcopy=False)
+    counts = _counts(trials)
+    lines = [f"study {study.study_name!r}: {len(trials)} trials: {counts['COMPLETE']} complete, "
              f"{counts['PRUNED']} pruned, {counts['FAIL']} failed"]
-    best = best_trial(study)
+    best = best_of(trials, study.direction == optuna.study.StudyDirection.MINIMIZE)
     if best is None:
         lines.append("no completed trial yet")
     else:
@@ -284,32 +289,38 @@ def summary(study: optuna.Study, metric: str, directory: Path | None, storage: s
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The best COMPLETE trial, or None."""
-    complete = [t for t in study.trials if t.state == TrialState.COMPLETE and t.value is not None]
-    if not complete:
-        return None
-    pick = min if study.direction == optuna.study.StudyDirection.MINIMIZE else max
-    return pick(complete, key=lambda t: (t.value, -t.number) if pick is max else (t.value, t.number))
+    """The best COMPLETE trial (ties: the lower number), or None; only that trial is copied."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best = best_of(complete, study.direction == optuna.study.StudyDirection.MINIMIZE)
+    return None if best is None else copy.deepcopy(best)
 
 
 class _Progress:
-    """One line after each trial: its outcome, the counts so far, the best value, the time elapsed."""
+    """One line after each trial: its outcome, the counts so far, the best value, the time elapsed.
+
+    The counts and the best come from a :class:`~lightopt.sweep.tally.StudyTally`, so a line costs
+    the same in a study of ten trials and of ten thousand.
+    """
 
     def __init__(self, out: TextIO, total: int, metric: str) -> None:
         self.out, self.total, self.metric = out, total, metric
         self.start = time.perf_counter()
+        self.tally: StudyTally | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        trials = study.trials
-        counts = _counts(trials)
-        done = recovery.counted(trials) - counts["RUNNING"]  # a trial retried after a crash counts once
+        if self.tally is None or self.tally.study is not study:
+            self.tally = StudyTally(study)
+        tally = self.tally
+        tally.update()
+        counts = tally.counts
+        done = tally.done  # a trial retried after a crash counts once
         if trial.state == TrialState.COMPLETE:
             outcome = f"complete {self.metric}={trial.value:.4g}"
         elif trial.state == TrialState.PRUNED:
             outcome = f"pruned at step {trial.user_attrs.get('pruned_at', '?')}"
         else:
             outcome = f"failed: {trial.user_attrs.get('fail_reason', 'see the log')}"[:160]
-        best = best_trial(study)
+        best = tally.best
         best_text = f"best {best.value:.4g} (trial {best.number})" if best else "best -"
         device = trial.user_attrs.get("device")  # --devices: the ids the trial ran on
         where = f" on device{'s' if ',' in device else ''} {device}" if device else ""

@@ -42,6 +42,7 @@ from lightopt.sweep.failures import RETRIES, FailureWatch
 from lightopt.sweep.memory import TrialCleanup
 from lightopt.sweep.objective import TrialFailed
 from lightopt.sweep.storage import StorageError
+from lightopt.sweep.tally import StudyTally
 
 __all__ = ["Interrupt", "run_worker"]
 
@@ -142,6 +143,7 @@ def run_worker(
     host_lock = recovery.HostLock(lock)
     ran = 0
     cleanup = TrialCleanup()
+    tally = StudyTally(study)
     callbacks = [*callbacks, *([failures] if failures is not None else []), cleanup]
     with Interrupt() as interrupt, cleanup:
         while not interrupt.interrupted:
@@ -151,11 +153,11 @@ def run_worker(
                 break
             host_lock.acquire()
             try:
-                if not _room_for_one(study, total, retries):
+                if not _room_for_one(study, total, tally, retries):
                     break
                 try:
                     study.optimize(_Claimed(objective, me, host_lock, interrupt), n_trials=1, catch=(TrialFailed,),
-                                   callbacks=list(callbacks), gc_after_trial=False)
+                                   callbacks=[_Callbacks(callbacks)], gc_after_trial=False)
                 except Exception as error:  # Optuna turns a failed final write into an AssertionError
                     failure = _storage_failure(error)
                     if failure is not None and failure is not error:
@@ -181,19 +183,34 @@ def _storage_failure(error: BaseException | None) -> StorageError | None:
     return None
 
 
-def _room_for_one(study: optuna.Study, total: int, retries: int) -> bool:
-    """Recover dead workers' trials, enqueue retries; whether fewer than ``total`` are counted."""
+def _room_for_one(study: optuna.Study, total: int, tally: StudyTally, retries: int) -> bool:
+    """Recover dead workers' trials, enqueue retries; whether fewer than ``total`` are counted.
+
+    ``tally`` answers from the trials that changed since the last call, so this costs the same at
+    any size of the study.
+    """
     if getattr(study_storage(study), "get_heartbeat_interval", lambda: None)() is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # other hosts' dead workers, after the grace period
-    trials = study.get_trials(deepcopy=False)
-    if recovery.fail_dead_trials(study, trials, retries):
-        trials = study.get_trials(deepcopy=False)
-    if recovery.counted(trials) >= total:
+    tally.update()
+    if recovery.fail_dead_trials(study, tally.running, retries):
+        tally.update()
+    if tally.counted >= total:
         return False
-    recovery.enqueue_retries(study, trials, retries)  # not counted until they run: WAITING trials do not count
+    recovery.enqueue_retries(study, tally.unretried, retries)  # not counted until they run: WAITING trials do not count
     return True
+
+
+class _Callbacks:
+    """``callbacks`` as one Optuna callback: Optuna deep-copies the finished trial once per callback it calls."""
+
+    def __init__(self, callbacks: Sequence[TrialCallback]) -> None:
+        self.callbacks = list(callbacks)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        for callback in self.callbacks:
+            callback(study, trial)
 
 
 class _Claimed:

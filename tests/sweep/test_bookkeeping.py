@@ -1,0 +1,156 @@
+"""A sweep's per-trial bookkeeping costs the same at any size of the study.
+
+The progress line, the worker's count and recovery, the failure watch and TensorBoard's study run
+run after every trial. Here they run through the real worker loop on a journal study that already
+holds 50 or 500 trials (added with ``study.add_trials``, each with a recorded config as real
+trials have). They cause the same number of deep copies of trials per trial at both sizes, and
+never read the study's whole trial list.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import io
+import random
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import FrozenTrial, TrialState, create_trial
+
+from lightopt._scan import FinishedScan
+from lightopt.sweep import recovery
+from lightopt.sweep.failures import FailureWatch
+from lightopt.sweep.runner import _Progress, best_trial
+from lightopt.sweep.tally import StudyTally
+from lightopt.sweep.worker import run_worker
+from lightopt.tensorboard import StudyRun
+
+SPACE = {"x": FloatDistribution(0, 1)}
+CONFIG = {"trainer": {"max_epochs": 3, "callbacks": [{"class_path": "EarlyStopping"}] * 5},
+          "model": {"init_args": {f"layer_{i}": i for i in range(40)}}}
+
+
+def _trial(rng: random.Random, number: int) -> FrozenTrial:
+    """A finished trial as a sweep records it; about one in ten stopped from outside (retryable)."""
+    state = rng.choice([TrialState.COMPLETE] * 6 + [TrialState.PRUNED] * 2 + [TrialState.FAIL] * 2)
+    attrs = {"config": CONFIG, "seed": number, "worker": {"host": "elsewhere", "pid": 1, "started": None}}
+    if state == TrialState.FAIL:
+        attrs["fail_reason"] = rng.choice([recovery.DIED + " (pid 1 on host elsewhere)", "ValueError: bad"])
+    return create_trial(state=state, value=rng.random() if state == TrialState.COMPLETE else None,
+                        params={"x": rng.random()}, distributions=SPACE, user_attrs=attrs,
+                        intermediate_values={1: 0.5} if state == TrialState.PRUNED else None)
+
+
+def _study(tmp_path, size: int) -> optuna.Study:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    backend = optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal"))
+    storage = optuna.storages.JournalStorage(backend)
+    study = optuna.create_study(storage=storage, study_name="s", sampler=optuna.samplers.RandomSampler(seed=0))
+    rng = random.Random(size)
+    study.add_trials([_trial(rng, number) for number in range(size)])
+    return study
+
+
+def _copies_per_trial(tmp_path, monkeypatch, size: int, trials: int = 6) -> float:
+    """Deep copies of trials per trial, for ``trials`` trials run by the worker loop after ``size`` trials."""
+    study = _study(tmp_path, size)
+    out = io.StringIO()
+    progress, board = _Progress(out, size + 100, "val_loss"), StudyRun(tmp_path / "runs", plot_every=3600)
+    first = run_worker(study, lambda trial: trial.suggest_float("x", 0, 1), total=size + 1, lock=tmp_path / "lock",
+               callbacks=[progress, board], failures=FailureWatch(3))  # the first write of the run reads all
+    copied = []
+    deepcopy = copy.deepcopy
+
+    def counting(value, memo=None, _nil=[]):  # noqa: B006 - copy.deepcopy's own signature
+        for item in value if isinstance(value, (list, tuple)) else [value]:  # copy's list copier skips the patch
+            if isinstance(item, FrozenTrial):
+                copied.append(item.number)
+        return deepcopy(value, memo, _nil)
+
+    whole_lists = []
+    read_all = optuna.storages.JournalStorage.get_all_trials
+
+    def reading(self, *args, **kwargs):
+        stack = inspect.stack()[1:5]
+        while stack[0].function in ("get_trials", "trials", "_get_trials"):  # through the Study's own methods
+            stack = stack[1:]
+        if "lightopt" in Path(stack[0].filename).parts:
+            whole_lists.append(stack[0].function)
+        return read_all(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages.JournalStorage, "get_all_trials", reading)
+    monkeypatch.setattr(copy, "deepcopy", counting)
+    ran = run_worker(study, lambda trial: trial.suggest_float("x", 0, 1), total=size + 1 + trials,
+                     lock=tmp_path / "lock", callbacks=[progress, board], failures=FailureWatch(3))
+    monkeypatch.setattr(copy, "deepcopy", deepcopy)
+    monkeypatch.setattr(optuna.storages.JournalStorage, "get_all_trials", read_all)
+    assert whole_lists == []  # lightopt reads the trials from the first open one on, never the whole study
+    assert ran == trials  # the first run also ran the retries of the trials stopped from outside
+    assert sum("retry_of" in t.user_attrs for t in study.trials) == sum(map(recovery.is_retryable, study.trials))
+    assert out.getvalue().count("\n") == first + ran
+    return len(copied) / ran
+
+
+def test_per_trial_bookkeeping_copies_no_more_trials_in_a_larger_study(tmp_path, monkeypatch):
+    small = _copies_per_trial(tmp_path / "small", monkeypatch, 50)
+    large = _copies_per_trial(tmp_path / "large", monkeypatch, 500)
+    assert small == large
+    assert large < 10  # Optuna's own copies of the trial it just ran (for the callbacks, its log line), not the study's
+
+
+class _CountingList(list):
+    """A trial list that counts the trials read out of it."""
+
+    read = 0
+
+    def __getitem__(self, index):
+        item = super().__getitem__(index)
+        _CountingList.read += len(item) if isinstance(index, slice) else 1
+        return item
+
+    def __iter__(self):
+        raise AssertionError("a scan must not walk the whole list")
+
+
+def test_a_scan_reads_only_the_trials_from_its_frontier():
+    rng = random.Random(0)
+    trials = [_trial(rng, n) for n in range(1000)]
+    for number, trial in enumerate(trials):
+        trial.number = number
+    running = create_trial(state=TrialState.RUNNING, params={}, distributions={})
+    running.number = 1000
+    scan = FinishedScan()
+    assert len(scan.update(_CountingList(trials))) == 1000
+    later = create_trial(value=0.1, params={}, distributions={})
+    later.number = 1001
+    _CountingList.read = 0
+    assert scan.update(_CountingList([*trials, running, later])) == [later]
+    assert _CountingList.read == 3 and scan.frontier == 1000 and scan.open == [running]
+    with pytest.raises(ValueError, match="`trials` must be a study's whole trial list"):
+        scan.update(trials[:10])
+
+
+def test_tally_updated_piece_by_piece_equals_one_computed_from_all_trials(tmp_path):
+    rng = random.Random(1)
+    study = _study(tmp_path, 0)
+    tally = StudyTally(study)
+    for round_ in range(12):
+        study.add_trials([_trial(rng, n) for n in range(rng.randint(0, 5))])
+        if round_ % 3 == 0:
+            study.enqueue_trial({"x": 0.5}, user_attrs={"retry_of": rng.randrange(len(study.trials) or 1)})
+        if round_ % 4 == 1:
+            study.ask(SPACE)  # runs (or takes the enqueued one) and is left running
+        tally.update()
+        trials = study.trials
+        expected = {state.name: sum(t.state == state for t in trials) for state in TrialState}
+        assert tally.counts == expected
+        assert tally.counted == recovery.counted(trials)
+        assert tally.done == recovery.counted(trials) - expected["RUNNING"]
+        assert (tally.best and tally.best.number) == (best_trial(study) and best_trial(study).number)
+        assert [t.number for t in tally.running] == [t.number for t in trials if t.state == TrialState.RUNNING]
+        retried = {t.user_attrs.get("retry_of") for t in trials}
+        assert sorted(t.number for t in tally.unretried) == [
+            t.number for t in trials if recovery.is_retryable(t) and t.number not in retried]

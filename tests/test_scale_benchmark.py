@@ -1,0 +1,60 @@
+"""Smoke test of benchmarks/scale.py: both arms run on a tiny study, the samplers are timed. No timing thresholds."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "scale.py"
+
+
+@pytest.fixture(scope="module")
+def scale():
+    """The script as the module ``scale``, importable by the worker processes it spawns (they get sys.path)."""
+    sys.path.insert(0, str(_SCRIPT.parent))
+    try:
+        yield importlib.import_module("scale")
+    finally:
+        sys.path.remove(str(_SCRIPT.parent))
+        sys.modules.pop("scale", None)
+        sys.modules.pop("_measure", None)
+
+
+def test_both_arms_run_the_same_trials_and_report_each_checkpoint(scale, tmp_path):
+    out = tmp_path / "scale.json"
+    assert scale.main(["--trials", "40", "--workers", "1", "--scratch", str(tmp_path), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    (row,) = report["runs"]
+    for arm in ("optuna", "lightopt"):
+        assert row[arm]["trials_run"] == 40
+        assert set(row[arm]["per_trial_ms"]) == set(row[arm]["cpu_per_trial_ms"]) == {"40"}
+        assert row[arm]["storage_bytes"] > 0
+    assert row["lightopt"]["tensorboard_bytes"] > 0 and row["optuna"]["tensorboard_bytes"] == 0
+    assert set(row["difference_per_trial_ms"]) == {"40"}
+    assert report["machine"]["cores"] >= 1
+
+
+def test_sampler_scale_times_every_sampler(scale, tmp_path):
+    out = tmp_path / "samplers.json"
+    assert scale.main(["--sampler-scale", "--trials", "100", "--repeats", "1", "--out", str(out)]) == 0
+    names = {row["sampler"].split(" ")[0] for row in json.loads(out.read_text())["samplers"]}
+    assert {"tpe", "random", "qmc"} <= names
+
+
+def test_the_stub_fit_reports_through_the_pruning_callback(scale):
+    import optuna
+
+    from lightopt.sweep.pruning import PruningCallback
+
+    study = optuna.create_study(pruner=optuna.pruners.NopPruner())
+    pruning = PruningCallback(study.ask(), "val_loss")
+    stamps = scale.Stamps()
+    config = {"optimizer": {"init_args": {"lr": 0.03, "momentum": 0.9}}, "data": {"init_args": {"batch_size": 64}}}
+    run = scale._stub_fit(stamps)(config, 0, pruning, Path("."), "trial_0007")
+    assert [step for step, _ in pruning.history] == list(range(1, scale.ROUNDS + 1))
+    assert pruning.best == pytest.approx(scale.value(0.03, 0.9, 64, scale.ROUNDS))
+    assert run.trainer.current_epoch == scale.ROUNDS and stamps.starts[0][1] == 7
