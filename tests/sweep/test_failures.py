@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import resource
 import signal
 import socket
 from pathlib import Path
@@ -200,11 +201,15 @@ def test_sys_exit_in_user_code_is_a_failed_trial_and_the_sweep_goes_on(tmp_path,
     assert (Path(trials[0].user_attrs["log_dir"]) / "error.txt").read_text().startswith("SystemExit: 3\n")
 
 
+def _no_core_file() -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a segfault's core dump takes long and fills the disk
+
+
 def test_a_trial_that_segfaults_its_worker_is_retried_once_then_recorded_failed(tmp_path):
     journal = _dying(tmp_path, "segfault")
-    first = lightopt("sweep", "run", "s.yaml", cwd=tmp_path)
+    first = lightopt("sweep", "run", "s.yaml", cwd=tmp_path, preexec_fn=_no_core_file)
     assert first.returncode == -signal.SIGSEGV  # the process dies with the trial: nothing can be said then
-    second = lightopt("sweep", "run", "s.yaml", cwd=tmp_path)
+    second = lightopt("sweep", "run", "s.yaml", cwd=tmp_path, preexec_fn=_no_core_file)
     assert second.returncode == -signal.SIGSEGV
     assert second.stdout.splitlines()[0] == ("trial 0 was left RUNNING by a worker that died: recorded as failed; it "
                                              "will be retried (from its last checkpoint if it has one)")

@@ -132,7 +132,7 @@ def _mounted(where: Path, *options: str):
 
 
 def test_a_full_disk_is_one_line_and_loses_nothing_recorded(tmp_path):
-    file = write(tmp_path / "s.yaml", sweep_dict(Path("runs"), n_trials=6))
+    file = write(tmp_path / "s.yaml", sweep_dict(Path("runs"), n_trials=4))
     with _mounted(tmp_path / "disk", "-t", "tmpfs", "-o", "size=1m", "tmpfs"):
         journal = tmp_path / "disk" / "study.journal"
         done = lightopt("sweep", "run", "s.yaml", "--storage", str(journal), "--n-trials", "2", cwd=tmp_path)
@@ -152,7 +152,7 @@ def test_a_full_disk_is_one_line_and_loses_nothing_recorded(tmp_path):
         done = lightopt("sweep", "run", "s.yaml", "--storage", str(journal), cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         trials = _study(journal).trials
-        assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
+        assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
 
 
 def test_a_read_only_journal_is_one_line_and_still_shows(two_trials, tmp_path):
