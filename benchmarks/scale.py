@@ -118,7 +118,7 @@ class Stamps:
 def _stub_fit(stamps: Stamps):
     """``fit_trial`` without Lightning: reports ROUNDS values through the pruning callback, like a fit would."""
 
-    def fit_trial(config, seed, pruning, directory, name, callbacks=(), ckpt_path=None, checkpoints=False):
+    def fit_trial(config, seed, pruning, directory, name, callbacks=(), ckpt_path=None, checkpoints=False, cli=None):
         stamps(int(name.rsplit("_", 1)[1]))
         lr, momentum = config["optimizer"]["init_args"]["lr"], config["optimizer"]["init_args"]["momentum"]
         batch = config["data"]["init_args"]["batch_size"]
