@@ -54,6 +54,12 @@ def check_refused(name: str, group: dict[str, Any], key: str, neutral: Any, advi
         raise ValueError(f"{name} has no `{key}`: it must be {neutral!r}, but got {key}={value!r}. {advice}")
 
 
+def check_paths(group: dict[str, Any]) -> None:
+    """``foreach`` and ``fused`` choose one kernel path: both True is a contradiction."""
+    if group.get("foreach") and group.get("fused"):
+        raise ValueError("`foreach` and `fused` cannot both be True; choose one.")
+
+
 DIFFERENTIABLE_ADVICE = (
     "lightopt's optimizers update the parameters in place under torch.no_grad(); to differentiate through "
     "optimizer steps use the torch.optim class with differentiable=True."

@@ -138,8 +138,7 @@ def _check_group(group: dict[str, Any]) -> None:
     _common.check_weight_decay(group["weight_decay"])
     check_range("initial_accumulator_value", group.get("initial_accumulator_value", 0.0), 0.0)
     check_bool("maximize", group.get("maximize", False))
-    if group.get("foreach") and group.get("fused"):
-        raise ValueError("`foreach` and `fused` cannot both be True; choose one.")
+    _common.check_paths(group)
     _common.check_refused(
         "AdaGrad (Algorithm 8.4)", group, "lr_decay", 0,
         "lr_decay is a learning-rate schedule: use torch.optim.lr_scheduler.LambdaLR(optimizer, "

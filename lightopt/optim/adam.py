@@ -144,8 +144,7 @@ def _check_group(group: dict[str, Any]) -> None:
     _common.check_eps(group["eps"])
     _common.check_weight_decay(group["weight_decay"])
     check_bool("maximize", group.get("maximize", False))
-    if group.get("foreach") and group.get("fused"):
-        raise ValueError("`foreach` and `fused` cannot both be True; choose one.")
+    _common.check_paths(group)
     _common.check_refused(
         "Adam (Algorithm 8.7)", group, "amsgrad", False,
         "AMSGrad keeps the maximum of r; use torch.optim.Adam(amsgrad=True).",

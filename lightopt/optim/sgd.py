@@ -271,8 +271,7 @@ def _check_group(group: dict[str, Any]) -> None:
     _common.check_momentum_options(group["momentum"], group["nesterov"], group["mode"])
     _common.check_weight_decay(group["weight_decay"])
     check_bool("maximize", group["maximize"])
-    if group["foreach"] and group["fused"]:
-        raise ValueError("`foreach` and `fused` cannot both be True; choose one.")
+    _common.check_paths(group)
     _common.check_refused(
         "SGD (Algorithms 8.1-8.3)", group, "dampening", 0,
         "torch's dampening scales each new gradient by (1 - dampening) after the first step; for the same "
