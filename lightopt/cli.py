@@ -173,8 +173,6 @@ def _cli_classes(args: argparse.Namespace) -> dict[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for user errors)."""
-    from lightopt.runconfig import ConfigError as SweepConfigError
-
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # class paths such as examples.digits.DigitsMLP, as with `python -m`
     parser = _parser()
@@ -203,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = {"run": _sweep_run, "show": _sweep_show, "best": _sweep_best, "reproduce": _sweep_reproduce,
                     "plot": _sweep_plot}
         return commands[args.sweep_command](args)
-    except (_UsageError, SweepConfigError, ImportError) as error:
+    except (_UsageError, ImportError) as error:
         print(f"error: {error}" if not isinstance(error, _UsageError) else str(error), file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:  # a sweep records its running trial first and says so
@@ -214,16 +212,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("interrupted: terminated (SIGTERM)", file=sys.stderr)
             return 130
         return exit_.code if isinstance(exit_.code, int) else 0
-    except Exception as error:
-        from lightopt.sweep.storage import StorageError
-
-        if not isinstance(error, StorageError):
+    except Exception as error:  # imported here, not above: `lightopt --help` imports no torch (see _user_error)
+        code = _user_error(error)
+        if code is None:
             raise
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return code
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _user_error(error: Exception) -> int | None:
+    """The exit code of an error the user can fix: 2 for a bad file or option, 1 for a storage that failed.
+
+    The classes are imported only here: an error of theirs means their modules are loaded already.
+    """
+    from lightopt.runconfig import ConfigError
+
+    if isinstance(error, ConfigError):
+        return 2
+    from lightopt.sweep.storage import StorageError
+
+    return 1 if isinstance(error, StorageError) else None
 
 
 def _terminate_as_interrupt() -> object:
