@@ -306,7 +306,7 @@ def _stored_study(sweep: Any, args: argparse.Namespace, delete: bool) -> bool:
     import optuna
 
     from lightopt.runconfig import ConfigError
-    from lightopt.sweep.runner import open_storage, study_dir
+    from lightopt.sweep.locate import open_storage, study_dir
 
     name = args.study_name or sweep.study.name
     url = args.storage if args.storage is not None else sweep.study.storage
@@ -370,7 +370,7 @@ def _sweep_plot(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")  # files only, no display
     from lightopt.sweep.report import find_study, plot_study
-    from lightopt.sweep.runner import study_dir
+    from lightopt.sweep.locate import study_dir
 
     study, sweep, _ = find_study(args.target, args.storage, args.log_dir, args.config, _cli_classes(args))
     log_dir = sweep.study.log_dir if sweep is not None and sweep.study is not None else args.log_dir

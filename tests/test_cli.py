@@ -135,12 +135,12 @@ BAD = [
     (lambda p: ["sweep", "run", _bad(p, lambda d: None), "--workers", "0"], "`--workers` must be an integer >= 1"),
     (lambda p: ["sweep", "run", _bad(p, lambda d: None), "--n-trials", "x"], "argument --n-trials: invalid int value"),
     (lambda p: ["sweep", "run", _bad(p, lambda d: None), "--storage", "sqlite:////no/dir/x.db"], "cannot be opened"),
-    (lambda p: ["sweep", "show", "nosuchstudy"], "no study journal at runs/nosuchstudy/study.journal"),
-    (lambda p: ["sweep", "best", _bad(p, lambda d: None)], "no study journal"),
+    (lambda p: ["sweep", "show", "nosuchstudy"], "study 'nosuchstudy' has not been run yet (no journal at runs/nosuchstudy/study.journal)"),
+    (lambda p: ["sweep", "best", _bad(p, lambda d: None)], "has not been run yet (no journal at"),
     (lambda p: ["sweep", "frobnicate"], "invalid choice: 'frobnicate'"),
-    (lambda p: ["sweep", "reproduce", "nosuchstudy", "--trial", "0"], "no study journal at runs/nosuchstudy"),
+    (lambda p: ["sweep", "reproduce", "nosuchstudy", "--trial", "0"], "has not been run yet (no journal at runs/nosuchstudy"),
     (lambda p: ["sweep", "reproduce", _bad(p, lambda d: None)], "the following arguments are required: --trial"),
-    (lambda p: ["sweep", "plot", "nosuchstudy"], "no study journal at runs/nosuchstudy"),
+    (lambda p: ["sweep", "plot", "nosuchstudy"], "has not been run yet (no journal at runs/nosuchstudy"),
     (lambda p: ["fit", _bad(p, lambda d: d["trainer"].update(max_epoch=1))], "Did you mean 'max_epochs'?"),
 ]
 

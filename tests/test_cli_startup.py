@@ -50,3 +50,31 @@ def test_unknown_attribute_is_an_attribute_error():
 
     with pytest.raises(AttributeError, match="has no attribute 'SDG'"):
         lightopt.SDG  # noqa: B018
+
+
+def test_show_and_best_of_a_stored_study_import_no_torch(tmp_path):
+    import optuna
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal")))
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.add_trial(optuna.trial.create_trial(value=0.5, params={"x": 1.0},
+                                              distributions={"x": optuna.distributions.FloatDistribution(0, 2)},
+                                              user_attrs={"seed": 3, "config": {"model": {"class_path": "m.M"}}}))
+    storage = str(tmp_path / "journal")
+    for argv in (["sweep", "show", "s", "--storage", storage], ["sweep", "show", "s", "--storage", storage, "--json"],
+                 ["sweep", "best", "s", "--storage", storage]):
+        assert _modules_after(argv, tmp_path) == {"code": 0, "heavy": []}, argv
+
+
+def test_show_before_the_first_run_says_how_to_run_it(tmp_path, capsys):
+    from lightopt.cli import main
+
+    (tmp_path / "s.yaml").write_text("study: {name: s, log_dir: " + str(tmp_path / "runs") + "}\n"
+                                     "model: {class_path: examples.digits.DigitsMLP}\n"
+                                     "data: {class_path: examples.digits.DigitsDataModule}\n")
+    for command in (["sweep", "show"], ["sweep", "best"], ["tensorboard"]):
+        assert main([*command, str(tmp_path / "s.yaml")]) == 2
+        err = capsys.readouterr().err
+        assert err == (f"error: study 's' has not been run yet (no journal at {tmp_path}/runs/s/study.journal): "
+                       f"run it with `lightopt sweep run {tmp_path}/s.yaml`.\n")
+    assert not (tmp_path / "runs").exists()

@@ -196,7 +196,7 @@ def test_only_global_rank_zero_writes(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["tensorboard", "nothing_here", "--log-dir", "{tmp}"], "error: `FILE_or_NAME`: no study journal at"),
+    (["tensorboard", "nothing_here", "--log-dir", "{tmp}"], "error: study 'nothing_here' has not been run yet (no journal at"),
     (["tensorboard", "s", "--port", "0"], "error: `--port` must be in [1, 65535], but got port=0."),
     (["tensorboard", "s", "--host", "256.1.1.1"], "error: `--host` must be an address or name of this machine"),
 ])

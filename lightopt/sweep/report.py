@@ -10,53 +10,18 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
-from lightopt.runconfig import dump_yaml
 
-from lightopt.runconfig import CliSpec, dump_yaml
-from lightopt.sweep import config as _config
-from lightopt.sweep.config import SweepConfigError, SweepFile
-from lightopt.sweep.build import torch_threads
-from lightopt.sweep.objective import fit_trial, trial_config, trial_seed
-from lightopt.sweep.pruning import PruningCallback
-from lightopt.sweep.runner import _optuna_quiet, best_trial, open_storage, study_dir
+from lightopt.runconfig import ConfigError as SweepConfigError
+from lightopt.runconfig import dump_yaml
+from lightopt.sweep.locate import best_trial, find_study, optuna_quiet, study_dir
+
+if TYPE_CHECKING:  # config, objective and pruning import torch and Lightning: `sweep show` needs neither
+    from lightopt.sweep.config import SweepFile
 
 __all__ = ["find_study", "trial_rows", "format_table", "best_config", "Reproduction", "reproduce_trial", "plot_study"]
-
-
-def find_study(
-    file_or_name: str, storage: str | None = None, log_dir: str = "runs", configs: Sequence[str] = (),
-    cli: Mapping[str, Any] | None = None,
-) -> tuple[optuna.Study, SweepFile | None, str]:
-    """The stored study of a sweep file, or of a study name (default storage under ``log_dir``).
-
-    Opens, never creates: a missing journal file or study is a :class:`SweepConfigError`.
-    Returns ``(study, sweep file or None, storage description)``. ``configs`` and ``cli`` are the
-    base run configs and LightningCLI classes the sweep ran with (``--config``, ``--model-class``, ...).
-    """
-    sweep = None
-    if Path(file_or_name).is_file() or file_or_name.endswith((".yaml", ".yml")):
-        sweep = _config.load(file_or_name, configs, (), cli)
-        if sweep.study is None:
-            raise SweepConfigError("the file has no `study` block, so it names no study.", sweep.path)
-        name, default_dir = sweep.study.name, study_dir(sweep.study.log_dir, sweep.study.name)
-        url = storage if storage is not None else sweep.study.storage
-    else:
-        name, default_dir, url = file_or_name, study_dir(log_dir, file_or_name), storage
-    where = "--storage" if storage is not None else ("study.storage" if sweep else "FILE_or_NAME")
-    with _optuna_quiet():
-        opened, described = open_storage(url, default_dir, create=False, where=where,
-                                          file=sweep.path if sweep and storage is None else None)
-        try:
-            study = optuna.load_study(study_name=name, storage=opened)
-        except KeyError:
-            names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
-            raise SweepConfigError(
-                f"no study named {name!r} in {described}; studies there: {', '.join(names) or 'none'}."
-            ) from None
-    return study, sweep, described
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
@@ -114,6 +79,8 @@ def best_config(study: optuna.Study, sweep: SweepFile | None = None) -> tuple[di
     if config is None:
         if sweep is None:
             raise SweepConfigError(f"trial {best.number} has no recorded config; give the sweep file instead of the name.")
+        from lightopt.sweep.objective import trial_config
+
         config = trial_config(sweep, best.params, best.user_attrs.get("seed"))
     return config, best
 
@@ -202,6 +169,11 @@ def reproduce_trial(
     Raises :class:`SweepConfigError` for a trial that is not there, failed, is still running, or
     has no recorded seed (or config, without a file).
     """
+    from lightopt.runconfig import CliSpec
+    from lightopt.sweep.build import torch_threads
+    from lightopt.sweep.objective import fit_trial, trial_config, trial_seed
+    from lightopt.sweep.pruning import PruningCallback
+
     trials = {t.number: t for t in study.trials}
     if number not in trials:
         last = f"0 to {len(trials) - 1}" if trials else "none"
@@ -307,7 +279,7 @@ def plot_study(study: optuna.Study, out_dir: str | Path) -> tuple[list[Path], li
         if name == "param_importances" and len(complete) < 2:
             notes.append(f"{name}: skipped, it needs at least 2 complete trials (the study has {len(complete)})")
             continue
-        with warnings.catch_warnings(), _optuna_quiet():
+        with warnings.catch_warnings(), optuna_quiet():
             warnings.filterwarnings("ignore", category=ExperimentalWarning)
             try:
                 axes = getattr(optuna_mpl, function)(study)

@@ -12,45 +12,38 @@ their worker recorded; a database outage retried for a bounded time).
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import os
 import shutil
 import socket
 import sys
 import time
-import warnings
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 import optuna
-from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from lightopt.sweep import recovery
 from lightopt.sweep.build import torch_threads
 from lightopt.sweep.config import StudySpec, SweepConfigError, SweepFile, check_threads, check_timeout
-from lightopt.sweep.database import database_error, is_transient, open_database, redact
 from lightopt.sweep.devices import plan
 from lightopt.sweep.distributed import trial_devices
 from lightopt.sweep.failures import FailureWatch
-from lightopt.sweep.journal import JournalFile
+from lightopt.sweep.locate import JOURNAL_NAME, best_trial, open_storage, optuna_quiet, study_dir
 from lightopt.sweep.objective import Objective
 from lightopt.sweep.processes import process_alive
 from lightopt.sweep.resume import check_resume, describe_space
-from lightopt.sweep.storage import GuardedStorage
 from lightopt.sweep.tally import StudyTally, best_of
 from lightopt.sweep.worker import run_worker
 from lightopt.sweep.workers import run_workers
 from lightopt.tensorboard import StudyRun
 
-__all__ = ["SweepResult", "run_sweep", "open_storage", "open_study", "study_dir", "JOURNAL_NAME"]
+__all__ = ["SweepResult", "run_sweep", "open_storage", "open_study", "study_dir", "best_trial", "JOURNAL_NAME"]
 
-JOURNAL_NAME = "study.journal"
+_optuna_quiet = optuna_quiet  # the name the worker modules import
 
 
 @dataclass(frozen=True)
@@ -60,40 +53,6 @@ class SweepResult:
     storage: str
     ran: int
     stopped: str | None = None  # why the sweep stopped early (its trials all failed the same way)
-
-
-def study_dir(log_dir: str | Path, name: str) -> Path:
-    """Where a study's trial logs (``trial_NNNN/``) and default journal file live."""
-    return Path(log_dir) / name
-
-
-def open_storage(
-    url: str | None, default_dir: Path, *, create: bool = True, where: str = "study.storage", file: str | None = None
-) -> tuple[BaseStorage, str]:
-    """The storage for ``url`` (None: the default journal file under ``default_dir``) and its description.
-
-    ``create=False`` refuses to make a new file (for ``show`` and ``best``). Raises
-    :class:`SweepConfigError` naming ``where`` when it cannot be opened.
-    """
-    if url is None or "://" not in url:
-        path = default_dir / JOURNAL_NAME if url is None else Path(url)
-        if not create and not path.is_file():
-            raise SweepConfigError(f"`{where}`: no study journal at {path}; give the sweep file or --storage.", file)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise SweepConfigError(f"`{where}` cannot be opened: {error}", file) from None
-        # JournalFile: a lock that names its holder, a tail checked and repaired; StorageError when it cannot
-        return GuardedStorage(optuna.storages.JournalStorage(JournalFile(path)), str(path)), str(path)
-    try:  # the password never reaches a message or an output line; the heartbeat finds other machines' dead workers
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            opened = open_database(url, heartbeat_interval=recovery.HEARTBEAT_S, grace_period=recovery.GRACE_PERIOD_S)
-    except Exception as error:  # noqa: BLE001 - drivers raise their own types; all mean "unreachable"
-        raise SweepConfigError(f"`{where}` {redact(url)!r} cannot be opened: {database_error(error, url)}", file) from None
-    # Optuna's cache over the database, as optuna.create_study would add; then outages are ridden out
-    return GuardedStorage(optuna.storages.get_storage(opened), redact(url), transient=is_transient,
-                          explain=lambda error: database_error(error.__cause__ or error, url)), redact(url)
 
 
 def open_study(
@@ -288,13 +247,6 @@ def summary(study: optuna.Study, metric: str, directory: Path | None, storage: s
     return "\n".join(lines)
 
 
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The best COMPLETE trial (ties: the lower number), or None; only that trial is copied."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    best = best_of(complete, study.direction == optuna.study.StudyDirection.MINIMIZE)
-    return None if best is None else copy.deepcopy(best)
-
-
 class _Progress:
     """One line after each trial: its outcome, the counts so far, the best value, the time elapsed.
 
@@ -337,16 +289,3 @@ def _counts(trials: list[FrozenTrial]) -> dict[str, int]:
     for trial in trials:
         counts[trial.state.name] += 1
     return counts
-
-
-@contextlib.contextmanager
-def _optuna_quiet() -> Iterator[None]:
-    """Optuna's per-trial log lines (and failure tracebacks) are replaced by lightopt's progress lines."""
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(level)
-
-
