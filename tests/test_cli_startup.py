@@ -78,3 +78,26 @@ def test_show_before_the_first_run_says_how_to_run_it(tmp_path, capsys):
         assert err == (f"error: study 's' has not been run yet (no journal at {tmp_path}/runs/s/study.journal): "
                        f"run it with `lightopt sweep run {tmp_path}/s.yaml`.\n")
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("threads, flag, expected", [(1, [], 1), (1, ["--threads", "2"], 2), (None, [], "torch")])
+def test_fit_runs_at_the_files_study_threads(tmp_path, monkeypatch, threads, flag, expected):
+    import torch
+
+    import lightopt.sweep
+    from lightopt.cli import main
+    from lightopt.runconfig import ConfigError
+
+    seen = []
+
+    def fit(run, spec=None):  # records the thread count the fit would train with, then stops
+        seen.append(torch.get_num_threads())
+        raise ConfigError("stopped before training")
+
+    monkeypatch.setattr(lightopt.sweep, "fit", fit)
+    study = f"study: {{name: s, threads: {threads}}}\n" if threads is not None else ""
+    (tmp_path / "s.yaml").write_text(study + "model: {class_path: examples.digits.DigitsMLP}\n"
+                                     "data: {class_path: examples.digits.DigitsDataModule}\n")
+    default = torch.get_num_threads()
+    assert main(["fit", str(tmp_path / "s.yaml"), *flag]) == 2
+    assert seen == [default if expected == "torch" else expected] and torch.get_num_threads() == default
