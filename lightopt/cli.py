@@ -213,6 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("interrupted: terminated (SIGTERM)", file=sys.stderr)
             return 130
         return exit_.code if isinstance(exit_.code, int) else 0
+    except OSError as error:  # a path the command cannot use: a file where a folder goes, a read-only folder, ...
+        if error.filename is None:
+            raise
+        print(f"error: {_path_error(error)}", file=sys.stderr)
+        return 2
     except Exception as error:  # imported here, not above: `lightopt --help` imports no torch (see _user_error)
         code = _user_error(error)
         if code is None:
@@ -222,6 +227,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _path_error(error: OSError) -> str:
+    """One line for a path that cannot be used, with the fix for the common causes."""
+    import errno
+
+    fixes = {errno.EEXIST: "a file is in the way of a folder: remove it or choose another path",
+             errno.ENOTDIR: "a file is in the way of a folder: remove it or choose another path",
+             errno.EACCES: "no permission: choose a folder you can write to",
+             errno.EROFS: "a read-only file system: choose a folder you can write to",
+             errno.ENOSPC: "the disk is full: free space or choose another folder"}
+    fix = fixes.get(error.errno)
+    return f"{error.filename}: {error.strerror or error}" + (f" ({fix})" if fix else "")
 
 
 def _user_error(error: Exception) -> int | None:

@@ -101,3 +101,52 @@ def test_fit_runs_at_the_files_study_threads(tmp_path, monkeypatch, threads, fla
     default = torch.get_num_threads()
     assert main(["fit", str(tmp_path / "s.yaml"), *flag]) == 2
     assert seen == [default if expected == "torch" else expected] and torch.get_num_threads() == default
+
+
+def _stored_study(tmp_path: Path) -> None:
+    import optuna
+
+    (tmp_path / "runs" / "s").mkdir(parents=True)
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "runs" / "s" / "study.journal")))
+    study = optuna.create_study(study_name="s", storage=storage)
+    for x in (0.5, 1.5):
+        study.add_trial(optuna.trial.create_trial(value=x, params={"x": x}, user_attrs={"config": {"x": x}, "seed": 1},
+                                                  distributions={"x": optuna.distributions.FloatDistribution(0, 2)}))
+
+
+BAD_PATHS = [
+    (["sweep", "plot", "s", "--out", "a_file"], "error: a_file: File exists (a file is in the way of a folder"),
+    (["sweep", "plot", "s", "--out", "a_file/plots"], "error: a_file/plots: Not a directory (a file is in the way"),
+    (["sweep", "show", "s", "--storage", "runs"], "error: `--storage` 'runs' is a folder: give the journal file"),
+    (["sweep", "show", "s", "--log-dir", "a_file"], "error: study 's' has not been run yet"),
+    (["tensorboard", "s", "--storage", "runs"], "error: `--storage` 'runs' is a folder"),
+    (["sweep", "best", "s", "--export", "a_file/best.yaml"], "`--export` 'a_file/best.yaml' cannot be written"),
+]
+
+
+@pytest.mark.parametrize("argv, match", BAD_PATHS)
+def test_paths_that_cannot_be_used_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, argv, match):
+    from lightopt.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    _stored_study(tmp_path)
+    (tmp_path / "a_file").write_text("")
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert match in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_fit_into_a_file_where_its_log_folder_goes_is_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "f.yaml").write_text("model: {class_path: examples.digits.DigitsMLP, init_args: {hidden: 8}}\n"
+                                     "data: {class_path: examples.digits.DigitsDataModule}\n"
+                                     "trainer: {max_epochs: 1, limit_train_batches: 1, limit_val_batches: 1, "
+                                     "default_root_dir: a_file, accelerator: cpu}\n")
+    done = subprocess.run([sys.executable, "-m", "lightopt", "fit", "f.yaml", "--threads", "1"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == (f"error: {tmp_path}/a_file/lightning_logs: Not a directory (a file is in "
+                                            f"the way of a folder: remove it or choose another path)")

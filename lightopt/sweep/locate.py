@@ -49,6 +49,9 @@ def open_storage(
     """
     if url is None or "://" not in url:
         path = default_dir / JOURNAL_NAME if url is None else Path(url)
+        if path.is_dir():
+            raise ConfigError(f"`{where}` {str(path)!r} is a folder: give the journal file (such as "
+                              f"{path / '<study name>' / JOURNAL_NAME}) or a database URL.", file)
         if not create and not path.is_file():
             raise ConfigError(f"`{where}`: no study journal at {path}; give the sweep file or --storage.", file)
         try:
