@@ -16,24 +16,40 @@ import optuna
 
 from lightopt.runconfig import ConfigError as SweepConfigError
 from lightopt.runconfig import dump_yaml
+from lightopt.sweep.coordinates import config_values
 from lightopt.sweep.locate import best_trial, find_study, optuna_quiet, study_dir
 
 if TYPE_CHECKING:  # config, objective and pruning import torch and Lightning: `sweep show` needs neither
     from lightopt.sweep.config import SweepFile
 
-__all__ = ["find_study", "trial_rows", "format_table", "best_config", "Reproduction", "reproduce_trial", "plot_study"]
+__all__ = ["find_study", "trial_value", "trial_rows", "format_table", "best_config", "Reproduction", "reproduce_trial", "plot_study"]
+
+
+def trial_value(trial: optuna.trial.FrozenTrial) -> float | None:
+    """A trial's value as lightopt shows it everywhere: the best of the study's metric over its validation rounds.
+
+    For a COMPLETE trial that is the value Optuna ranks. A PRUNED trial's Optuna value is its last
+    report; lightopt shows the best it reached before it was pruned (recorded as ``best_value``), the
+    number TensorBoard's HParams row and ``sweep reproduce`` show too. A FAIL trial has none.
+    """
+    if trial.state.name == "FAIL":
+        return None
+    recorded = trial.user_attrs.get("best_value")
+    return trial.value if recorded is None or trial.state.name == "COMPLETE" else recorded
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """One dict per trial: number, state, value, params, duration (s), seed, and the failure reason."""
+    """One dict per trial: number, state, value, params, the config values of params sampled in another
+    coordinate (``config_values``), duration (s), seed, and a failed trial's reason and traceback."""
     rows = []
     for trial in study.trials:
         duration = trial.duration.total_seconds() if trial.duration is not None else None
-        value = trial.value if trial.value is not None else trial.user_attrs.get("best_value")
+        attrs = trial.user_attrs
         rows.append({
-            "number": trial.number, "state": trial.state.name, "value": value, "params": trial.params,
-            "duration": duration, "seed": trial.user_attrs.get("seed"),
-            **({"fail_reason": trial.user_attrs["fail_reason"]} if "fail_reason" in trial.user_attrs else {}),
+            "number": trial.number, "state": trial.state.name, "value": trial_value(trial), "params": trial.params,
+            "config_values": config_values(trial.params, attrs.get("config")),
+            "duration": duration, "seed": attrs.get("seed"),
+            **{key: attrs[key] for key in ("fail_reason", "traceback") if key in attrs},
         })
     return rows
 
@@ -53,9 +69,15 @@ def format_table(study: optuna.Study) -> str:
     """The trial table as text, then the best trial."""
     rows = trial_rows(study)
     names = list(dict.fromkeys(name for row in rows for name in row["params"]))
-    header = ["number", "state", "value", *names, "duration_s", "seed"]
+    converted = {name for row in rows for name in row["config_values"]}
+    # a param sampled in another coordinate, then the value its config got: momentum:horizon h, then α
+    columns = [c for name in names for c in ([(name, "params"), (name, "config_values")] if name in converted
+                                             else [(name, "params")])]
+    header = ["number", "state", "value",
+              *(name if kind == "params" else "= " + name.partition(":")[0] for name, kind in columns),
+              "duration_s", "seed"]
     body = [[
-        str(row["number"]), row["state"], _fmt(row["value"]), *(_fmt(row["params"].get(n, "-")) for n in names),
+        str(row["number"]), row["state"], _fmt(row["value"]), *(_fmt(row[kind].get(n, "-")) for n, kind in columns),
         _fmt(row["duration"], 2), str(row["seed"]),
     ] for row in rows]
     widths = [max(len(cell) for cell in column) for column in zip(header, *body)]
@@ -190,7 +212,7 @@ def reproduce_trial(
     seed = trial.user_attrs.get("seed")
     if seed is None:
         raise SweepConfigError(f"trial {number} has no recorded seed, so it cannot be reproduced.")
-    recorded = trial.value if state == "COMPLETE" else trial.user_attrs.get("best_value")
+    recorded = trial_value(trial)
     if recorded is None:
         raise SweepConfigError(f"trial {number} has no recorded value to compare with.")
     meta = study.user_attrs.get("lightopt", {})

@@ -17,6 +17,7 @@ import shutil
 import socket
 import sys
 import time
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lightopt.sweep import recovery
 from lightopt.sweep.build import torch_threads
+from lightopt.sweep.coordinates import config_values
 from lightopt.sweep.config import StudySpec, SweepConfigError, SweepFile, check_threads, check_timeout
 from lightopt.sweep.devices import plan
 from lightopt.sweep.distributed import trial_devices
@@ -77,6 +79,9 @@ def open_study(
         storage=storage, study_name=name, direction=spec.direction, load_if_exists=True,
         sampler=sampler or spec.make_sampler(sweep.search), pruner=pruner or spec.make_pruner(),
     )
+    with warnings.catch_warnings():  # Optuna calls it experimental; optuna-dashboard then names the objective
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([spec.metric])
     study.set_user_attr("lightopt", {"metric": spec.metric, "seed": spec.seed, "file": sweep.path,
                                      "space": describe_space(sweep.search)})
     return study, described
@@ -150,8 +155,10 @@ def run_sweep(
         remaining = total - already
         if sampler is None and (already > 0 or "://" in described):
             study.sampler = spec.make_sampler(sweep.search, seed=run_sampler_seed(spec, already, "://" in described))
+        limit = f", or for {timeout:g} s (timeout)" if timeout is not None and remaining > 0 else ""
         print(f"study {name!r}: {already} trial(s) in {described}; running up to {max(remaining, 0)} more "
-              f"(n_trials={total}); logs in {directory}", file=out, flush=True)
+              f"(n_trials={total}){limit}; logs in {directory}", file=out, flush=True)
+        started = time.monotonic()
         watch = board = None
         if remaining <= 0:
             ran = 0
@@ -175,6 +182,9 @@ def run_sweep(
     stopped = watch.stopped if watch is not None else None
     if stopped:
         print(stopped, file=out, flush=True)
+    elif timeout is not None and 0 <= ran < remaining and time.monotonic() - started >= timeout:
+        print(f"the timeout ({timeout:g} s) stopped the run: {ran} of the {remaining} trials it could run ran; "
+              f"the same command goes on", file=out, flush=True)
     return SweepResult(study, directory, described, ran, stopped)
 
 
@@ -210,7 +220,8 @@ def run_sampler_seed(spec: StudySpec, already: int, shared: bool) -> int | None:
     the same parameters.
 
     Example:
-        >>> from lightopt.sweep.config import StudySpec
+        >>> from lightopt.sweep.coordinates import config_values
+from lightopt.sweep.config import StudySpec
         >>> spec = StudySpec(name="s", sampler={"name": "random", "seed": 3})
         >>> run_sampler_seed(spec, 0, False), run_sampler_seed(spec, 5, False) == run_sampler_seed(spec, 5, False)
         (3, True)
@@ -237,7 +248,9 @@ def summary(study: optuna.Study, metric: str, directory: Path | None, storage: s
         lines.append("no completed trial yet")
     else:
         lines.append(f"best trial {best.number}: {metric}={best.value:.6g}  seed={best.user_attrs.get('seed')}")
-        lines += [f"  {key}: {value!r}" for key, value in best.params.items()]
+        converted = config_values(best.params, best.user_attrs.get("config"))  # h sampled, α trained with
+        lines += [f"  {key}: {value!r}" + (f"  ({key.partition(':')[0]} = {converted[key]!r})" if key in converted else "")
+                  for key, value in best.params.items()]
         if best.user_attrs.get("log_dir"):
             lines.append(f"  logs: {best.user_attrs['log_dir']}")
     if directory is not None:
