@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         "Run trial K again as the sweep ran it: the file's config with the trial's params and its recorded seed "
         "(given a NAME: the trial's recorded config), the same metric, the best over the validation rounds. "
         "Prints the recorded value, the new one and their absolute and relative difference. A pruned trial "
-        "is run to its full length; a failed one cannot be reproduced. Logs: <log_dir>/<name>/reproduce_KKKK/."))
+        "is run to its full length; a failed one cannot be reproduced. Logs: <log_dir>/<name>-reproduce/reproduce_KKKK/, apart from the study's trials."))
     reproduce.add_argument("target", metavar="FILE_or_NAME", help="the sweep file, or the study's name")
     _add_run_config_arguments(reproduce, overrides=False)
     reproduce.add_argument("--trial", type=int, required=True, metavar="K", help="the trial's number (see `sweep show`)")

@@ -181,7 +181,8 @@ def reproduce_trial(
     the same :func:`~lightopt.sweep.objective.fit_trial` as the sweep's, and its value is the best
     of the study's metric over the validation rounds. A pruned trial is run to its full length,
     so its value is compared with the best it reached before it was pruned. Logs go to
-    ``<study dir>/reproduce_NNNN``. ``threads`` defaults to the file's ``study.threads``.
+    ``<log_dir>/<study>-reproduce/reproduce_NNNN``, beside the study's directory rather than in it, so
+    TensorBoard on the study shows its trials only. ``threads`` defaults to the file's ``study.threads``.
 
     ``seeds`` > 0 also trains the same params with that many other seeds (``trial_seed(recorded
     seed, i)`` for i = 1, 2, ...; logs in ``reproduce_NNNN_seed_S``): how much of the trial's value
@@ -243,6 +244,8 @@ def reproduce_trial(
         recorded_dir = trial.user_attrs.get("log_dir")
         directory = Path(recorded_dir).parent if recorded_dir else study_dir(log_dir, study.study_name)
         report_at = "validation_round"
+    # beside the study's directory, not in it: `lightopt tensorboard` shows the study's trials only
+    directory = directory.parent / f"{directory.name}-reproduce"
     minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
     name = f"reproduce_{number:04d}"
 

@@ -62,7 +62,7 @@ def test_other_seeds_show_the_spread_and_a_failing_seed_loses_nothing(tmp_path, 
     text = result.summary("s")
     assert f"seed {others[1]:<10d}  failed: loss is nan at step 3" in text
     assert f"the recorded value is better than {sum(result.recorded < v for v in good)} of 2" in text
-    assert all((tmp_path / "runs/s" / f"reproduce_0000_seed_{s}").is_dir() for s in (others[0], others[2]))
+    assert all((tmp_path / "runs/s-reproduce" / f"reproduce_0000_seed_{s}").is_dir() for s in (others[0], others[2]))
 
 
 def test_plot_with_one_parameter_skips_importances_and_contour(tmp_path, capsys):
