@@ -220,7 +220,7 @@ def run_sampler_seed(spec: StudySpec, already: int, shared: bool) -> int | None:
     the same parameters.
 
     Example:
-from lightopt.sweep.config import StudySpec
+        >>> from lightopt.sweep.config import StudySpec
         >>> spec = StudySpec(name="s", sampler={"name": "random", "seed": 3})
         >>> run_sampler_seed(spec, 0, False), run_sampler_seed(spec, 5, False) == run_sampler_seed(spec, 5, False)
         (3, True)
