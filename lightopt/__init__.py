@@ -1,7 +1,9 @@
 """lightopt: chapter 8 of Goodfellow, Bengio & Courville's *Deep Learning* for PyTorch Lightning."""
 
+import importlib
 import signal
 import sys
+from typing import Any
 
 _COMMAND = sys.argv[0].endswith("lightopt") or sys.orig_argv[1:3] == ["-m", "lightopt"]
 if _COMMAND and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # SIGTERM while torch imports: one line too
@@ -11,18 +13,20 @@ if _COMMAND and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # SIGTERM w
 
     signal.signal(signal.SIGTERM, _terminated)
 
-try:
-    from lightopt import callbacks, init, optim, schedules
-    from lightopt.mixin import ConfigureOptimizersMixin
-    from lightopt.pretraining import greedy_layerwise_pretraining
-    from lightopt.retrain import continue_on_all_data, retrain_on_all_data
-except KeyboardInterrupt as interrupt:  # Ctrl-C while the `lightopt` command imports torch: one line, as later
-    if _COMMAND:
-        print(f"interrupted: {interrupt}" if str(interrupt) else "interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
-    raise
-
 __version__ = "0.1.0"
+
+# Imported on first use (PEP 562), so that `import lightopt` and `lightopt --help` do not import torch
+# and Lightning (seconds): `lightopt.optim`, `from lightopt import ConfigureOptimizersMixin`, ... work as usual.
+_LAZY = {
+    "callbacks": "lightopt.callbacks",
+    "init": "lightopt.init",
+    "optim": "lightopt.optim",
+    "schedules": "lightopt.schedules",
+    "ConfigureOptimizersMixin": "lightopt.mixin",
+    "greedy_layerwise_pretraining": "lightopt.pretraining",
+    "continue_on_all_data": "lightopt.retrain",
+    "retrain_on_all_data": "lightopt.retrain",
+}
 
 __all__ = [
     "ConfigureOptimizersMixin",
@@ -35,3 +39,16 @@ __all__ = [
     "retrain_on_all_data",
     "schedules",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'lightopt' has no attribute {name!r}")
+    module = importlib.import_module(_LAZY[name])
+    value = module if _LAZY[name].endswith("." + name) else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

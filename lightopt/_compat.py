@@ -12,13 +12,11 @@ import importlib.metadata
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import torch
-from torch.optim.lbfgs import _strong_wolfe as _torch_strong_wolfe
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported where it is used: the storage helpers below serve `lightopt sweep show`
     import optuna
+    import torch
 
-ObjectiveFn = Callable[[torch.Tensor, float, torch.Tensor], tuple[float, torch.Tensor]]
+ObjectiveFn = Callable[["torch.Tensor", float, "torch.Tensor"], "tuple[float, torch.Tensor]"]
 
 
 def strong_wolfe(
@@ -43,6 +41,8 @@ def strong_wolfe(
     for the best point bracketed when ``max_ls`` evaluations did not satisfy the conditions
     ``f(x + t d) <= f + c1·t·gtd`` and ``|g(x + t d)ᵀd| <= c2·|gtd|``.
     """
+    from torch.optim.lbfgs import _strong_wolfe as _torch_strong_wolfe
+
     f_new, g_new, t_new, evals = _torch_strong_wolfe(
         obj_func, x, t, d, f, g, gtd, c1=c1, c2=c2, tolerance_change=tolerance_change, max_ls=max_ls
     )

@@ -31,9 +31,9 @@ def serve(args: argparse.Namespace) -> int:
     """Run the command: find the study's log directory, start TensorBoard there, print the URL, serve until Ctrl+C."""
     from tensorboard import program
 
-    from lightopt.sweep.config import SweepConfigError
+    from lightopt.runconfig import ConfigError as SweepConfigError
     from lightopt.sweep.report import find_study
-    from lightopt.sweep.runner import study_dir
+    from lightopt.sweep.locate import study_dir
 
     if args.port is not None and not 0 < args.port < 65536:
         raise SweepConfigError(f"`--port` must be in [1, 65535], but got port={args.port}.")

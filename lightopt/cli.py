@@ -52,8 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("file", metavar="FILE", nargs="?", help="YAML config, e.g. one written by `lightopt sweep best "
                      "--export` (optional with --config)")
     _add_run_config_arguments(fit)
-    fit.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's; tiny models run "
-                     "fastest on 1)")
+    fit.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: a sweep file's study.threads, "
+                     "else torch's default, one per core). The shipped sweeps set 1: the digits MLP trained 2x faster "
+                     "on 1 thread than on torch's default (5.6 s vs 11.4 s)")
 
     sweep = commands.add_parser("sweep", help="Optuna sweeps from a file: run, show, best, reproduce, plot",
                                 description="Optuna sweeps from a sweep file.", epilog=_EPILOG)
@@ -98,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         "Run trial K again as the sweep ran it: the file's config with the trial's params and its recorded seed "
         "(given a NAME: the trial's recorded config), the same metric, the best over the validation rounds. "
         "Prints the recorded value, the new one and their absolute and relative difference. A pruned trial "
-        "is run to its full length; a failed one cannot be reproduced. Logs: <log_dir>/<name>/reproduce_KKKK/."))
+        "is run to its full length; a failed one cannot be reproduced. Logs: <log_dir>/<name>-reproduce/reproduce_KKKK/, apart from the study's trials."))
     reproduce.add_argument("target", metavar="FILE_or_NAME", help="the sweep file, or the study's name")
     _add_run_config_arguments(reproduce, overrides=False)
     reproduce.add_argument("--trial", type=int, required=True, metavar="K", help="the trial's number (see `sweep show`)")
@@ -173,8 +174,6 @@ def _cli_classes(args: argparse.Namespace) -> dict[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for user errors)."""
-    from lightopt.runconfig import ConfigError as SweepConfigError
-
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # class paths such as examples.digits.DigitsMLP, as with `python -m`
     parser = _parser()
@@ -203,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = {"run": _sweep_run, "show": _sweep_show, "best": _sweep_best, "reproduce": _sweep_reproduce,
                     "plot": _sweep_plot}
         return commands[args.sweep_command](args)
-    except (_UsageError, SweepConfigError, ImportError) as error:
+    except (_UsageError, ImportError) as error:
         print(f"error: {error}" if not isinstance(error, _UsageError) else str(error), file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:  # a sweep records its running trial first and says so
@@ -214,16 +213,47 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("interrupted: terminated (SIGTERM)", file=sys.stderr)
             return 130
         return exit_.code if isinstance(exit_.code, int) else 0
-    except Exception as error:
-        from lightopt.sweep.storage import StorageError
-
-        if not isinstance(error, StorageError):
+    except OSError as error:  # a path the command cannot use: a file where a folder goes, a read-only folder, ...
+        if error.filename is None:
+            raise
+        print(f"error: {_path_error(error)}", file=sys.stderr)
+        return 2
+    except Exception as error:  # imported here, not above: `lightopt --help` imports no torch (see _user_error)
+        code = _user_error(error)
+        if code is None:
             raise
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return code
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _path_error(error: OSError) -> str:
+    """One line for a path that cannot be used, with the fix for the common causes."""
+    import errno
+
+    fixes = {errno.EEXIST: "a file is in the way of a folder: remove it or choose another path",
+             errno.ENOTDIR: "a file is in the way of a folder: remove it or choose another path",
+             errno.EACCES: "no permission: choose a folder you can write to",
+             errno.EROFS: "a read-only file system: choose a folder you can write to",
+             errno.ENOSPC: "the disk is full: free space or choose another folder"}
+    fix = fixes.get(error.errno)
+    return f"{error.filename}: {error.strerror or error}" + (f" ({fix})" if fix else "")
+
+
+def _user_error(error: Exception) -> int | None:
+    """The exit code of an error the user can fix: 2 for a bad file or option, 1 for a storage that failed.
+
+    The classes are imported only here: an error of theirs means their modules are loaded already.
+    """
+    from lightopt.runconfig import ConfigError
+
+    if isinstance(error, ConfigError):
+        return 2
+    from lightopt.sweep.storage import StorageError
+
+    return 1 if isinstance(error, StorageError) else None
 
 
 def _terminate_as_interrupt() -> object:
@@ -251,7 +281,8 @@ def _fit(args: argparse.Namespace) -> int:
         config.check_threads("--threads", args.threads)
     except ValueError as error:
         raise _UsageError(f"lightopt fit: {error}") from None
-    with torch_threads(args.threads):
+    threads = args.threads if args.threads is not None else getattr(run_file.study, "threads", None)
+    with torch_threads(threads):
         run = fit(run_file.run, spec=run_file.cli)
     log_dir = run.trainer.log_dir  # a collective under DDP: every rank asks
     if not run.trainer.is_global_zero:
@@ -295,7 +326,7 @@ def _stored_study(sweep: Any, args: argparse.Namespace, delete: bool) -> bool:
     import optuna
 
     from lightopt.runconfig import ConfigError
-    from lightopt.sweep.runner import open_storage, study_dir
+    from lightopt.sweep.locate import open_storage, study_dir
 
     name = args.study_name or sweep.study.name
     url = args.storage if args.storage is not None else sweep.study.storage
@@ -359,7 +390,7 @@ def _sweep_plot(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")  # files only, no display
     from lightopt.sweep.report import find_study, plot_study
-    from lightopt.sweep.runner import study_dir
+    from lightopt.sweep.locate import study_dir
 
     study, sweep, _ = find_study(args.target, args.storage, args.log_dir, args.config, _cli_classes(args))
     log_dir = sweep.study.log_dir if sweep is not None and sweep.study is not None else args.log_dir

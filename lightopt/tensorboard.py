@@ -7,7 +7,11 @@ Written with TensorBoard's own protos and record writer; TensorFlow is not neede
   failed, even before its Trainer existed): the HParams session (:func:`trial_hparams`: the
   searched parameters under their dotted names, plus :data:`FIXED` settings of the config), the
   experiment config (the search space's domains and the declared :data:`METRICS`), and those
-  metrics as scalars. :data:`STATES` codes the trial's state as a number; the session's status is
+  metrics as scalars. :data:`STATES` codes the trial's state as a number, and the ``state`` hparam
+  names it (complete, pruned, failed); a failed trial's ``fail_reason`` is an hparam too, and its
+  reason and traceback's last lines are text in its run (:func:`write_failure`). Integer choices
+  are categories (``16``, not ``16.000``); ``seed_everything`` is marked as differing between
+  trials. The session's status is
   Success for complete and pruned trials (the dashboard's status filter has no "aborted"), Failure
   for failed ones.
 * :class:`StudyRun`, an Optuna callback, appends to ``<log_dir>/<study>/study/`` after each trial
@@ -37,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp
 from tensorboard.summary.writer.record_writer import RecordWriter
@@ -47,7 +51,7 @@ from lightopt._study_history import StudyHistory, restart_event
 
 __all__ = ["DRAW_SHARE", "FIXED", "METRICS", "STATES", "StudyRun", "experiment_summary", "hparam_value",
            "is_global_zero",
-           "trial_hparams", "trial_run", "write_trial"]
+           "trial_hparams", "trial_run", "write_failure", "write_trial"]
 
 # Settings of the trial's config shown next to the searched parameters (when the config has them), with their type.
 FIXED = {"model.class_path": api_pb2.DATA_TYPE_STRING, "optimizer.class_path": api_pb2.DATA_TYPE_STRING,
@@ -55,6 +59,9 @@ FIXED = {"model.class_path": api_pb2.DATA_TYPE_STRING, "optimizer.class_path": a
          "seed_everything": api_pb2.DATA_TYPE_FLOAT64}
 # Trial attributes shown next to them (when the trial has them): ``device``, the ids a ``--devices`` sweep gave it.
 ATTRIBUTES = {"device": api_pb2.DATA_TYPE_STRING}
+# The trial's state as a category (``trial/state`` is the same as a number), and a failed trial's reason.
+STATE_NAMES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}
+_DIFFERS = {"seed_everything"}  # each trial has its own seed: never "does not differ" in the dashboard
 # The declared HParams metrics, scalars in each trial's run: tag -> description.
 METRICS = {
     "trial/best_value": "the best of the study's metric over the trial's validation rounds (its value)",
@@ -108,7 +115,7 @@ def trial_hparams(
     from lightopt.runconfig import get_key
 
     as_text = {param.name for param in space if param.kind == "categorical" and _choices(param)[1]}
-    values = {name: str(hparam_value(value)) if name in as_text else hparam_value(value)
+    values = {name: _text(value) if name in as_text else hparam_value(value)
               for name, value in params.items()}
     for key in [*_converted_keys(space), *FIXED]:
         value = get_key(config or {}, key, None)
@@ -125,9 +132,15 @@ def _converted_keys(space: Iterable[Any]) -> list[str]:
 def _choices(param: Any) -> tuple[list[bool | float | str], bool]:
     """A categorical parameter's choices as HParams values, and whether they had to become text (mixed types)."""
     choices = [hparam_value(c) for c in param.choices]
-    if len({type(c) for c in choices}) > 1:
-        return [str(c) for c in choices], True
+    integers = all(isinstance(c, int) and not isinstance(c, bool) for c in param.choices)
+    if len({type(c) for c in choices}) > 1 or integers:  # mixed types; integers shown as 16, not 16.000
+        return [_text(c) for c in param.choices], True
     return choices, False
+
+
+def _text(value: Any) -> str:
+    """A categorical choice as HParams text: an integer as itself (``16``), anything else as :func:`hparam_value`."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else str(hparam_value(value))
 
 
 def experiment_summary(space: Iterable[Any], metric: str) -> summary_pb2.Summary:
@@ -152,7 +165,11 @@ def experiment_summary(space: Iterable[Any], metric: str) -> summary_pb2.Summary
     infos += [api_pb2.HParamInfo(name=key, type=api_pb2.DATA_TYPE_FLOAT64, differs=True)
               for key in _converted_keys(space) if key not in names]
     names |= {info.name for info in infos}
-    infos += [api_pb2.HParamInfo(name=key, type=kind) for key, kind in {**FIXED, **ATTRIBUTES}.items() if key not in names]
+    infos += [api_pb2.HParamInfo(name=key, type=kind, differs=key in _DIFFERS)
+              for key, kind in {**FIXED, **ATTRIBUTES}.items() if key not in names]
+    state = api_pb2.HParamInfo(name="state", differs=True)
+    hp.Discrete(list(STATE_NAMES.values())).update_hparam_info(state)
+    infos += [state, api_pb2.HParamInfo(name="fail_reason", type=api_pb2.DATA_TYPE_STRING)]
     metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), description=text,
                                   display_name=tag.split("/")[1].replace("_value", f" {metric}"))
                for tag, text in METRICS.items()]
@@ -212,9 +229,36 @@ def trial_run(trial: optuna.Trial, sweep: Any, study_dir: str | Path) -> Iterato
                    "trial/duration_s": time.time() - start}
         hparams = trial_hparams(trial.params, attrs.get("config"), sweep.search)
         hparams.update({key: hparam_value(attrs[key]) for key in ATTRIBUTES if attrs.get(key) is not None})
+        if attrs.get("seed") is not None:  # also where the trial failed before its config was recorded
+            hparams.setdefault("seed_everything", hparam_value(attrs["seed"]))
+        hparams["state"] = STATE_NAMES[state]
+        if state == "FAIL":
+            hparams["fail_reason"] = str(attrs.get("fail_reason") or "see the trial's log")[:200]
+            write_failure(Path(study_dir) / f"trial_{trial.number:04d}", attrs.get("fail_reason"),
+                          attrs.get("traceback"), step=int(attrs.get("global_step") or 0))
         write_trial(Path(study_dir) / f"trial_{trial.number:04d}", hparams, metrics, state, start=start,
                     experiment=experiment_summary(sweep.search, sweep.study.metric),
                     step=int(attrs.get("global_step") or 0))
+
+
+def write_failure(directory: str | Path, reason: str | None, trace: str | None, *, step: int = 0,
+                  lines: int = 20) -> Path | None:
+    """Write a failed trial's reason and the last ``lines`` of its traceback as text (``trial/failure``) in its run."""
+    if not is_global_zero():
+        return None
+    from tensorboard.plugins.text import metadata as text_metadata
+
+    tail = "\n".join((trace or "").rstrip().splitlines()[-lines:])
+    markdown = f"**failed:** {reason or 'no reason recorded'}" + (f"\n\n```\n{tail}\n```" if tail else "")
+    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[markdown.encode()],
+                                    tensor_shape=tensor_shape_pb2.TensorShapeProto(
+                                        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=1)]))
+    value = summary_pb2.Summary.Value(tag="trial/failure", tensor=tensor,
+                                      metadata=text_metadata.create_summary_metadata(display_name=None, description=None))
+    now = time.time()
+    name = f"events.out.tfevents.{int(now):010d}.{socket.gethostname()}.{os.getpid()}.failure"
+    return _write_events(Path(directory), name, [event_pb2.Event(wall_time=now, step=step,
+                                                                 summary=summary_pb2.Summary(value=[value]))])
 
 
 class StudyRun:

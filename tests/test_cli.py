@@ -81,7 +81,8 @@ def test_reproduce_a_trial_and_plot_the_study(tmp_path, monkeypatch, capsys):
               if line.strip().startswith(("recorded", "reproduced"))}
     assert values["recorded"] == pytest.approx(recorded, abs=1e-8)  # printed to 10 digits
     assert values["reproduced"] == pytest.approx(recorded, abs=1e-6)
-    assert "difference" in out and (tmp_path / "runs/s/reproduce_0001").is_dir()
+    assert "difference" in out and (tmp_path / "runs/s-reproduce/reproduce_0001").is_dir()
+    assert not list((tmp_path / "runs/s").glob("reproduce*"))  # apart from the trials TensorBoard shows
 
     # With other seeds: the same params trained with trial_seed(recorded seed, 1..N), and the spread.
     assert main(["sweep", "reproduce", str(sweep_file), "--trial", "1", "--seeds", "2"]) == 0
@@ -94,7 +95,7 @@ def test_reproduce_a_trial_and_plot_the_study(tmp_path, monkeypatch, capsys):
     assert len(set(reseeded)) == 2 and recorded not in reseeded  # other seeds, other values
     better = sum(values["recorded"] < value for value in reseeded)
     assert f"the recorded value is better than {better} of 2" in out
-    assert all((tmp_path / f"runs/s/reproduce_0001_seed_{other}").is_dir() for other in others)
+    assert all((tmp_path / f"runs/s-reproduce/reproduce_0001_seed_{other}").is_dir() for other in others)
     assert main(["sweep", "reproduce", str(sweep_file), "--trial", "1", "--seeds", "-1"]) == 2
     assert capsys.readouterr().err == "lightopt sweep reproduce: `--seeds` must be >= 0, but got seeds=-1.\n"
 
@@ -135,12 +136,12 @@ BAD = [
     (lambda p: ["sweep", "run", _bad(p, lambda d: None), "--workers", "0"], "`--workers` must be an integer >= 1"),
     (lambda p: ["sweep", "run", _bad(p, lambda d: None), "--n-trials", "x"], "argument --n-trials: invalid int value"),
     (lambda p: ["sweep", "run", _bad(p, lambda d: None), "--storage", "sqlite:////no/dir/x.db"], "cannot be opened"),
-    (lambda p: ["sweep", "show", "nosuchstudy"], "no study journal at runs/nosuchstudy/study.journal"),
-    (lambda p: ["sweep", "best", _bad(p, lambda d: None)], "no study journal"),
+    (lambda p: ["sweep", "show", "nosuchstudy"], "study 'nosuchstudy' has not been run yet (no journal at runs/nosuchstudy/study.journal)"),
+    (lambda p: ["sweep", "best", _bad(p, lambda d: None)], "has not been run yet (no journal at"),
     (lambda p: ["sweep", "frobnicate"], "invalid choice: 'frobnicate'"),
-    (lambda p: ["sweep", "reproduce", "nosuchstudy", "--trial", "0"], "no study journal at runs/nosuchstudy"),
+    (lambda p: ["sweep", "reproduce", "nosuchstudy", "--trial", "0"], "has not been run yet (no journal at runs/nosuchstudy"),
     (lambda p: ["sweep", "reproduce", _bad(p, lambda d: None)], "the following arguments are required: --trial"),
-    (lambda p: ["sweep", "plot", "nosuchstudy"], "no study journal at runs/nosuchstudy"),
+    (lambda p: ["sweep", "plot", "nosuchstudy"], "has not been run yet (no journal at runs/nosuchstudy"),
     (lambda p: ["fit", _bad(p, lambda d: d["trainer"].update(max_epoch=1))], "Did you mean 'max_epochs'?"),
 ]
 

@@ -89,7 +89,17 @@ def test_every_trial_run_has_its_hparams_session_and_metrics(sweep):
         start = metadata.parse_session_start_info_plugin_data(data[metadata.SESSION_START_INFO_TAG])
         values = {name: value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
                   for name, value in start.hparams.items()}
-        assert {k: values[k] for k in params} == pytest.approx(params)
+        shown = {k: str(v) if type(v) is int else v for k, v in params.items()}  # integer choices: categories
+        assert {k: values[k] for k in params} == {k: pytest.approx(v) if type(v) is float else v for k, v in shown.items()}
+        assert values["state"] == {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}[state]
+        texts = run.Tags()["tensors"]
+        if state == "FAIL":
+            assert values["fail_reason"] == trial.user_attrs["fail_reason"][:200]
+            text = run.Tensors("trial/failure")[-1].tensor_proto.string_val[0].decode()
+            assert text.startswith(f"**failed:** {trial.user_attrs['fail_reason']}")
+            assert trial.user_attrs["traceback"].rstrip().splitlines()[-1] in text
+        else:
+            assert "fail_reason" not in values and "trial/failure" not in texts
         assert values["optimizer.class_path"] == "lightopt.optim.SGD"
         assert values["model.class_path"] == "tests.sweep.helpers.BreakableMLP"
         assert values["seed_everything"] == trial.user_attrs["seed"]
@@ -110,9 +120,8 @@ def test_every_trial_run_has_its_hparams_session_and_metrics(sweep):
         else:
             assert "trial/best_value" not in scalars
     before_trainer = result.study_dir / "trial_0003"
-    files = sorted(before_trainer.iterdir(), key=lambda p: p.name == "error.txt")
-    assert [p.name.endswith(".hparams") for p in files] == [True, False]  # no trainer logs there
-    assert files[1].name == "error.txt"  # the failure's record
+    files = sorted(p.name.rsplit(".", 1)[-1] for p in before_trainer.iterdir())
+    assert files == ["failure", "hparams", "txt"]  # no trainer logs there; error.txt is the failure's record
 
 
 def test_experiment_config_gives_the_search_space_domains(sweep):
@@ -121,7 +130,9 @@ def test_experiment_config_gives_the_search_space_domains(sweep):
     infos = {i.name: i for i in metadata.parse_experiment_plugin_data(data[metadata.EXPERIMENT_TAG]).hparam_infos}
     lr = infos["optimizer.init_args.lr"].domain_interval
     assert (lr.min_value, lr.max_value) == (0.01, 0.5)
-    assert [v.number_value for v in infos["data.init_args.batch_size"].domain_discrete.values] == [32, 64]
+    assert [v.string_value for v in infos["data.init_args.batch_size"].domain_discrete.values] == ["32", "64"]
+    assert sorted(v.string_value for v in infos["state"].domain_discrete.values) == ["complete", "failed", "pruned"]
+    assert infos["state"].differs and infos["seed_everything"].differs  # each trial has its own seed
     assert [v.bool_value for v in infos["model.init_args.broken"].domain_discrete.values] == [False, True]
     assert infos["optimizer.class_path"].type == api_pb2.DATA_TYPE_STRING
 
@@ -196,7 +207,7 @@ def test_only_global_rank_zero_writes(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["tensorboard", "nothing_here", "--log-dir", "{tmp}"], "error: `FILE_or_NAME`: no study journal at"),
+    (["tensorboard", "nothing_here", "--log-dir", "{tmp}"], "error: study 'nothing_here' has not been run yet (no journal at"),
     (["tensorboard", "s", "--port", "0"], "error: `--port` must be in [1, 65535], but got port=0."),
     (["tensorboard", "s", "--host", "256.1.1.1"], "error: `--host` must be an address or name of this machine"),
 ])

@@ -13,13 +13,13 @@ One home for everything lightopt does with a run config, used by ``lightopt fit`
 * errors are :class:`ConfigError`: ``FILE:LINE: message`` on one line.
 """
 
+import importlib
+from typing import Any
+
 from lightopt.runconfig._classes import REFUSED_MODULES, did_you_mean, import_class, init_parameters, resolve_class
-from lightopt.runconfig._check import RUN_KEYS, check_run_config
 from lightopt.runconfig._errors import ConfigError, first_key, line_of
 from lightopt.runconfig._files import COMMAND_LINE, Origins, apply_overrides, merge_configs, parse_overrides, read_configs
 from lightopt.runconfig._keys import MISSING, check_key, class_nodes, get_key, set_key
-from lightopt.runconfig._lightning_cli import FIT_KEYS, CliSpec, Run, build, check_with_lightning_cli, cli_class_for
-from lightopt.runconfig._optimizers import OPTIMIZER_KEYS, SCHEDULER_KEYS, optimizers_from_config, split_class_config
 from lightopt.runconfig._yaml import MAX_ALIAS_NODES, MAX_FILE_BYTES, dump_yaml, parse_yaml, read_yaml
 
 __all__ = [
@@ -60,3 +60,21 @@ __all__ = [
     "set_key",
     "split_class_config",
 ]
+
+# These import torch and Lightning: loaded on first use, so that reading a study back (`lightopt sweep show`)
+# and the errors of this package cost no torch import.
+_LAZY = {
+    **dict.fromkeys(("RUN_KEYS", "check_run_config"), "lightopt.runconfig._check"),
+    **dict.fromkeys(("FIT_KEYS", "CliSpec", "Run", "build", "check_with_lightning_cli", "cli_class_for"),
+                    "lightopt.runconfig._lightning_cli"),
+    **dict.fromkeys(("OPTIMIZER_KEYS", "SCHEDULER_KEYS", "optimizers_from_config", "split_class_config"),
+                    "lightopt.runconfig._optimizers"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'lightopt.runconfig' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value

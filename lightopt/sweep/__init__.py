@@ -8,13 +8,20 @@
 * :func:`run_sweep` creates or resumes the study and runs its trials, as ``lightopt sweep run`` does.
 """
 
-from lightopt.sweep.build import build, fit
-from lightopt.sweep.config import StudySpec, SweepConfigError, SweepFile, load
-from lightopt.sweep.objective import Objective, trial_config, trial_seed
-from lightopt.sweep.pruning import MetricNotLoggedError, PruningCallback, PyTorchLightningPruningCallback
-from lightopt.sweep.report import best_config, find_study
-from lightopt.sweep.runner import run_sweep
-from lightopt.sweep.space import SearchSpace
+import importlib
+from typing import Any
+
+# Loaded on first use: reading a study back (`lightopt sweep show`) imports neither torch nor Lightning.
+_LAZY = {
+    **dict.fromkeys(("build", "fit"), "lightopt.sweep.build"),
+    **dict.fromkeys(("StudySpec", "SweepConfigError", "SweepFile", "load"), "lightopt.sweep.config"),
+    **dict.fromkeys(("Objective", "trial_config", "trial_seed"), "lightopt.sweep.objective"),
+    **dict.fromkeys(("MetricNotLoggedError", "PruningCallback", "PyTorchLightningPruningCallback"),
+                    "lightopt.sweep.pruning"),
+    **dict.fromkeys(("best_config", "find_study"), "lightopt.sweep.report"),
+    "run_sweep": "lightopt.sweep.runner",
+    "SearchSpace": "lightopt.sweep.space",
+}
 
 __all__ = [
     "MetricNotLoggedError",
@@ -34,3 +41,11 @@ __all__ = [
     "trial_config",
     "trial_seed",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'lightopt.sweep' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value

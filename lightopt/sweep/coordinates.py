@@ -39,7 +39,7 @@ from typing import Any
 from lightopt.runconfig import did_you_mean as suggest
 from lightopt.runconfig import get_key
 
-__all__ = ["Coordinate", "RAW", "momentum_from_horizon", "lr_from_effective", "scale_lr_with_batch", "parse_coordinate"]
+__all__ = ["Coordinate", "RAW", "config_values", "momentum_from_horizon", "lr_from_effective", "scale_lr_with_batch", "parse_coordinate"]
 
 KINDS = ("raw", "horizon", "effective")
 
@@ -192,3 +192,26 @@ def _parse_scaling(scaling: Any, run: Mapping[str, Any], searched: tuple[str, ..
     if isinstance(reference, bool) or not isinstance(reference, numbers.Integral) or reference < 1:
         raise ValueError(f"`{where}.reference` must be an integer >= 1, but got reference={reference!r}.")
     return key, int(reference)
+
+
+def config_values(params: Mapping[str, Any], config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The values a trial's config got for its params sampled in another coordinate, by param name.
+
+    ``optimizer.init_args.momentum:horizon`` → the α at ``optimizer.init_args.momentum`` in ``config``
+    (the trial's recorded config); params sampled as the config's own value, and a trial without a
+    recorded config, give nothing.
+
+    Example:
+        >>> config_values({"opt.momentum:horizon": 10.0, "opt.nesterov": True}, {"opt": {"momentum": 0.9}})
+        {'opt.momentum:horizon': 0.9}
+    """
+    if not config:
+        return {}
+    values = {}
+    for name in params:
+        key, coordinate, _ = name.partition(":")
+        if coordinate:
+            value = get_key(config, key, None)
+            if value is not None:
+                values[name] = value
+    return values

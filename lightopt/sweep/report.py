@@ -10,65 +10,46 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
+
+from lightopt.runconfig import ConfigError as SweepConfigError
 from lightopt.runconfig import dump_yaml
+from lightopt.sweep.coordinates import config_values
+from lightopt.sweep.locate import best_trial, find_study, optuna_quiet, study_dir
 
-from lightopt.runconfig import CliSpec, dump_yaml
-from lightopt.sweep import config as _config
-from lightopt.sweep.config import SweepConfigError, SweepFile
-from lightopt.sweep.build import torch_threads
-from lightopt.sweep.objective import fit_trial, trial_config, trial_seed
-from lightopt.sweep.pruning import PruningCallback
-from lightopt.sweep.runner import _optuna_quiet, best_trial, open_storage, study_dir
+if TYPE_CHECKING:  # config, objective and pruning import torch and Lightning: `sweep show` needs neither
+    from lightopt.sweep.config import SweepFile
 
-__all__ = ["find_study", "trial_rows", "format_table", "best_config", "Reproduction", "reproduce_trial", "plot_study"]
+__all__ = ["find_study", "trial_value", "trial_rows", "format_table", "best_config", "Reproduction", "reproduce_trial", "plot_study"]
 
 
-def find_study(
-    file_or_name: str, storage: str | None = None, log_dir: str = "runs", configs: Sequence[str] = (),
-    cli: Mapping[str, Any] | None = None,
-) -> tuple[optuna.Study, SweepFile | None, str]:
-    """The stored study of a sweep file, or of a study name (default storage under ``log_dir``).
+def trial_value(trial: optuna.trial.FrozenTrial) -> float | None:
+    """A trial's value as lightopt shows it everywhere: the best of the study's metric over its validation rounds.
 
-    Opens, never creates: a missing journal file or study is a :class:`SweepConfigError`.
-    Returns ``(study, sweep file or None, storage description)``. ``configs`` and ``cli`` are the
-    base run configs and LightningCLI classes the sweep ran with (``--config``, ``--model-class``, ...).
+    For a COMPLETE trial that is the value Optuna ranks. A PRUNED trial's Optuna value is its last
+    report; lightopt shows the best it reached before it was pruned (recorded as ``best_value``), the
+    number TensorBoard's HParams row and ``sweep reproduce`` show too. A FAIL trial has none.
     """
-    sweep = None
-    if Path(file_or_name).is_file() or file_or_name.endswith((".yaml", ".yml")):
-        sweep = _config.load(file_or_name, configs, (), cli)
-        if sweep.study is None:
-            raise SweepConfigError("the file has no `study` block, so it names no study.", sweep.path)
-        name, default_dir = sweep.study.name, study_dir(sweep.study.log_dir, sweep.study.name)
-        url = storage if storage is not None else sweep.study.storage
-    else:
-        name, default_dir, url = file_or_name, study_dir(log_dir, file_or_name), storage
-    where = "--storage" if storage is not None else ("study.storage" if sweep else "FILE_or_NAME")
-    with _optuna_quiet():
-        opened, described = open_storage(url, default_dir, create=False, where=where,
-                                          file=sweep.path if sweep and storage is None else None)
-        try:
-            study = optuna.load_study(study_name=name, storage=opened)
-        except KeyError:
-            names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
-            raise SweepConfigError(
-                f"no study named {name!r} in {described}; studies there: {', '.join(names) or 'none'}."
-            ) from None
-    return study, sweep, described
+    if trial.state.name == "FAIL":
+        return None
+    recorded = trial.user_attrs.get("best_value")
+    return trial.value if recorded is None or trial.state.name == "COMPLETE" else recorded
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """One dict per trial: number, state, value, params, duration (s), seed, and the failure reason."""
+    """One dict per trial: number, state, value, params, the config values of params sampled in another
+    coordinate (``config_values``), duration (s), seed, and a failed trial's reason and traceback."""
     rows = []
     for trial in study.trials:
         duration = trial.duration.total_seconds() if trial.duration is not None else None
-        value = trial.value if trial.value is not None else trial.user_attrs.get("best_value")
+        attrs = trial.user_attrs
         rows.append({
-            "number": trial.number, "state": trial.state.name, "value": value, "params": trial.params,
-            "duration": duration, "seed": trial.user_attrs.get("seed"),
-            **({"fail_reason": trial.user_attrs["fail_reason"]} if "fail_reason" in trial.user_attrs else {}),
+            "number": trial.number, "state": trial.state.name, "value": trial_value(trial), "params": trial.params,
+            "config_values": config_values(trial.params, attrs.get("config")),
+            "duration": duration, "seed": attrs.get("seed"),
+            **{key: attrs[key] for key in ("fail_reason", "traceback") if key in attrs},
         })
     return rows
 
@@ -88,9 +69,15 @@ def format_table(study: optuna.Study) -> str:
     """The trial table as text, then the best trial."""
     rows = trial_rows(study)
     names = list(dict.fromkeys(name for row in rows for name in row["params"]))
-    header = ["number", "state", "value", *names, "duration_s", "seed"]
+    converted = {name for row in rows for name in row["config_values"]}
+    # a param sampled in another coordinate, then the value its config got: momentum:horizon h, then α
+    columns = [c for name in names for c in ([(name, "params"), (name, "config_values")] if name in converted
+                                             else [(name, "params")])]
+    header = ["number", "state", "value",
+              *(name if kind == "params" else "= " + name.partition(":")[0] for name, kind in columns),
+              "duration_s", "seed"]
     body = [[
-        str(row["number"]), row["state"], _fmt(row["value"]), *(_fmt(row["params"].get(n, "-")) for n in names),
+        str(row["number"]), row["state"], _fmt(row["value"]), *(_fmt(row[kind].get(n, "-")) for n, kind in columns),
         _fmt(row["duration"], 2), str(row["seed"]),
     ] for row in rows]
     widths = [max(len(cell) for cell in column) for column in zip(header, *body)]
@@ -114,6 +101,8 @@ def best_config(study: optuna.Study, sweep: SweepFile | None = None) -> tuple[di
     if config is None:
         if sweep is None:
             raise SweepConfigError(f"trial {best.number} has no recorded config; give the sweep file instead of the name.")
+        from lightopt.sweep.objective import trial_config
+
         config = trial_config(sweep, best.params, best.user_attrs.get("seed"))
     return config, best
 
@@ -192,7 +181,8 @@ def reproduce_trial(
     the same :func:`~lightopt.sweep.objective.fit_trial` as the sweep's, and its value is the best
     of the study's metric over the validation rounds. A pruned trial is run to its full length,
     so its value is compared with the best it reached before it was pruned. Logs go to
-    ``<study dir>/reproduce_NNNN``. ``threads`` defaults to the file's ``study.threads``.
+    ``<log_dir>/<study>-reproduce/reproduce_NNNN``, beside the study's directory rather than in it, so
+    TensorBoard on the study shows its trials only. ``threads`` defaults to the file's ``study.threads``.
 
     ``seeds`` > 0 also trains the same params with that many other seeds (``trial_seed(recorded
     seed, i)`` for i = 1, 2, ...; logs in ``reproduce_NNNN_seed_S``): how much of the trial's value
@@ -202,6 +192,11 @@ def reproduce_trial(
     Raises :class:`SweepConfigError` for a trial that is not there, failed, is still running, or
     has no recorded seed (or config, without a file).
     """
+    from lightopt.runconfig import CliSpec
+    from lightopt.sweep.build import torch_threads
+    from lightopt.sweep.objective import fit_trial, trial_config, trial_seed
+    from lightopt.sweep.pruning import PruningCallback
+
     trials = {t.number: t for t in study.trials}
     if number not in trials:
         last = f"0 to {len(trials) - 1}" if trials else "none"
@@ -218,7 +213,7 @@ def reproduce_trial(
     seed = trial.user_attrs.get("seed")
     if seed is None:
         raise SweepConfigError(f"trial {number} has no recorded seed, so it cannot be reproduced.")
-    recorded = trial.value if state == "COMPLETE" else trial.user_attrs.get("best_value")
+    recorded = trial_value(trial)
     if recorded is None:
         raise SweepConfigError(f"trial {number} has no recorded value to compare with.")
     meta = study.user_attrs.get("lightopt", {})
@@ -249,6 +244,8 @@ def reproduce_trial(
         recorded_dir = trial.user_attrs.get("log_dir")
         directory = Path(recorded_dir).parent if recorded_dir else study_dir(log_dir, study.study_name)
         report_at = "validation_round"
+    # beside the study's directory, not in it: `lightopt tensorboard` shows the study's trials only
+    directory = directory.parent / f"{directory.name}-reproduce"
     minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
     name = f"reproduce_{number:04d}"
 
@@ -307,7 +304,7 @@ def plot_study(study: optuna.Study, out_dir: str | Path) -> tuple[list[Path], li
         if name == "param_importances" and len(complete) < 2:
             notes.append(f"{name}: skipped, it needs at least 2 complete trials (the study has {len(complete)})")
             continue
-        with warnings.catch_warnings(), _optuna_quiet():
+        with warnings.catch_warnings(), optuna_quiet():
             warnings.filterwarnings("ignore", category=ExperimentalWarning)
             try:
                 axes = getattr(optuna_mpl, function)(study)

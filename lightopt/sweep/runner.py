@@ -12,8 +12,6 @@ their worker recorded; a database outage retried for a bounded time).
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import os
 import shutil
 import socket
@@ -21,36 +19,33 @@ import sys
 import time
 import warnings
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 import optuna
-from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from lightopt.sweep import recovery
 from lightopt.sweep.build import torch_threads
+from lightopt.sweep.coordinates import config_values
 from lightopt.sweep.config import StudySpec, SweepConfigError, SweepFile, check_threads, check_timeout
-from lightopt.sweep.database import database_error, is_transient, open_database, redact
 from lightopt.sweep.devices import plan
 from lightopt.sweep.distributed import trial_devices
 from lightopt.sweep.failures import FailureWatch
-from lightopt.sweep.journal import JournalFile
+from lightopt.sweep.locate import JOURNAL_NAME, best_trial, open_storage, optuna_quiet, study_dir
 from lightopt.sweep.objective import Objective
 from lightopt.sweep.processes import process_alive
 from lightopt.sweep.resume import check_resume, describe_space
-from lightopt.sweep.storage import GuardedStorage
 from lightopt.sweep.tally import StudyTally, best_of
 from lightopt.sweep.worker import run_worker
 from lightopt.sweep.workers import run_workers
 from lightopt.tensorboard import StudyRun
 
-__all__ = ["SweepResult", "run_sweep", "open_storage", "open_study", "study_dir", "JOURNAL_NAME"]
+__all__ = ["SweepResult", "run_sweep", "open_storage", "open_study", "study_dir", "best_trial", "JOURNAL_NAME"]
 
-JOURNAL_NAME = "study.journal"
+_optuna_quiet = optuna_quiet  # the name the worker modules import
 
 
 @dataclass(frozen=True)
@@ -60,40 +55,6 @@ class SweepResult:
     storage: str
     ran: int
     stopped: str | None = None  # why the sweep stopped early (its trials all failed the same way)
-
-
-def study_dir(log_dir: str | Path, name: str) -> Path:
-    """Where a study's trial logs (``trial_NNNN/``) and default journal file live."""
-    return Path(log_dir) / name
-
-
-def open_storage(
-    url: str | None, default_dir: Path, *, create: bool = True, where: str = "study.storage", file: str | None = None
-) -> tuple[BaseStorage, str]:
-    """The storage for ``url`` (None: the default journal file under ``default_dir``) and its description.
-
-    ``create=False`` refuses to make a new file (for ``show`` and ``best``). Raises
-    :class:`SweepConfigError` naming ``where`` when it cannot be opened.
-    """
-    if url is None or "://" not in url:
-        path = default_dir / JOURNAL_NAME if url is None else Path(url)
-        if not create and not path.is_file():
-            raise SweepConfigError(f"`{where}`: no study journal at {path}; give the sweep file or --storage.", file)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise SweepConfigError(f"`{where}` cannot be opened: {error}", file) from None
-        # JournalFile: a lock that names its holder, a tail checked and repaired; StorageError when it cannot
-        return GuardedStorage(optuna.storages.JournalStorage(JournalFile(path)), str(path)), str(path)
-    try:  # the password never reaches a message or an output line; the heartbeat finds other machines' dead workers
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            opened = open_database(url, heartbeat_interval=recovery.HEARTBEAT_S, grace_period=recovery.GRACE_PERIOD_S)
-    except Exception as error:  # noqa: BLE001 - drivers raise their own types; all mean "unreachable"
-        raise SweepConfigError(f"`{where}` {redact(url)!r} cannot be opened: {database_error(error, url)}", file) from None
-    # Optuna's cache over the database, as optuna.create_study would add; then outages are ridden out
-    return GuardedStorage(optuna.storages.get_storage(opened), redact(url), transient=is_transient,
-                          explain=lambda error: database_error(error.__cause__ or error, url)), redact(url)
 
 
 def open_study(
@@ -118,6 +79,9 @@ def open_study(
         storage=storage, study_name=name, direction=spec.direction, load_if_exists=True,
         sampler=sampler or spec.make_sampler(sweep.search), pruner=pruner or spec.make_pruner(),
     )
+    with warnings.catch_warnings():  # Optuna calls it experimental; optuna-dashboard then names the objective
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([spec.metric])
     study.set_user_attr("lightopt", {"metric": spec.metric, "seed": spec.seed, "file": sweep.path,
                                      "space": describe_space(sweep.search)})
     return study, described
@@ -191,8 +155,10 @@ def run_sweep(
         remaining = total - already
         if sampler is None and (already > 0 or "://" in described):
             study.sampler = spec.make_sampler(sweep.search, seed=run_sampler_seed(spec, already, "://" in described))
+        limit = f", or for {timeout:g} s (timeout)" if timeout is not None and remaining > 0 else ""
         print(f"study {name!r}: {already} trial(s) in {described}; running up to {max(remaining, 0)} more "
-              f"(n_trials={total}); logs in {directory}", file=out, flush=True)
+              f"(n_trials={total}){limit}; logs in {directory}", file=out, flush=True)
+        started = time.monotonic()
         watch = board = None
         if remaining <= 0:
             ran = 0
@@ -216,6 +182,9 @@ def run_sweep(
     stopped = watch.stopped if watch is not None else None
     if stopped:
         print(stopped, file=out, flush=True)
+    elif timeout is not None and 0 <= ran < remaining and time.monotonic() - started >= timeout:
+        print(f"the timeout ({timeout:g} s) stopped the run: {ran} of the {remaining} trials it could run ran; "
+              f"the same command goes on", file=out, flush=True)
     return SweepResult(study, directory, described, ran, stopped)
 
 
@@ -278,7 +247,9 @@ def summary(study: optuna.Study, metric: str, directory: Path | None, storage: s
         lines.append("no completed trial yet")
     else:
         lines.append(f"best trial {best.number}: {metric}={best.value:.6g}  seed={best.user_attrs.get('seed')}")
-        lines += [f"  {key}: {value!r}" for key, value in best.params.items()]
+        converted = config_values(best.params, best.user_attrs.get("config"))  # h sampled, α trained with
+        lines += [f"  {key}: {value!r}" + (f"  ({key.partition(':')[0]} = {converted[key]!r})" if key in converted else "")
+                  for key, value in best.params.items()]
         if best.user_attrs.get("log_dir"):
             lines.append(f"  logs: {best.user_attrs['log_dir']}")
     if directory is not None:
@@ -286,13 +257,6 @@ def summary(study: optuna.Study, metric: str, directory: Path | None, storage: s
     if storage is not None:
         lines.append(f"storage: {storage}")
     return "\n".join(lines)
-
-
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The best COMPLETE trial (ties: the lower number), or None; only that trial is copied."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    best = best_of(complete, study.direction == optuna.study.StudyDirection.MINIMIZE)
-    return None if best is None else copy.deepcopy(best)
 
 
 class _Progress:
@@ -337,16 +301,3 @@ def _counts(trials: list[FrozenTrial]) -> dict[str, int]:
     for trial in trials:
         counts[trial.state.name] += 1
     return counts
-
-
-@contextlib.contextmanager
-def _optuna_quiet() -> Iterator[None]:
-    """Optuna's per-trial log lines (and failure tracebacks) are replaced by lightopt's progress lines."""
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(level)
-
-

@@ -21,7 +21,6 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from lightopt._scan import FinishedScan
-from lightopt.sweep.recovery import is_retryable
 
 __all__ = ["StudyTally", "best_of"]
 
@@ -88,6 +87,8 @@ class StudyTally:
 
         Without ``trials`` only the trials from the scan's frontier on are read.
         """
+        from lightopt.sweep.recovery import is_retryable  # imports Lightning: not for `lightopt sweep show`
+
         new = self._scan.read(self.study) if trials is None else self._scan.update(trials)
         for trial in new:
             self._finished[trial.state.name] += 1

@@ -92,7 +92,7 @@ def test_module_without_validation_step_says_so_and_keeps_no_study(tmp_path, mon
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "NoValidation has no validation_step" in err and "Traceback" not in err
     assert main(["sweep", "show", "noval.yaml"]) == 2  # nothing recorded
-    assert "no study named 'noval'" in capsys.readouterr().err
+    assert "study 'noval' has not been run yet" in capsys.readouterr().err  # nothing kept: as before the first run
 
 
 def test_a_corrected_metric_runs_after_a_typo(tmp_path, monkeypatch, capsys):

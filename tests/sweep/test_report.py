@@ -7,7 +7,7 @@ from pathlib import Path
 import matplotlib
 import pytest
 
-from lightopt.sweep import config, report, run_sweep, trial_seed
+from lightopt.sweep import config, objective, run_sweep, trial_seed
 from lightopt.sweep.config import SweepConfigError
 from lightopt.sweep.report import find_study, plot_study, reproduce_trial
 from tests.sweep.helpers import PruneAt, sweep_dict, write
@@ -45,14 +45,14 @@ def test_other_seeds_show_the_spread_and_a_failing_seed_loses_nothing(tmp_path, 
     study, _, _ = find_study(sweep.path)
     seed = study.trials[0].user_attrs["seed"]
     others = [trial_seed(seed, i) for i in (1, 2, 3)]
-    real_fit = report.fit_trial
+    real_fit = objective.fit_trial
 
     def fit(config, seed, *args, **kwargs):  # the second other seed diverges
         if seed == others[1]:
             raise RuntimeError("loss is nan at step 3\nmore lines")
         return real_fit(config, seed, *args, **kwargs)
 
-    monkeypatch.setattr(report, "fit_trial", fit)
+    monkeypatch.setattr(objective, "fit_trial", fit)  # reproduce_trial imports it when it runs
     result = reproduce_trial(study, 0, sweep, seeds=3)
     assert result.value == pytest.approx(study.trials[0].value, abs=1e-6)
     assert [s for s, _ in result.reseeded] == others
@@ -62,7 +62,7 @@ def test_other_seeds_show_the_spread_and_a_failing_seed_loses_nothing(tmp_path, 
     text = result.summary("s")
     assert f"seed {others[1]:<10d}  failed: loss is nan at step 3" in text
     assert f"the recorded value is better than {sum(result.recorded < v for v in good)} of 2" in text
-    assert all((tmp_path / "runs/s" / f"reproduce_0000_seed_{s}").is_dir() for s in (others[0], others[2]))
+    assert all((tmp_path / "runs/s-reproduce" / f"reproduce_0000_seed_{s}").is_dir() for s in (others[0], others[2]))
 
 
 def test_plot_with_one_parameter_skips_importances_and_contour(tmp_path, capsys):
