@@ -54,6 +54,14 @@ def check_refused(name: str, group: dict[str, Any], key: str, neutral: Any, advi
         raise ValueError(f"{name} has no `{key}`: it must be {neutral!r}, but got {key}={value!r}. {advice}")
 
 
+def restore_checked(optimizer: Any, fused_devices: Any, check_group: Any) -> None:
+    """After ``Optimizer.__setstate__``: the kernel-path chooser, each group checked, fused step counters moved."""
+    optimizer.__dict__.setdefault("_paths", PathChooser(fused_devices))
+    for group in optimizer.param_groups:
+        check_group(group)
+    move_fused_steps(optimizer)
+
+
 def check_paths(group: dict[str, Any]) -> None:
     """``foreach`` and ``fused`` choose one kernel path: both True is a contradiction."""
     if group.get("foreach") and group.get("fused"):

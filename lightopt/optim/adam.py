@@ -115,10 +115,7 @@ class Adam(_finite.FirstOrderChecks, torch.optim.Adam):
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Also checks the param groups of a state dict saved by ``torch.optim.Adam``."""
         super().__setstate__(state)
-        self.__dict__.setdefault("_paths", _common.PathChooser(_common.FUSED_DEVICES))
-        for group in self.param_groups:
-            _check_group(group)
-        _common.move_fused_steps(self)
+        _common.restore_checked(self, _common.FUSED_DEVICES, _check_group)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
