@@ -285,6 +285,7 @@ def _fit(args: argparse.Namespace) -> int:
     with torch_threads(threads):
         run = fit(run_file.run, spec=run_file.cli)
     log_dir = run.trainer.log_dir  # a collective under DDP: every rank asks
+    _close_process_group()
     if not run.trainer.is_global_zero:
         return 0  # a DDP rank that Lightning started (strategy: ddp): rank 0 reports
     metrics = {k: float(v) for k, v in run.trainer.callback_metrics.items() if v.numel() == 1}
@@ -293,6 +294,19 @@ def _fit(args: argparse.Namespace) -> int:
     if log_dir:
         print(f"logs: {log_dir}")
     return 0
+
+
+def _close_process_group() -> None:
+    """End a DDP fit's process group on every rank before the interpreter exits.
+
+    Lightning leaves it open after ``fit``; torch's gloo threads then met the interpreter's teardown
+    and aborted rank 0 now and then ("terminate called without an active exception", exit -6).
+    """
+    import torch.distributed
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # no rank tears down while another still talks to it
+        torch.distributed.destroy_process_group()
 
 
 def _sweep_run(args: argparse.Namespace) -> int:
