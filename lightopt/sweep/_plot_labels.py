@@ -29,7 +29,7 @@ import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial
 
-__all__ = ["short_labels", "spans_decades", "display_study", "figure_size", "fit_figure", "draw", "DECADES_RATIO"]
+__all__ = ["DECADES_RATIO", "display_study", "draw", "figure_size", "fit_figure", "short_labels", "spans_decades"]
 
 #: max/min of positive values at and above which an axis is drawn on a log scale (two decades)
 DECADES_RATIO = 100.0
@@ -122,7 +122,7 @@ def _display_distribution(distribution: BaseDistribution, values: list[Any]) -> 
     low = min([float(v) for v in values] + ([distribution.low] if distribution.low > 0 else []))
     high = max([float(v) for v in values] + [distribution.high])
     if isinstance(distribution, IntDistribution):
-        return IntDistribution(int(math.floor(low)), int(math.ceil(high)), log=True)
+        return IntDistribution(math.floor(low), math.ceil(high), log=True)
     return FloatDistribution(low, high, log=True)
 
 
@@ -141,7 +141,7 @@ def display_study(study: optuna.Study, labels: Mapping[str, str] | None = None) 
     trials = study.get_trials(deepcopy=False)
     names = sorted({name for trial in trials for name in trial.params})
     labels = dict(short_labels(names) if labels is None else labels)
-    if len(set(labels[name] for name in names)) != len(names):
+    if len({labels[name] for name in names}) != len(names):
         raise ValueError(f"labels must be distinct, but got {labels!r}.")
     values: dict[str, list[Any]] = defaultdict(list)
     for trial in trials:

@@ -290,6 +290,8 @@ def plot_study(study: optuna.Study, out_dir: str | Path) -> tuple[list[Path], li
     from optuna.trial import TrialState
     from optuna.visualization import matplotlib as optuna_mpl
 
+    from lightopt.sweep._plot_labels import draw
+
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     if not complete:
         raise SweepConfigError(f"study {study.study_name!r} has no completed trial to plot.")
@@ -307,7 +309,7 @@ def plot_study(study: optuna.Study, out_dir: str | Path) -> tuple[list[Path], li
         with warnings.catch_warnings(), optuna_quiet():
             warnings.filterwarnings("ignore", category=ExperimentalWarning)
             try:
-                axes = getattr(optuna_mpl, function)(study)
+                axes = draw(getattr(optuna_mpl, function), study, name)  # short distinct labels, log axes, fitted sizes
             except (ValueError, RuntimeError) as error:
                 notes.append(f"{name}: skipped, {error}")
                 continue
