@@ -127,7 +127,8 @@ def _display_distribution(distribution: BaseDistribution, values: list[Any]) -> 
 
 
 def _made_log(distribution: BaseDistribution, shown: BaseDistribution) -> bool:
-    return getattr(shown, "log", False) and not getattr(distribution, "log", False)
+    numeric = (FloatDistribution, IntDistribution)
+    return isinstance(distribution, numeric) and isinstance(shown, numeric) and shown.log and not distribution.log
 
 
 def display_study(study: optuna.Study, labels: Mapping[str, str] | None = None) -> tuple[optuna.Study, dict[str, str]]:
@@ -224,11 +225,10 @@ def fit_figure(axes: Any, kind: str, n_params: int, labels: Iterable[str] = ()) 
         for ax in grid.flat:
             ax.label_outer()
     if kind == "parallel_coordinate":
-        labels = list(labels)
-        for ax in figure.axes:
-            ticks = ax.get_xticklabels()
-            _restore_truncated(ticks, labels)
-            ax.set_xticks(ax.get_xticks(), [t.get_text() for t in ticks], rotation=330, ha="left")
+        ax = grid.flat[0]
+        ticks = ax.get_xticklabels()
+        _restore_truncated(ticks, list(labels))
+        ax.set_xticks(ax.get_xticks(), [t.get_text() for t in ticks], rotation=330, ha="left")
     if figure.get_layout_engine() is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
