@@ -3,7 +3,7 @@ study metric against examples seen, and a training curve in a short trial; read 
 
 from __future__ import annotations
 
-import os
+import io
 import warnings
 from pathlib import Path
 
@@ -54,7 +54,7 @@ def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("curves")
     data = sweep_dict(root / "runs", n_trials=len(PARAMS))
     del data["trainer"]["limit_train_batches"]  # whole epochs: both batch sizes see the same examples
-    result = run_sweep(config.load(write(root / "sweep.yaml", data)), out=open(os.devnull, "w"),
+    result = run_sweep(config.load(write(root / "sweep.yaml", data)), out=io.StringIO(),
                        sampler=FixedSampler(PARAMS))
     trials = result.study.trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
@@ -91,7 +91,7 @@ def test_a_trial_shorter_than_the_default_log_interval_logs_a_training_curve(swe
 
 def test_the_by_examples_steps_are_the_pruning_reports_with_report_at_examples(tmp_path):
     data = sweep_dict(tmp_path / "runs", n_trials=2, report_at="examples")
-    result = run_sweep(config.load(write(tmp_path / "sweep.yaml", data)), out=open(os.devnull, "w"),
+    result = run_sweep(config.load(write(tmp_path / "sweep.yaml", data)), out=io.StringIO(),
                        sampler=FixedSampler(PARAMS))
     for trial in result.study.trials:
         run = _scalars(trial.user_attrs["log_dir"])
