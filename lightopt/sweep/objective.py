@@ -18,6 +18,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightopt.sweep import recovery
 from lightopt.sweep._sanity import sanity_check_defaults, sanity_check_passed
+from lightopt.sweep._trial_curves import trial_curves
 from lightopt.runconfig import CliSpec
 from lightopt.sweep.build import Run, build, quiet_lightning
 from lightopt.sweep.config import SweepFile
@@ -96,7 +97,8 @@ def fit_trial(config: Mapping[str, Any], seed: int, pruning: PruningCallback, di
     if checkpoints:
         callbacks = [*callbacks, *recovery.checkpoint_callbacks(config, Path(directory) / name)]
     with quiet_lightning(), trial_processes(job):
-        run = build(config, spec=cli, seed=seed, callbacks=[pruning, LossCheck(), *callbacks], logger=logger,
+        curves = trial_curves(config, pruning, logger)  # lr and momentum, the metric by examples seen
+        run = build(config, spec=cli, seed=seed, callbacks=[pruning, LossCheck(), *callbacks, *curves], logger=logger,
                     trainer_overrides=overrides, trainer_defaults={**TRAINER_DEFAULTS, **sanity})
         run.fit(**({"ckpt_path": ckpt_path} if ckpt_path else {}))
     sanity_check_passed(key)

@@ -135,6 +135,11 @@ class PruningCallback(Callback):
         return self._generate_state_key(monitor=self.monitor, report_at=self.report_at)
 
     @property
+    def examples(self) -> int:
+        """Training examples seen so far on all ranks, whatever ``report_at`` (x of ``<monitor>/by_examples``)."""
+        return self._examples
+
+    @property
     def pruned(self) -> int | None:
         """The step at which the trial was pruned, or ``None`` (read from the trial if a worker process decided)."""
         if self._fitted_elsewhere():
@@ -169,8 +174,7 @@ class PruningCallback(Callback):
 
     @override
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.report_at == "examples":  # a validation-round count needs no per-batch work
-            self._examples += _batch_size(batch) * trainer.world_size
+        self._examples += _batch_size(batch) * trainer.world_size  # whatever report_at: see examples
 
     @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
