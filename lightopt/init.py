@@ -161,9 +161,7 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: torch.Genera
     return nn.init.orthogonal_(tensor, gain=gain, generator=generator)
 
 
-def sparse_(
-    tensor: torch.Tensor, k: int, std: float = 1.0, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def sparse_(tensor: torch.Tensor, k: int, std: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
     r"""Sparse initialization (§8.4, Martens 2010): exactly k non-zero incoming weights per unit.
 
     Each output unit (row ``W[i]``, flattened over ``(in, *kernel)`` for a convolution, so over

@@ -211,8 +211,12 @@ class _KeepFrozenInEval(Callback):
 
 
 def _fit(
-    module: LightningModule, datamodule: Any, epochs: int, kwargs: dict[str, Any],
-    frozen: Sequence[torch.nn.Module], has_val: bool,
+    module: LightningModule,
+    datamodule: Any,
+    epochs: int,
+    kwargs: dict[str, Any],
+    frozen: Sequence[torch.nn.Module],
+    has_val: bool,
 ) -> dict[str, float]:
     callbacks = [*(kwargs.get("callbacks") or []), _KeepFrozenInEval(frozen)]
     trainer = Trainer(max_epochs=epochs, **{**kwargs, "callbacks": callbacks})

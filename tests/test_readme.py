@@ -17,10 +17,10 @@ def test_the_readme_shows_the_shipped_main_job():
     readme = (ROOT / "README.md").read_text()
     marker = "`sweeps/digits_sgd.yaml`, as shipped (less the comment at its top):\n\n```yaml\n"
     assert readme.count(marker) == 1
-    shown = readme[readme.index(marker) + len(marker):]
-    shown = shown[:shown.index("```\n")]
+    shown = readme[readme.index(marker) + len(marker) :]
+    shown = shown[: shown.index("```\n")]
     shipped = (ROOT / "sweeps" / "digits_sgd.yaml").read_text()
-    assert shown == shipped[shipped.index("study:\n"):]
+    assert shown == shipped[shipped.index("study:\n") :]
     assert yaml.safe_load(shown) == yaml.safe_load(shipped)
 
 
@@ -28,7 +28,7 @@ def test_install_script_skips_postgres_when_asked(tmp_path):
     script = (ROOT / ".ci" / "install").read_text()
     assert "LIGHTOPT_SKIP_POSTGRES" in script and "LIGHTOPT_SKIP_POSTGRES=1" in (ROOT / "README.md").read_text()
     # run the PostgreSQL part alone, with apt-get and initdb made unfindable: skipping must not reach apt-get
-    part = script[script.index("have_pg()"):]
+    part = script[script.index("have_pg()") :]
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "apt-get").write_text("#!/bin/sh\necho apt-get was called >&2\nexit 9\n")

@@ -210,7 +210,7 @@ class StochasticCurriculum(Callback):
         self.epoch = trainer.current_epoch
         self.sampler.set_epoch(self.epoch)
         h = self.fraction(self.epoch)
-        del self.history[self.epoch:]
+        del self.history[self.epoch :]
         self.history.append(h)
         if self.log:
             pl_module.log("curriculum/hard_fraction", h, on_step=False, on_epoch=True)
@@ -303,7 +303,8 @@ class Continuation(Callback):
         owner, name = _resolve_attribute(pl_module, self.attribute)
         if not hasattr(owner, name):
             numeric = [
-                k for k, v in vars(pl_module).items()
+                k
+                for k, v in vars(pl_module).items()
                 if not k.startswith("_") and not isinstance(v, bool) and isinstance(v, (int, float, torch.Tensor))
             ]
             raise ValueError(

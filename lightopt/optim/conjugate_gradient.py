@@ -101,6 +101,7 @@ class ConjugateGradient(_so.FlatOptimizer):
     """
 
     _shared = _HYPERPARAMETERS
+
     @staticmethod
     def _check_group(group: dict[str, Any]) -> None:
         _check_hyperparameters(group)
@@ -119,8 +120,14 @@ class ConjugateGradient(_so.FlatOptimizer):
         c2: float = 0.1,
     ) -> None:
         defaults = dict(
-            lr=lr, beta=beta, restart_every=restart_every, line_search=line_search, max_iter=max_iter,
-            tolerance_grad=tolerance_grad, c1=c1, c2=c2,
+            lr=lr,
+            beta=beta,
+            restart_every=restart_every,
+            line_search=line_search,
+            max_iter=max_iter,
+            tolerance_grad=tolerance_grad,
+            c1=c1,
+            c2=c2,
         )
         super().__init__(params, defaults)
 
@@ -152,7 +159,17 @@ class ConjugateGradient(_so.FlatOptimizer):
             x = _so.flat_params(params)
             # ε* by the line search; θ_{t+1} = θ_t + ε*ρ_t
             step, found = _so.advance(
-                closure, params, x, rho, trial, f, g, gtd, hp["line_search"], c1=hp["c1"], c2=hp["c2"],
+                closure,
+                params,
+                x,
+                rho,
+                trial,
+                f,
+                g,
+                gtd,
+                hp["line_search"],
+                c1=hp["c1"],
+                c2=hp["c2"],
                 guard=_so.Guard("ConjugateGradient", state.get("n_iter", 0) + 1, _ADVICE),
             )
             state.update(prev_grad=g, prev_dir=rho, prev_step=step, prev_gtd=float(gtd), n_iter=t_index + 1)

@@ -120,15 +120,22 @@ class LBFGS(torch.optim.LBFGS):
                 "group (per-group options are not supported), or use BFGS or ConjugateGradient, which flatten groups."
             )
         super().__init__(
-            params, lr=lr, max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
-            tolerance_change=tolerance_change, history_size=history_size, line_search_fn=line_search_fn,
+            params,
+            lr=lr,
+            max_iter=max_iter,
+            max_eval=max_eval,
+            tolerance_grad=tolerance_grad,
+            tolerance_change=tolerance_change,
+            history_size=history_size,
+            line_search_fn=line_search_fn,
         )
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Run up to ``max_iter`` iterations; ``closure`` computes the loss, calls backward() and returns it."""
         if closure is None:
             raise _so.missing_closure_error(
-                type(self).__name__, "clears the gradients, computes the loss, calls loss.backward() and returns the loss"
+                type(self).__name__,
+                "clears the gradients, computes the loss, calls loss.backward() and returns the loss",
             )
         self._steps = getattr(self, "_steps", 0) + 1
         params = self.param_groups[0]["params"]

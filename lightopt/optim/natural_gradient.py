@@ -175,10 +175,7 @@ def per_example_gradients(losses: Any, params: Sequence[torch.Tensor]) -> torch.
     eye = torch.eye(m, dtype=losses.dtype, device=losses.device)
     grads = torch.autograd.grad(losses, list(params), grad_outputs=eye, is_grads_batched=True, allow_unused=True)
     return torch.cat(
-        [
-            gr.reshape(m, -1) if gr is not None else p.new_zeros(m, p.numel())
-            for gr, p in zip(grads, params)
-        ],
+        [gr.reshape(m, -1) if gr is not None else p.new_zeros(m, p.numel()) for gr, p in zip(grads, params)],
         dim=1,
     )
 

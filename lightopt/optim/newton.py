@@ -119,6 +119,7 @@ class Newton(_so.FlatOptimizer):
     """
 
     _shared = _HYPERPARAMETERS
+
     @staticmethod
     def _check_group(group: dict[str, Any]) -> None:
         _check_hyperparameters(group)
@@ -149,7 +150,11 @@ class Newton(_so.FlatOptimizer):
         try:
             guard.point(f, g)
             # H ← (1/m)∇²Σ L, only ever used through products (H + αI)v.
-            hvp = _so.graph_hvp(params) if _so.grads_carry_graph(params) else _so.finite_difference_hvp(closure, params, x)
+            hvp = (
+                _so.graph_hvp(params)
+                if _so.grads_carry_graph(params)
+                else _so.finite_difference_hvp(closure, params, x)
+            )
             damping = hp["damping"]
 
             def damped_hvp(v: torch.Tensor) -> torch.Tensor:

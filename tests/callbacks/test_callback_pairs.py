@@ -82,8 +82,13 @@ def fit(callbacks, tmp_path, model=None, **trainer_kwargs):
     model = model or Regression()
     trainer_kwargs = {"max_epochs": 12, "enable_checkpointing": False, **trainer_kwargs}
     trainer = Trainer(
-        default_root_dir=tmp_path, callbacks=callbacks, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, **trainer_kwargs,
+        default_root_dir=tmp_path,
+        callbacks=callbacks,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **trainer_kwargs,
     )
     trainer.fit(model)
     return trainer, model
@@ -100,8 +105,11 @@ def averagers():
 
 # Each averager with each order; both check hooks for PolyakAveraging's EMA, one each for the rest.
 AVERAGER_CHECKS = [
-    ("polyak-ema", "train-epoch-end"), ("polyak-ema", "validation-end"), ("polyak-arithmetic", "validation-end"),
-    ("lightning-ema", "train-epoch-end"), ("lightning-swa", "validation-end"),
+    ("polyak-ema", "train-epoch-end"),
+    ("polyak-ema", "validation-end"),
+    ("polyak-arithmetic", "validation-end"),
+    ("lightning-ema", "train-epoch-end"),
+    ("lightning-swa", "validation-end"),
 ]
 
 
@@ -180,8 +188,13 @@ def test_early_stopping_and_averaging_resume_equal_an_uninterrupted_run(tmp_path
         seed_everything(0, verbose=False)
         model = Regression()
         trainer = Trainer(
-            default_root_dir=root, callbacks=callbacks, logger=False, enable_progress_bar=False,
-            enable_model_summary=False, num_sanity_val_steps=0, max_epochs=max_epochs,
+            default_root_dir=root,
+            callbacks=callbacks,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            max_epochs=max_epochs,
         )
         trainer.fit(model, ckpt_path=ckpt_path)
         return early_stopping, model
@@ -218,6 +231,7 @@ def test_early_stopping_with_the_other_stateful_callbacks(tmp_path, other, early
 @pytest.mark.parametrize("initialization_first", [True, False], ids=["init-first", "polyak-first"])
 def test_polyak_averaging_with_initialization_averages_the_initialized_weights(tmp_path, initialization_first):
     """The averaged copy taken at setup holds the weights before initialization: it must never be used."""
+
     def run(with_averaging):
         callbacks = [Initialization("orthogonal", seed=3)]
         if with_averaging:

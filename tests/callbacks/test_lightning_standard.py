@@ -27,9 +27,10 @@ from lightopt.callbacks import (
 from lightopt.sweep.pruning import PruningCallback, PyTorchLightningPruningCallback
 from tests.callbacks.test_callback_pairs import Regression
 
-CALLBACK_CLASSES = [
-    c for c in vars(lightopt.callbacks).values() if inspect.isclass(c) and issubclass(c, Callback)
-] + [PruningCallback, PyTorchLightningPruningCallback]
+CALLBACK_CLASSES = [c for c in vars(lightopt.callbacks).values() if inspect.isclass(c) and issubclass(c, Callback)] + [
+    PruningCallback,
+    PyTorchLightningPruningCallback,
+]
 
 
 def _hooks(cls):
@@ -102,9 +103,14 @@ def _run(callbacks, root, max_epochs, ckpt_path=None):
     model.temperature, model.noise = 1.0, 0.1
     watch = _StatesAtStart(callbacks)
     trainer = Trainer(
-        default_root_dir=root, callbacks=[*callbacks, watch, ModelCheckpoint(dirpath=root, save_last=True)],
-        logger=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        max_epochs=max_epochs, log_every_n_steps=1,
+        default_root_dir=root,
+        callbacks=[*callbacks, watch, ModelCheckpoint(dirpath=root, save_last=True)],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        max_epochs=max_epochs,
+        log_every_n_steps=1,
     )
     trainer.fit(model, ckpt_path=ckpt_path)
     return watch.states
