@@ -100,8 +100,8 @@ def greedy_layerwise_pretraining(
     datamodule has a ``val_dataloader`` and the module a ``validation_step``. With
     ``freeze=True`` (the book's greedy scheme) the earlier blocks have ``requires_grad=False``
     and are kept in eval mode during the stage (dropout off, batch-norm statistics fixed), so
-    their parameters and buffers stay bit-identical; ``freeze=False`` trains all blocks at every stage (the book's "fine-tune at
-    each stage" variant). The last stage's head is kept as the output layer. With
+    their parameters and buffers stay bit-identical; ``freeze=False`` trains all blocks at every
+    stage (the book's "fine-tune at each stage" variant). The last stage's head is kept as the output layer. With
     ``finetune_epochs > 0`` everything is unfrozen and trained jointly once more.
 
     Differences from the book: a "block" may be any module (a convolution and its

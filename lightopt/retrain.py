@@ -47,6 +47,8 @@ from lightning.pytorch.callbacks import EarlyStopping as _LightningEarlyStopping
 
 from lightopt import _validation
 
+__all__ = ["ContinueResult", "continue_on_all_data", "retrain_on_all_data"]
+
 
 @dataclass(frozen=True)
 class ContinueResult:

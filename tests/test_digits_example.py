@@ -62,7 +62,7 @@ def test_images_are_scaled_to_the_unit_interval_and_batched_as_images():
 
 def test_train_plus_val_trains_on_both_and_keeps_the_test_set_out():
     datamodule = split(train_plus_val=True, batch_size=2000)
-    ((x, y),) = list(datamodule.train_dataloader())
+    ((_x, y),) = list(datamodule.train_dataloader())
     assert len(y) == 1077 + 360
     assert len(datamodule.test_set) == 360
 

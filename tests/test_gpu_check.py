@@ -1,4 +1,4 @@
-"""Smoke test of benchmarks/gpu_check.py on the CPU: its parts run and report; on a CPU-only machine it refuses the GPU run.
+"""Smoke test of benchmarks/gpu_check.py on the CPU: its parts run and report; without a GPU it refuses the GPU run.
 
 The GPU itself is exercised only where one is present; this keeps the script runnable for that day.
 """

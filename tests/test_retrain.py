@@ -126,7 +126,7 @@ def test_retrain_steps_runs_best_step_from_a_fresh_init(tmp_path):
 )
 def test_retrain_epochs_matches_passes(tmp_path, data, best_step, accumulate, steps, epochs):
     kwargs = dict(default_root_dir=tmp_path, accumulate_grad_batches=accumulate, **QUIET)
-    module, trainer = retrain_on_all_data(Model, data, best_step, match="epochs", trainer_kwargs=kwargs, seed=1)
+    _module, trainer = retrain_on_all_data(Model, data, best_step, match="epochs", trainer_kwargs=kwargs, seed=1)
     assert trainer.global_step == steps
     if epochs is not None:  # a whole number of passes ends at an epoch boundary
         assert trainer.current_epoch == epochs

@@ -339,7 +339,7 @@ class GradientMonitor(Callback):
 class _Snapshot:
     """What a logging step keeps until the end of its batch."""
 
-    __slots__ = ("step", "entries", "before", "weight_sq", "metrics", "finite")
+    __slots__ = ("before", "entries", "finite", "metrics", "step", "weight_sq")
 
     def __init__(
         self,

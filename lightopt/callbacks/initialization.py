@@ -168,7 +168,7 @@ class Initialization(Callback):
         self.output_layer = output_layer
         if output_marginals is not None and output_layer is None:
             raise ValueError("`output_marginals` sets the bias of the output layer; name it with `output_layer=...`.")
-        self.output_marginals = None if output_marginals is None else init._check_frequencies(output_marginals)
+        self.output_marginals = None if output_marginals is None else init.check_class_frequencies(output_marginals)
         self.seed = None if seed is None else check_int("seed", seed, low=0)
         self.check_scale = check_bool("check_scale", check_scale)
         if target_std is not None and not check_scale:

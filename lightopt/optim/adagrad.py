@@ -10,6 +10,8 @@ import torch
 from lightopt._validation import check_bool, check_range
 from lightopt.optim import _common, _finite
 
+__all__ = ["AdaGrad"]
+
 
 class AdaGrad(_finite.FirstOrderChecks, torch.optim.Adagrad):
     r"""AdaGrad, Algorithm 8.4 (§8.5.1).

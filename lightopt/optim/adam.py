@@ -10,6 +10,8 @@ import torch
 from lightopt._validation import check_bool
 from lightopt.optim import _common, _finite
 
+__all__ = ["Adam"]
+
 
 class Adam(_finite.FirstOrderChecks, torch.optim.Adam):
     r"""Adam, Algorithm 8.7 (§8.5.3).

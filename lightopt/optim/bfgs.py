@@ -11,6 +11,8 @@ from lightopt._validation import check_bool, check_int, check_range
 from lightopt.optim import _common
 from lightopt.optim import _second_order as _so
 
+__all__ = ["BFGS", "bfgs_update_"]
+
 _HYPERPARAMETERS = ("lr", "line_search", "max_iter", "tolerance_grad", "init_scale", "c1", "c2")
 
 

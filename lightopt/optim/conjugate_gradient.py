@@ -11,6 +11,8 @@ from lightopt._validation import check_int, check_range
 from lightopt.optim import _common
 from lightopt.optim import _second_order as _so
 
+__all__ = ["BETAS", "ConjugateGradient"]
+
 BETAS = ("polak_ribiere", "fletcher_reeves")
 _HYPERPARAMETERS = ("lr", "beta", "restart_every", "line_search", "max_iter", "tolerance_grad", "c1", "c2")
 
@@ -52,7 +54,8 @@ class ConjugateGradient(_so.FlatOptimizer):
     ``lr``·min(1, 1/‖g‖₁), later ones at ε_{t−1}·g_{t−1}ᵀρ_{t−1} / g_tᵀρ_t (Nocedal & Wright,
     eq. 3.60). With an exact search a k-dimensional quadratic is minimized in at most k
     iterations; a strong-Wolfe search is inexact, so pass a small ``c2`` (e.g. 1e-6) to get close
-    to that behaviour (and ``c1`` < ``c2``, e.g. ``c1=1e-10``). With ``line_search=None`` the step is the fixed ε = ``lr``.
+    to that behaviour (and ``c1`` < ``c2``, e.g. ``c1=1e-10``). With ``line_search=None`` the step
+    is the fixed ε = ``lr``.
 
     **Descent safeguards.** Polak–Ribière uses β⁺ = max(β_t, 0) (PR+), which restarts from
     steepest descent when β_t < 0 and makes the method globally convergent under the strong-Wolfe

@@ -11,6 +11,7 @@ from lightopt._validation import check_int, check_range
 from lightopt.optim import _common, _finite
 from lightopt.optim import _second_order as _so
 
+__all__ = ["LBFGS"]
 
 _ADVICE = (
     "The parameters were restored to their values before this step. Lower `lr`, keep "

@@ -1,4 +1,7 @@
-"""Natural gradient with the empirical Fisher matrix, solved by conjugate gradients (an approximate second-order method, §8.6)."""
+"""Natural gradient with the empirical Fisher matrix, solved by conjugate gradients.
+
+An approximate second-order method (§8.6).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ import torch
 from lightopt._validation import check_int, check_range
 from lightopt.optim import _common
 from lightopt.optim import _second_order as _so
+
+__all__ = ["NaturalGradient", "fisher_vector_product", "per_example_gradients"]
 
 _SHARED = ("damping", "cg_max_iter", "cg_tol")
 

@@ -11,6 +11,8 @@ from lightopt._validation import check_int, check_range
 from lightopt.optim import _common
 from lightopt.optim import _second_order as _so
 
+__all__ = ["EXACT_MAX_PARAMS", "SOLVERS", "Newton"]
+
 SOLVERS = ("auto", "exact", "cg")
 # solver="auto" forms the exact Hessian up to this many parameters, and runs CG above it.
 EXACT_MAX_PARAMS = 100

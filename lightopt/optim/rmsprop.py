@@ -11,6 +11,8 @@ from torch.optim.optimizer import Optimizer
 from lightopt._validation import check_bool
 from lightopt.optim import _common, _finite
 
+__all__ = ["RMSProp", "rmsprop"]
+
 # torch.optim.RMSprop's arguments that the book's algorithm has no place for (only False accepted).
 _TORCH_ONLY = ("centered", "capturable", "differentiable")
 
@@ -319,7 +321,8 @@ def _check_group(group: dict[str, Any]) -> None:
         group,
         "centered",
         False,
-        "Centered RMSProp (Graves 2013) divides by an estimate of the variance; use torch.optim.RMSprop(centered=True).",
+        "Centered RMSProp (Graves 2013) divides by an estimate of the variance; "
+        "use torch.optim.RMSprop(centered=True).",
     )
     _common.check_refused(
         "RMSProp",

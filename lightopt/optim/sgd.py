@@ -12,6 +12,8 @@ from torch.optim.sgd import sgd as _torch_sgd
 from lightopt._validation import check_bool
 from lightopt.optim import _common, _finite
 
+__all__ = ["SGD"]
+
 
 class SGD(_finite.FirstOrderChecks, Optimizer):
     r"""Stochastic gradient descent, Algorithms 8.1, 8.2 and 8.3 (§8.3).

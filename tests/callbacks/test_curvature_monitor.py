@@ -164,7 +164,7 @@ def test_training_with_the_monitor_is_bit_identical_to_training_without_it(tmp_p
     monitor = CurvatureMonitor(every_n_steps=1, top_eigenvalue=True, power_iterations=3)
     watched, watched_trainer = noisy_fit(tmp_path / "watched", [monitor])
 
-    assert set(monitor.last_metrics) == {f"curvature/{k}" for k in KEYS + ["top_eigenvalue"]}
+    assert set(monitor.last_metrics) == {f"curvature/{k}" for k in [*KEYS, "top_eigenvalue"]}
     for (name, a), (_, b) in zip(plain.state_dict().items(), watched.state_dict().items()):
         assert torch.equal(a, b), name  # parameters and BatchNorm running statistics
     assert watched.training and all(m.training for m in watched.modules())

@@ -170,7 +170,7 @@ LIGHTNING_CONFIGS = {
     "max": ([-e for e in ERRORS], dict(mode="max", patience=2)),
     "stopping_threshold": (ERRORS, dict(patience=3, stopping_threshold=2.95)),
     "divergence_threshold": (ERRORS, dict(patience=5, divergence_threshold=3.4)),
-    "non_finite": ([5.0, 4.0, math.nan, 3.0] + ERRORS, dict(patience=3)),
+    "non_finite": ([5.0, 4.0, math.nan, 3.0, *ERRORS], dict(patience=3)),
 }
 
 

@@ -143,7 +143,7 @@ def test_validation_sees_the_average_only_once_averaging_began(tmp_path):
     iterates, module = Iterates(), Validated()
     fit(module, [iterates, PolyakAveraging(mode="arithmetic", start_step=6)], tmp_path, steps=12)
     # validation after epochs 1, 2, 3 (steps 4, 8, 12); the sanity check comes first
-    sanity, after_4, after_8, _ = module.seen_in_validation
+    _sanity, after_4, after_8, _ = module.seen_in_validation
     torch.testing.assert_close(after_4, iterates.at[3])  # no average yet: the current weights
     torch.testing.assert_close(after_8, torch.stack(iterates.at[6:8]).mean(dim=0))
 
@@ -170,7 +170,10 @@ def test_crash_and_resume_equals_uninterrupted(tmp_path, mode, start_step):
 
     start_step=10 checkpoints before averaging began, start_step=2 and 5 mid-average.
     """
-    make = lambda: PolyakAveraging(mode, decay=0.8 if mode == "ema" else None, start_step=start_step, every_n_steps=2)
+
+    def make():
+        return PolyakAveraging(mode, decay=0.8 if mode == "ema" else None, start_step=start_step, every_n_steps=2)
+
     uninterrupted = Regression()
     fit(uninterrupted, [make()], tmp_path / "a", steps=16)
 

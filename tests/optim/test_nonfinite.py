@@ -1,4 +1,4 @@
-"""A NaN or infinite loss, gradient or step raises NonFiniteError naming the step and the quantity, in all nine optimizers."""
+"""A NaN or infinite loss, gradient or step raises NonFiniteError naming the step and quantity, in every optimizer."""
 
 import math
 
@@ -35,7 +35,7 @@ def _quadratic_steps(opt, w, steps, nan_at=None, closure_step=True, bad="grad"):
             opt.zero_grad()
             loss = ((w - 1) ** 2).sum()
             loss.backward()
-            if k == nan_at:
+            if k == nan_at:  # noqa: B023 (the closure runs within its iteration)
                 if bad == "grad":
                     w.grad[0] = math.nan
                 else:
@@ -141,7 +141,7 @@ def test_newton_on_a_relu_classifier_raises_instead_of_ending_at_nan():
             i = torch.randint(0, 512, (64,))
 
             def closure():
-                loss = F.cross_entropy(model(x[i]), y[i])
+                loss = F.cross_entropy(model(x[i]), y[i])  # noqa: B023 (the closure runs within its iteration)
                 loss.backward()
                 return loss
 

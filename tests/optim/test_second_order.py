@@ -1,6 +1,7 @@
 """lightopt's second-order optimizers (§8.6) against naive float64 transcriptions of the book, and in Lightning."""
 
 import io
+import itertools
 import math
 
 import lightning as L
@@ -9,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightopt import _compat
 from lightopt.optim import BFGS, LBFGS, ConjugateGradient, NaturalGradient, Newton
 from lightopt.optim import _second_order as _so
 from lightopt.optim.natural_gradient import fisher_vector_product, per_example_gradients
@@ -112,26 +112,6 @@ def logistic(make_optimizer, dtype=torch.float64, create_graph=False):
 
 
 # ----------------------------------------------------------------------------- shared helpers
-
-
-def test_compat_strong_wolfe_returns_a_step_that_satisfies_both_conditions():
-    a = 4.0  # φ(ε) = J(x + εd) with J = 2θ², d = −g: the exact step is 1/4
-    x = torch.tensor([1.0], dtype=torch.float64)
-    d = -(a * x)
-
-    def obj(x0, t, direction):
-        theta = x0 + t * direction
-        return float(0.5 * a * theta @ theta), a * theta
-
-    f, g = obj(x, 0.0, d)
-    gtd = g.dot(d)
-    f_new, g_new, t, evals = _compat.strong_wolfe(
-        obj, x, 1.0, d, f, g, gtd, c1=1e-4, c2=0.1, tolerance_change=1e-9, max_ls=25
-    )
-    assert isinstance(t, float) and isinstance(f_new, float) and evals >= 1
-    assert f_new <= f + 1e-4 * t * float(gtd)
-    assert abs(float(g_new.dot(d))) <= 0.1 * abs(float(gtd))
-    assert t == pytest.approx(0.25, rel=1e-12)  # cubic interpolation of a quadratic is exact
 
 
 def test_linear_cg_solves_indefinite_systems_and_stops_at_max_iter():
@@ -403,11 +383,11 @@ def test_natural_gradient_decreases_the_logistic_loss():
     _, opt, closure = _natural_setup(lr=0.5, damping=1e-2)
     losses = [float(opt.step(closure)) for _ in range(10)]
     assert losses[-1] < losses[0] - 0.05
-    assert all(b <= a + 1e-12 for a, b in zip(losses, losses[1:]))
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(losses))
 
 
 def test_natural_gradient_explains_a_scalar_closure():
-    model, opt, closure = _natural_setup()
+    _model, opt, closure = _natural_setup()
     with pytest.raises(
         ValueError, match=r"per-example losses, a 1-D tensor of shape \[m\].*returned a tensor of shape \[\]"
     ):
@@ -460,7 +440,7 @@ def test_hyperparameters_changed_in_one_group_only_are_refused_at_step():
     problem = Problem(Newton)
     problem.opt.param_groups[1]["damping"] = 0.1
     with pytest.raises(
-        ValueError, match="`damping` must be the same in every param group, but got damping=0.0 in group 0"
+        ValueError, match=r"`damping` must be the same in every param group, but got damping=0\.0 in group 0"
     ):
         problem.opt.step(problem.closure)
 

@@ -240,7 +240,7 @@ def test_state_dict_saved_by_torch_loads_and_continues_as_torch(name):
 
 @pytest.mark.parametrize("name", ["momentum", "nesterov"])
 def test_torch_sgd_buffer_becomes_the_books_velocity(name):
-    ours, theirs = CASES[name]
+    _ours, theirs = CASES[name]
     params = make_params()
     torch_opt = theirs(params)
     trajectory(torch_opt, params, steps=5)
@@ -250,7 +250,7 @@ def test_torch_sgd_buffer_becomes_the_books_velocity(name):
 
 
 def test_torch_rmsprop_momentum_buffer_becomes_the_velocity():
-    ours, theirs = CASES["rmsprop-momentum"]
+    _ours, theirs = CASES["rmsprop-momentum"]
     params = make_params()
     torch_opt = theirs(params)
     trajectory(torch_opt, params, steps=5)
