@@ -108,7 +108,7 @@ class CurvatureMonitor(Callback):
         ...                     enable_progress_bar=False, enable_model_summary=False,
         ...                     enable_checkpointing=False)
         >>> trainer.fit(Quadratic(), torch.utils.data.DataLoader([0.0]))
-        >>> {k: round(v, 4) for k, v in monitor.last_metrics.items()}  # g = (1, 4)
+        >>> {k: round(v, 4) for k, v in monitor.last_metrics.items()}  # g = (1, 4)  # doctest: +NORMALIZE_WHITESPACE
         {'curvature/gTg': 17.0, 'curvature/grad_norm': 4.1231, 'curvature/gTHg': 65.0,
          'curvature/predicted_change': -1.375, 'curvature/ratio': 0.1912, 'curvature/top_eigenvalue': 4.0}
     """
