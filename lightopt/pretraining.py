@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer, seed_everything
+from typing_extensions import override
 
 from lightopt import _validation
 
@@ -205,6 +206,7 @@ class _KeepFrozenInEval(Callback):
     def __init__(self, frozen: Sequence[torch.nn.Module]) -> None:
         self.frozen = list(frozen)
 
+    @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         for block in self.frozen:
             block.eval()

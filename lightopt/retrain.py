@@ -44,6 +44,7 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer, seed_everything
 from lightning.pytorch.callbacks import EarlyStopping as _LightningEarlyStopping
+from typing_extensions import override
 
 from lightopt import _validation
 
@@ -285,6 +286,7 @@ class _ValidationTarget(Callback):
         self.finite = True
         self.val_loss: float | None = None
 
+    @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
             return

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -190,7 +190,7 @@ class StochasticCurriculum(Callback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        loaders = getattr(trainer.train_dataloader, "flattened", None) or [trainer.train_dataloader]
+        loaders = _loaders(getattr(trainer.train_dataloader, "flattened", None) or trainer.train_dataloader)
         ours = [dl for dl in loaders if self.sampler in _samplers(dl)]
         if not ours:
             raise ValueError(
@@ -357,6 +357,15 @@ def _resolve_attribute(pl_module: Any, path: str) -> tuple[Any, str]:
     for part in parents:
         owner = getattr(owner, part, None)
     return owner, name
+
+
+def _loaders(iterables: Any) -> list[Any]:
+    """The training loaders in what ``trainer.train_dataloader`` returns: one loader, or a dict or list of them."""
+    if isinstance(iterables, Mapping):
+        return [loader for value in iterables.values() for loader in _loaders(value)]
+    if isinstance(iterables, (list, tuple)):
+        return [loader for value in iterables for loader in _loaders(value)]
+    return [iterables]
 
 
 def _samplers(loader: Any) -> list[Any]:
