@@ -207,7 +207,8 @@ class PolyakAveraging(WeightAveraging):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        others = [type(c).__name__ for c in trainer.callbacks if isinstance(c, WeightAveraging) and c is not self]
+        callbacks = getattr(trainer, "callbacks", None) or []  # WeightAveraging.setup needs no Trainer: keep it so
+        others = [type(c).__name__ for c in callbacks if isinstance(c, WeightAveraging) and c is not self]
         if others:
             # WeightAveraging's checkpoint entries (state_dict, current_model_state, averaging_state) are not keyed
             # by state_key: a second average would overwrite the first's, and both would swap the module's weights
