@@ -5,6 +5,8 @@ import signal
 import sys
 from typing import Any
 
+from lightopt._version import __version__
+
 _COMMAND = sys.argv[0].endswith("lightopt") or sys.orig_argv[1:3] == ["-m", "lightopt"]
 if _COMMAND and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # SIGTERM while torch imports: one line too
 
@@ -12,8 +14,6 @@ if _COMMAND and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # SIGTERM w
         raise KeyboardInterrupt("terminated (SIGTERM)")
 
     signal.signal(signal.SIGTERM, _terminated)
-
-__version__ = "0.1.0"
 
 # Imported on first use (PEP 562), so that `import lightopt` and `lightopt --help` do not import torch
 # and Lightning (seconds): `lightopt.optim`, `from lightopt import ConfigureOptimizersMixin`, ... work as usual.

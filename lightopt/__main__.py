@@ -4,5 +4,7 @@ import sys
 
 from lightopt.cli import main
 
+__all__: list[str] = []  # a script: `python -m lightopt`
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -49,7 +49,7 @@ def strong_wolfe(
     return float(f_new), g_new, float(t_new), int(evals)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _entry_points(group: str) -> tuple[Any, ...]:
     return tuple(importlib.metadata.entry_points(group=group))
 
@@ -84,7 +84,7 @@ def study_storage(study: optuna.Study) -> optuna.storages.BaseStorage:
 
     lightopt's crash recovery needs it to set the state of another worker's trial by number.
     """
-    return study._storage  # noqa: SLF001
+    return study._storage
 
 
 def stop_requested(study: optuna.Study) -> bool:
@@ -103,7 +103,7 @@ def weight_average_module(callback: Any) -> torch.nn.Module | None:
     ``on_validation_epoch_start``/``on_validation_epoch_end``. lightopt's ``EarlyStopping`` needs
     the module to keep the weights that validation scored.
     """
-    average = callback._average_model  # noqa: SLF001
+    average = callback._average_model
     return None if average is None else average.module
 
 
@@ -121,7 +121,7 @@ def worker_start_method(trainer: Any) -> str | None:
     launcher = trainer.strategy.launcher
     if not isinstance(launcher, _MultiProcessingLauncher):
         return None
-    return str(launcher._start_method)  # noqa: SLF001
+    return str(launcher._start_method)
 
 
 def stored_user_attrs(trial: optuna.Trial) -> dict[str, Any]:
@@ -131,7 +131,7 @@ def stored_user_attrs(trial: optuna.Trial) -> dict[str, Any]:
     which misses attributes another process wrote; lightopt's pruning callback reads a decision
     made in a worker process of ``ddp_spawn`` this way. ``Trial`` keeps its id in ``_trial_id``.
     """
-    return trial.storage.get_trial_user_attrs(trial._trial_id)  # noqa: SLF001
+    return trial.storage.get_trial_user_attrs(trial._trial_id)
 
 
 def heartbeat_base() -> type:

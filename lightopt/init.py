@@ -161,9 +161,7 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: torch.Genera
     return nn.init.orthogonal_(tensor, gain=gain, generator=generator)
 
 
-def sparse_(
-    tensor: torch.Tensor, k: int, std: float = 1.0, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def sparse_(tensor: torch.Tensor, k: int, std: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
     r"""Sparse initialization (§8.4, Martens 2010): exactly k non-zero incoming weights per unit.
 
     Each output unit (row ``W[i]``, flattened over ``(in, *kernel)`` for a convolution, so over
@@ -253,7 +251,7 @@ def output_bias_from_marginals_(bias: torch.Tensor, class_frequencies: Any) -> t
         tensor([0.5000, 0.3000, 0.2000])
     """
     _check_tensor("bias", bias)
-    c = _check_frequencies(class_frequencies)
+    c = check_class_frequencies(class_frequencies)
     if bias.dim() != 1:
         raise ValueError(f"`bias` must be 1-dimensional, but got a tensor of shape {tuple(bias.shape)}.")
     log_c = c.log()
@@ -324,8 +322,11 @@ def _check_gain(gain: Any) -> float:
     return check_range("gain", gain, 0.0, low_inclusive=False)
 
 
-def _check_frequencies(class_frequencies: Any) -> torch.Tensor:
-    """Class counts or frequencies as a float64 vector summing to 1; every entry finite and > 0."""
+def check_class_frequencies(class_frequencies: Any) -> torch.Tensor:
+    """Class counts or frequencies as a float64 vector summing to 1; every entry finite and > 0.
+
+    Shared with ``lightopt.callbacks.Initialization`` (``output_marginals``), hence not private; not in ``__all__``.
+    """
     if isinstance(class_frequencies, (str, bytes)) or not isinstance(class_frequencies, (Sequence, torch.Tensor)):
         raise TypeError(
             "`class_frequencies` must be a sequence or 1-D tensor of numbers, but got "

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer, seed_everything
+from typing_extensions import override
 
 from lightopt import _validation
 
@@ -100,8 +101,8 @@ def greedy_layerwise_pretraining(
     datamodule has a ``val_dataloader`` and the module a ``validation_step``. With
     ``freeze=True`` (the book's greedy scheme) the earlier blocks have ``requires_grad=False``
     and are kept in eval mode during the stage (dropout off, batch-norm statistics fixed), so
-    their parameters and buffers stay bit-identical; ``freeze=False`` trains all blocks at every stage (the book's "fine-tune at
-    each stage" variant). The last stage's head is kept as the output layer. With
+    their parameters and buffers stay bit-identical; ``freeze=False`` trains all blocks at every
+    stage (the book's "fine-tune at each stage" variant). The last stage's head is kept as the output layer. With
     ``finetune_epochs > 0`` everything is unfrozen and trained jointly once more.
 
     Differences from the book: a "block" may be any module (a convolution and its
@@ -205,14 +206,19 @@ class _KeepFrozenInEval(Callback):
     def __init__(self, frozen: Sequence[torch.nn.Module]) -> None:
         self.frozen = list(frozen)
 
+    @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         for block in self.frozen:
             block.eval()
 
 
 def _fit(
-    module: LightningModule, datamodule: Any, epochs: int, kwargs: dict[str, Any],
-    frozen: Sequence[torch.nn.Module], has_val: bool,
+    module: LightningModule,
+    datamodule: Any,
+    epochs: int,
+    kwargs: dict[str, Any],
+    frozen: Sequence[torch.nn.Module],
+    has_val: bool,
 ) -> dict[str, float]:
     callbacks = [*(kwargs.get("callbacks") or []), _KeepFrozenInEval(frozen)]
     trainer = Trainer(max_epochs=epochs, **{**kwargs, "callbacks": callbacks})

@@ -44,8 +44,11 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer, seed_everything
 from lightning.pytorch.callbacks import EarlyStopping as _LightningEarlyStopping
+from typing_extensions import override
 
 from lightopt import _validation
+
+__all__ = ["ContinueResult", "continue_on_all_data", "retrain_on_all_data"]
 
 
 @dataclass(frozen=True)
@@ -175,9 +178,7 @@ def retrain_on_all_data(
         seed_everything(seed, workers=True)
     module = module_factory()
     if not isinstance(module, LightningModule):
-        raise TypeError(
-            f"`module_factory` must return a LightningModule, but it returned {type(module).__name__}."
-        )
+        raise TypeError(f"`module_factory` must return a LightningModule, but it returned {type(module).__name__}.")
     trainer = Trainer(max_steps=steps, max_epochs=-1, **kwargs)
     with warnings.catch_warnings():  # no validation here by design
         warnings.filterwarnings("ignore", message=".*`validation_step` but have no `val_dataloader`.*")
@@ -266,8 +267,12 @@ def continue_on_all_data(
         trainer.fit(module, datamodule=data)
     assert stop.val_loss is not None  # set by the validation above
     return ContinueResult(
-        module=module, trainer=trainer, target=target, steps=trainer.global_step,
-        reached=stop.reached, val_loss=stop.val_loss,
+        module=module,
+        trainer=trainer,
+        target=target,
+        steps=trainer.global_step,
+        reached=stop.reached,
+        val_loss=stop.val_loss,
     )
 
 
@@ -281,6 +286,7 @@ class _ValidationTarget(Callback):
         self.finite = True
         self.val_loss: float | None = None
 
+    @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
             return

@@ -19,6 +19,7 @@ MomentumSchedule     α "begins with a small value and is later      optimizer s
 
 from __future__ import annotations
 
+import itertools
 import math
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
@@ -369,7 +370,7 @@ def _check_milestones(milestones: Any) -> list[int]:
     if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence):
         raise TypeError(f"`milestones` must be a list of integers, but got milestones={milestones!r}.")
     checked = [check_int(f"milestones[{i}]", m, low=1) for i, m in enumerate(milestones)]
-    if any(b <= a for a, b in zip(checked, checked[1:])):
+    if any(b <= a for a, b in itertools.pairwise(checked)):
         raise ValueError(f"`milestones` must be strictly increasing, but got milestones={checked}.")
     return checked
 
@@ -393,7 +394,7 @@ def _check_optimizer_accepts(optimizer: Optimizer, values: list[float]) -> None:
         )
     if isinstance(optimizer, torch.optim.RMSprop) and values[0] == 0.0 and any(values):
         raise ValueError(
-            f"`values[0]` must be > 0 for torch.optim.RMSprop, but got values[0]=0.0: torch.optim.RMSprop "
+            "`values[0]` must be > 0 for torch.optim.RMSprop, but got values[0]=0.0: torch.optim.RMSprop "
             "makes its momentum buffer only when momentum > 0 at its first step, so momentum cannot rise "
             "from 0 later. Start from a value > 0, e.g. 0.5, or use lightopt.optim.RMSProp."
         )

@@ -123,8 +123,22 @@ def callback_overhead():
 
 def test_callback_overhead_reports_every_callback(callback_overhead, tmp_path, capsys):
     out = tmp_path / "out.json"
-    argv = ["--quick", "--rounds", "2", "--epochs", "1", "--batch-size", "128", "--warmup", "0",
-            "--curvature-every", "2", "5", "--json", str(out)]
+    argv = [
+        "--quick",
+        "--rounds",
+        "2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "128",
+        "--warmup",
+        "0",
+        "--curvature-every",
+        "2",
+        "5",
+        "--json",
+        str(out),
+    ]
     assert callback_overhead.main(argv) == 0
     stdout = capsys.readouterr().out
 
@@ -151,7 +165,6 @@ def test_callback_overhead_reports_every_callback(callback_overhead, tmp_path, c
     assert report["machine"]["cpu"] in stdout
 
 
-
 # ---------------------------------------------------------------------------------------------
 # benchmarks/trial_overhead.py: it runs in-process on one-epoch trials and reports the three arms.
 
@@ -165,8 +178,21 @@ def trial_overhead():
 
 def test_trial_overhead_reports_three_arms(trial_overhead, tmp_path, capsys):
     out = tmp_path / "out.json"
-    argv = ["--quick", "--rounds", "2", "--trials", "1", "--epochs", "1", "--warmup", "0", "--profile-trials", "1",
-            "--json", str(out)]
+    argv = [
+        "--quick",
+        "--rounds",
+        "2",
+        "--trials",
+        "1",
+        "--epochs",
+        "1",
+        "--warmup",
+        "0",
+        "--profile-trials",
+        "1",
+        "--json",
+        str(out),
+    ]
     assert trial_overhead.main(argv) == 0
     stdout = capsys.readouterr().out
     for name in trial_overhead.ARM_NAMES.values():
@@ -234,8 +260,21 @@ def search_efficiency():
 
 
 def test_search_efficiency_quick_run_writes_every_method(search_efficiency, tmp_path, capsys):
-    argv = ["--quick", "--seeds", "1", "--workers", "1", "--reference-trials", "1", "--reference-seeds", "2",
-            "--budget-epochs", "1", "--out-dir", str(tmp_path)]
+    argv = [
+        "--quick",
+        "--seeds",
+        "1",
+        "--workers",
+        "1",
+        "--reference-trials",
+        "1",
+        "--reference-seeds",
+        "2",
+        "--budget-epochs",
+        "1",
+        "--out-dir",
+        str(tmp_path),
+    ]
     assert search_efficiency.main(argv) == 0
     stdout = capsys.readouterr().out
     report = json.loads((tmp_path / "search_efficiency_quick.json").read_text())
@@ -282,33 +321,59 @@ def test_search_efficiency_counts_pruned_trials_and_censors(search_efficiency):
     ]
     reached = search_efficiency.summarize(trials, threshold=0.1, start=5.0)
     curve = [[0.5, 0.9], [1.0, 0.8], [2.0, 0.5], [3.0, 0.3], [3.5, 0.2], [4.0, 0.1], [5.0, 0.05]]
-    assert reached == {"reached": True, "epochs_to_threshold": 4.0, "wall_to_threshold_s": 10.0, "epochs_spent": 5.0,
-                       "best_val_loss": 0.05, "n_trials": 3, "curve": curve}
+    assert reached == {
+        "reached": True,
+        "epochs_to_threshold": 4.0,
+        "wall_to_threshold_s": 10.0,
+        "epochs_spent": 5.0,
+        "best_val_loss": 0.05,
+        "n_trials": 3,
+        "curve": curve,
+    }
     assert search_efficiency.epochs_to(reached, 0.35) == 3.0 and math.isinf(search_efficiency.epochs_to(reached, 0.01))
     censored = search_efficiency.summarize(trials, threshold=0.01, start=5.0)
     assert not censored["reached"] and censored["epochs_to_threshold"] is None and censored["epochs_spent"] == 5.0
-    table = search_efficiency.method_table([
-        {"method": "optuna", "seed": s, "reached": s < 2, "epochs_to_threshold": 10.0 * (s + 1) if s < 2 else None,
-         "wall_to_threshold_s": 1.0, "epochs_spent": 50.0, "n_trials": 4} for s in range(5)])
+    table = search_efficiency.method_table(
+        [
+            {
+                "method": "optuna",
+                "seed": s,
+                "reached": s < 2,
+                "epochs_to_threshold": 10.0 * (s + 1) if s < 2 else None,
+                "wall_to_threshold_s": 1.0,
+                "epochs_spent": 50.0,
+                "n_trials": 4,
+            }
+            for s in range(5)
+        ]
+    )
     assert table["optuna"]["reached"] == 2 and math.isinf(table["optuna"]["epochs_median"])  # 3 of 5 censored
     assert table["optuna"]["epochs_q1"] == 20.0
 
 
 def test_search_efficiency_ratio_of_medians_is_paired_by_seed(search_efficiency):
     def search(method, seed, epochs):
-        return {"method": method, "seed": seed, "reached": math.isfinite(epochs),
-                "epochs_to_threshold": epochs if math.isfinite(epochs) else None, "curve": [[epochs, 0.0]]}
+        return {
+            "method": method,
+            "seed": seed,
+            "reached": math.isfinite(epochs),
+            "epochs_to_threshold": epochs if math.isfinite(epochs) else None,
+            "curve": [[epochs, 0.0]],
+        }
 
     optuna = [10.0, 20.0, 30.0, math.inf, math.inf]
     raw = [5.0, 10.0, 15.0, 20.0, math.inf]
-    searches = [search("optuna", k, e) for k, e in enumerate(optuna)] + [search("lightopt-raw", k, e) for k, e in enumerate(raw)]
+    searches = [search("optuna", k, e) for k, e in enumerate(optuna)] + [
+        search("lightopt-raw", k, e) for k, e in enumerate(raw)
+    ]
     row = search_efficiency.ratios(searches)["lightopt-raw"]
     assert row["ratio"] == 2.0 and row["seeds"] == 5  # medians 30 and 15
     low, high = row["ci95"]
     assert 0 < low <= 2.0 <= high and row["undefined_resamples"] > 0  # some resamples censor both medians
     assert search_efficiency.ratios(searches, threshold=-1.0)["lightopt-raw"]["ratio"] is None  # no curve gets to -1
     assert "optuna / lightopt-raw (median epochs, 5 paired seeds): 2.00 [" in search_efficiency.format_ratios(
-        {"lightopt-raw": row})
+        {"lightopt-raw": row}
+    )
 
 
 def test_search_efficiency_bad_arguments_exit_2(search_efficiency, tmp_path, capsys):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.metadata
 
 import lightning as L
+import pytest
+import torch
 from lightning.fabric.utilities import registry
 
 from lightopt import _compat
@@ -88,3 +90,23 @@ def test_heartbeat_base_is_what_optuna_checks_for_a_heartbeat(tmp_path):
         storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'h.db'}", heartbeat_interval=60)
     assert isinstance(storage, heartbeat_base())
     assert not isinstance(optuna.storages.InMemoryStorage(), heartbeat_base())
+
+
+def test_compat_strong_wolfe_returns_a_step_that_satisfies_both_conditions():
+    a = 4.0  # φ(ε) = J(x + εd) with J = 2θ², d = −g: the exact step is 1/4
+    x = torch.tensor([1.0], dtype=torch.float64)
+    d = -(a * x)
+
+    def obj(x0, t, direction):
+        theta = x0 + t * direction
+        return float(0.5 * a * theta @ theta), a * theta
+
+    f, g = obj(x, 0.0, d)
+    gtd = g.dot(d)
+    f_new, g_new, t, evals = _compat.strong_wolfe(
+        obj, x, 1.0, d, f, g, gtd, c1=1e-4, c2=0.1, tolerance_change=1e-9, max_ls=25
+    )
+    assert isinstance(t, float) and isinstance(f_new, float) and evals >= 1
+    assert f_new <= f + 1e-4 * t * float(gtd)
+    assert abs(float(g_new.dot(d))) <= 0.1 * abs(float(gtd))
+    assert t == pytest.approx(0.25, rel=1e-12)  # cubic interpolation of a quadratic is exact

@@ -35,7 +35,9 @@ def test_the_split_is_seeded():
     torch.testing.assert_close(a.val_set.tensors[0], b.val_set.tensors[0])
 
 
-@pytest.mark.parametrize(("val_fraction", "test_fraction", "sizes"), [(0.2, 0.2, (1077, 360, 360)), (0.1, 0.3, (1077, 180, 540))])
+@pytest.mark.parametrize(
+    ("val_fraction", "test_fraction", "sizes"), [(0.2, 0.2, (1077, 360, 360)), (0.1, 0.3, (1077, 180, 540))]
+)
 def test_sizes_add_up_and_the_split_is_stratified_and_disjoint(val_fraction, test_fraction, sizes):
     datamodule = split(val_fraction=val_fraction, test_fraction=test_fraction)
     indices = datamodule.split_indices
@@ -60,7 +62,7 @@ def test_images_are_scaled_to_the_unit_interval_and_batched_as_images():
 
 def test_train_plus_val_trains_on_both_and_keeps_the_test_set_out():
     datamodule = split(train_plus_val=True, batch_size=2000)
-    (x, y), = list(datamodule.train_dataloader())
+    ((_x, y),) = list(datamodule.train_dataloader())
     assert len(y) == 1077 + 360
     assert len(datamodule.test_set) == 360
 
@@ -91,8 +93,14 @@ def test_each_model_learns_the_digits_in_two_epochs(tmp_path, one_thread, model_
     L.seed_everything(0, workers=True)
     model = model_cls()
     trainer = L.Trainer(
-        default_root_dir=tmp_path, max_epochs=2, accelerator="cpu", deterministic=True, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path,
+        max_epochs=2,
+        accelerator="cpu",
+        deterministic=True,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     datamodule = DigitsDataModule()
     trainer.fit(model, datamodule=datamodule)
@@ -152,8 +160,11 @@ def test_main_rejects_bad_arguments_with_exit_code_2(capsys, argv, match):
 @pytest.mark.parametrize("train_plus_val", [False, True])
 def test_loaders_give_the_batches_of_a_plain_dataloader_over_the_same_tensors(train_plus_val):
     datamodule = split(batch_size=100, seed=2, train_plus_val=train_plus_val)
-    train = torch.utils.data.ConcatDataset([datamodule.train_set, datamodule.val_set]) if train_plus_val \
+    train = (
+        torch.utils.data.ConcatDataset([datamodule.train_set, datamodule.val_set])
+        if train_plus_val
         else torch.utils.data.TensorDataset(*datamodule.train_set.tensors)
+    )
     plain = torch.utils.data.DataLoader(train, 100, shuffle=True, generator=torch.Generator().manual_seed(2))
     ours = list(datamodule.train_dataloader())
     assert len(ours) == len(plain) == (15 if train_plus_val else 11)
@@ -171,8 +182,14 @@ def test_logged_epoch_values_are_means_over_the_examples_and_reach_tensorboard(t
     model, datamodule = DigitsMLP(hidden=16), DigitsDataModule(batch_size=50)
     logger = L.pytorch.loggers.TensorBoardLogger(tmp_path, name="", version="run")
     trainer = L.Trainer(
-        default_root_dir=tmp_path, max_epochs=2, accelerator="cpu", logger=logger, log_every_n_steps=5,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path,
+        max_epochs=2,
+        accelerator="cpu",
+        logger=logger,
+        log_every_n_steps=5,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     trainer.fit(model, datamodule=datamodule)
     x, y = datamodule.val_set.tensors

@@ -1,4 +1,4 @@
-"""Smoke test of benchmarks/gpu_check.py on the CPU: its parts run and report; on a CPU-only machine it refuses the GPU run.
+"""Smoke test of benchmarks/gpu_check.py on the CPU: its parts run and report; without a GPU it refuses the GPU run.
 
 The GPU itself is exercised only where one is present; this keeps the script runnable for that day.
 """
@@ -34,7 +34,9 @@ def test_cpu_smoke_run_of_the_nan_and_skipped_parts_writes_its_report(gpu_check,
     nan = results["parts"]["nan"]
     # on the CPU LossCheck reads every step: the fit stops at the first NaN (the GPU's cadence is 50 steps)
     assert nan["status"] == "pass" and nan["loss_check"] == {
-        "stopped_at_step": 8, "error": "NonFiniteLossError: training loss is nan at step 8"}
+        "stopped_at_step": 8,
+        "error": "NonFiniteLossError: training loss is nan at step 8",
+    }
     assert {"no check", "LossCheck() default", "LossCheck(every=1)"} <= set(nan["ms_per_step"])
     assert results["parts"]["oom"]["status"] == "skipped" and results["parts"]["ddp"]["status"] == "skipped"
     assert "- **nan**: pass" in (tmp_path / "gpu_check.md").read_text()

@@ -64,8 +64,9 @@ def test_heuristic_and_he_use_the_fan_in_including_the_kernel(shape, fan_in):
     assert_variance(w, 2 / fan_in, NORMAL)
 
 
-@pytest.mark.parametrize("make, shape", [(lambda: torch.nn.Linear(30, 20), (20, 30)),
-                                         (lambda: torch.nn.Conv2d(3, 5, 3), (5, 3, 3, 3))])
+@pytest.mark.parametrize(
+    "make, shape", [(lambda: torch.nn.Linear(30, 20), (20, 30)), (lambda: torch.nn.Conv2d(3, 5, 3), (5, 3, 3, 3))]
+)
 def test_heuristic_equals_the_default_weight_init_of_linear_and_conv(make, shape):
     torch.manual_seed(1)
     layer = make()  # draws its weight first, then its bias
@@ -88,7 +89,8 @@ def test_orthogonal_rectangular_and_conv_have_orthonormal_rows():
 
 
 @pytest.mark.parametrize(
-    "shape, k", [((50, 100), 15), ((16, 4, 3, 3), 5), ((10, 7), 7), ((10, 7), 1)],
+    "shape, k",
+    [((50, 100), 15), ((16, 4, 3, 3), 5), ((10, 7), 7), ((10, 7), 1)],
     ids=["linear", "conv-over-cin-kh-kw", "k-equals-fan-in", "k-1"],
 )
 def test_sparse_gives_every_unit_exactly_k_incoming_weights(shape, k):
@@ -198,13 +200,23 @@ BAD_INPUTS = [
     (lambda: init.heuristic_uniform_(torch.empty(5)), ValueError, r"at least 2 dimensions .* shape \(5,\)"),
     (lambda: init.he_normal_([[1.0, 2.0]]), TypeError, r"`tensor` must be a torch.Tensor, but got tensor of type list"),
     (lambda: init.relu_bias_(torch.empty(3), value="0.1"), TypeError, r"`value` must be a real number"),
-    (lambda: init.output_bias_from_marginals_(torch.empty(3), [0.5, 0.0, 0.5]), ValueError,
-     r"`class_frequencies` must all be finite and > 0 .*pseudo-count.*\[0.5, 0.0, 0.5\]"),
+    (
+        lambda: init.output_bias_from_marginals_(torch.empty(3), [0.5, 0.0, 0.5]),
+        ValueError,
+        r"`class_frequencies` must all be finite and > 0 .*pseudo-count.*\[0.5, 0.0, 0.5\]",
+    ),
     (lambda: init.output_bias_from_marginals_(torch.empty(2), [1, -1]), ValueError, r"must all be finite and > 0"),
-    (lambda: init.output_bias_from_marginals_(torch.empty(3), [0.5, 0.5]), ValueError,
-     r"one entry per output unit \(3\).* but got 2 entries"),
+    (
+        lambda: init.output_bias_from_marginals_(torch.empty(3), [0.5, 0.5]),
+        ValueError,
+        r"one entry per output unit \(3\).* but got 2 entries",
+    ),
     (lambda: init.output_bias_from_marginals_(torch.empty(1), [1.0]), ValueError, r"at least 2 entries"),
-    (lambda: init.output_bias_from_marginals_(torch.empty(2), "ab"), TypeError, r"`class_frequencies` must be a sequence"),
+    (
+        lambda: init.output_bias_from_marginals_(torch.empty(2), "ab"),
+        TypeError,
+        r"`class_frequencies` must be a sequence",
+    ),
     (lambda: init.output_bias_from_marginals_(torch.empty(2), {0: 1, 1: 2}), TypeError, r"must be a sequence"),
     (lambda: init.output_bias_from_marginals_(torch.empty(2), ["a", "b"]), TypeError, r"must contain only numbers"),
     (lambda: init.output_bias_from_marginals_(torch.empty(2, 2), [1, 1]), ValueError, r"`bias` must be 1-dimensional"),

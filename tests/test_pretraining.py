@@ -75,8 +75,15 @@ class Snapshots(Callback):
 def pretrain(blocks, freeze=True, finetune_epochs=0, **kwargs):
     snapshots = Snapshots(blocks)
     result = greedy_layerwise_pretraining(
-        blocks, head_factory, Regression, Data(), epochs_per_stage=2, finetune_epochs=finetune_epochs,
-        freeze=freeze, trainer_kwargs=dict(QUIET, callbacks=[snapshots], **kwargs), seed=0,
+        blocks,
+        head_factory,
+        Regression,
+        Data(),
+        epochs_per_stage=2,
+        finetune_epochs=finetune_epochs,
+        freeze=freeze,
+        trainer_kwargs=dict(QUIET, callbacks=[snapshots], **kwargs),
+        seed=0,
     )
     return result, snapshots
 
@@ -138,8 +145,12 @@ def test_without_freezing_earlier_blocks_keep_training(tmp_path):
     blocks = make_blocks()
     _, snapshots = pretrain(blocks, freeze=False, default_root_dir=tmp_path)
     assert not states_equal(snapshots.states[1][0], snapshots.states[0][0])
-    assert {n for n in snapshots.trainable[1] if n.startswith("net.0.")} == {"net.0.0.weight", "net.0.0.bias",
-                                                                              "net.0.1.weight", "net.0.1.bias"}
+    assert {n for n in snapshots.trainable[1] if n.startswith("net.0.")} == {
+        "net.0.0.weight",
+        "net.0.0.bias",
+        "net.0.1.weight",
+        "net.0.1.bias",
+    }
 
 
 def test_finetuning_trains_all_blocks_jointly(tmp_path):
@@ -173,23 +184,41 @@ class NotWrapping(LightningModule):
         (dict(blocks=[torch.nn.Linear(4, 6), "relu"]), TypeError, r"`blocks\[1\]` must be an nn.Module"),
         (dict(head_factory=None), TypeError, r"`head_factory` must be callable"),
         (dict(wrap="Regression"), TypeError, r"`wrap` must be callable"),
-        (dict(epochs_per_stage=0), ValueError,
-         r"`epochs_per_stage` must be an integer >= 1, but got epochs_per_stage=0\."),
-        (dict(finetune_epochs=-1), ValueError,
-         r"`finetune_epochs` must be an integer >= 0, but got finetune_epochs=-1\."),
+        (
+            dict(epochs_per_stage=0),
+            ValueError,
+            r"`epochs_per_stage` must be an integer >= 1, but got epochs_per_stage=0\.",
+        ),
+        (
+            dict(finetune_epochs=-1),
+            ValueError,
+            r"`finetune_epochs` must be an integer >= 0, but got finetune_epochs=-1\.",
+        ),
         (dict(freeze="yes"), TypeError, r"`freeze` must be True or False"),
         (dict(trainer_kwargs=dict(max_epochs=3)), ValueError, r"`trainer_kwargs` must not set `max_epochs`"),
         (dict(trainer_kwargs=[("max_epochs", 3)]), TypeError, r"`trainer_kwargs` must be a mapping"),
         (dict(seed=-1), ValueError, r"`seed` must be an integer >= 0, but got seed=-1\."),
-        (dict(head_factory=lambda k: "linear"), TypeError,
-         r"`head_factory\(0\)` must return an nn.Module, but it returned str"),
+        (
+            dict(head_factory=lambda k: "linear"),
+            TypeError,
+            r"`head_factory\(0\)` must return an nn.Module, but it returned str",
+        ),
         (dict(wrap=lambda net: net), TypeError, r"`wrap` must return a LightningModule, but it returned Sequential"),
         (dict(wrap=NotWrapping), ValueError, r"must return a LightningModule that contains `network`"),
     ],
 )
 def test_bad_arguments(kwargs, exception, match):
-    kwargs = dict(blocks=make_blocks(), head_factory=head_factory, wrap=Regression, datamodule=Data(),
-                  epochs_per_stage=1, trainer_kwargs=QUIET) | kwargs
+    kwargs = (
+        dict(
+            blocks=make_blocks(),
+            head_factory=head_factory,
+            wrap=Regression,
+            datamodule=Data(),
+            epochs_per_stage=1,
+            trainer_kwargs=QUIET,
+        )
+        | kwargs
+    )
     blocks = kwargs["blocks"]
     with pytest.raises(exception, match=match):
         greedy_layerwise_pretraining(**kwargs)
@@ -204,7 +233,11 @@ def test_digits_example_runs(capsys):
     assert main(args) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines] == [
-        "stage 1", "stage 2", "stage 3", "fine-tuned jointly, 1 epochs", "greedy pretraining (4 epochs in all)",
+        "stage 1",
+        "stage 2",
+        "stage 3",
+        "fine-tuned jointly, 1 epochs",
+        "greedy pretraining (4 epochs in all)",
         "from scratch (4 epochs)",
     ]
     assert all("val_acc=" in line for line in lines)

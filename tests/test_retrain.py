@@ -14,8 +14,13 @@ from lightopt.callbacks import EarlyStopping
 from lightopt.retrain import ContinueResult, continue_on_all_data, retrain_on_all_data
 
 ERRORS = [5.0, 4.0, 3.0, 3.5, 2.9, 3.0, 3.1, 3.2, 3.3, 1.0]  # the book's sequence: i* = 5
-QUIET = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-             num_sanity_val_steps=0)
+QUIET = dict(
+    logger=False,
+    enable_checkpointing=False,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+    num_sanity_val_steps=0,
+)
 # Subtrain: 8 examples (4 batches of 2); validation: 2 examples (1 batch); all: 5 batches.
 X = torch.arange(20.0).reshape(10, 2) / 10
 SUBTRAIN, VALID = X[:8], X[8:]
@@ -77,8 +82,14 @@ def first_run(tmp_path):
     seed_everything(0)
     module = Model(script=[None, *ERRORS], monitor="val_error")
     early_stopping = EarlyStopping("val_error", patience=3)
-    trainer = Trainer(default_root_dir=tmp_path, max_epochs=-1, val_check_interval=1, check_val_every_n_epoch=None,
-                      callbacks=[early_stopping], **QUIET)
+    trainer = Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=-1,
+        val_check_interval=1,
+        check_val_every_n_epoch=None,
+        callbacks=[early_stopping],
+        **QUIET,
+    )
     trainer.fit(module, datamodule=Data())
     return module, early_stopping
 
@@ -92,8 +103,9 @@ def test_retrain_steps_runs_best_step_from_a_fresh_init(tmp_path):
         made.append(Model())
         return made[-1]
 
-    module, trainer = retrain_on_all_data(factory, Data(), early_stopping.best_step,
-                                          trainer_kwargs=dict(default_root_dir=tmp_path, **QUIET))
+    module, trainer = retrain_on_all_data(
+        factory, Data(), early_stopping.best_step, trainer_kwargs=dict(default_root_dir=tmp_path, **QUIET)
+    )
     assert made == [module]
     assert trainer.global_step == 5  # exactly i* optimizer steps
     assert not torch.equal(module.initial["layer.weight"], first.initial["layer.weight"])  # a fresh θ_o
@@ -114,7 +126,7 @@ def test_retrain_steps_runs_best_step_from_a_fresh_init(tmp_path):
 )
 def test_retrain_epochs_matches_passes(tmp_path, data, best_step, accumulate, steps, epochs):
     kwargs = dict(default_root_dir=tmp_path, accumulate_grad_batches=accumulate, **QUIET)
-    module, trainer = retrain_on_all_data(Model, data, best_step, match="epochs", trainer_kwargs=kwargs, seed=1)
+    _module, trainer = retrain_on_all_data(Model, data, best_step, match="epochs", trainer_kwargs=kwargs, seed=1)
     assert trainer.global_step == steps
     if epochs is not None:  # a whole number of passes ends at an epoch boundary
         assert trainer.current_epoch == epochs
@@ -131,8 +143,9 @@ def test_retrain_with_digits_datamodule(tmp_path):
     digits = pytest.importorskip("examples.digits")
     data = digits.DigitsDataModule(batch_size=64, train_plus_val=True)  # 1077 + 360 examples
     kwargs = dict(default_root_dir=tmp_path, **QUIET)
-    _, trainer = retrain_on_all_data(lambda: digits.DigitsMLP(hidden=8), data, 34, match="epochs",
-                                     trainer_kwargs=kwargs)
+    _, trainer = retrain_on_all_data(
+        lambda: digits.DigitsMLP(hidden=8), data, 34, match="epochs", trainer_kwargs=kwargs
+    )
     assert (trainer.global_step, trainer.current_epoch) == (46, 2)  # 2 × 17 batches -> 2 × 23
 
 
@@ -141,8 +154,9 @@ def continue_run(tmp_path, script, target, **kwargs):
     module = Model(script=script)
     theta_star = {k: v.clone() for k, v in module.state_dict().items()}
     kwargs.setdefault("check_every_n_steps", 1)
-    result = continue_on_all_data(module, Data(), target, trainer_kwargs=dict(default_root_dir=tmp_path, **QUIET),
-                                  **kwargs)
+    result = continue_on_all_data(
+        module, Data(), target, trainer_kwargs=dict(default_root_dir=tmp_path, **QUIET), **kwargs
+    )
     assert isinstance(result, ContinueResult) and result.module is module and result.target == target
     return result, theta_star
 
@@ -207,8 +221,11 @@ class AllDataNoVal:
         (dict(seed="0"), TypeError, r"^`seed` must be an integer"),
         (dict(trainer_kwargs=[("max_steps", 3)]), TypeError, r"^`trainer_kwargs` must be a mapping"),
         (dict(trainer_kwargs=dict(max_steps=3, max_epochs=1)), ValueError, r"must not set `max_steps`, `max_epochs`"),
-        (dict(trainer_kwargs=dict(callbacks=[LightningEarlyStopping("val_loss")])), ValueError,
-         r"must not contain an EarlyStopping"),
+        (
+            dict(trainer_kwargs=dict(callbacks=[LightningEarlyStopping("val_loss")])),
+            ValueError,
+            r"must not contain an EarlyStopping",
+        ),
         (dict(match="epochs", trainer_kwargs=dict(limit_train_batches=2)), ValueError, r"`limit_train_batches`"),
     ],
 )
@@ -216,8 +233,9 @@ def test_retrain_invalid_arguments(kwargs, error, match):
     arguments = dict(module_factory=Model, datamodule=Data(), best_step=5)
     arguments.update(kwargs)
     with pytest.raises(error, match=match):
-        retrain_on_all_data(arguments.pop("module_factory"), arguments.pop("datamodule"),
-                            arguments.pop("best_step"), **arguments)
+        retrain_on_all_data(
+            arguments.pop("module_factory"), arguments.pop("datamodule"), arguments.pop("best_step"), **arguments
+        )
 
 
 def test_retrain_factory_must_return_a_lightning_module():
@@ -242,5 +260,6 @@ def test_continue_invalid_arguments(kwargs, error, match):
     arguments = dict(module=Model(), datamodule=Data(), subtrain_loss=0.5, max_steps=3)
     arguments.update(kwargs)
     with pytest.raises(error, match=match):
-        continue_on_all_data(arguments.pop("module"), arguments.pop("datamodule"), arguments.pop("subtrain_loss"),
-                             **arguments)
+        continue_on_all_data(
+            arguments.pop("module"), arguments.pop("datamodule"), arguments.pop("subtrain_loss"), **arguments
+        )

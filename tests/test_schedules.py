@@ -54,8 +54,13 @@ def test_linear_decay_book_values():
     eps_tau = ratio * eps0
     opt = _two_groups(lrs=(eps0, eps0))
     lrs = [group_lrs[0] for group_lrs in _run(opt, LinearDecay(opt, tau=tau, final_ratio=ratio), tau + 51)]
-    expected = {0: eps0, 1: eps0 - (eps0 - eps_tau) / tau, tau // 2: (eps0 + eps_tau) / 2, tau: eps_tau,
-                tau + 50: eps_tau}
+    expected = {
+        0: eps0,
+        1: eps0 - (eps0 - eps_tau) / tau,
+        tau // 2: (eps0 + eps_tau) / 2,
+        tau: eps_tau,
+        tau + 50: eps_tau,
+    }
     for k, value in expected.items():
         assert lrs[k] == pytest.approx(value, rel=1e-12, abs=0), k
 
@@ -147,12 +152,14 @@ def test_warmup_then_from_lightning_cli_yaml(tmp_path, monkeypatch):
     )
     monkeypatch.setattr("sys.argv", ["lightopt"])
     cli = LightningCLI(
-        BoringModel, run=False, args=["--config", str(config), f"--trainer.default_root_dir={tmp_path}"],
+        BoringModel,
+        run=False,
+        args=["--config", str(config), f"--trainer.default_root_dir={tmp_path}"],
         save_config_callback=None,
     )
     optimizers, schedulers = cli.model.configure_optimizers()
     assert isinstance(schedulers[0], WarmupThen)
-    lrs = [lr for lr, in _run(optimizers[0], schedulers[0], 10)]
+    lrs = [lr for (lr,) in _run(optimizers[0], schedulers[0], 10)]
     warmup = [0.2 * (0.5 + 0.5 * k / 3) for k in range(3)]
     assert lrs == pytest.approx(warmup + [_eq_8_14(0.2, j, 5, 0.01) for j in range(7)], rel=1e-12)
 
@@ -213,7 +220,8 @@ ROUND_TRIPS = {
     "LinearDecay": lambda opt: [LinearDecay(opt, tau=7, final_ratio=0.1)],
     "WarmupThen": lambda opt: [WarmupThen(opt, 3, functools.partial(CosineAnnealingLR, T_max=6), start_factor=0.2)],
     "MomentumSchedule+LinearDecay": lambda opt: [
-        LinearDecay(opt, tau=9), MomentumSchedule(opt, milestones=[2, 6], values=[0.5, 0.9, 0.99], ramp=True),
+        LinearDecay(opt, tau=9),
+        MomentumSchedule(opt, milestones=[2, 6], values=[0.5, 0.9, 0.99], ramp=True),
     ],
 }
 
@@ -232,8 +240,14 @@ def test_state_dict_round_trip_resumes_exactly(name, stop_at):
     opt, scheds = fresh()
     first = [(g["lr"], g["momentum"]) for g in _snapshots(opt, scheds, stop_at)]
     buffer = io.BytesIO()
-    torch.save({"opt": opt.state_dict(), "scheds": [s.state_dict() for s in scheds],
-                "params": [p.detach() for g in opt.param_groups for p in g["params"]]}, buffer)
+    torch.save(
+        {
+            "opt": opt.state_dict(),
+            "scheds": [s.state_dict() for s in scheds],
+            "params": [p.detach() for g in opt.param_groups for p in g["params"]],
+        },
+        buffer,
+    )
     buffer.seek(0)
     checkpoint = torch.load(buffer, weights_only=True)
 
@@ -329,56 +343,119 @@ BAD = [
     (lambda o: LinearDecay(o, tau=0), ValueError, r"`tau` must be an integer >= 1, but got tau=0\."),
     (lambda o: LinearDecay(o, tau=-3), ValueError, r"`tau` must be an integer >= 1, but got tau=-3\."),
     (lambda o: LinearDecay(o, tau=10.0), TypeError, r"`tau` must be an integer, but got tau=10\.0"),
-    (lambda o: LinearDecay(o, 10, final_ratio=0), ValueError,
-     r"`final_ratio` must be in \(0, 1\], but got final_ratio=0: .*LinearLR"),
-    (lambda o: LinearDecay(o, 10, final_ratio=-0.1), ValueError,
-     r"`final_ratio` must be in \(0, 1\], but got final_ratio=-0\.1\."),
+    (
+        lambda o: LinearDecay(o, 10, final_ratio=0),
+        ValueError,
+        r"`final_ratio` must be in \(0, 1\], but got final_ratio=0: .*LinearLR",
+    ),
+    (
+        lambda o: LinearDecay(o, 10, final_ratio=-0.1),
+        ValueError,
+        r"`final_ratio` must be in \(0, 1\], but got final_ratio=-0\.1\.",
+    ),
     (lambda o: LinearDecay(o, 10, final_ratio=1.000001), ValueError, r"\(0, 1\], but got final_ratio=1\.000001\."),
     (lambda o: LinearDecay(o, 10, final_ratio="0.01"), TypeError, r"`final_ratio` must be a real number"),
-    (lambda o: tau_from_passes(0), ValueError,
-     r"`steps_per_epoch` must be an integer >= 1, but got steps_per_epoch=0\."),
+    (
+        lambda o: tau_from_passes(0),
+        ValueError,
+        r"`steps_per_epoch` must be an integer >= 1, but got steps_per_epoch=0\.",
+    ),
     (lambda o: tau_from_passes(100.0), TypeError, r"`steps_per_epoch` must be an integer"),
     (lambda o: tau_from_passes(100, passes=0), ValueError, r"`passes` must be > 0, but got passes=0\.0\."),
     (lambda o: tau_from_passes(100, passes=math.inf), ValueError, r"`passes` must be finite, but got passes=inf\."),
-    (lambda o: WarmupThen(o, -1, LinearDecay), ValueError,
-     r"`warmup_steps` must be an integer >= 0, but got warmup_steps=-1\."),
-    (lambda o: WarmupThen(o, 2.5, LinearDecay), TypeError,
-     r"`warmup_steps` must be an integer, but got warmup_steps=2\.5"),
-    (lambda o: WarmupThen(o, 5, LinearDecay, start_factor=0), ValueError,
-     r"`start_factor` must be in \(0, 1\], but got start_factor=0\.0\."),
-    (lambda o: WarmupThen(o, 5, LinearDecay, start_factor=1.5), ValueError,
-     r"`start_factor` must be in \(0, 1\], but got start_factor=1\.5\."),
-    (lambda o: WarmupThen(o, 5, {"class_path": "torch.optim.lr_scheduler.StepLR"}), TypeError,
-     r"`after` must be a callable .*class_path"),
+    (
+        lambda o: WarmupThen(o, -1, LinearDecay),
+        ValueError,
+        r"`warmup_steps` must be an integer >= 0, but got warmup_steps=-1\.",
+    ),
+    (
+        lambda o: WarmupThen(o, 2.5, LinearDecay),
+        TypeError,
+        r"`warmup_steps` must be an integer, but got warmup_steps=2\.5",
+    ),
+    (
+        lambda o: WarmupThen(o, 5, LinearDecay, start_factor=0),
+        ValueError,
+        r"`start_factor` must be in \(0, 1\], but got start_factor=0\.0\.",
+    ),
+    (
+        lambda o: WarmupThen(o, 5, LinearDecay, start_factor=1.5),
+        ValueError,
+        r"`start_factor` must be in \(0, 1\], but got start_factor=1\.5\.",
+    ),
+    (
+        lambda o: WarmupThen(o, 5, {"class_path": "torch.optim.lr_scheduler.StepLR"}),
+        TypeError,
+        r"`after` must be a callable .*class_path",
+    ),
     (lambda o: WarmupThen(o, 5, StepLR(o, 2)), TypeError, r"`after` must be a callable .*an instance after=.*StepLR"),
     (lambda o: WarmupThen(o, 5, _returns_plateau), ValueError, r"got ReduceLROnPlateau.*side by side.*'monitor'"),
-    (lambda o: WarmupThen(o, 5, lambda opt: 3), TypeError,
-     r"`after` must return a torch.optim.lr_scheduler.LRScheduler, but it returned 3"),
+    (
+        lambda o: WarmupThen(o, 5, lambda opt: 3),
+        TypeError,
+        r"`after` must return a torch.optim.lr_scheduler.LRScheduler, but it returned 3",
+    ),
     (lambda o: WarmupThen(o, 5, lambda opt: StepLR(_two_groups(), 2)), ValueError, r"on the optimizer it is given"),
-    (lambda o: MomentumSchedule(o, [5, 5], [0.5, 0.9, 0.99]), ValueError,
-     r"`milestones` must be strictly increasing, but got milestones=\[5, 5\]\."),
-    (lambda o: MomentumSchedule(o, [9, 5], [0.5, 0.9, 0.99]), ValueError,
-     r"strictly increasing, but got milestones=\[9, 5\]\."),
-    (lambda o: MomentumSchedule(o, [0], [0.5, 0.9]), ValueError,
-     r"`milestones\[0\]` must be an integer >= 1, but got milestones\[0\]=0\."),
-    (lambda o: MomentumSchedule(o, 5, [0.5, 0.9]), TypeError,
-     r"`milestones` must be a list of integers, but got milestones=5\."),
-    (lambda o: MomentumSchedule(o, [5], [0.5]), ValueError,
-     r"one more entry than `milestones`.*got 1 values for 1 milestones"),
-    (lambda o: MomentumSchedule(o, [5], [0.5, 1.0]), ValueError,
-     r"`values\[1\]` must be in \[0, 1\), but got values\[1\]=1\.0\."),
-    (lambda o: MomentumSchedule(o, [5], [-0.1, 0.9]), ValueError,
-     r"`values\[0\]` must be in \[0, 1\), but got values\[0\]=-0\.1\."),
-    (lambda o: MomentumSchedule(o, [5], 0.9), TypeError,
-     r"`values` must be a list of momentum values, but got values=0\.9\."),
-    (lambda o: MomentumSchedule(o, [5], [0.5, 0.9], ramp="yes"), TypeError,
-     r"`ramp` must be True or False, but got ramp='yes'"),
-    (lambda o: MomentumSchedule(torch.optim.Adagrad(o.param_groups[0]["params"]), [5], [0.5, 0.9]), TypeError,
-     r"`optimizer` must have `momentum`.*or `betas`.*Adagrad.*use any of the following"),
-    (lambda o: MomentumSchedule(torch.optim.RMSprop(o.param_groups[0]["params"]), [5], [0.0, 0.9]), ValueError,
-     r"`values\[0\]` must be > 0 for torch.optim.RMSprop.*lightopt.optim.RMSProp"),
-    (lambda o: MomentumSchedule(_two_groups(momentum=0.9, nesterov=True), [5], [0.0, 0.9]), ValueError,
-     r"`values` must be in \(0, 1\) with nesterov=True.*values=\[0\.0, 0\.9\]"),
+    (
+        lambda o: MomentumSchedule(o, [5, 5], [0.5, 0.9, 0.99]),
+        ValueError,
+        r"`milestones` must be strictly increasing, but got milestones=\[5, 5\]\.",
+    ),
+    (
+        lambda o: MomentumSchedule(o, [9, 5], [0.5, 0.9, 0.99]),
+        ValueError,
+        r"strictly increasing, but got milestones=\[9, 5\]\.",
+    ),
+    (
+        lambda o: MomentumSchedule(o, [0], [0.5, 0.9]),
+        ValueError,
+        r"`milestones\[0\]` must be an integer >= 1, but got milestones\[0\]=0\.",
+    ),
+    (
+        lambda o: MomentumSchedule(o, 5, [0.5, 0.9]),
+        TypeError,
+        r"`milestones` must be a list of integers, but got milestones=5\.",
+    ),
+    (
+        lambda o: MomentumSchedule(o, [5], [0.5]),
+        ValueError,
+        r"one more entry than `milestones`.*got 1 values for 1 milestones",
+    ),
+    (
+        lambda o: MomentumSchedule(o, [5], [0.5, 1.0]),
+        ValueError,
+        r"`values\[1\]` must be in \[0, 1\), but got values\[1\]=1\.0\.",
+    ),
+    (
+        lambda o: MomentumSchedule(o, [5], [-0.1, 0.9]),
+        ValueError,
+        r"`values\[0\]` must be in \[0, 1\), but got values\[0\]=-0\.1\.",
+    ),
+    (
+        lambda o: MomentumSchedule(o, [5], 0.9),
+        TypeError,
+        r"`values` must be a list of momentum values, but got values=0\.9\.",
+    ),
+    (
+        lambda o: MomentumSchedule(o, [5], [0.5, 0.9], ramp="yes"),
+        TypeError,
+        r"`ramp` must be True or False, but got ramp='yes'",
+    ),
+    (
+        lambda o: MomentumSchedule(torch.optim.Adagrad(o.param_groups[0]["params"]), [5], [0.5, 0.9]),
+        TypeError,
+        r"`optimizer` must have `momentum`.*or `betas`.*Adagrad.*use any of the following",
+    ),
+    (
+        lambda o: MomentumSchedule(torch.optim.RMSprop(o.param_groups[0]["params"]), [5], [0.0, 0.9]),
+        ValueError,
+        r"`values\[0\]` must be > 0 for torch.optim.RMSprop.*lightopt.optim.RMSProp",
+    ),
+    (
+        lambda o: MomentumSchedule(_two_groups(momentum=0.9, nesterov=True), [5], [0.0, 0.9]),
+        ValueError,
+        r"`values` must be in \(0, 1\) with nesterov=True.*values=\[0\.0, 0\.9\]",
+    ),
 ]
 
 
@@ -393,8 +470,10 @@ def test_bad_arguments(build, error, match):
 
 def test_edges_accepted():
     opt = _two_groups(momentum=0.3)
-    assert _run(opt, WarmupThen(opt, 1, functools.partial(LinearDecay, tau=1, final_ratio=1.0), start_factor=1.0), 3) \
+    assert (
+        _run(opt, WarmupThen(opt, 1, functools.partial(LinearDecay, tau=1, final_ratio=1.0), start_factor=1.0), 3)
         == [[0.1, 0.03]] * 3
+    )
     opt = _two_groups(momentum=0.3)
     got = _run(opt, MomentumSchedule(opt, milestones=[1], values=[0.0, 0.999999]), 3, key="momentum")
     assert [m[0] for m in got] == [0.0, 0.999999, 0.999999]

@@ -17,7 +17,11 @@ def test_trial_memory_writes_one_row_per_trial_and_a_plot(tmp_path, capsys):
     with open(tmp_path / "trial_memory.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["setting"], r["trial"], r["state"]) for r in rows] == [
-        ("runner", "0", "COMPLETE"), ("runner", "1", "FAIL"), ("runner", "2", "COMPLETE"), ("runner", "3", "FAIL")]
+        ("runner", "0", "COMPLETE"),
+        ("runner", "1", "FAIL"),
+        ("runner", "2", "COMPLETE"),
+        ("runner", "3", "FAIL"),
+    ]
     assert all(float(r["rss_mib"]) > 0 for r in rows) and {r["live_trainers"] for r in rows} == {"0"}
     assert (tmp_path / "trial_memory.png").stat().st_size > 0
     assert '"setting": "runner", "trials": 4, "failed": 2' in capsys.readouterr().out

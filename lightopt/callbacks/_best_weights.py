@@ -60,7 +60,8 @@ def check_same_layout(best: dict[str, Any], current: dict[str, Any], monitor: st
     reshaped = [
         f"{k} (saved {tuple(best[k].shape)}, now {tuple(current[k].shape)})"
         for k in sorted(best.keys() & current.keys())
-        if isinstance(best[k], torch.Tensor) and isinstance(current[k], torch.Tensor)
+        if isinstance(best[k], torch.Tensor)
+        and isinstance(current[k], torch.Tensor)
         and best[k].shape != current[k].shape
     ]
     if not (missing or unexpected or reshaped):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -190,7 +190,7 @@ class StochasticCurriculum(Callback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        loaders = getattr(trainer.train_dataloader, "flattened", None) or [trainer.train_dataloader]
+        loaders = _loaders(getattr(trainer.train_dataloader, "flattened", None) or trainer.train_dataloader)
         ours = [dl for dl in loaders if self.sampler in _samplers(dl)]
         if not ours:
             raise ValueError(
@@ -210,7 +210,7 @@ class StochasticCurriculum(Callback):
         self.epoch = trainer.current_epoch
         self.sampler.set_epoch(self.epoch)
         h = self.fraction(self.epoch)
-        del self.history[self.epoch:]
+        del self.history[self.epoch :]
         self.history.append(h)
         if self.log:
             pl_module.log("curriculum/hard_fraction", h, on_step=False, on_epoch=True)
@@ -303,7 +303,8 @@ class Continuation(Callback):
         owner, name = _resolve_attribute(pl_module, self.attribute)
         if not hasattr(owner, name):
             numeric = [
-                k for k, v in vars(pl_module).items()
+                k
+                for k, v in vars(pl_module).items()
                 if not k.startswith("_") and not isinstance(v, bool) and isinstance(v, (int, float, torch.Tensor))
             ]
             raise ValueError(
@@ -356,6 +357,15 @@ def _resolve_attribute(pl_module: Any, path: str) -> tuple[Any, str]:
     for part in parents:
         owner = getattr(owner, part, None)
     return owner, name
+
+
+def _loaders(iterables: Any) -> list[Any]:
+    """The training loaders in what ``trainer.train_dataloader`` returns: one loader, or a dict or list of them."""
+    if isinstance(iterables, Mapping):
+        return [loader for value in iterables.values() for loader in _loaders(value)]
+    if isinstance(iterables, (list, tuple)):
+        return [loader for value in iterables for loader in _loaders(value)]
+    return [iterables]
 
 
 def _samplers(loader: Any) -> list[Any]:

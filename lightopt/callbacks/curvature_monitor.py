@@ -108,8 +108,9 @@ class CurvatureMonitor(Callback):
         ...                     enable_progress_bar=False, enable_model_summary=False,
         ...                     enable_checkpointing=False)
         >>> trainer.fit(Quadratic(), torch.utils.data.DataLoader([0.0]))
-        >>> {k: round(v, 4) for k, v in monitor.last_metrics.items()}  # g = (1, 4)
-        {'curvature/gTg': 17.0, 'curvature/grad_norm': 4.1231, 'curvature/gTHg': 65.0, 'curvature/predicted_change': -1.375, 'curvature/ratio': 0.1912, 'curvature/top_eigenvalue': 4.0}
+        >>> {k: round(v, 4) for k, v in monitor.last_metrics.items()}  # g = (1, 4)  # doctest: +NORMALIZE_WHITESPACE
+        {'curvature/gTg': 17.0, 'curvature/grad_norm': 4.1231, 'curvature/gTHg': 65.0,
+         'curvature/predicted_change': -1.375, 'curvature/ratio': 0.1912, 'curvature/top_eigenvalue': 4.0}
     """
 
     def __init__(
@@ -165,11 +166,15 @@ class CurvatureMonitor(Callback):
         self._measured_step = None
 
     @override
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._batch, self._batch_idx = batch, batch_idx
 
     @override
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._batch = None  # do not keep the batch alive between steps
 
     @override

@@ -183,8 +183,17 @@ class EarlyStopping(_LightningEarlyStopping):
                 )
             best_weights_path = os.fspath(best_weights_path)
         super().__init__(
-            monitor, min_delta, patience, verbose, mode, strict, check_finite, stopping_threshold,
-            divergence_threshold, check_on_train_epoch_end, log_rank_zero_only,
+            monitor,
+            min_delta,
+            patience,
+            verbose,
+            mode,
+            strict,
+            check_finite,
+            stopping_threshold,
+            divergence_threshold,
+            check_on_train_epoch_end,
+            log_rank_zero_only,
         )
         self.restore_best_weights = restore_best_weights
         self.best_weights_device = best_weights_device
@@ -302,7 +311,7 @@ class EarlyStopping(_LightningEarlyStopping):
         # A weight-averaging callback listed after this one wrote its average over θ* in its own
         # `on_train_end`: θ* is what was scored, so it is loaded again.
         position = next((i for i, c in enumerate(trainer.callbacks) if c is self), len(trainer.callbacks))
-        overwritten = any(writes_weights_at_train_end(c) for c in trainer.callbacks[position + 1:])
+        overwritten = any(writes_weights_at_train_end(c) for c in trainer.callbacks[position + 1 :])
         if not self._restored or overwritten:
             self._restore(trainer, pl_module, barrier=True)
 

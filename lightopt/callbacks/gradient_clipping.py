@@ -242,7 +242,9 @@ class GradientClipping(Callback):
             clipped_steps, random_steps = self._since_log
             self._since_log = [0, 0]
             metrics = {
-                "grad_clip/norm": norm, "grad_clip/clipped": clipped_steps, "grad_clip/random_steps": random_steps
+                "grad_clip/norm": norm,
+                "grad_clip/clipped": clipped_steps,
+                "grad_clip/random_steps": random_steps,
             }
             pl_module.log_dict({k: float(v) for k, v in metrics.items()}, on_step=True, on_epoch=False)
 

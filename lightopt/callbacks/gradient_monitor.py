@@ -20,7 +20,10 @@ _SHOWN_NAMES = 3
 # logged with LightningModule.log too, for trainer.callback_metrics (each key costs Lightning about 0.5 ms)
 _MONITORED = (
     "grad_norm/total",
-    "grad_flags/vanishing", "grad_flags/exploding", "grad_flags/update_ratio", "grad_flags/nonfinite",
+    "grad_flags/vanishing",
+    "grad_flags/exploding",
+    "grad_flags/update_ratio",
+    "grad_flags/nonfinite",
 )
 
 
@@ -226,7 +229,7 @@ class GradientMonitor(Callback):
             return
         if self._snapshot is not None:  # several steps in one batch (manual optimization): finish the last
             self._finish(trainer, pl_module, self._snapshot)
-        weight_sq = _per_layer_sq(entries, norms[len(entries):])
+        weight_sq = _per_layer_sq(entries, norms[len(entries) :])
         metrics: dict[str, float] = {}
         for kind, sq in (("grad_norm", grad_sq), ("weight_norm", weight_sq)):
             metrics.update({f"{kind}/{self._layers[i][0]}": math.sqrt(v) for i, v in sq.items()})
@@ -262,7 +265,8 @@ class GradientMonitor(Callback):
             flagged = [self._layers[i][0] for i, r in ratios.items() if not low <= r <= high]
             if flagged:
                 self._warn(
-                    "update_ratio", snapshot.step,
+                    "update_ratio",
+                    snapshot.step,
                     f"GradientMonitor: update-to-weight ratio ‖Δθ‖/‖θ‖ outside [{low:g}, {high:g}] at step "
                     f"{snapshot.step} in {_list(flagged)} (rule of thumb: about 1e-3); "
                     "consider the learning rate of these layers.",
@@ -288,7 +292,8 @@ class GradientMonitor(Callback):
         flagged = [self._layers[i][0] for i, n in finite.items() if n < limit]
         if flagged:
             self._warn(
-                "vanishing", step,
+                "vanishing",
+                step,
                 f"GradientMonitor: vanishing gradients at step {step}: {_list(flagged)} have gradient norms below "
                 f"{self.vanishing_threshold:g} × the largest ({finite[top]:.3g} in {self._layers[top][0]}); "
                 "see §8.2.5 (saturating units, depth, initialization).",
@@ -299,7 +304,8 @@ class GradientMonitor(Callback):
         exploding = self.exploding_threshold is not None and math.isfinite(total) and total > self.exploding_threshold
         if exploding:
             self._warn(
-                "exploding", step,
+                "exploding",
+                step,
                 f"GradientMonitor: exploding gradients at step {step}: total gradient norm {total:.3g} > "
                 f"{self.exploding_threshold:g}; see §8.2.4 (cliffs) and consider gradient clipping.",
             )
@@ -333,11 +339,16 @@ class GradientMonitor(Callback):
 class _Snapshot:
     """What a logging step keeps until the end of its batch."""
 
-    __slots__ = ("step", "entries", "before", "weight_sq", "metrics", "finite")
+    __slots__ = ("before", "entries", "finite", "metrics", "step", "weight_sq")
 
     def __init__(
-        self, step: int, entries: list, before: list[torch.Tensor], weight_sq: dict[int, float],
-        metrics: dict[str, float], finite: bool,
+        self,
+        step: int,
+        entries: list,
+        before: list[torch.Tensor],
+        weight_sq: dict[int, float],
+        metrics: dict[str, float],
+        finite: bool,
     ):
         self.step, self.entries, self.before, self.weight_sq = step, entries, before, weight_sq
         self.metrics, self.finite = metrics, finite

@@ -162,16 +162,20 @@ class Initialization(Callback):
         self.relu_bias = check_number("relu_bias", relu_bias)
         self.lstm_forget_bias = None if lstm_forget_bias is None else check_number("lstm_forget_bias", lstm_forget_bias)
         if output_layer is not None and not isinstance(output_layer, str):
-            raise TypeError(f"`output_layer` must be a module name (str) or None, but got output_layer={output_layer!r}.")
+            raise TypeError(
+                f"`output_layer` must be a module name (str) or None, but got output_layer={output_layer!r}."
+            )
         self.output_layer = output_layer
         if output_marginals is not None and output_layer is None:
             raise ValueError("`output_marginals` sets the bias of the output layer; name it with `output_layer=...`.")
-        self.output_marginals = None if output_marginals is None else init._check_frequencies(output_marginals)
+        self.output_marginals = None if output_marginals is None else init.check_class_frequencies(output_marginals)
         self.seed = None if seed is None else check_int("seed", seed, low=0)
         self.check_scale = check_bool("check_scale", check_scale)
         if target_std is not None and not check_scale:
             raise ValueError("`target_std` rescales layers during the scale check; pass check_scale=True as well.")
-        self.target_std = None if target_std is None else check_range("target_std", target_std, 0.0, low_inclusive=False)
+        self.target_std = (
+            None if target_std is None else check_range("target_std", target_std, 0.0, low_inclusive=False)
+        )
         self.max_scale_iters = check_int("max_scale_iters", max_scale_iters, low=1)
         self.scale_tol = check_range("scale_tol", scale_tol, 0.0, low_inclusive=False)
         if input_fn is not None and not callable(input_fn):
@@ -184,8 +188,13 @@ class Initialization(Callback):
     @property
     @override
     def state_key(self) -> str:
-        schemes = dict(weight=self.weight, conv_weight=self.conv_weight, recurrent_weight=self.recurrent_weight,
-                       bias=self.bias, output_layer=self.output_layer)
+        schemes = dict(
+            weight=self.weight,
+            conv_weight=self.conv_weight,
+            recurrent_weight=self.recurrent_weight,
+            bias=self.bias,
+            output_layer=self.output_layer,
+        )
         return f"{type(self).__qualname__}{schemes!r}"
 
     @property
@@ -221,7 +230,9 @@ class Initialization(Callback):
         self._scale_pending = self.check_scale
 
     @override
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if not self._scale_pending:
             return
         self._scale_pending = False
@@ -238,8 +249,11 @@ class Initialization(Callback):
             return
         self._grad_pending = False
         for name, module in _named_layers(pl_module):
-            grads = [p.grad.detach().flatten().float() for n, p in module.named_parameters(recurse=False)
-                     if n.startswith("weight") and p.grad is not None]
+            grads = [
+                p.grad.detach().flatten().float()
+                for n, p in module.named_parameters(recurse=False)
+                if n.startswith("weight") and p.grad is not None
+            ]
             if grads:
                 pl_module.log(f"init/grad_std/{name}", torch.cat(grads).std(), on_step=True, on_epoch=False)
 
@@ -284,8 +298,9 @@ class Initialization(Callback):
             if isinstance(module, nn.LSTM) and module.bias and self.lstm_forget_bias is not None:
                 init.lstm_forget_bias_(module, self.lstm_forget_bias)
             return
-        self._fill(module.weight, _WEIGHT_SCHEMES[self.conv_weight if isinstance(module, _CONV) else self.weight],
-                   generator)
+        self._fill(
+            module.weight, _WEIGHT_SCHEMES[self.conv_weight if isinstance(module, _CONV) else self.weight], generator
+        )
         if module.bias is None:
             if is_output and self.output_marginals is not None:
                 raise ValueError("`output_marginals` needs a bias, but the output layer has bias=False.")
@@ -330,6 +345,7 @@ class Initialization(Callback):
         def record(name: str) -> Callable[..., None]:
             def hook(module: nn.Module, args: Any, output: Any) -> None:
                 outputs.setdefault(name, _first_tensor(output))  # a shared layer: its first call
+
             return hook
 
         def measure() -> dict[str, float]:
@@ -357,7 +373,9 @@ class Initialization(Callback):
                         if abs(std / self.target_std - 1.0) <= self.scale_tol:
                             break
                         if std == 0.0 or not math.isfinite(std):
-                            rank_zero_warn(f"Initialization: layer {name!r} has output std {std}; it cannot be rescaled.")
+                            rank_zero_warn(
+                                f"Initialization: layer {name!r} has output std {std}; it cannot be rescaled."
+                            )
                             break
                         module.weight.mul_(self.target_std / std)
                         scales[name] *= self.target_std / std

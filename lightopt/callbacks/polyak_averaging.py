@@ -91,8 +91,9 @@ class PolyakAveraging(WeightAveraging):
         * ``decay = 1`` (never update) is rejected, and ``mode="arithmetic"`` is offered.
 
     Only one weight-averaging callback per Trainer makes sense: each replaces the checkpoint's
-    ``state_dict`` and swaps weights during validation. Sharded models are not supported
-    (Lightning's limitation).
+    ``state_dict`` and swaps weights during validation, so ``setup`` raises a ``ValueError`` when
+    the Trainer has another ``WeightAveraging`` (another PolyakAveraging, ``EMAWeightAveraging``).
+    Sharded models are not supported (Lightning's limitation).
 
     Args:
         mode: ``"ema"`` (eq. 8.39, the default) or ``"arithmetic"``.
@@ -206,6 +207,15 @@ class PolyakAveraging(WeightAveraging):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        callbacks = getattr(trainer, "callbacks", None) or []  # WeightAveraging.setup needs no Trainer: keep it so
+        others = [type(c).__name__ for c in callbacks if isinstance(c, WeightAveraging) and c is not self]
+        if others:
+            # WeightAveraging's checkpoint entries (state_dict, current_model_state, averaging_state) are not keyed
+            # by state_key: a second average would overwrite the first's, and both would swap the module's weights
+            raise ValueError(
+                f"PolyakAveraging must be the Trainer's only weight-averaging callback, but the Trainer also has "
+                f"{', '.join(others)}: a checkpoint holds one average. Keep one of them."
+            )
         if stage == "fit":
             # a new AveragedModel starts empty; a resumed fit restores these in load_state_dict
             self._num_updates = 0

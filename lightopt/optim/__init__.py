@@ -21,7 +21,7 @@ Complex parameters are stepped as pairs of reals by the first-order optimizers a
 torch.optim does; the other second-order methods refuse them with a ``TypeError``.
 """
 
-from lightopt.optim._finite import NonFiniteError
+from lightopt.optim._finite import NonFiniteError as NonFiniteError  # public, but not an optimizer: not in __all__
 from lightopt.optim.adagrad import AdaGrad
 from lightopt.optim.adam import Adam
 from lightopt.optim.bfgs import BFGS

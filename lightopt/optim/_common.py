@@ -129,7 +129,10 @@ class PathChooser:
         key = id(group)
         cached = self._cache.get(key)
         if (
-            cached is None or cached[0] is not params or cached[1] != len(params) or cached[2] != first.dtype
+            cached is None
+            or cached[0] is not params
+            or cached[1] != len(params)
+            or cached[2] != first.dtype
             or cached[3] != first.is_cuda
         ):
             cached = (params, len(params), first.dtype, first.is_cuda, self._scan(params))

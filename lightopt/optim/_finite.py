@@ -138,7 +138,10 @@ class FirstOrderChecks:
             bad = first_nonfinite(grads)
             if bad is not None:
                 raise_nonfinite(
-                    name, step, f"the gradient of {_where(self, params[bad])}", grads[bad],
+                    name,
+                    step,
+                    f"the gradient of {_where(self, params[bad])}",
+                    grads[bad],
                     "The parameters were left unchanged. " + FIRST_ORDER_ADVICE,
                 )
 
@@ -150,9 +153,14 @@ class FirstOrderChecks:
         params = [p for group in self.param_groups for p in group["params"]]  # type: ignore[attr-defined]
         bad = first_nonfinite(params)
         if bad is not None:
-            since = f"step {step}" if step - self._finite_checked <= 1 else f"steps {self._finite_checked + 1} to {step}"
+            since = (
+                f"step {step}" if step - self._finite_checked <= 1 else f"steps {self._finite_checked + 1} to {step}"
+            )
             raise_nonfinite(
-                type(self).__name__, step, f"{_where(self, params[bad])} after the update", params[bad],
+                type(self).__name__,
+                step,
+                f"{_where(self, params[bad])} after the update",
+                params[bad],
                 f"A gradient or update of {since} was not finite (the last check, after step "
                 f"{self._finite_checked}, passed); check_finite_every=1 checks every gradient before its update. "
                 + FIRST_ORDER_ADVICE,

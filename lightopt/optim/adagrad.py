@@ -10,6 +10,8 @@ import torch
 from lightopt._validation import check_bool, check_range
 from lightopt.optim import _common, _finite
 
+__all__ = ["AdaGrad"]
+
 
 class AdaGrad(_finite.FirstOrderChecks, torch.optim.Adagrad):
     r"""AdaGrad, Algorithm 8.4 (§8.5.1).
@@ -94,14 +96,31 @@ class AdaGrad(_finite.FirstOrderChecks, torch.optim.Adagrad):
         fused: bool | None = None,
         check_finite_every: int = _finite.DEFAULT_EVERY,
     ) -> None:
-        _check_group(dict(lr=lr, eps=eps, weight_decay=weight_decay, initial_accumulator_value=initial_accumulator_value,
-                          maximize=maximize, lr_decay=lr_decay, differentiable=differentiable, foreach=foreach,
-                          fused=fused))
+        _check_group(
+            dict(
+                lr=lr,
+                eps=eps,
+                weight_decay=weight_decay,
+                initial_accumulator_value=initial_accumulator_value,
+                maximize=maximize,
+                lr_decay=lr_decay,
+                differentiable=differentiable,
+                foreach=foreach,
+                fused=fused,
+            )
+        )
         self.check_finite_every = _finite.check_every(check_finite_every)
         self._paths = _common.PathChooser(_FUSED_DEVICES)
         super().__init__(
-            params, lr=lr, lr_decay=0.0, weight_decay=weight_decay, initial_accumulator_value=initial_accumulator_value,
-            eps=eps, foreach=foreach, maximize=maximize, fused=fused,
+            params,
+            lr=lr,
+            lr_decay=0.0,
+            weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value,
+            eps=eps,
+            foreach=foreach,
+            maximize=maximize,
+            fused=fused,
         )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -137,7 +156,10 @@ def _check_group(group: dict[str, Any]) -> None:
     check_bool("maximize", group.get("maximize", False))
     _common.check_paths(group)
     _common.check_refused(
-        "AdaGrad (Algorithm 8.4)", group, "lr_decay", 0,
+        "AdaGrad (Algorithm 8.4)",
+        group,
+        "lr_decay",
+        0,
         "lr_decay is a learning-rate schedule: use torch.optim.lr_scheduler.LambdaLR(optimizer, "
         "lambda k: 1 / (1 + k * lr_decay)), stepped every optimizer step, which gives torch's decay exactly.",
     )

@@ -10,6 +10,8 @@ import torch
 from lightopt._validation import check_bool
 from lightopt.optim import _common, _finite
 
+__all__ = ["Adam"]
+
 
 class Adam(_finite.FirstOrderChecks, torch.optim.Adam):
     r"""Adam, Algorithm 8.7 (§8.5.3).
@@ -98,13 +100,30 @@ class Adam(_finite.FirstOrderChecks, torch.optim.Adam):
         fused: bool | None = None,
         check_finite_every: int = _finite.DEFAULT_EVERY,
     ) -> None:
-        _check_group(dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
-                          decoupled_weight_decay=decoupled_weight_decay, differentiable=differentiable))
+        _check_group(
+            dict(
+                lr=lr,
+                betas=betas,
+                eps=eps,
+                weight_decay=weight_decay,
+                amsgrad=amsgrad,
+                maximize=maximize,
+                decoupled_weight_decay=decoupled_weight_decay,
+                differentiable=differentiable,
+            )
+        )
         self.check_finite_every = _finite.check_every(check_finite_every)
         self._paths = _common.PathChooser(_common.FUSED_DEVICES)
         super().__init__(
-            params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=False, maximize=maximize,
-            foreach=foreach, fused=fused,
+            params,
+            lr=lr,
+            betas=tuple(betas),
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=False,
+            maximize=maximize,
+            foreach=foreach,
+            fused=fused,
         )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -143,11 +162,17 @@ def _check_group(group: dict[str, Any]) -> None:
     check_bool("maximize", group.get("maximize", False))
     _common.check_paths(group)
     _common.check_refused(
-        "Adam (Algorithm 8.7)", group, "amsgrad", False,
+        "Adam (Algorithm 8.7)",
+        group,
+        "amsgrad",
+        False,
         "AMSGrad keeps the maximum of r; use torch.optim.Adam(amsgrad=True).",
     )
     _common.check_refused(
-        "Adam (Algorithm 8.7)", group, "decoupled_weight_decay", False,
+        "Adam (Algorithm 8.7)",
+        group,
+        "decoupled_weight_decay",
+        False,
         "For decoupled weight decay use torch.optim.AdamW.",
     )
     _common.check_refused("Adam", group, "differentiable", False, _common.DIFFERENTIABLE_ADVICE)

@@ -11,6 +11,8 @@ from lightopt._validation import check_bool, check_int, check_range
 from lightopt.optim import _common
 from lightopt.optim import _second_order as _so
 
+__all__ = ["BFGS", "bfgs_update_"]
+
 _HYPERPARAMETERS = ("lr", "line_search", "max_iter", "tolerance_grad", "init_scale", "c1", "c2")
 
 
@@ -100,6 +102,7 @@ class BFGS(_so.FlatOptimizer):
     """
 
     _shared = _HYPERPARAMETERS
+
     @staticmethod
     def _check_group(group: dict[str, Any]) -> None:
         _check_hyperparameters(group)
@@ -118,8 +121,13 @@ class BFGS(_so.FlatOptimizer):
         c2: float = 0.9,
     ) -> None:
         defaults = dict(
-            lr=lr, line_search=line_search, max_iter=max_iter, tolerance_grad=tolerance_grad, init_scale=init_scale,
-            c1=c1, c2=c2,
+            lr=lr,
+            line_search=line_search,
+            max_iter=max_iter,
+            tolerance_grad=tolerance_grad,
+            init_scale=init_scale,
+            c1=c1,
+            c2=c2,
         )
         self.max_params = check_int("max_params", max_params, 1)
         super().__init__(params, defaults)

@@ -11,6 +11,8 @@ from lightopt._validation import check_int, check_range
 from lightopt.optim import _common
 from lightopt.optim import _second_order as _so
 
+__all__ = ["BETAS", "ConjugateGradient"]
+
 BETAS = ("polak_ribiere", "fletcher_reeves")
 _HYPERPARAMETERS = ("lr", "beta", "restart_every", "line_search", "max_iter", "tolerance_grad", "c1", "c2")
 
@@ -52,7 +54,8 @@ class ConjugateGradient(_so.FlatOptimizer):
     ``lr``·min(1, 1/‖g‖₁), later ones at ε_{t−1}·g_{t−1}ᵀρ_{t−1} / g_tᵀρ_t (Nocedal & Wright,
     eq. 3.60). With an exact search a k-dimensional quadratic is minimized in at most k
     iterations; a strong-Wolfe search is inexact, so pass a small ``c2`` (e.g. 1e-6) to get close
-    to that behaviour (and ``c1`` < ``c2``, e.g. ``c1=1e-10``). With ``line_search=None`` the step is the fixed ε = ``lr``.
+    to that behaviour (and ``c1`` < ``c2``, e.g. ``c1=1e-10``). With ``line_search=None`` the step
+    is the fixed ε = ``lr``.
 
     **Descent safeguards.** Polak–Ribière uses β⁺ = max(β_t, 0) (PR+), which restarts from
     steepest descent when β_t < 0 and makes the method globally convergent under the strong-Wolfe
@@ -101,6 +104,7 @@ class ConjugateGradient(_so.FlatOptimizer):
     """
 
     _shared = _HYPERPARAMETERS
+
     @staticmethod
     def _check_group(group: dict[str, Any]) -> None:
         _check_hyperparameters(group)
@@ -119,8 +123,14 @@ class ConjugateGradient(_so.FlatOptimizer):
         c2: float = 0.1,
     ) -> None:
         defaults = dict(
-            lr=lr, beta=beta, restart_every=restart_every, line_search=line_search, max_iter=max_iter,
-            tolerance_grad=tolerance_grad, c1=c1, c2=c2,
+            lr=lr,
+            beta=beta,
+            restart_every=restart_every,
+            line_search=line_search,
+            max_iter=max_iter,
+            tolerance_grad=tolerance_grad,
+            c1=c1,
+            c2=c2,
         )
         super().__init__(params, defaults)
 
@@ -152,7 +162,17 @@ class ConjugateGradient(_so.FlatOptimizer):
             x = _so.flat_params(params)
             # ε* by the line search; θ_{t+1} = θ_t + ε*ρ_t
             step, found = _so.advance(
-                closure, params, x, rho, trial, f, g, gtd, hp["line_search"], c1=hp["c1"], c2=hp["c2"],
+                closure,
+                params,
+                x,
+                rho,
+                trial,
+                f,
+                g,
+                gtd,
+                hp["line_search"],
+                c1=hp["c1"],
+                c2=hp["c2"],
                 guard=_so.Guard("ConjugateGradient", state.get("n_iter", 0) + 1, _ADVICE),
             )
             state.update(prev_grad=g, prev_dir=rho, prev_step=step, prev_gtd=float(gtd), n_iter=t_index + 1)

@@ -11,6 +11,7 @@ from lightopt._validation import check_int, check_range
 from lightopt.optim import _common, _finite
 from lightopt.optim import _second_order as _so
 
+__all__ = ["LBFGS"]
 
 _ADVICE = (
     "The parameters were restored to their values before this step. Lower `lr`, keep "
@@ -120,15 +121,22 @@ class LBFGS(torch.optim.LBFGS):
                 "group (per-group options are not supported), or use BFGS or ConjugateGradient, which flatten groups."
             )
         super().__init__(
-            params, lr=lr, max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
-            tolerance_change=tolerance_change, history_size=history_size, line_search_fn=line_search_fn,
+            params,
+            lr=lr,
+            max_iter=max_iter,
+            max_eval=max_eval,
+            tolerance_grad=tolerance_grad,
+            tolerance_change=tolerance_change,
+            history_size=history_size,
+            line_search_fn=line_search_fn,
         )
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Run up to ``max_iter`` iterations; ``closure`` computes the loss, calls backward() and returns it."""
         if closure is None:
             raise _so.missing_closure_error(
-                type(self).__name__, "clears the gradients, computes the loss, calls loss.backward() and returns the loss"
+                type(self).__name__,
+                "clears the gradients, computes the loss, calls loss.backward() and returns the loss",
             )
         self._steps = getattr(self, "_steps", 0) + 1
         params = self.param_groups[0]["params"]

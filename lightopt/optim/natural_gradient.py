@@ -1,4 +1,7 @@
-"""Natural gradient with the empirical Fisher matrix, solved by conjugate gradients (an approximate second-order method, §8.6)."""
+"""Natural gradient with the empirical Fisher matrix, solved by conjugate gradients.
+
+An approximate second-order method (§8.6).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ import torch
 from lightopt._validation import check_int, check_range
 from lightopt.optim import _common
 from lightopt.optim import _second_order as _so
+
+__all__ = ["NaturalGradient", "fisher_vector_product", "per_example_gradients"]
 
 _SHARED = ("damping", "cg_max_iter", "cg_tol")
 
@@ -175,10 +180,7 @@ def per_example_gradients(losses: Any, params: Sequence[torch.Tensor]) -> torch.
     eye = torch.eye(m, dtype=losses.dtype, device=losses.device)
     grads = torch.autograd.grad(losses, list(params), grad_outputs=eye, is_grads_batched=True, allow_unused=True)
     return torch.cat(
-        [
-            gr.reshape(m, -1) if gr is not None else p.new_zeros(m, p.numel())
-            for gr, p in zip(grads, params)
-        ],
+        [gr.reshape(m, -1) if gr is not None else p.new_zeros(m, p.numel()) for gr, p in zip(grads, params)],
         dim=1,
     )
 

@@ -11,6 +11,8 @@ from lightopt._validation import check_int, check_range
 from lightopt.optim import _common
 from lightopt.optim import _second_order as _so
 
+__all__ = ["EXACT_MAX_PARAMS", "SOLVERS", "Newton"]
+
 SOLVERS = ("auto", "exact", "cg")
 # solver="auto" forms the exact Hessian up to this many parameters, and runs CG above it.
 EXACT_MAX_PARAMS = 100
@@ -119,6 +121,7 @@ class Newton(_so.FlatOptimizer):
     """
 
     _shared = _HYPERPARAMETERS
+
     @staticmethod
     def _check_group(group: dict[str, Any]) -> None:
         _check_hyperparameters(group)
@@ -149,7 +152,11 @@ class Newton(_so.FlatOptimizer):
         try:
             guard.point(f, g)
             # H ← (1/m)∇²Σ L, only ever used through products (H + αI)v.
-            hvp = _so.graph_hvp(params) if _so.grads_carry_graph(params) else _so.finite_difference_hvp(closure, params, x)
+            hvp = (
+                _so.graph_hvp(params)
+                if _so.grads_carry_graph(params)
+                else _so.finite_difference_hvp(closure, params, x)
+            )
             damping = hp["damping"]
 
             def damped_hvp(v: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,8 @@ from torch.optim.optimizer import Optimizer
 from lightopt._validation import check_bool
 from lightopt.optim import _common, _finite
 
+__all__ = ["RMSProp", "rmsprop"]
+
 # torch.optim.RMSprop's arguments that the book's algorithm has no place for (only False accepted).
 _TORCH_ONLY = ("centered", "capturable", "differentiable")
 
@@ -121,8 +123,16 @@ class RMSProp(_finite.FirstOrderChecks, Optimizer):
         check_finite_every: int = _finite.DEFAULT_EVERY,
     ) -> None:
         defaults = dict(
-            lr=lr, rho=rho, eps=eps, momentum=momentum, nesterov=nesterov, mode=mode, weight_decay=weight_decay,
-            maximize=maximize, eps_in_sqrt=eps_in_sqrt, foreach=foreach,
+            lr=lr,
+            rho=rho,
+            eps=eps,
+            momentum=momentum,
+            nesterov=nesterov,
+            mode=mode,
+            weight_decay=weight_decay,
+            maximize=maximize,
+            eps_in_sqrt=eps_in_sqrt,
+            foreach=foreach,
         )
         _check_group({**defaults, "centered": centered, "capturable": capturable, "differentiable": differentiable})
         self.check_finite_every = _finite.check_every(check_finite_every)
@@ -142,8 +152,15 @@ class RMSProp(_finite.FirstOrderChecks, Optimizer):
             if from_torch:
                 group["rho"] = group.pop("alpha")
                 group["eps_in_sqrt"] = False
-            for key, default in (("mode", "lookahead"), ("nesterov", False), ("maximize", False),
-                                 ("eps_in_sqrt", True), ("foreach", None), ("weight_decay", 0.0), ("momentum", 0.0)):
+            for key, default in (
+                ("mode", "lookahead"),
+                ("nesterov", False),
+                ("maximize", False),
+                ("eps_in_sqrt", True),
+                ("foreach", None),
+                ("weight_decay", 0.0),
+                ("momentum", 0.0),
+            ):
                 group.setdefault(key, default)
             _check_group(group)
             for key in _TORCH_ONLY:
@@ -186,10 +203,18 @@ class RMSProp(_finite.FirstOrderChecks, Optimizer):
                 if use_velocity:
                     velocities.append(v)
             rmsprop(
-                params, grads, square_avgs, velocities if use_velocity else None,
-                lr=group["lr"], rho=group["rho"], eps=group["eps"], momentum=group["momentum"],
+                params,
+                grads,
+                square_avgs,
+                velocities if use_velocity else None,
+                lr=group["lr"],
+                rho=group["rho"],
+                eps=group["eps"],
+                momentum=group["momentum"],
                 lookahead=group["nesterov"] and group["mode"] == "lookahead",
-                weight_decay=group["weight_decay"], maximize=group["maximize"], eps_in_sqrt=group["eps_in_sqrt"],
+                weight_decay=group["weight_decay"],
+                maximize=group["maximize"],
+                eps_in_sqrt=group["eps_in_sqrt"],
                 foreach=group["foreach"] is not False,
             )
         self._after_update()
@@ -292,11 +317,18 @@ def _check_group(group: dict[str, Any]) -> None:
     check_bool("maximize", group["maximize"])
     check_bool("eps_in_sqrt", group["eps_in_sqrt"])
     _common.check_refused(
-        "RMSProp (Algorithms 8.5, 8.6)", group, "centered", False,
-        "Centered RMSProp (Graves 2013) divides by an estimate of the variance; use torch.optim.RMSprop(centered=True).",
+        "RMSProp (Algorithms 8.5, 8.6)",
+        group,
+        "centered",
+        False,
+        "Centered RMSProp (Graves 2013) divides by an estimate of the variance; "
+        "use torch.optim.RMSprop(centered=True).",
     )
     _common.check_refused(
-        "RMSProp", group, "capturable", False,
+        "RMSProp",
+        group,
+        "capturable",
+        False,
         "CUDA-graph capture is torch.optim's; use torch.optim.RMSprop(capturable=True).",
     )
     _common.check_refused("RMSProp", group, "differentiable", False, _common.DIFFERENTIABLE_ADVICE)

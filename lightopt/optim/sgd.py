@@ -12,6 +12,8 @@ from torch.optim.sgd import sgd as _torch_sgd
 from lightopt._validation import check_bool
 from lightopt.optim import _common, _finite
 
+__all__ = ["SGD"]
+
 
 class SGD(_finite.FirstOrderChecks, Optimizer):
     r"""Stochastic gradient descent, Algorithms 8.1, 8.2 and 8.3 (§8.3).
@@ -133,11 +135,18 @@ class SGD(_finite.FirstOrderChecks, Optimizer):
         check_finite_every: int = _finite.DEFAULT_EVERY,
     ) -> None:
         defaults = dict(
-            lr=lr, momentum=momentum, nesterov=nesterov, mode=mode, weight_decay=weight_decay, maximize=maximize,
-            foreach=foreach, fused=fused,
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            mode=mode,
+            weight_decay=weight_decay,
+            maximize=maximize,
+            foreach=foreach,
+            fused=fused,
         )
-        _check_group({**defaults, "lr": 0.0 if lr is None else lr, "dampening": dampening,
-                      "differentiable": differentiable})
+        _check_group(
+            {**defaults, "lr": 0.0 if lr is None else lr, "dampening": dampening, "differentiable": differentiable}
+        )
         self.check_finite_every = _finite.check_every(check_finite_every)
         self._paths = _common.PathChooser(_common.FUSED_DEVICES)
         super().__init__(params, defaults)
@@ -158,8 +167,14 @@ class SGD(_finite.FirstOrderChecks, Optimizer):
         super().__setstate__(state)
         self.__dict__.setdefault("_paths", _common.PathChooser(_common.FUSED_DEVICES))
         for group in self.param_groups:
-            for key, default in (("mode", "lookahead"), ("maximize", False), ("foreach", None), ("fused", None),
-                                 ("nesterov", False), ("weight_decay", 0.0)):
+            for key, default in (
+                ("mode", "lookahead"),
+                ("maximize", False),
+                ("foreach", None),
+                ("fused", None),
+                ("nesterov", False),
+                ("weight_decay", 0.0),
+            ):
                 group.setdefault(key, default)
             _check_group(group)
             for key in ("dampening", "differentiable"):
@@ -207,8 +222,14 @@ class SGD(_finite.FirstOrderChecks, Optimizer):
         lr, momentum = group["lr"], group["momentum"]
         grads = [p.grad for p in params]
         fused = path == "fused"
-        kernel = dict(foreach=path == "foreach", fused=fused, weight_decay=group["weight_decay"],
-                      lr=lr, dampening=0.0, maximize=group["maximize"])
+        kernel = dict(
+            foreach=path == "foreach",
+            fused=fused,
+            weight_decay=group["weight_decay"],
+            lr=lr,
+            dampening=0.0,
+            maximize=group["maximize"],
+        )
         if momentum == 0:  # Algorithm 8.1: no state at all, as in torch
             _torch_sgd(params, grads, [None] * len(params), momentum=0.0, nesterov=False, **kernel)
             return
@@ -273,7 +294,10 @@ def _check_group(group: dict[str, Any]) -> None:
     check_bool("maximize", group["maximize"])
     _common.check_paths(group)
     _common.check_refused(
-        "SGD (Algorithms 8.1-8.3)", group, "dampening", 0,
+        "SGD (Algorithms 8.1-8.3)",
+        group,
+        "dampening",
+        0,
         "torch's dampening scales each new gradient by (1 - dampening) after the first step; for the same "
         "steady-state step scale `lr` by (1 - dampening), or keep torch.optim.SGD.",
     )

@@ -82,8 +82,13 @@ def fit(callbacks, tmp_path, model=None, **trainer_kwargs):
     model = model or Regression()
     trainer_kwargs = {"max_epochs": 12, "enable_checkpointing": False, **trainer_kwargs}
     trainer = Trainer(
-        default_root_dir=tmp_path, callbacks=callbacks, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, **trainer_kwargs,
+        default_root_dir=tmp_path,
+        callbacks=callbacks,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **trainer_kwargs,
     )
     trainer.fit(model)
     return trainer, model
@@ -100,8 +105,11 @@ def averagers():
 
 # Each averager with each order; both check hooks for PolyakAveraging's EMA, one each for the rest.
 AVERAGER_CHECKS = [
-    ("polyak-ema", "train-epoch-end"), ("polyak-ema", "validation-end"), ("polyak-arithmetic", "validation-end"),
-    ("lightning-ema", "train-epoch-end"), ("lightning-swa", "validation-end"),
+    ("polyak-ema", "train-epoch-end"),
+    ("polyak-ema", "validation-end"),
+    ("polyak-arithmetic", "validation-end"),
+    ("lightning-ema", "train-epoch-end"),
+    ("lightning-swa", "validation-end"),
 ]
 
 
@@ -144,7 +152,7 @@ def test_a_training_metric_keeps_the_raw_weights_with_averaging(tmp_path):
         def on_train_epoch_end(self, trainer, pl_module):
             snapshots[trainer.global_step] = {k: v.clone() for k, v in pl_module.state_dict().items()}
 
-    trainer, model = fit([averaging, early_stopping, Record()], tmp_path, max_epochs=6)
+    _trainer, model = fit([averaging, early_stopping, Record()], tmp_path, max_epochs=6)
     restored = model.state_dict()
     expected = snapshots[early_stopping.best_step]
     assert all(torch.equal(restored[k], expected[k]) for k in expected)
@@ -156,7 +164,7 @@ def test_early_stopping_with_stochastic_weight_averaging(tmp_path, early_stoppin
     early_stopping = EarlyStopping("val_loss", patience=20)  # runs to max_epochs: SWA transfers
     swa = StochasticWeightAveraging(swa_lrs=0.05, swa_epoch_start=0.5)
     callbacks = [early_stopping, swa] if early_stopping_first else [swa, early_stopping]
-    trainer, model = fit(callbacks, tmp_path, model=Regression(batch_norm=False), max_epochs=8)
+    _trainer, model = fit(callbacks, tmp_path, model=Regression(batch_norm=False), max_epochs=8)
     assert val_loss(model) == pytest.approx(early_stopping.best_score.item(), rel=1e-5, abs=1e-7)
 
 
@@ -180,8 +188,13 @@ def test_early_stopping_and_averaging_resume_equal_an_uninterrupted_run(tmp_path
         seed_everything(0, verbose=False)
         model = Regression()
         trainer = Trainer(
-            default_root_dir=root, callbacks=callbacks, logger=False, enable_progress_bar=False,
-            enable_model_summary=False, num_sanity_val_steps=0, max_epochs=max_epochs,
+            default_root_dir=root,
+            callbacks=callbacks,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            max_epochs=max_epochs,
         )
         trainer.fit(model, ckpt_path=ckpt_path)
         return early_stopping, model
@@ -210,7 +223,7 @@ def test_early_stopping_with_the_other_stateful_callbacks(tmp_path, other, early
     }[other]()
     early_stopping = EarlyStopping("val_loss", patience=3)
     callbacks = [early_stopping, second] if early_stopping_first else [second, early_stopping]
-    trainer, model = fit(callbacks, tmp_path, model=model)
+    _trainer, model = fit(callbacks, tmp_path, model=model)
     assert early_stopping.best_epoch is not None
     assert val_loss(model) == pytest.approx(early_stopping.best_score.item(), rel=1e-5, abs=1e-7)
 
@@ -218,11 +231,12 @@ def test_early_stopping_with_the_other_stateful_callbacks(tmp_path, other, early
 @pytest.mark.parametrize("initialization_first", [True, False], ids=["init-first", "polyak-first"])
 def test_polyak_averaging_with_initialization_averages_the_initialized_weights(tmp_path, initialization_first):
     """The averaged copy taken at setup holds the weights before initialization: it must never be used."""
+
     def run(with_averaging):
         callbacks = [Initialization("orthogonal", seed=3)]
         if with_averaging:
             averaging = PolyakAveraging(decay=0.5)
-            callbacks = callbacks + [averaging] if initialization_first else [averaging] + callbacks
+            callbacks = [*callbacks, averaging] if initialization_first else [averaging, *callbacks]
         return fit(callbacks, tmp_path, max_epochs=None, max_steps=1)[1]
 
     plain, averaged = run(False), run(True)

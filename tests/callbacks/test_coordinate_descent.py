@@ -73,8 +73,12 @@ class Recorder(Callback):
 def fit(module, callbacks, steps, tmp_path, ckpt_path=None, **kwargs):
     kwargs = dict(logger=False, enable_checkpointing=False) | kwargs
     trainer = Trainer(
-        max_steps=steps, callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=tmp_path, **kwargs,
+        max_steps=steps,
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        **kwargs,
     )
     batch = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
     # every batch the same, so that a run resumed mid-epoch sees what an uninterrupted one does
@@ -246,8 +250,11 @@ def test_state_key_tells_instances_apart():
         (dict(blocks="net.0"), TypeError, "`blocks` must be a list"),
         (dict(blocks=[3]), TypeError, "must be a module name or a list of parameter names"),
         (dict(blocks=[[]]), ValueError, "must name at least one parameter"),
-        (dict(blocks=["net.0"], steps_per_block=0), ValueError,
-         r"`steps_per_block` must be an integer >= 1, but got steps_per_block=0\."),
+        (
+            dict(blocks=["net.0"], steps_per_block=0),
+            ValueError,
+            r"`steps_per_block` must be an integer >= 1, but got steps_per_block=0\.",
+        ),
         (dict(blocks=["net.0"], steps_per_block=1.5), TypeError, "`steps_per_block` must be an integer"),
         (dict(blocks=["net.0"], unassigned="ignore"), ValueError, "`unassigned` must be one of 'error', 'train'"),
         (dict(blocks=["net.0"], toggle_requires_grad=1), TypeError, "`toggle_requires_grad` must be True or False"),

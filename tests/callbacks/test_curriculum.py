@@ -56,8 +56,12 @@ def loader(curriculum, size=N):
 def make_trainer(tmp_path, callbacks, epochs, **kwargs):
     kwargs = dict(logger=False, enable_checkpointing=False) | kwargs
     return Trainer(
-        max_epochs=epochs, callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=tmp_path, **kwargs,
+        max_epochs=epochs,
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        **kwargs,
     )
 
 
@@ -183,8 +187,11 @@ def test_crash_and_resume_equals_uninterrupted_run(tmp_path):
         (dict(schedule=[-0.1]), ValueError, r"`schedule\[0\]` must be in \[0, 1\], but got schedule\[0\]=-0.1\."),
         (dict(schedule=[]), ValueError, r"`schedule` must have at least one value"),
         (dict(schedule="0.5"), TypeError, r"`schedule` must be a list of numbers or a callable"),
-        (dict(difficulty=torch.zeros(N, 2, dtype=torch.bool)), ValueError,
-         r"non-empty 1-D array, but got shape \(400, 2\)"),
+        (
+            dict(difficulty=torch.zeros(N, 2, dtype=torch.bool)),
+            ValueError,
+            r"non-empty 1-D array, but got shape \(400, 2\)",
+        ),
         (dict(difficulty=[]), ValueError, r"non-empty 1-D array"),
         (dict(difficulty=["a", "b"]), TypeError, r"booleans or real numbers"),
         (dict(difficulty=torch.rand(N)), ValueError, r"`threshold` is required when `difficulty` holds scores"),
@@ -251,8 +258,11 @@ def test_continuation_per_step_on_a_dotted_tensor_attribute(tmp_path):
     make_trainer(tmp_path, [callback, blur], epochs=2, logger=logger, log_every_n_steps=1).fit(model, plain)
     assert [(step, t) for _, step, _, t in model.sigmas] == [(s, pytest.approx(5.0 / (1 + s))) for s in range(8)]
     assert isinstance(model.temperature, torch.Tensor) and model.blur.sigma == 0.1
-    logged = [(int(r["step"]), float(r["continuation/temperature"])) for r in read_csv(logger)
-              if r.get("continuation/temperature")]
+    logged = [
+        (int(r["step"]), float(r["continuation/temperature"]))
+        for r in read_csv(logger)
+        if r.get("continuation/temperature")
+    ]
     assert logged == [(s, pytest.approx(5.0 / (1 + s))) for s in range(8)]
 
 

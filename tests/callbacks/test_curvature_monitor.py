@@ -18,7 +18,11 @@ DOMINATES = "curvature term dominates"
 
 
 def spd_matrix(eigenvalues, seed=0):
-    q, _ = torch.linalg.qr(torch.randn(len(eigenvalues), len(eigenvalues), generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    q, _ = torch.linalg.qr(
+        torch.randn(
+            len(eigenvalues), len(eigenvalues), generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+        )
+    )
     return q @ torch.diag(torch.tensor(eigenvalues, dtype=torch.float64)) @ q.T
 
 
@@ -56,10 +60,17 @@ class Recorder(L.Callback):
 
 def fit(module, callbacks, tmp_path, max_steps=3, data=None, csv_logger=True, **kwargs):
     trainer = L.Trainer(
-        max_steps=max_steps, max_epochs=kwargs.pop("max_epochs", -1), accelerator="cpu", callbacks=callbacks,
-        logger=CSVLogger(tmp_path, name="logs") if csv_logger else False, log_every_n_steps=1,
-        default_root_dir=tmp_path, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, **kwargs,
+        max_steps=max_steps,
+        max_epochs=kwargs.pop("max_epochs", -1),
+        accelerator="cpu",
+        callbacks=callbacks,
+        logger=CSVLogger(tmp_path, name="logs") if csv_logger else False,
+        log_every_n_steps=1,
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
     )
     trainer.fit(module, torch.utils.data.DataLoader(data if data is not None else [0.0] * 4))
     return trainer
@@ -71,7 +82,7 @@ def read_rows(trainer, prefix="curvature/"):
     rows = {}
     with open(Path(trainer.logger.log_dir) / "metrics.csv", newline="") as f:
         for row in csv.DictReader(f):
-            values = {k[len(prefix):]: float(v) for k, v in row.items() if k.startswith(prefix) and v != ""}
+            values = {k[len(prefix) :]: float(v) for k, v in row.items() if k.startswith(prefix) and v != ""}
             if values:
                 rows[int(row["step"])] = values
     return rows
@@ -109,7 +120,11 @@ class Noisy(L.LightningModule):
         super().__init__()
         torch.manual_seed(0)
         self.net = torch.nn.Sequential(
-            torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Tanh(), torch.nn.Dropout(0.3), torch.nn.Linear(8, 1),
+            torch.nn.Linear(4, 8),
+            torch.nn.BatchNorm1d(8),
+            torch.nn.Tanh(),
+            torch.nn.Dropout(0.3),
+            torch.nn.Linear(8, 1),
         )
         self.net[1].requires_grad_(False)  # a layer that does not require grad is skipped
 
@@ -130,9 +145,15 @@ def noisy_fit(tmp_path, callbacks):
     data = torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True).sin())
     module = Noisy()
     trainer = L.Trainer(
-        max_epochs=2, accelerator="cpu", callbacks=callbacks, logger=CSVLogger(tmp_path, name="logs"),
-        log_every_n_steps=1, default_root_dir=tmp_path, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
+        max_epochs=2,
+        accelerator="cpu",
+        callbacks=callbacks,
+        logger=CSVLogger(tmp_path, name="logs"),
+        log_every_n_steps=1,
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=8, shuffle=True))
     return module, trainer
@@ -143,7 +164,7 @@ def test_training_with_the_monitor_is_bit_identical_to_training_without_it(tmp_p
     monitor = CurvatureMonitor(every_n_steps=1, top_eigenvalue=True, power_iterations=3)
     watched, watched_trainer = noisy_fit(tmp_path / "watched", [monitor])
 
-    assert set(monitor.last_metrics) == {f"curvature/{k}" for k in KEYS + ["top_eigenvalue"]}
+    assert set(monitor.last_metrics) == {f"curvature/{k}" for k in [*KEYS, "top_eigenvalue"]}
     for (name, a), (_, b) in zip(plain.state_dict().items(), watched.state_dict().items()):
         assert torch.equal(a, b), name  # parameters and BatchNorm running statistics
     assert watched.training and all(m.training for m in watched.modules())
@@ -256,7 +277,18 @@ def test_figure_8_1_example_writes_a_png_and_a_summary(tmp_path, capsys):
     from examples.figure_8_1 import main
 
     output = tmp_path / "figure.png"
-    argv = ["--epochs", "1", "--limit-train-batches", "6", "--every-n-steps", "2", "--output", str(output), "--log-dir", str(tmp_path)]
+    argv = [
+        "--epochs",
+        "1",
+        "--limit-train-batches",
+        "6",
+        "--every-n-steps",
+        "2",
+        "--output",
+        str(output),
+        "--log-dir",
+        str(tmp_path),
+    ]
     assert main(argv) == 0
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = capsys.readouterr().out

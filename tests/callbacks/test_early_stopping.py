@@ -75,8 +75,13 @@ class AtStep(Callback):
 
 def make_trainer(tmp_path, callbacks, **kwargs):
     options = dict(
-        default_root_dir=tmp_path, max_epochs=len(ERRORS), logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+        max_epochs=len(ERRORS),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
     )
     options.update(kwargs)
     return Trainer(callbacks=callbacks, **options)
@@ -165,7 +170,7 @@ LIGHTNING_CONFIGS = {
     "max": ([-e for e in ERRORS], dict(mode="max", patience=2)),
     "stopping_threshold": (ERRORS, dict(patience=3, stopping_threshold=2.95)),
     "divergence_threshold": (ERRORS, dict(patience=5, divergence_threshold=3.4)),
-    "non_finite": ([5.0, 4.0, math.nan, 3.0] + ERRORS, dict(patience=3)),
+    "non_finite": ([5.0, 4.0, math.nan, 3.0, *ERRORS], dict(patience=3)),
 }
 
 
@@ -173,8 +178,10 @@ LIGHTNING_CONFIGS = {
 def test_without_restore_behaves_like_lightning(tmp_path, config):
     errors, kwargs = LIGHTNING_CONFIGS[config]
     runs = []
-    for callback in (LightningEarlyStopping("val_error", **kwargs),
-                     EarlyStopping("val_error", **kwargs, restore_best_weights=False)):
+    for callback in (
+        LightningEarlyStopping("val_error", **kwargs),
+        EarlyStopping("val_error", **kwargs, restore_best_weights=False),
+    ):
         seed_everything(0)
         module = Scripted(errors)
         trainer = make_trainer(tmp_path, [callback])
@@ -294,8 +301,11 @@ def add_layer(trainer, pl_module):
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        (widen_layer, r"shape changed: layer\.bias \(saved \(1,\), now \(3,\)\), "
-                      r"layer\.weight \(saved \(1, 2\), now \(3, 2\)\)"),
+        (
+            widen_layer,
+            r"shape changed: layer\.bias \(saved \(1,\), now \(3,\)\), "
+            r"layer\.weight \(saved \(1, 2\), now \(3, 2\)\)",
+        ),
         (add_layer, r"missing from the saved weights: extra\.bias, extra\.weight"),
     ],
 )

@@ -28,8 +28,9 @@ QUIET = {"logger": False, "enable_progress_bar": False, "enable_model_summary": 
 
 
 def _fit(model, callbacks, tmp_path, **kwargs):
-    trainer = Trainer(default_root_dir=tmp_path, callbacks=callbacks, **{"enable_checkpointing": False, **QUIET,
-                                                                        **kwargs})
+    trainer = Trainer(
+        default_root_dir=tmp_path, callbacks=callbacks, **{"enable_checkpointing": False, **QUIET, **kwargs}
+    )
     trainer.fit(model)
     return trainer
 
@@ -79,8 +80,16 @@ def test_resume_from_checkpoint_restores_a_state_that_compares_equal(tmp_path):
     model = TrainLosses([5, 4, 4.5, 3])
     checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="train_loss", save_top_k=1)
     early_stopping = RecordingEarlyStopping(None, monitor="train_loss")
-    _fit(model, [early_stopping, checkpoint], tmp_path, num_sanity_val_steps=0, max_epochs=4,
-         enable_checkpointing=True, limit_train_batches=2, limit_val_batches=2)
+    _fit(
+        model,
+        [early_stopping, checkpoint],
+        tmp_path,
+        num_sanity_val_steps=0,
+        max_epochs=4,
+        enable_checkpointing=True,
+        limit_train_batches=2,
+        limit_val_batches=2,
+    )
     assert len(early_stopping.saved_states) == 4
     saved = torch.load(checkpoint.kth_best_model_path, weights_only=True)
     expected = early_stopping.saved_states[saved["epoch"]]
@@ -88,8 +97,15 @@ def test_resume_from_checkpoint_restores_a_state_that_compares_equal(tmp_path):
     assert saved["early_stopping_best_weights"][early_stopping.state_key].keys() == model.state_dict().keys()
 
     resumed = RecordingEarlyStopping(expected, monitor="train_loss")
-    trainer = Trainer(default_root_dir=tmp_path, max_epochs=5, callbacks=[resumed], enable_checkpointing=False,
-                      limit_train_batches=2, limit_val_batches=2, **QUIET)
+    trainer = Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=5,
+        callbacks=[resumed],
+        enable_checkpointing=False,
+        limit_train_batches=2,
+        limit_val_batches=2,
+        **QUIET,
+    )
     trainer.fit(TrainLosses([5, 4, 4.5, 3, 2]), ckpt_path=checkpoint.kth_best_model_path)
     assert resumed.best_score.item() == 2.0
 
@@ -97,8 +113,14 @@ def test_resume_from_checkpoint_restores_a_state_that_compares_equal(tmp_path):
 def test_no_extraneous_invocations(tmp_path):
     early_stopping = EarlyStopping(monitor="train_loss")
     with mock.patch.object(early_stopping, "_run_early_stopping_check") as check:
-        trainer = _fit(TrainLosses([4, 3, 2, 1]), [early_stopping], tmp_path, limit_train_batches=4,
-                       limit_val_batches=4, max_epochs=4)
+        trainer = _fit(
+            TrainLosses([4, 3, 2, 1]),
+            [early_stopping],
+            tmp_path,
+            limit_train_batches=4,
+            limit_val_batches=4,
+            max_epochs=4,
+        )
     assert trainer.early_stopping_callback is early_stopping
     assert trainer.early_stopping_callbacks == [early_stopping]
     assert check.call_count == 4
@@ -149,26 +171,47 @@ def test_no_validation_step_falls_back_to_a_training_metric(tmp_path):
     ],
 )
 def test_thresholds(tmp_path, stopping_threshold, divergence_threshold, losses, stop_epoch):
-    early_stopping = EarlyStopping(monitor="abc", stopping_threshold=stopping_threshold,
-                                   divergence_threshold=divergence_threshold)
-    trainer = _fit(ValidationLosses(losses + [0] * 10, name="abc"), [early_stopping], tmp_path,
-                   limit_train_batches=0.2, limit_val_batches=0.2, max_epochs=20)
+    early_stopping = EarlyStopping(
+        monitor="abc", stopping_threshold=stopping_threshold, divergence_threshold=divergence_threshold
+    )
+    trainer = _fit(
+        ValidationLosses(losses + [0] * 10, name="abc"),
+        [early_stopping],
+        tmp_path,
+        limit_train_batches=0.2,
+        limit_val_batches=0.2,
+        max_epochs=20,
+    )
     assert trainer.current_epoch - 1 == stop_epoch
 
 
 @pytest.mark.parametrize("stop_value", [math.inf, math.nan])
 def test_non_finite_monitor(tmp_path, stop_value):
     early_stopping = EarlyStopping(monitor="val_loss", check_finite=True)
-    trainer = _fit(ValidationLosses([4, 3, stop_value, 2, 1]), [early_stopping], tmp_path,
-                   limit_train_batches=0.2, limit_val_batches=0.2, max_epochs=10)
+    trainer = _fit(
+        ValidationLosses([4, 3, stop_value, 2, 1]),
+        [early_stopping],
+        tmp_path,
+        limit_train_batches=0.2,
+        limit_val_batches=0.2,
+        max_epochs=10,
+    )
     assert trainer.current_epoch - 1 == 2 and early_stopping.stopped_epoch == 2
     assert early_stopping.best_score.item() == 3.0 and early_stopping.best_epoch == 1
 
 
 @pytest.mark.parametrize(
     ("limit_train_batches", "min_epochs", "min_steps", "stop_step"),
-    [(3, 0, 10, 10), (5, 0, 10, 10), (3, 2, 0, 6), (5, 2, 0, 10), (3, 1, 10, 10), (5, 1, 10, 10),
-     (3, 3, 10, 10), (5, 3, 10, 15)],
+    [
+        (3, 0, 10, 10),
+        (5, 0, 10, 10),
+        (3, 2, 0, 6),
+        (5, 2, 0, 10),
+        (3, 1, 10, 10),
+        (5, 1, 10, 10),
+        (3, 3, 10, 10),
+        (5, 3, 10, 15),
+    ],
 )
 def test_min_epochs_and_min_steps_outlast_a_stop(tmp_path, limit_train_batches, min_epochs, min_steps, stop_step):
     class Logged(BoringModel):
@@ -179,8 +222,15 @@ def test_min_epochs_and_min_steps_outlast_a_stop(tmp_path, limit_train_batches, 
     early_stopping = EarlyStopping("foo")
     epochs = max(math.ceil(min_steps / limit_train_batches), min_epochs)
     with mock.patch.object(early_stopping, "_evaluate_stopping_criteria", side_effect=[(True, "")] * epochs):
-        trainer = _fit(Logged(), early_stopping, tmp_path, limit_val_batches=0,
-                       limit_train_batches=limit_train_batches, min_epochs=min_epochs, min_steps=min_steps)
+        trainer = _fit(
+            Logged(),
+            early_stopping,
+            tmp_path,
+            limit_val_batches=0,
+            limit_train_batches=limit_train_batches,
+            min_epochs=min_epochs,
+            min_steps=min_steps,
+        )
     assert trainer.should_stop and trainer.current_epoch == epochs and trainer.global_step == stop_step
 
 
@@ -214,8 +264,9 @@ def test_multiple_early_stoppings_stop_when_any_says_so(tmp_path, on_train, abc_
     callbacks = [EarlyStopping("abc", **check), EarlyStopping("cba", patience=3, **check)]
     if not abc_first:
         callbacks.reverse()
-    trainer = _fit(TwoMetrics(on_train), callbacks, tmp_path, limit_train_batches=0.1, limit_val_batches=0.1,
-                   max_epochs=20)
+    trainer = _fit(
+        TwoMetrics(on_train), callbacks, tmp_path, limit_train_batches=0.1, limit_val_batches=0.1, max_epochs=20
+    )
     assert trainer.current_epoch - 1 == 3
     abc = next(c for c in callbacks if c.monitor == "abc")
     assert abc.best_epoch == 2  # θ* of each is its own
@@ -223,8 +274,10 @@ def test_multiple_early_stoppings_stop_when_any_says_so(tmp_path, on_train, abc_
 
 @pytest.mark.parametrize(
     ("kwargs", "side_effect_calls"),
-    [({"val_check_interval": 0.3, "limit_train_batches": 10, "max_epochs": 10}, "steps"),
-     ({"check_val_every_n_epoch": 2, "max_epochs": 5}, "epochs")],
+    [
+        ({"val_check_interval": 0.3, "limit_train_batches": 10, "max_epochs": 10}, "steps"),
+        ({"check_val_every_n_epoch": 2, "max_epochs": 5}, "epochs"),
+    ],
 )
 def test_check_on_train_epoch_end_smart_handling(tmp_path, kwargs, side_effect_calls):
     class Logged(BoringModel):
@@ -253,8 +306,14 @@ def test_the_monitored_value_is_squeezed():
 
 @pytest.mark.parametrize(
     ("log_rank_zero_only", "world_size", "global_rank", "expected"),
-    [(False, 1, 0, "bar"), (False, 2, 0, "[rank: 0] bar"), (False, 2, 1, "[rank: 1] bar"),
-     (True, 1, 0, "bar"), (True, 2, 0, "[rank: 0] bar"), (True, 2, 1, None)],
+    [
+        (False, 1, 0, "bar"),
+        (False, 2, 0, "[rank: 0] bar"),
+        (False, 2, 1, "[rank: 1] bar"),
+        (True, 1, 0, "bar"),
+        (True, 2, 0, "[rank: 0] bar"),
+        (True, 2, 1, None),
+    ],
 )
 def test_log_info(log_rank_zero_only, world_size, global_rank, expected):
     trainer = mock.Mock(global_rank=global_rank, world_size=world_size)
@@ -270,12 +329,27 @@ def test_log_info(log_rank_zero_only, world_size, global_rank, expected):
     ("losses", "kwargs", "max_epochs", "reason", "message"),
     [
         ([10.0] * 10, {"patience": 2}, 10, EarlyStoppingReason.PATIENCE_EXHAUSTED, "did not improve"),
-        ([5.0, 3.0, 1.0, 0.5] + [0.1] * 6, {"stopping_threshold": 0.6}, 10, EarlyStoppingReason.STOPPING_THRESHOLD,
-         "Stopping threshold reached"),
-        ([1.0, 2.0, 5.0, 10.0] + [15.0] * 6, {"divergence_threshold": 8.0}, 10,
-         EarlyStoppingReason.DIVERGENCE_THRESHOLD, "Divergence threshold reached"),
-        ([1.0, 0.5] + [math.nan] * 8, {"check_finite": True}, 10, EarlyStoppingReason.NON_FINITE_METRIC,
-         "is not finite"),
+        (
+            [5.0, 3.0, 1.0, 0.5] + [0.1] * 6,
+            {"stopping_threshold": 0.6},
+            10,
+            EarlyStoppingReason.STOPPING_THRESHOLD,
+            "Stopping threshold reached",
+        ),
+        (
+            [1.0, 2.0, 5.0, 10.0] + [15.0] * 6,
+            {"divergence_threshold": 8.0},
+            10,
+            EarlyStoppingReason.DIVERGENCE_THRESHOLD,
+            "Divergence threshold reached",
+        ),
+        (
+            [1.0, 0.5] + [math.nan] * 8,
+            {"check_finite": True},
+            10,
+            EarlyStoppingReason.NON_FINITE_METRIC,
+            "is not finite",
+        ),
         ([5.0, 4.0, 3.0], {"patience": 3}, 3, EarlyStoppingReason.NOT_STOPPED, None),
     ],
 )
@@ -302,8 +376,9 @@ def test_stopping_reason_survives_a_state_round_trip():
 
 def test_loads_an_old_state_without_the_newer_fields():
     early_stopping = EarlyStopping(monitor="val_loss", patience=3)
-    early_stopping.load_state_dict({"wait_count": 2, "stopped_epoch": 5, "best_score": torch.tensor(0.5),
-                                    "patience": 3})
+    early_stopping.load_state_dict(
+        {"wait_count": 2, "stopped_epoch": 5, "best_score": torch.tensor(0.5), "patience": 3}
+    )
     assert early_stopping.stopping_reason == EarlyStoppingReason.NOT_STOPPED
     assert early_stopping.stopping_reason_message is None
     assert (early_stopping.wait_count, early_stopping.stopped_epoch) == (2, 5)

@@ -48,8 +48,14 @@ class Grads(Callback):
 
 def fit(module, callbacks, steps=1, **kwargs):
     trainer = Trainer(
-        max_steps=steps, callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=kwargs.pop("default_root_dir", None), **kwargs,
+        max_steps=steps,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=kwargs.pop("default_root_dir", None),
+        **kwargs,
     )
     trainer.fit(module, DataLoader(torch.zeros(steps, 1)))
     return trainer

@@ -82,9 +82,15 @@ class ByHand(Callback):
 
 def fit(module, callbacks, tmp_path, steps=4, log_every_n_steps=1, **kwargs):
     trainer = Trainer(
-        max_steps=steps, callbacks=callbacks, logger=CSVLogger(tmp_path), log_every_n_steps=log_every_n_steps,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=tmp_path, **kwargs,
+        max_steps=steps,
+        callbacks=callbacks,
+        logger=CSVLogger(tmp_path),
+        log_every_n_steps=log_every_n_steps,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        **kwargs,
     )
     trainer.fit(module, DataLoader(TensorDataset(X, Y), batch_size=8))
     return trainer
@@ -160,8 +166,14 @@ def test_one_logger_call_per_measurement_and_monitorable_keys(tmp_path):
     recorders = [Recorder(), Recorder()]
     monitor = GradientMonitor(log_every_n_steps=2)
     trainer = Trainer(
-        max_steps=4, callbacks=[monitor, hand], logger=recorders, log_every_n_steps=1, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+        max_steps=4,
+        callbacks=[monitor, hand],
+        logger=recorders,
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
     )
     trainer.fit(mlp(), DataLoader(TensorDataset(X, Y), batch_size=8))
     layers = ("body.0", "head", "total")
@@ -178,8 +190,10 @@ def test_one_logger_call_per_measurement_and_monitorable_keys(tmp_path):
     monitored = {k: float(v) for k, v in trainer.callback_metrics.items() if k != "loss"}
     assert monitored == {
         "grad_norm/total": pytest.approx(hand.steps[3]["grad"]["total"], rel=1e-5),
-        "grad_flags/vanishing": 0.0, "grad_flags/exploding": 0.0,
-        "grad_flags/update_ratio": 0.0, "grad_flags/nonfinite": 0.0,
+        "grad_flags/vanishing": 0.0,
+        "grad_flags/exploding": 0.0,
+        "grad_flags/update_ratio": 0.0,
+        "grad_flags/nonfinite": 0.0,
     }
     assert set(trainer.logged_metrics) == {"loss"}
 
@@ -191,18 +205,26 @@ def test_healthy_model_raises_no_flag(tmp_path):
     assert monitor_warnings(record) == []
     for values in rows(trainer).values():
         assert {k: v for k, v in values.items() if k.startswith("grad_flags/")} == {
-            "grad_flags/vanishing": 0.0, "grad_flags/exploding": 0.0,
-            "grad_flags/update_ratio": 0.0, "grad_flags/nonfinite": 0.0,
+            "grad_flags/vanishing": 0.0,
+            "grad_flags/exploding": 0.0,
+            "grad_flags/update_ratio": 0.0,
+            "grad_flags/nonfinite": 0.0,
         }
 
 
 @pytest.mark.parametrize(
     ("make", "flag", "pattern"),
     [
-        (sigmoid_chain, "grad_flags/vanishing",
-         r"vanishing gradients at step (\d+): body\.0, body\.2, body\.4 \(\+\d+ more\)"),
-        (lambda: mlp(scale=1e5, lr=0.0), "grad_flags/exploding",
-         r"exploding gradients at step (\d+): total gradient norm"),
+        (
+            sigmoid_chain,
+            "grad_flags/vanishing",
+            r"vanishing gradients at step (\d+): body\.0, body\.2, body\.4 \(\+\d+ more\)",
+        ),
+        (
+            lambda: mlp(scale=1e5, lr=0.0),
+            "grad_flags/exploding",
+            r"exploding gradients at step (\d+): total gradient norm",
+        ),
         (lambda: mlp(lr=1e-7), "grad_flags/update_ratio", r"outside \[1e-05, 0\.1\] at step (\d+) in body\.0, head"),
     ],
 )
@@ -263,8 +285,11 @@ def test_between_logging_steps_only_check_every_step_looks(tmp_path, check_every
 @pytest.mark.parametrize(
     ("kwargs", "exception", "match"),
     [
-        (dict(log_every_n_steps=0), ValueError,
-         r"`log_every_n_steps` must be an integer >= 1, but got log_every_n_steps=0\."),
+        (
+            dict(log_every_n_steps=0),
+            ValueError,
+            r"`log_every_n_steps` must be an integer >= 1, but got log_every_n_steps=0\.",
+        ),
         (dict(log_every_n_steps=2.0), TypeError, r"`log_every_n_steps` must be an integer"),
         (dict(vanishing_threshold=0.0), ValueError, r"`vanishing_threshold` must be in \(0, 1\)"),
         (dict(vanishing_threshold=1.0), ValueError, r"`vanishing_threshold` must be in \(0, 1\)"),
@@ -285,7 +310,10 @@ def test_bad_input(kwargs, exception, match):
 
 def test_edges_are_accepted_and_flags_can_be_turned_off():
     monitor = GradientMonitor(
-        log_every_n_steps=1, vanishing_threshold=None, exploding_threshold=None, update_ratio_bounds=None,
+        log_every_n_steps=1,
+        vanishing_threshold=None,
+        exploding_threshold=None,
+        update_ratio_bounds=None,
     )
     assert monitor.vanishing_threshold is None and monitor.update_ratio_bounds is None
     assert GradientMonitor(update_ratio_bounds=(0.0, 1e-300)).update_ratio_bounds == (0.0, 1e-300)

@@ -77,8 +77,13 @@ def fit(module, tmp_path, callbacks, steps=2, data=(X, Y), ckpt_path=None, **kwa
     kwargs = {"logger": False, "enable_checkpointing": False, **kwargs}
     probe = WeightsAtTrainStart()
     trainer = L.Trainer(
-        default_root_dir=tmp_path, max_steps=steps, accelerator="cpu", callbacks=[*callbacks, probe],
-        enable_progress_bar=False, enable_model_summary=False, **kwargs,
+        default_root_dir=tmp_path,
+        max_steps=steps,
+        accelerator="cpu",
+        callbacks=[*callbacks, probe],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
     )
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*data), batch_size=16)
     trainer.fit(module, loader, ckpt_path=ckpt_path)
@@ -87,8 +92,14 @@ def fit(module, tmp_path, callbacks, steps=2, data=(X, Y), ckpt_path=None, **kwa
 
 def test_applies_each_scheme_to_its_layer_type_from_scratch(tmp_path):
     callback = Initialization(
-        "normalized_uniform", conv_weight="sparse", k=5, recurrent_weight="orthogonal", bias="relu",
-        output_layer="head", output_marginals=[1, 1, 2], seed=0,
+        "normalized_uniform",
+        conv_weight="sparse",
+        k=5,
+        recurrent_weight="orthogonal",
+        bias="relu",
+        output_layer="head",
+        output_marginals=[1, 1, 2],
+        seed=0,
     )
     _, w = fit(ConvLSTM(), tmp_path, [callback])
     assert callback.initialized
@@ -159,6 +170,7 @@ def layer_output_stds(module, x):
     def hook(name):
         def record(module, args, output):
             stds.setdefault(name, output.std().item())
+
         return record
 
     hooks = [m.register_forward_hook(hook(n)) for n, m in module.named_modules() if isinstance(m, torch.nn.Linear)]
@@ -176,11 +188,11 @@ Y_MLP = torch.randint(0, 2, (64,), generator=torch.Generator().manual_seed(3))
 def test_scale_check_rescales_every_layer_to_the_target_std_and_logs_it(tmp_path):
     # lr = 0 keeps the rescaled weights; BatchNorm and data shuffling are off the path being checked.
     module = MLP(lr=0.0)
-    callback = Initialization("normalized_normal", check_scale=True, target_std=1.0, scale_tol=0.01,
-                              output_layer="net.9", seed=0)
+    callback = Initialization(
+        "normalized_normal", check_scale=True, target_std=1.0, scale_tol=0.01, output_layer="net.9", seed=0
+    )
     logger = CSVLogger(tmp_path)
-    trainer, _ = fit(module, tmp_path, [callback], steps=1, data=(X_MLP, Y_MLP), logger=logger,
-                     log_every_n_steps=1)
+    trainer, _ = fit(module, tmp_path, [callback], steps=1, data=(X_MLP, Y_MLP), logger=logger, log_every_n_steps=1)
     stds = layer_output_stds(module.train(), X_MLP[:16])
     for name in ("net.0", "net.3", "net.5", "net.7"):
         assert abs(stds[name] - 1.0) <= 0.01, (name, stds[name])
@@ -217,9 +229,12 @@ def test_a_resumed_fit_skips_the_scale_check(tmp_path):
 
 
 BAD_ARGUMENTS = [
-    (dict(weight="normalised_uniform"), ValueError,
-     r"`weight` must be one of 'heuristic_uniform', .*'keep', but got weight='normalised_uniform'\. "
-     r"Did you mean 'normalized_uniform'\?"),
+    (
+        dict(weight="normalised_uniform"),
+        ValueError,
+        r"`weight` must be one of 'heuristic_uniform', .*'keep', but got weight='normalised_uniform'\. "
+        r"Did you mean 'normalized_uniform'\?",
+    ),
     (dict(conv_weight="xavier"), ValueError, r"`conv_weight` must be one of .* but got conv_weight='xavier'\.$"),
     (dict(recurrent_weight="orthogonall"), ValueError, r"Did you mean 'orthogonal'\?"),
     (dict(bias="relu_bias"), ValueError, r"`bias` must be one of 'zeros', 'relu', 'keep'.*Did you mean 'relu'\?"),
@@ -264,7 +279,11 @@ class NoLayers(L.LightningModule):
 @pytest.mark.parametrize(
     "module, kwargs, match",
     [
-        (ConvLSTM, dict(output_layer="heads"), r"but got output_layer='heads'\. Did you mean 'head'\? Layers found: conv"),
+        (
+            ConvLSTM,
+            dict(output_layer="heads"),
+            r"but got output_layer='heads'\. Did you mean 'head'\? Layers found: conv",
+        ),
         (ConvLSTM, dict(weight="sparse", k=7), r"layer 'lstm' \(LSTM\) failed: `k` must be <= the fan-in m=4 "),
         (ConvLSTM, dict(output_layer="lstm", output_marginals=[1, 1]), r"output layer 'lstm' is a LSTM"),
         (NoLayers, {}, r"found no nn.Linear"),
@@ -289,9 +308,16 @@ def test_a_mapping_batch_needs_input_fn(tmp_path):
             return {"x": X_MLP[i], "y": Y_MLP[i]}
 
     def fit_dict(callback):
-        trainer = L.Trainer(default_root_dir=tmp_path, max_steps=1, accelerator="cpu", logger=False,
-                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                            callbacks=[callback])
+        trainer = L.Trainer(
+            default_root_dir=tmp_path,
+            max_steps=1,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[callback],
+        )
         trainer.fit(DictMLP(), torch.utils.data.DataLoader(DictData(), batch_size=16))
         return trainer
 

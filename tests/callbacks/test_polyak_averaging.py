@@ -53,7 +53,7 @@ class Quadratic(LightningModule):
         self.theta = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
 
     def training_step(self, batch, batch_idx):
-        return 0.5 * self.lam * (self.theta ** 2).sum()
+        return 0.5 * self.lam * (self.theta**2).sum()
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=1.9 / self.lam)
@@ -80,8 +80,14 @@ def loader(batch_size=4):
 def fit(module, callbacks, tmp_path, steps=10, data=None, ckpt_path=None, **kwargs):
     kwargs.setdefault("enable_checkpointing", False)
     trainer = Trainer(
-        max_steps=steps, callbacks=callbacks, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=tmp_path, limit_val_batches=1, **kwargs,
+        max_steps=steps,
+        callbacks=callbacks,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        limit_val_batches=1,
+        **kwargs,
     )
     validation = loader() if isinstance(module, Validated) else None
     trainer.fit(module, data or loader(), validation, ckpt_path=ckpt_path)
@@ -92,7 +98,7 @@ def ema_closed_form(iterates, alpha):
     """Σ_{i=1}^{T} (1 − α) α^{T−i} θ^(i) plus the initial-copy term α^T θ^(1)."""
     T = len(iterates)
     total = sum((1 - alpha) * alpha ** (T - i) * theta for i, theta in enumerate(iterates, start=1))
-    return total + alpha ** T * iterates[0]
+    return total + alpha**T * iterates[0]
 
 
 # --- the averages equal their closed forms ----------------------------------------------------------
@@ -126,7 +132,7 @@ def test_arithmetic_average_damps_oscillation(tmp_path):
     iterates, module = Iterates(), Quadratic(lam=4.0)
     fit(module, [iterates, PolyakAveraging(mode="arithmetic")], tmp_path, steps=20, data=DataLoader(torch.zeros(20, 1)))
     last = iterates.at[-1].abs().item()
-    assert last == pytest.approx(0.9 ** 20, rel=1e-9)  # (1 − 1.9)^20
+    assert last == pytest.approx(0.9**20, rel=1e-9)  # (1 − 1.9)^20
     assert abs(module.theta.item()) < last / 5
 
 
@@ -137,7 +143,7 @@ def test_validation_sees_the_average_only_once_averaging_began(tmp_path):
     iterates, module = Iterates(), Validated()
     fit(module, [iterates, PolyakAveraging(mode="arithmetic", start_step=6)], tmp_path, steps=12)
     # validation after epochs 1, 2, 3 (steps 4, 8, 12); the sanity check comes first
-    sanity, after_4, after_8, _ = module.seen_in_validation
+    _sanity, after_4, after_8, _ = module.seen_in_validation
     torch.testing.assert_close(after_4, iterates.at[3])  # no average yet: the current weights
     torch.testing.assert_close(after_8, torch.stack(iterates.at[6:8]).mean(dim=0))
 
@@ -164,7 +170,10 @@ def test_crash_and_resume_equals_uninterrupted(tmp_path, mode, start_step):
 
     start_step=10 checkpoints before averaging began, start_step=2 and 5 mid-average.
     """
-    make = lambda: PolyakAveraging(mode, decay=0.8 if mode == "ema" else None, start_step=start_step, every_n_steps=2)
+
+    def make():
+        return PolyakAveraging(mode, decay=0.8 if mode == "ema" else None, start_step=start_step, every_n_steps=2)
+
     uninterrupted = Regression()
     fit(uninterrupted, [make()], tmp_path / "a", steps=16)
 
@@ -174,8 +183,14 @@ def test_crash_and_resume_equals_uninterrupted(tmp_path, mode, start_step):
     with pytest.raises(RuntimeError, match="simulated crash"):
         fit(Regression(), [make(), checkpoints(), Crash(10)], tmp_path / "b", steps=16, enable_checkpointing=True)
     resumed, averaging = Regression(seed=1), make()  # a different init: everything must come from the checkpoint
-    fit(resumed, [averaging, checkpoints()], tmp_path / "b", steps=16, enable_checkpointing=True,
-        ckpt_path=str(tmp_path / "ckpt" / "step=8.ckpt"))
+    fit(
+        resumed,
+        [averaging, checkpoints()],
+        tmp_path / "b",
+        steps=16,
+        enable_checkpointing=True,
+        ckpt_path=str(tmp_path / "ckpt" / "step=8.ckpt"),
+    )
     assert averaging.num_updates == len(range(start_step, 16, 2))
     assert torch.equal(flat(resumed), flat(uninterrupted))
 
@@ -190,14 +205,15 @@ def test_checkpoint_holds_the_average_and_the_last_iterate(tmp_path):
     torch.testing.assert_close(saved, torch.stack(iterates.at).mean(dim=0))
 
 
-
 class Normalized(LightningModule):
     """float32, with batch-norm buffers: floating running statistics and an integer num_batches_tracked."""
 
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
-        self.net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(3, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 2)
+        )
 
     def forward(self, x):
         return self.net(x)

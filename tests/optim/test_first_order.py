@@ -102,8 +102,9 @@ def test_nesterov_lookahead_is_algorithm_8_3_after_change_of_variables(kernel):
 
 @pytest.mark.parametrize("foreach", [False, True])
 def test_nesterov_interim_is_algorithm_8_3(foreach):
-    actual, opt = run(lambda p: SGD(p, lr=0.1, momentum=0.9, nesterov=True, mode="interim", foreach=foreach),
-                      closure_step=True)
+    actual, opt = run(
+        lambda p: SGD(p, lr=0.1, momentum=0.9, nesterov=True, mode="interim", foreach=foreach), closure_step=True
+    )
     book = ref.nesterov(THETA0, grad_fn(), lr_schedule, constant(0.9), STEPS)
     assert_trajectories(actual, [theta for theta, _ in book])
     velocity = torch.cat([opt.velocity(p).reshape(-1) for g in opt.param_groups for p in g["params"]])
@@ -161,14 +162,19 @@ def test_adagrad_with_an_initial_accumulator(kernel):
 
 
 MAXIMIZE = {
-    "momentum": (lambda p: SGD(p, lr=0.1, momentum=0.9, maximize=True),
-                 lambda: [t for t, _ in ref.momentum(THETA0, grad_fn(), lr_schedule, constant(0.9), STEPS)]),
+    "momentum": (
+        lambda p: SGD(p, lr=0.1, momentum=0.9, maximize=True),
+        lambda: [t for t, _ in ref.momentum(THETA0, grad_fn(), lr_schedule, constant(0.9), STEPS)],
+    ),
     "adagrad": (lambda p: AdaGrad(p, maximize=True), lambda: ref.adagrad(THETA0, grad_fn(), lr_schedule, 1e-7, STEPS)),
-    "rmsprop": (lambda p: RMSProp(p, momentum=0.8, maximize=True),
-                lambda: [t for t, _ in ref.rmsprop_momentum(THETA0, grad_fn(), lr_schedule, 0.9, 1e-6, constant(0.8),
-                                                            STEPS)]),
-    "adam": (lambda p: Adam(p, lr=0.01, maximize=True),
-             lambda: ref.adam(THETA0, grad_fn(), lr_schedule, 0.9, 0.999, 1e-8, STEPS)),
+    "rmsprop": (
+        lambda p: RMSProp(p, momentum=0.8, maximize=True),
+        lambda: [t for t, _ in ref.rmsprop_momentum(THETA0, grad_fn(), lr_schedule, 0.9, 1e-6, constant(0.8), STEPS)],
+    ),
+    "adam": (
+        lambda p: Adam(p, lr=0.01, maximize=True),
+        lambda: ref.adam(THETA0, grad_fn(), lr_schedule, 0.9, 0.999, 1e-8, STEPS),
+    ),
 }
 
 
@@ -189,8 +195,9 @@ def test_rmsprop_momentum_in_book_units(foreach):
 @pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize("mode", ["lookahead", "interim"])
 def test_rmsprop_nesterov_is_algorithm_8_6(foreach, mode):
-    actual, _ = run(lambda p: RMSProp(p, momentum=0.8, nesterov=True, mode=mode, foreach=foreach),
-                    closure_step=mode == "interim")
+    actual, _ = run(
+        lambda p: RMSProp(p, momentum=0.8, nesterov=True, mode=mode, foreach=foreach), closure_step=mode == "interim"
+    )
     book = ref.rmsprop_nesterov(THETA0, grad_fn(), lr_schedule, 0.9, 1e-6, constant(0.8), STEPS)
     shift = 0.8 if mode == "lookahead" else 0.0
     assert_trajectories(actual, [theta + shift * v for theta, v in book])
@@ -320,8 +327,11 @@ P = [torch.nn.Parameter(torch.zeros(1))]
         (lambda: SGD(P, lr=0.1, momentum=-0.1), ValueError, r"`momentum` must be in \[0, 1\)"),
         (lambda: SGD(P, lr=0.1, nesterov=True), ValueError, r"`nesterov=True` needs momentum"),
         (lambda: SGD(P, lr=0.1, nesterov=1), TypeError, r"`nesterov` must be True or False"),
-        (lambda: SGD(P, lr=0.1, momentum=0.9, nesterov=True, mode="book"), ValueError,
-         r"`mode` must be one of 'lookahead', 'interim', but got mode='book'"),
+        (
+            lambda: SGD(P, lr=0.1, momentum=0.9, nesterov=True, mode="book"),
+            ValueError,
+            r"`mode` must be one of 'lookahead', 'interim', but got mode='book'",
+        ),
         (lambda: SGD(P, lr=0.1, weight_decay=-1), ValueError, r"`weight_decay` must be >= 0"),
         (lambda: SGD(P, lr=0.1, foreach=True, fused=True), ValueError, r"cannot both be True"),
         (lambda: SGD([{"params": P, "momentum": 1.5}], lr=0.1), ValueError, r"momentum=1.5"),
@@ -352,4 +362,3 @@ def test_boundary_values_are_accepted(lr):
     SGD(P, lr=lr, momentum=0.999999)
     RMSProp(P, lr=lr, rho=0.0, eps=1e-300)
     Adam(P, lr=lr, betas=(0.0, 0.0))
-

@@ -29,8 +29,12 @@ class Regression(L.LightningModule):
 def fit(module, steps=12, **trainer_kwargs):
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, Y), batch_size=64)
     options = dict(
-        max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     trainer = L.Trainer(**{**options, **trainer_kwargs})
     trainer.fit(module, loader)
@@ -68,7 +72,6 @@ def test_lookahead_mode_trains_under_a_grad_scaler_and_interim_says_why_not():
         fit(module, steps=5, plugins=[scaler_plugin()])
 
 
-
 SWITCHES = {
     "SGD": (lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True), lambda p: SGD(p, lr=1.0)),
     "RMSProp": (lambda p: torch.optim.RMSprop(p, lr=0.01, momentum=0.5), lambda p: RMSProp(p)),
@@ -91,7 +94,11 @@ def test_a_checkpoint_of_torch_optim_resumes_with_the_lightopt_class_of_the_same
 
     resumed = Regression(ours)
     trainer = L.Trainer(
-        max_steps=8, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        max_steps=8,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
         enable_model_summary=False,
     )
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, Y), batch_size=64)

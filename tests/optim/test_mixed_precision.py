@@ -46,8 +46,15 @@ def _precision(kind):
 def fit(make_optimizer, kind, steps=15):
     module = Regression(make_optimizer)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, Y), batch_size=16)
-    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, **_precision(kind))
+    trainer = L.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **_precision(kind),
+    )
     trainer.fit(module, loader)
     return module, trainer
 
@@ -55,8 +62,10 @@ def fit(make_optimizer, kind, steps=15):
 PAIRS = {
     "SGD": (lambda p: SGD(p, lr=0.05), lambda p: torch.optim.SGD(p, lr=0.05)),
     "SGD momentum": (lambda p: SGD(p, lr=0.05, momentum=0.9), lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9)),
-    "SGD Nesterov lookahead": (lambda p: SGD(p, lr=0.05, momentum=0.9, nesterov=True),
-                               lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True)),
+    "SGD Nesterov lookahead": (
+        lambda p: SGD(p, lr=0.05, momentum=0.9, nesterov=True),
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True),
+    ),
     "AdaGrad": (lambda p: AdaGrad(p, lr=0.1, eps=1e-7), lambda p: torch.optim.Adagrad(p, lr=0.1, eps=1e-7)),
     "Adam": (lambda p: Adam(p, lr=0.01), lambda p: torch.optim.Adam(p, lr=0.01)),
 }
@@ -101,9 +110,15 @@ def test_grad_scaler_skips_an_overflowed_step_and_the_optimizer_state_stays_clea
     module = Overflowing(lambda p: SGD(p, lr=0.05, momentum=0.9, nesterov=True))
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, Y), batch_size=16)
     scaler = torch.amp.GradScaler("cpu")
-    trainer = L.Trainer(max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False,
-                        plugins=[MixedPrecision(precision="16-mixed", device="cpu", scaler=scaler)])
+    trainer = L.Trainer(
+        max_steps=6,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        plugins=[MixedPrecision(precision="16-mixed", device="cpu", scaler=scaler)],
+    )
     trainer.fit(module, loader)
     assert scaler.get_scale() < 2.0**16  # the overflow was seen and the scale backed off
     assert all(torch.isfinite(p).all() for p in module.parameters())
@@ -116,6 +131,9 @@ def test_interim_mode_runs_under_bf16_and_says_what_to_use_under_a_grad_scaler(o
     make = lambda p: optimizer(p, lr=0.01, momentum=0.9, nesterov=True, mode="interim")  # noqa: E731
     module, _ = fit(make, "bf16-mixed")  # bf16 passes the closure: the interim point is evaluated
     assert module.losses[-1] < module.losses[0]
-    with pytest.raises(ValueError, match=rf"{optimizer.__name__}\(nesterov=True, mode='interim'\).*use "
-                                         r"mode='lookahead' there"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{optimizer.__name__}\(nesterov=True, mode='interim'\).*use "
+        r"mode='lookahead' there",
+    ):
         fit(make, "16-mixed")

@@ -1,4 +1,4 @@
-"""A NaN or infinite loss, gradient or step raises NonFiniteError naming the step and the quantity, in all nine optimizers."""
+"""A NaN or infinite loss, gradient or step raises NonFiniteError naming the step and quantity, in every optimizer."""
 
 import math
 
@@ -30,11 +30,12 @@ FIRST_ORDER = {
 def _quadratic_steps(opt, w, steps, nan_at=None, closure_step=True, bad="grad"):
     """Minimize |w - 1|²; at step ``nan_at`` (1-based) the gradient (or the loss) turns NaN."""
     for k in range(1, steps + 1):
+
         def closure():
             opt.zero_grad()
             loss = ((w - 1) ** 2).sum()
             loss.backward()
-            if k == nan_at:
+            if k == nan_at:  # noqa: B023 (the closure runs within its iteration)
                 if bad == "grad":
                     w.grad[0] = math.nan
                 else:
@@ -62,10 +63,13 @@ def test_strict_checks_stop_before_a_nan_gradient_changes_anything(name):
     opt = FIRST_ORDER[name]([w], check_finite_every=1)
     _quadratic_steps(opt, w, 2)
     before = w.detach().clone()
-    with pytest.raises(NonFiniteError, match=(
-        rf"{name} step 3: the gradient of parameter 0 of param group 0, shape \[3\], is not finite "
-        r"\(nan in 1 of 3 entries\)\. The parameters were left unchanged"
-    )):
+    with pytest.raises(
+        NonFiniteError,
+        match=(
+            rf"{name} step 3: the gradient of parameter 0 of param group 0, shape \[3\], is not finite "
+            r"\(nan in 1 of 3 entries\)\. The parameters were left unchanged"
+        ),
+    ):
         _quadratic_steps(opt, w, 1, nan_at=1, closure_step=False)
     assert torch.equal(w.detach(), before)
 
@@ -75,10 +79,13 @@ def test_default_checks_name_the_steps_a_nan_gradient_hides_in(name):
     # Without a closure the optimizer never sees the loss: the periodic parameter check finds it.
     w = torch.nn.Parameter(torch.zeros(3))
     opt = FIRST_ORDER[name]([w], check_finite_every=5)
-    with pytest.raises(NonFiniteError, match=(
-        rf"{name} step 10: parameter 0 of param group 0, shape \[3\], after the update is not finite .*"
-        r"A gradient or update of steps 6 to 10 was not finite \(the last check, after step 5, passed\)"
-    )):
+    with pytest.raises(
+        NonFiniteError,
+        match=(
+            rf"{name} step 10: parameter 0 of param group 0, shape \[3\], after the update is not finite .*"
+            r"A gradient or update of steps 6 to 10 was not finite \(the last check, after step 5, passed\)"
+        ),
+    ):
         _quadratic_steps(opt, w, 12, nan_at=7, closure_step=False)
 
 
@@ -125,13 +132,16 @@ def test_newton_on_a_relu_classifier_raises_instead_of_ending_at_nan():
     # ever larger steps and ended at NaN after a few steps, silently.
     model, x, y = _relu_classifier(seed=0)
     opt = Newton(model.parameters(), damping=1.0)
-    with pytest.raises(NonFiniteError, match=r"Newton step \d+: the (loss|gradient|Newton step Δθ|new parameters)"
-                                              r".*raise `damping`"):
+    with pytest.raises(
+        NonFiniteError,
+        match=r"Newton step \d+: the (loss|gradient|Newton step Δθ|new parameters)"
+        r".*raise `damping`",
+    ):
         for _ in range(10):
             i = torch.randint(0, 512, (64,))
 
             def closure():
-                loss = F.cross_entropy(model(x[i]), y[i])
+                loss = F.cross_entropy(model(x[i]), y[i])  # noqa: B023 (the closure runs within its iteration)
                 loss.backward()
                 return loss
 
@@ -182,7 +192,9 @@ def test_natural_gradient_raises_on_nan_per_example_losses_before_changing_param
     before = [p.detach().clone() for p in model.parameters()]
     x_bad = x.clone()
     x_bad[2, 0] = math.nan
-    with pytest.raises(NonFiniteError, match=r"NaturalGradient step 2: the per-example losses is not finite \(nan in 1 of 8"):
+    with pytest.raises(
+        NonFiniteError, match=r"NaturalGradient step 2: the per-example losses is not finite \(nan in 1 of 8"
+    ):
         opt.step(lambda: F.cross_entropy(model(x_bad), y, reduction="none"))
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
@@ -190,8 +202,11 @@ def test_natural_gradient_raises_on_nan_per_example_losses_before_changing_param
 @pytest.mark.parametrize("make", [Newton, ConjugateGradient, BFGS, lambda p: NaturalGradient(p, lr=0.1)])
 def test_second_order_methods_refuse_complex_parameters_with_one_clear_error(make):
     z = torch.nn.Parameter(torch.zeros(2, dtype=torch.complex128))
-    with pytest.raises(TypeError, match=r"needs real floating-point parameters, but got one of dtype torch.complex128\. "
-                                        r".*torch.view_as_real.*LBFGS or a first-order optimizer"):
+    with pytest.raises(
+        TypeError,
+        match=r"needs real floating-point parameters, but got one of dtype torch.complex128\. "
+        r".*torch.view_as_real.*LBFGS or a first-order optimizer",
+    ):
         make([z])
     real = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
     opt = make([real])
@@ -203,8 +218,11 @@ def test_lbfgs_steps_a_complex_parameter_as_a_pair_of_reals():
     target = torch.tensor([1.0 + 2.0j, -0.5 + 0.25j], dtype=torch.complex128)
 
     def run(as_real):
-        p = torch.nn.Parameter(torch.view_as_real(torch.zeros(2, dtype=torch.complex128)).clone() if as_real
-                               else torch.zeros(2, dtype=torch.complex128))
+        p = torch.nn.Parameter(
+            torch.view_as_real(torch.zeros(2, dtype=torch.complex128)).clone()
+            if as_real
+            else torch.zeros(2, dtype=torch.complex128)
+        )
         opt = LBFGS([p], max_iter=5)
 
         def closure():

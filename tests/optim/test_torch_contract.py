@@ -19,19 +19,29 @@ from lightopt.optim import SGD, AdaGrad, Adam, RMSProp
 # name -> (lightopt factory, the torch.optim factory that runs the same algorithm at a constant lr, or None)
 CASES = {
     "sgd": (lambda p, **k: SGD(p, lr=0.05, **k), lambda p, **k: torch.optim.SGD(p, lr=0.05, **k)),
-    "momentum": (lambda p, **k: SGD(p, lr=0.05, momentum=0.9, weight_decay=0.01, **k),
-                 lambda p, **k: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=0.01, **k)),
-    "nesterov": (lambda p, **k: SGD(p, lr=0.05, momentum=0.9, nesterov=True, **k),
-                 lambda p, **k: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, **k)),
+    "momentum": (
+        lambda p, **k: SGD(p, lr=0.05, momentum=0.9, weight_decay=0.01, **k),
+        lambda p, **k: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=0.01, **k),
+    ),
+    "nesterov": (
+        lambda p, **k: SGD(p, lr=0.05, momentum=0.9, nesterov=True, **k),
+        lambda p, **k: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, **k),
+    ),
     "adagrad": (lambda p, **k: AdaGrad(p, lr=0.1, eps=1e-10, **k), lambda p, **k: torch.optim.Adagrad(p, lr=0.1, **k)),
-    "rmsprop": (lambda p, **k: RMSProp(p, lr=0.01, rho=0.99, eps=1e-8, eps_in_sqrt=False, **k),
-                lambda p, **k: torch.optim.RMSprop(p, lr=0.01, **k)),
-    "rmsprop-momentum": (lambda p, **k: RMSProp(p, lr=0.01, rho=0.99, eps=1e-8, eps_in_sqrt=False, momentum=0.5, **k),
-                         lambda p, **k: torch.optim.RMSprop(p, lr=0.01, momentum=0.5, **k)),
+    "rmsprop": (
+        lambda p, **k: RMSProp(p, lr=0.01, rho=0.99, eps=1e-8, eps_in_sqrt=False, **k),
+        lambda p, **k: torch.optim.RMSprop(p, lr=0.01, **k),
+    ),
+    "rmsprop-momentum": (
+        lambda p, **k: RMSProp(p, lr=0.01, rho=0.99, eps=1e-8, eps_in_sqrt=False, momentum=0.5, **k),
+        lambda p, **k: torch.optim.RMSprop(p, lr=0.01, momentum=0.5, **k),
+    ),
     "rmsprop-book": (lambda p, **k: RMSProp(p, lr=0.01, **k), None),
     "rmsprop-nesterov": (lambda p, **k: RMSProp(p, lr=0.01, momentum=0.5, nesterov=True, **k), None),
-    "adam": (lambda p, **k: Adam(p, lr=0.01, weight_decay=0.01, **k),
-             lambda p, **k: torch.optim.Adam(p, lr=0.01, weight_decay=0.01, **k)),
+    "adam": (
+        lambda p, **k: Adam(p, lr=0.01, weight_decay=0.01, **k),
+        lambda p, **k: torch.optim.Adam(p, lr=0.01, weight_decay=0.01, **k),
+    ),
 }
 TORCH_CASES = [name for name, (_, theirs) in CASES.items() if theirs is not None]
 # The kernel paths each optimizer offers (torch has no fused RMSprop).
@@ -105,8 +115,11 @@ def complex_run(make, as_real, steps=20, **kwargs):
 def test_complex_parameter_steps_as_a_pair_of_reals(name, path):
     make = CASES[name][0]
     as_complex = complex_run(make, as_real=False, **PATH_KWARGS[path])
-    as_real = complex_run(make, as_real=True, foreach=path == "foreach") if path != "default" else complex_run(
-        make, as_real=True)
+    as_real = (
+        complex_run(make, as_real=True, foreach=path == "foreach")
+        if path != "default"
+        else complex_run(make, as_real=True)
+    )
     torch.testing.assert_close(as_complex, as_real, rtol=1e-12, atol=1e-14)
 
 
@@ -192,8 +205,10 @@ def test_maximize_matches_torch(name):
     ours, theirs = CASES[name]
     p1, p2 = make_params(), make_params()
     torch.testing.assert_close(
-        trajectory(ours(p1, maximize=True), p1, sign=-1.0), trajectory(theirs(p2, maximize=True), p2, sign=-1.0),
-        rtol=1e-12, atol=1e-14,
+        trajectory(ours(p1, maximize=True), p1, sign=-1.0),
+        trajectory(theirs(p2, maximize=True), p2, sign=-1.0),
+        rtol=1e-12,
+        atol=1e-14,
     )
 
 
@@ -225,7 +240,7 @@ def test_state_dict_saved_by_torch_loads_and_continues_as_torch(name):
 
 @pytest.mark.parametrize("name", ["momentum", "nesterov"])
 def test_torch_sgd_buffer_becomes_the_books_velocity(name):
-    ours, theirs = CASES[name]
+    _ours, theirs = CASES[name]
     params = make_params()
     torch_opt = theirs(params)
     trajectory(torch_opt, params, steps=5)
@@ -235,7 +250,7 @@ def test_torch_sgd_buffer_becomes_the_books_velocity(name):
 
 
 def test_torch_rmsprop_momentum_buffer_becomes_the_velocity():
-    ours, theirs = CASES["rmsprop-momentum"]
+    _ours, theirs = CASES["rmsprop-momentum"]
     params = make_params()
     torch_opt = theirs(params)
     trajectory(torch_opt, params, steps=5)
@@ -251,8 +266,11 @@ def test_torch_rmsprop_momentum_buffer_becomes_the_velocity():
 @pytest.mark.parametrize(
     "theirs, ours, match",
     [
-        (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.5), lambda p: SGD(p, lr=0.1),
-         r"SGD \(Algorithms 8.1-8.3\) has no `dampening`: it must be 0, but got dampening=0.5\. .*scale `lr`"),
+        (
+            lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.5),
+            lambda p: SGD(p, lr=0.1),
+            r"SGD \(Algorithms 8.1-8.3\) has no `dampening`: it must be 0, but got dampening=0.5\. .*scale `lr`",
+        ),
         (lambda p: torch.optim.Adam(p, amsgrad=True), Adam, r"has no `amsgrad`.*torch.optim.Adam\(amsgrad=True\)"),
         (lambda p: torch.optim.Adam(p, decoupled_weight_decay=True), Adam, r"`decoupled_weight_decay`.*AdamW"),
         (lambda p: torch.optim.RMSprop(p, centered=True), RMSProp, r"has no `centered`.*RMSprop\(centered=True\)"),
@@ -322,7 +340,10 @@ def test_deepcopy_and_pickle_keep_hyperparameters_and_continue_identically(name)
 @pytest.mark.parametrize("name", CASES)
 def test_param_group_added_later_is_optimized_with_the_defaults(name):
     make = CASES[name][0]
-    w, extra = torch.nn.Parameter(torch.ones(3, dtype=torch.float64)), torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
+    w, extra = (
+        torch.nn.Parameter(torch.ones(3, dtype=torch.float64)),
+        torch.nn.Parameter(torch.ones(2, dtype=torch.float64)),
+    )
     opt = make([w])
     for k in range(6):
         if k == 3:
@@ -367,11 +388,14 @@ def test_step_is_a_no_op_for_parameters_without_gradients(name):
         assert all(torch.equal(torch.as_tensor(v), torch.as_tensor(state_after[key][k])) for k, v in entries.items())
 
 
-@pytest.mark.parametrize("make, theirs", [
-    (lambda p: SGD(p, lr=0.1), lambda p: torch.optim.SGD(p, lr=0.1)),
-    (lambda p: SGD(p, lr=0.1, momentum=0.9), lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)),
-    (lambda p: AdaGrad(p, lr=0.1, eps=1e-10), lambda p: torch.optim.Adagrad(p, lr=0.1)),
-])
+@pytest.mark.parametrize(
+    "make, theirs",
+    [
+        (lambda p: SGD(p, lr=0.1), lambda p: torch.optim.SGD(p, lr=0.1)),
+        (lambda p: SGD(p, lr=0.1, momentum=0.9), lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)),
+        (lambda p: AdaGrad(p, lr=0.1, eps=1e-10), lambda p: torch.optim.Adagrad(p, lr=0.1)),
+    ],
+)
 def test_sparse_gradients_follow_torch(make, theirs):
     def run(factory):
         torch.manual_seed(0)
@@ -451,8 +475,11 @@ P = [torch.nn.Parameter(torch.zeros(1))]
 @pytest.mark.parametrize(
     "factory, exception, match",
     [
-        (lambda: SGD(P, lr=0.1, dampening=0.1), ValueError,
-         r"has no `dampening`: it must be 0, but got dampening=0.1\. .*\(1 - dampening\)"),
+        (
+            lambda: SGD(P, lr=0.1, dampening=0.1),
+            ValueError,
+            r"has no `dampening`: it must be 0, but got dampening=0.1\. .*\(1 - dampening\)",
+        ),
         (lambda: SGD(P, lr=0.1, differentiable=True), ValueError, r"has no `differentiable`.*torch.optim class"),
         (lambda: SGD(P, lr=torch.tensor(0.1)), TypeError, r"`lr` must be a real number, but got a tensor.*float\(lr\)"),
         (lambda: Adam(P, lr=torch.tensor(0.1)), TypeError, r"`lr` must be a real number, but got a tensor"),
@@ -466,8 +493,11 @@ P = [torch.nn.Parameter(torch.zeros(1))]
         (lambda: Adam(P, foreach=True, fused=True), ValueError, r"cannot both be True"),
         (lambda: Adam(P, maximize=1), TypeError, r"`maximize` must be True or False"),
         (lambda: AdaGrad(P, lr_decay=0.01), ValueError, r"has no `lr_decay`.*LambdaLR"),
-        (lambda: AdaGrad(P, initial_accumulator_value=-1.0), ValueError,
-         r"`initial_accumulator_value` must be >= 0, but got initial_accumulator_value=-1.0"),
+        (
+            lambda: AdaGrad(P, initial_accumulator_value=-1.0),
+            ValueError,
+            r"`initial_accumulator_value` must be >= 0, but got initial_accumulator_value=-1.0",
+        ),
         (lambda: AdaGrad(P, differentiable=True), ValueError, r"has no `differentiable`"),
         (lambda: RMSProp(P, centered=True), ValueError, r"has no `centered`.*RMSprop\(centered=True\)"),
         (lambda: RMSProp(P, capturable=True), ValueError, r"has no `capturable`"),
