@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
-import importlib
 import inspect
 import math
 from collections.abc import Mapping
@@ -25,7 +24,7 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from lightopt._validation import check_bool, check_choice, check_int
-from lightopt.runconfig._classes import did_you_mean, optimizer_class_paths, resolve_class
+from lightopt.runconfig._classes import did_you_mean, import_object, optimizer_class_paths, resolve_class
 
 __all__ = ["OPTIMIZER_KEYS", "SCHEDULER_KEYS", "optimizers_from_config", "split_class_config"]
 
@@ -143,8 +142,7 @@ def _resolve(path: str, where: str) -> Any:
     except ValueError as error:
         message = str(error)
         if "must name a class" in message:
-            module_name, _, name = path.rpartition(".")
-            return getattr(importlib.import_module(module_name), name)
+            return import_object(path, f"{where}.class_path")
         hint = did_you_mean(path, optimizer_class_paths()) if "Did you mean" not in message else ""
         if hint:
             raise ValueError(f"`{where}.class_path` {path!r} names no class that can be imported.{hint}") from None

@@ -24,7 +24,7 @@ from lightopt.callbacks import (
     PolyakAveraging,
     StochasticCurriculum,
 )
-from lightopt.sweep.pruning import PruningCallback, PyTorchLightningPruningCallback
+from lightopt.sweep import PruningCallback, PyTorchLightningPruningCallback
 from tests.callbacks.test_callback_pairs import Regression
 
 CALLBACK_CLASSES = [
