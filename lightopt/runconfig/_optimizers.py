@@ -13,7 +13,6 @@ dicts. A ``lightning.pytorch.cli.ReduceLROnPlateau`` is monitored on its own ``m
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
 import inspect
 import math
@@ -158,8 +157,7 @@ def _construct(cls: type, args: tuple, init_args: dict[str, Any], where: str) ->
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         for key in init_args:
             if key not in parameters:
-                close = difflib.get_close_matches(key, list(parameters)[len(args):], n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
+                hint = did_you_mean(key, list(parameters)[len(args):])
                 raise TypeError(f"{where}.init_args: {cls.__name__} has no argument {key!r}.{hint}")
     try:
         return cls(*args, **init_args)

@@ -26,7 +26,7 @@ from lightopt.sweep.study import StudyRun
 from lightopt.sweep.trial import METRICS, STATES, experiment_summary, trial_hparams, write_trial
 from tests.sweep.helpers import PruneAt, sweep_dict, write
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # trial number -> (params, expected state); trial 3 fails while its model is built, before any Trainer exists
 TRIALS = [
     ({"optimizer.init_args.lr": 0.1, "data.init_args.batch_size": 32, "model.init_args.broken": False,

@@ -28,7 +28,7 @@ def describe_space(space: SearchSpace) -> dict[str, dict[str, Any]]:
     """The search space as JSON data: dotted key -> its kind, bounds, step, log, choices, values, condition.
 
     Example:
-        >>> from lightopt.sweep.space import parse_search
+        >>> from lightopt.sweep.spec import parse_search
         >>> describe_space(parse_search({"trainer.max_epochs": {"low": 1, "high": 8}}, {}))
         {'trainer.max_epochs': {'kind': 'int', 'low': 1, 'high': 8}}
     """

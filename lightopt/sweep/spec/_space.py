@@ -23,7 +23,7 @@ Each entry of a sweep file's ``search`` block maps a dotted key to one of these 
   parameters above it are applied*, so a condition may refer to an earlier searched key. An
   inactive parameter is not in the trial's params and the config keeps the file's value.
 
-Search coordinates from Chapter 8 (see :mod:`lightopt.sweep.coordinates`) sample a number in
+Search coordinates from Chapter 8 (see :mod:`lightopt.sweep.spec._coordinates`) sample a number in
 another coordinate and convert it for the config::
 
     optimizer.init_args.momentum: {low: 2, high: 100, log: true, coordinate: horizon}  # α = 1 - 1/h

@@ -42,7 +42,7 @@ class HostLock:
     waits for. Where there is no ``fcntl`` (Windows), lightopt's journal lock, which breaks the lock
     of a dead holder. Use it as a context manager, or :meth:`acquire` and :meth:`release` (which
     does nothing when not held). A lock file that cannot be opened is a
-    :class:`~lightopt.sweep.storage.StorageError`.
+    :class:`~lightopt.sweep.store.StorageError`.
 
     Example:
         >>> import tempfile

@@ -19,7 +19,7 @@ what a sweep killed at any moment needs and Optuna's backend lacks:
   bytes kept in ``<journal>.cut-<time>``, and one line says so. Every append checks the last byte
   under the lock, and a write that fails (no space left) is undone, so the file never holds a
   partial line that a later append would bury.
-* **Failures are one line** (:class:`~lightopt.sweep.storage.StorageError`): a full disk, a
+* **Failures are one line** (:class:`~lightopt.sweep.store.StorageError`): a full disk, a
   read-only file, a journal deleted while the sweep ran.
 """
 
@@ -180,7 +180,7 @@ class JournalFile(JournalFileBackend):
         path: the journal file (made absolute); created when missing.
         notify: where the lines about a repaired tail or a broken lock go (default stderr).
 
-    Raises :class:`~lightopt.sweep.storage.StorageError` when the file cannot be created, read or
+    Raises :class:`~lightopt.sweep.store.StorageError` when the file cannot be created, read or
     (when damaged) repaired.
     """
 

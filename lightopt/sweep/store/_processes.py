@@ -14,6 +14,8 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+from lightopt import _validation
+
 __all__ = ["worker_identity", "process_alive", "on_this_host", "describe_worker"]
 
 
@@ -62,7 +64,7 @@ def process_alive(worker: Mapping[str, Any]) -> bool:
         False
     """
     pid = worker.get("pid")
-    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+    if not _validation.is_integer(pid, low=1):
         return False
     try:
         os.kill(pid, 0)

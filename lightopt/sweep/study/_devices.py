@@ -105,7 +105,7 @@ def plan(devices: str | tuple[str, ...], *, trials_per_device: int = 1, per_tria
          workers: int | None = None) -> DeviceSlots:
     """Share ``devices`` out between workers: see the module's docstring for the rule.
 
-    ``per_trial`` is the ids one trial takes (:func:`lightopt.sweep.distributed.trial_devices`);
+    ``per_trial`` is the ids one trial takes (:func:`lightopt.sweep.trial.trial_devices`);
     ``workers`` None means one per slot.
 
     Example:

@@ -54,6 +54,9 @@ class Objective:
     :class:`~lightopt.sweep.trial.MetricNotLoggedError`, which stops the sweep.
     """
 
+    #: The function each trial fits with; a class attribute, so a benchmark can put a stub of the fit in its place.
+    fit_trial = staticmethod(fit_trial)
+
     def __init__(self, sweep: SweepFile, study_dir: str | Path) -> None:
         if sweep.study is None:
             raise ValueError("`sweep` must have a `study` block to run trials, but got study=None.")
@@ -88,7 +91,8 @@ class Objective:
                         warnings.filterwarnings("ignore", ".*The dirpath has changed from.*")
                         if index:  # the failed attempt reported some validation rounds already
                             warnings.filterwarnings("ignore", ".*The reported value is ignored because this `step=")
-                        run = fit_trial(config, seed, pruning, self.study_dir, name, [start], ckpt, checkpoints=True,
+                        run = self.fit_trial(config, seed, pruning, self.study_dir, name, [start], ckpt,
+                                             checkpoints=True,
                                             cli=self.sweep.cli)
                     break
                 except BaseException as error:
