@@ -101,8 +101,6 @@ class StudySpec:
         return PRUNERS[self.pruner["name"]](**args)
 
 
-
-
 def parse_study(study: Any, default_name: str) -> StudySpec:
     if not isinstance(study, Mapping):
         raise TypeError(f"`study` must be a mapping (name, metric, n_trials, ...), but got {study!r}.")

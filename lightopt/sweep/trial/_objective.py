@@ -23,6 +23,7 @@ from lightopt.sweep.trial._pruning import MetricNotLoggedError, PruningCallback
 
 __all__ = ["Objective", "TrialFailed", "has_validation_step"]
 
+
 def has_validation_step(model: Any) -> bool:
     """Whether ``model``'s class (not Lightning's base, from either package) defines ``validation_step``."""
     return any("validation_step" in vars(cls) for cls in type(model).__mro__
