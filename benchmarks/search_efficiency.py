@@ -165,7 +165,7 @@ def _sweep_data(settings: dict[str, Any], search: dict[str, Any], log_path: str,
 
 
 def _lightopt_study(method: str, seed: int, settings: dict[str, Any], log_path: str, threshold: float | None, root: str):
-    from lightopt.sweep import config as sweep_config
+    from lightopt.sweep import spec as sweep_config
     from lightopt.sweep.trial import Objective
 
     search = CHAPTER_SEARCH if method == "lightopt-chapter" else RAW_SEARCH
