@@ -226,7 +226,7 @@ def _loader(batch_size: int = 128) -> Any:
 def _fit(module: Any, precision: str, steps: int, callbacks: list[Any] | None = None, batch_size: int = 128) -> Any:
     import lightning as L
 
-    from lightopt.sweep.build import quiet_lightning
+    from lightopt.sweep.trial import quiet_lightning
 
     with quiet_lightning():
         trainer = L.Trainer(max_steps=steps, accelerator=ACCELERATOR, devices=1, precision=precision, logger=False,
@@ -314,7 +314,7 @@ def part_nan(work: Path, log: io.TextIOBase, gpus: int) -> dict[str, Any]:
     import inspect
 
     from lightopt.optim import SGD
-    from lightopt.sweep.failures import LossCheck
+    from lightopt.sweep.trial import LossCheck
 
     has_own_check = "check_finite_every" in inspect.signature(SGD).parameters
     result: dict[str, Any] = {"loss_check": _stops_at(_sgd(check_finite_every=0), [LossCheck()])}

@@ -163,11 +163,10 @@ def _worker(arm: str, index: int, trials: int, sampler: str, storage: str, log_d
     stamps = Stamps()
     started = time.time()
     if arm == "lightopt":
-        import lightopt.sweep.objective as objective_module
-        from lightopt.sweep import run_sweep
-        from lightopt.sweep.config import parse
+        from lightopt.sweep import Objective, run_sweep
+        from lightopt.sweep.spec import parse
 
-        objective_module.fit_trial = _stub_fit(stamps)
+        Objective.fit_trial = staticmethod(_stub_fit(stamps))
         sweep = parse(sweep_data(log_dir, trials, sampler), "scale.yaml")
         with open(os.devnull, "w") as out:
             run_sweep(sweep, storage=storage, out=out)

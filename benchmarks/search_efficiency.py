@@ -165,8 +165,8 @@ def _sweep_data(settings: dict[str, Any], search: dict[str, Any], log_path: str,
 
 
 def _lightopt_study(method: str, seed: int, settings: dict[str, Any], log_path: str, threshold: float | None, root: str):
-    from lightopt.sweep import config as sweep_config
-    from lightopt.sweep.objective import Objective
+    from lightopt.sweep import spec as sweep_config
+    from lightopt.sweep.trial import Objective
 
     search = CHAPTER_SEARCH if method == "lightopt-chapter" else RAW_SEARCH
     data = _sweep_data(settings, search, log_path, threshold)
@@ -190,7 +190,7 @@ def _optuna_objective(seed: int, settings: dict[str, Any], log_path: str, thresh
     from optuna_integration import PyTorchLightningPruningCallback
 
     from examples.digits import DigitsConvNet, DigitsDataModule
-    from lightopt.sweep.objective import trial_seed
+    from lightopt.sweep.spec import trial_seed
 
     data = _sweep_data(settings, RAW_SEARCH, log_path, threshold)
     trainer_args = {k: v for k, v in data["trainer"].items() if k != "callbacks"}
@@ -268,7 +268,7 @@ def run_search(method: str, seed: int, settings: dict[str, Any], threshold: floa
     ``params`` (lightopt methods only) are enqueued as the first trial: with ``n_trials=1`` this
     trains one setting with the seed ``trial_seed(seed, 0)``.
     """
-    from lightopt.sweep.objective import TrialFailed
+    from lightopt.sweep.trial import TrialFailed
 
     _quiet()
     torch.set_num_threads(1)

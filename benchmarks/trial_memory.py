@@ -11,7 +11,7 @@ and the trial's wall time. Each setting runs in a fresh subprocess:
 * ``plain``: ``gc_after_trial=False`` and nothing else (``run_sweep`` before ``TrialCleanup``);
 * ``gc_after_trial``: Optuna's ``gc_after_trial=True``, a full ``gc.collect()`` after every trial;
 * ``runner``: as ``run_sweep`` runs trials now: ``gc_after_trial=False`` and
-  :class:`lightopt.sweep.memory.TrialCleanup` (freeze the heap, collect the last trial's garbage).
+  :class:`lightopt.sweep.trial.TrialCleanup` (freeze the heap, collect the last trial's garbage).
 
 ``--fail-every K`` makes every K-th trial raise in its first training step, to include failed
 trials. Reported per setting: RSS after the first trial and at the end, the peak, the slope of
@@ -78,12 +78,10 @@ def run_setting(name: str, trials: int, fail_every: int) -> list[dict[str, Any]]
     import lightning
     import optuna
 
-    from lightopt.sweep.build import torch_threads
-    from lightopt.sweep.config import parse
-    from lightopt.sweep.failures import FailureWatch
-    from lightopt.sweep.memory import TrialCleanup
-    from lightopt.sweep.objective import Objective, TrialFailed
-    from lightopt.sweep.runner import _optuna_quiet, open_study, study_dir
+    from lightopt.sweep.spec import parse
+    from lightopt.sweep.store import optuna_quiet, study_dir
+    from lightopt.sweep.study import FailureWatch, open_study
+    from lightopt.sweep.trial import Objective, TrialCleanup, TrialFailed, torch_threads
     from tests.sweep.helpers import sweep_dict
 
     rows: list[dict[str, Any]] = []
@@ -111,7 +109,7 @@ def run_setting(name: str, trials: int, fail_every: int) -> list[dict[str, Any]]
 
         gc_after_trial, cleanup = SETTINGS[name]
         callbacks = [FailureWatch(0), *([TrialCleanup()] if cleanup else []), record]
-        with _optuna_quiet(), torch_threads(1), (callbacks[1] if cleanup else contextlib.nullcontext()):
+        with optuna_quiet(), torch_threads(1), (callbacks[1] if cleanup else contextlib.nullcontext()):
             study, _ = open_study(sweep, sampler=Broken(seed=0))
             study.optimize(
                 Objective(sweep, study_dir(sweep.study.log_dir, sweep.study.name)), n_trials=trials,

@@ -76,8 +76,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _measure  # noqa: E402  (beside this script)
 from lightopt.optim import SGD
 from lightopt.sweep import Objective, trial_seed
-from lightopt.sweep.config import parse
-from lightopt.sweep.objective import TrialFailed
+from lightopt.sweep.spec import parse
+from lightopt.sweep.trial import TrialFailed
 
 TARGET = 1.5  # C / A
 ARMS = ("A", "B", "C")
@@ -280,10 +280,10 @@ CAUSES = (
                                                       ("lightning/pytorch/loggers/tensorboard.py", "log_metrics"),
                                                       ("lightning/pytorch/loggers/tensorboard.py", "finalize")]),
     ("fit teardown", [("lightning/pytorch/trainer/trainer.py", "_teardown")]),
-    ("pruning callback", [("lightopt/sweep/pruning.py", "on_train_batch_end"),
-                          ("lightopt/sweep/pruning.py", "on_validation_end")]),
+    ("pruning callback", [("lightopt/sweep/trial/_pruning.py", "on_train_batch_end"),
+                          ("lightopt/sweep/trial/_pruning.py", "on_validation_end")]),
     ("lightopt's trial set-up (search space, config, user attrs)",
-     [("lightopt/sweep/space.py", "suggest"), ("optuna/trial/_trial.py", "set_user_attr")]),
+     [("lightopt/sweep/spec/_space.py", "suggest"), ("optuna/trial/_trial.py", "set_user_attr")]),
 )
 
 

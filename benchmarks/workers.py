@@ -41,8 +41,8 @@ if str(ROOT) not in sys.path:  # run as a script: the repository root is not on 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _measure  # noqa: E402  (beside this script)
 from lightopt.sweep import run_sweep  # noqa: E402
-from lightopt.sweep.config import parse  # noqa: E402
-from lightopt.sweep.runner import open_study  # noqa: E402
+from lightopt.sweep.spec import parse  # noqa: E402
+from lightopt.sweep.study import open_study  # noqa: E402
 
 TARGET = 1.7
 SWEEP = ROOT / "sweeps" / "digits_sgd.yaml"

@@ -5,7 +5,7 @@ User errors (a bad file, a bad option, a study that is not there) print one line
 exit with code 2; nothing is written to a study before its file has been checked. A sweep that
 stopped early because its trials all failed the same way exits with code 1, and so does a storage
 that failed (a full disk, a read-only or deleted journal, a database unreachable for longer than
-:data:`lightopt.sweep.storage.OUTAGE_S`): one line naming it, nothing recorded lost. Ctrl-C and
+:data:`lightopt.sweep.store.OUTAGE_S`): one line naming it, nothing recorded lost. Ctrl-C and
 SIGTERM, at any moment, print one line and exit with code 130 (a running trial is recorded first).
 """
 
@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--log-dir", default="runs", help="for a NAME: the sweep's log_dir (default: runs)")
     reproduce.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: study.threads, else "
                            "torch's); the sweep's count gives the closest match")
-    from lightopt._tensorboard_cli import add_parser as add_tensorboard_parser
+    from lightopt.sweep.readback import add_parser as add_tensorboard_parser
 
     add_tensorboard_parser(commands)
     return parser
@@ -139,11 +139,11 @@ def _add_run_config_arguments(parser: argparse.ArgumentParser, overrides: bool =
 def _load(args: argparse.Namespace, file: str | None, overrides: Sequence[str] = ()) -> Any:
     """The checked sweep or run file of a command's FILE, --config files, class flags and dotted overrides."""
     from lightopt.runconfig import parse_overrides
-    from lightopt.sweep import config
+    from lightopt.sweep import load
 
     if file is None and not args.config:
         raise _UsageError(f"lightopt {args.command}: give a config FILE or --config BASE.yaml")
-    return config.load(file, args.config, parse_overrides(overrides), _cli_classes(args))
+    return load(file, args.config, parse_overrides(overrides), _cli_classes(args))
 
 
 def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -192,11 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "fit":
             return _fit(args)
         if args.command == "tensorboard":
-            from lightopt._tensorboard_cli import serve
+            from lightopt.sweep.readback import serve
 
             return serve(args)
         if args.storage is None:  # a database URL from the environment keeps its password out of shell history
-            from lightopt.sweep.database import STORAGE_ENV
+            from lightopt.sweep.store import STORAGE_ENV
 
             args.storage = os.environ.get(STORAGE_ENV) or None
         commands = {"run": _sweep_run, "show": _sweep_show, "best": _sweep_best, "reproduce": _sweep_reproduce,
@@ -251,7 +251,7 @@ def _user_error(error: Exception) -> int | None:
 
     if isinstance(error, ConfigError):
         return 2
-    from lightopt.sweep.storage import StorageError
+    from lightopt.sweep.store import StorageError
 
     return 1 if isinstance(error, StorageError) else None
 
@@ -273,12 +273,13 @@ def _terminate_as_interrupt() -> object:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from lightopt.sweep import config, fit
-    from lightopt.sweep.build import torch_threads
+    from lightopt.sweep import fit
+    from lightopt.sweep.spec import check_threads
+    from lightopt.sweep.trial import torch_threads
 
     run_file = _load(args, args.file, args.overrides)
     try:
-        config.check_threads("--threads", args.threads)
+        check_threads("--threads", args.threads)
     except ValueError as error:
         raise _UsageError(f"lightopt fit: {error}") from None
     threads = args.threads if args.threads is not None else getattr(run_file.study, "threads", None)
@@ -310,14 +311,14 @@ def _close_process_group() -> None:
 
 
 def _sweep_run(args: argparse.Namespace) -> int:
-    from lightopt.sweep import config, run_sweep
-    from lightopt.sweep.pruning import MetricNotLoggedError
+    from lightopt.sweep import MetricNotLoggedError, SweepConfigError, run_sweep
+    from lightopt.sweep.spec import STUDY_NAME
 
     sweep = _load(args, args.file, args.overrides)
     if sweep.study is None:
-        raise config.SweepConfigError("the file has no `study` block: add one (name, metric, n_trials, ...) to sweep.",
+        raise SweepConfigError("the file has no `study` block: add one (name, metric, n_trials, ...) to sweep.",
                                       sweep.path)
-    if args.study_name is not None and not config._NAME.match(args.study_name):
+    if args.study_name is not None and not STUDY_NAME.match(args.study_name):
         raise _UsageError(f"lightopt sweep run: `--study-name` must be letters, digits, '_', '-' or '.', "
                           f"but got {args.study_name!r}")
     existed = _stored_study(sweep, args, delete=False)
@@ -328,7 +329,7 @@ def _sweep_run(args: argparse.Namespace) -> int:
     except MetricNotLoggedError as error:
         if not existed:  # the study this run created holds only the trial that found the mistake: nothing is kept
             _stored_study(sweep, args, delete=True)
-        raise config.SweepConfigError(str(error), sweep.path, "study.metric") from None
+        raise SweepConfigError(str(error), sweep.path, "study.metric") from None
     if result.stopped:  # every trial failed the same way: exit 1, not 2, since trials ran and were recorded
         print(f"error: {result.stopped}", file=sys.stderr)
         return 1
@@ -340,7 +341,7 @@ def _stored_study(sweep: Any, args: argparse.Namespace, delete: bool) -> bool:
     import optuna
 
     from lightopt.runconfig import ConfigError
-    from lightopt.sweep.locate import open_storage, study_dir
+    from lightopt.sweep.store import open_storage, study_dir
 
     name = args.study_name or sweep.study.name
     url = args.storage if args.storage is not None else sweep.study.storage
@@ -355,7 +356,7 @@ def _stored_study(sweep: Any, args: argparse.Namespace, delete: bool) -> bool:
 
 
 def _sweep_show(args: argparse.Namespace) -> int:
-    from lightopt.sweep.report import find_study, format_table, study_json
+    from lightopt.sweep.readback import find_study, format_table, study_json
 
     study, _, described = find_study(args.target, args.storage, args.log_dir, args.config, _cli_classes(args))
     print(study_json(study) if args.json else f"study {study.study_name!r} in {described}\n{format_table(study)}")
@@ -363,7 +364,7 @@ def _sweep_show(args: argparse.Namespace) -> int:
 
 
 def _sweep_best(args: argparse.Namespace) -> int:
-    from lightopt.sweep.report import best_config, dump_config, find_study
+    from lightopt.sweep.readback import best_config, dump_config, find_study
 
     study, sweep, _ = find_study(args.target, args.storage, args.log_dir, args.config, _cli_classes(args))
     config, trial = best_config(study, sweep)
@@ -384,11 +385,11 @@ def _sweep_best(args: argparse.Namespace) -> int:
 
 
 def _sweep_reproduce(args: argparse.Namespace) -> int:
-    from lightopt.sweep import config
-    from lightopt.sweep.report import find_study, reproduce_trial
+    from lightopt.sweep.readback import find_study, reproduce_trial
+    from lightopt.sweep.spec import check_threads
 
     try:
-        config.check_threads("--threads", args.threads)
+        check_threads("--threads", args.threads)
     except ValueError as error:
         raise _UsageError(f"lightopt sweep reproduce: {error}") from None
     if args.seeds < 0:
@@ -403,8 +404,9 @@ def _sweep_plot(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
-    from lightopt.sweep.report import find_study, plot_study
-    from lightopt.sweep.locate import study_dir
+    from lightopt.sweep.readback import find_study
+    from lightopt.sweep.store import study_dir
+    from lightopt.sweep.study import plot_study
 
     study, sweep, _ = find_study(args.target, args.storage, args.log_dir, args.config, _cli_classes(args))
     log_dir = sweep.study.log_dir if sweep is not None and sweep.study is not None else args.log_dir

@@ -28,17 +28,6 @@ import lightopt
 ROOT = Path(__file__).resolve().parents[1]
 SKIPPED_DIRS = {".git", ".venv", "build", "dist", "__pycache__", "lightning_logs", "runs"}
 
-#: The private names used across modules today in code that issue 14 is re-layering right now (lightopt/sweep/,
-#: cli.py, and the benchmark and sweep test that follow them), as "file: private name". Empty it once that
-#: re-layering is merged: an entry that no longer occurs fails this test, so the tuple can only shrink.
-BEING_MOVED = (
-    "benchmarks/trial_memory.py: lightopt.sweep.runner._optuna_quiet",
-    "lightopt/cli.py: lightopt.sweep.config._NAME",
-    "lightopt/sweep/workers.py: lightopt.sweep.runner._Progress",
-    "lightopt/sweep/workers.py: lightopt.sweep.runner._optuna_quiet",
-    "tests/sweep/test_bookkeeping.py: lightopt._scan",
-    "tests/sweep/test_bookkeeping.py: lightopt.sweep.runner._Progress",
-)
 
 
 def _private(part: str) -> bool:
@@ -136,10 +125,9 @@ def _misplaced_private_uses() -> list[str]:
 
 def test_no_private_name_of_lightopt_is_used_outside_its_module_or_package():
     found = _misplaced_private_uses()
-    new = [use for use in found if use not in BEING_MOVED]
-    assert new == [], (
+    assert found == [], (
         "private names used outside their module (or private modules outside their package): make the name public "
-        f"in the lower module that owns it, or use the package's public API: {new}"
+        f"in the lower module that owns it, or use the package's public API: {found}"
     )
     gone = [use for use in BEING_MOVED if use not in found]
     assert gone == [], f"these are fixed: remove them from BEING_MOVED in {Path(__file__).name}: {gone}"

@@ -48,7 +48,7 @@ def test_sampler_scale_times_every_sampler(scale, tmp_path):
 def test_the_stub_fit_reports_through_the_pruning_callback(scale):
     import optuna
 
-    from lightopt.sweep.pruning import PruningCallback
+    from lightopt.sweep import PruningCallback
 
     study = optuna.create_study(pruner=optuna.pruners.NopPruner())
     pruning = PruningCallback(study.ask(), "val_loss")

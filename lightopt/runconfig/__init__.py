@@ -16,7 +16,14 @@ One home for everything lightopt does with a run config, used by ``lightopt fit`
 import importlib
 from typing import Any
 
-from lightopt.runconfig._classes import REFUSED_MODULES, did_you_mean, import_class, init_parameters, resolve_class
+from lightopt.runconfig._classes import (
+    REFUSED_MODULES,
+    did_you_mean,
+    import_class,
+    import_object,
+    init_parameters,
+    resolve_class,
+)
 from lightopt.runconfig._errors import ConfigError, first_key, line_of
 from lightopt.runconfig._files import COMMAND_LINE, Origins, apply_overrides, merge_configs, parse_overrides, read_configs
 from lightopt.runconfig._keys import MISSING, check_key, class_nodes, get_key, set_key
@@ -51,6 +58,7 @@ __all__ = [
     "first_key",
     "get_key",
     "import_class",
+    "import_object",
     "init_parameters",
     "line_of",
     "optimizers_from_config",

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lightopt.runconfig._classes import did_you_mean, init_parameters, resolve_class
+from lightopt._validation import check_known_keys, did_you_mean
+from lightopt.runconfig._classes import init_parameters, resolve_class
 from lightopt.runconfig._keys import class_nodes
 from lightopt.runconfig._lightning_cli import FIT_KEYS, CliSpec, check_with_lightning_cli
 
@@ -29,10 +30,7 @@ def check_run_config(run: Mapping[str, Any], spec: CliSpec = CliSpec(), extra_ke
     if not isinstance(run, Mapping):
         raise TypeError(f"the file must be a mapping with `model` (and `data`, `trainer`, ...), but got {run!r}.")
     if spec.cli_class is None:  # a project's own LightningCLI subclass may add keys: its parser decides
-        known = (*extra_keys, *RUN_KEYS, *FIT_KEYS)
-        for key in run:
-            if key not in known:
-                raise ValueError(f"`{key}` is not a known key.{did_you_mean(key, known)} Known keys: {', '.join(known)}.")
+        check_known_keys(run, (*extra_keys, *RUN_KEYS, *FIT_KEYS))
     if spec.model_class is None:
         if run.get("model") is None:
             raise ValueError("the file has no `model`: add `model: {class_path: ..., init_args: {...}}`, or give the "
@@ -64,10 +62,8 @@ def check_run_config(run: Mapping[str, Any], spec: CliSpec = CliSpec(), extra_ke
 def _check_component_keys(config: Any, where: str) -> None:
     if not isinstance(config, Mapping) or "class_path" not in config:
         return
-    for key in config:
-        if key not in _CLASS_KEYS:
-            raise ValueError(f"`{where}.{key}` is not a known key.{did_you_mean(key, _CLASS_KEYS)} Known keys: "
-                             "class_path, init_args (LightningCLI takes no other key beside a class_path).")
+    check_known_keys(config, _CLASS_KEYS, where,
+                     listed="class_path, init_args (LightningCLI takes no other key beside a class_path)")
 
 
 def _check_class_node(node: Mapping[str, Any], where: str) -> None:

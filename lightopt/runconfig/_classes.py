@@ -14,8 +14,10 @@ import importlib
 import inspect
 from typing import Any
 
+from lightopt._validation import did_you_mean
+
 __all__ = [
-    "REFUSED_MODULES", "check_trusted", "did_you_mean", "import_class", "init_parameters", "optimizer_class_paths",
+    "REFUSED_MODULES", "check_trusted", "did_you_mean", "import_class", "import_object", "init_parameters", "optimizer_class_paths",
     "resolve_class",
 ]
 
@@ -25,12 +27,6 @@ REFUSED_MODULES = frozenset({
 })
 # Searched for short names (``"LinearDecay"``, ``"StepLR"``), as the mixin's dicts and jsonargparse allow.
 _SHORT_NAME_MODULES = ("lightopt.optim", "lightopt.schedules", "torch.optim", "torch.optim.lr_scheduler")
-
-
-def did_you_mean(name: Any, candidates: Any) -> str:
-    """`` Did you mean 'x'?`` for the closest candidate, or ``""``."""
-    close = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1, cutoff=0.6)
-    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 def check_trusted(path: str, where: str) -> None:
@@ -44,8 +40,11 @@ def check_trusted(path: str, where: str) -> None:
         )
 
 
-def import_class(path: Any, where: str) -> type:
-    """The class ``path`` names (``"examples.digits.DigitsMLP"``); ``ValueError`` naming ``where`` if none."""
+def import_object(path: Any, where: str) -> Any:
+    """The object ``path`` names (``"examples.digits.DigitsMLP"``), class or not; ``ValueError`` naming ``where`` if none.
+
+    The one class-path importer: the trust guard, the missing module and the "did you mean" are here.
+    """
     if not isinstance(path, str) or "." not in path.strip("."):
         raise ValueError(f"`{where}` must be a dotted class path such as 'examples.digits.DigitsMLP', but got {path!r}.")
     check_trusted(path, where)
@@ -59,12 +58,18 @@ def import_class(path: Any, where: str) -> type:
                 "are imported from the current directory and PYTHONPATH)."
             ) from None
         raise
-    cls = getattr(module, name, None)
-    if cls is None:
+    found = getattr(module, name, None)
+    if found is None:
         names = [n for n in dir(module) if not n.startswith("_") and inspect.isclass(getattr(module, n))]
         close = difflib.get_close_matches(name, names, n=1)
         hint = f" Did you mean '{module_name}.{close[0]}'?" if close else ""
         raise ValueError(f"`{where}` {path!r} names no class that can be imported.{hint}")
+    return found
+
+
+def import_class(path: Any, where: str) -> type:
+    """The class ``path`` names (:func:`import_object`); ``ValueError`` naming ``where`` if none or not a class."""
+    cls = import_object(path, where)
     if not inspect.isclass(cls):
         raise ValueError(f"`{where}` must name a class, but {path!r} is {type(cls).__name__}.")
     return cls

@@ -13,9 +13,7 @@ dicts. A ``lightning.pytorch.cli.ReduceLROnPlateau`` is monitored on its own ``m
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
-import importlib
 import inspect
 import math
 from collections.abc import Mapping
@@ -25,7 +23,7 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from lightopt._validation import check_bool, check_choice, check_int
-from lightopt.runconfig._classes import did_you_mean, optimizer_class_paths, resolve_class
+from lightopt.runconfig._classes import did_you_mean, import_object, optimizer_class_paths, resolve_class
 
 __all__ = ["OPTIMIZER_KEYS", "SCHEDULER_KEYS", "optimizers_from_config", "split_class_config"]
 
@@ -143,8 +141,7 @@ def _resolve(path: str, where: str) -> Any:
     except ValueError as error:
         message = str(error)
         if "must name a class" in message:
-            module_name, _, name = path.rpartition(".")
-            return getattr(importlib.import_module(module_name), name)
+            return import_object(path, f"{where}.class_path")
         hint = did_you_mean(path, optimizer_class_paths()) if "Did you mean" not in message else ""
         if hint:
             raise ValueError(f"`{where}.class_path` {path!r} names no class that can be imported.{hint}") from None
@@ -160,8 +157,7 @@ def _construct(cls: type, args: tuple, init_args: dict[str, Any], where: str) ->
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         for key in init_args:
             if key not in parameters:
-                close = difflib.get_close_matches(key, list(parameters)[len(args):], n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
+                hint = did_you_mean(key, list(parameters)[len(args):])
                 raise TypeError(f"{where}.init_args: {cls.__name__} has no argument {key!r}.{hint}")
     try:
         return cls(*args, **init_args)

@@ -1,5 +1,17 @@
 """Optuna sweeps from files: a LightningCLI run config (:mod:`lightopt.runconfig`) plus ``study`` and ``search`` blocks.
 
+Five one-way layers, each a sub-package that imports only the ones below it:
+
+1. :mod:`~lightopt.sweep.spec`: the sweep file as checked values (study block, search space,
+   search coordinates, resume checks, the one seed scheme);
+2. :mod:`~lightopt.sweep.store`: where a study is stored and what its records mean (Optuna only);
+3. :mod:`~lightopt.sweep.trial`: one trial, from its parameters to its value and TensorBoard HParams;
+4. :mod:`~lightopt.sweep.study`: a study run to its end, its workers, crash handling, progress,
+   its TensorBoard run and plots;
+5. :mod:`~lightopt.sweep.readback`: a stored study read back (show, best, reproduce, tensorboard).
+
+What a user types is here:
+
 * :func:`load` reads and checks a file, with its ``--config`` bases, into a :class:`SweepFile` (errors:
   :class:`SweepConfigError`, the same class as :class:`lightopt.runconfig.ConfigError`);
 * :class:`SearchSpace` turns ``search`` into ``trial.suggest_*`` calls and back (:func:`trial_config`);
@@ -9,18 +21,30 @@
 """
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lightopt.sweep.readback import best_config, find_study
+    from lightopt.sweep.spec import SearchSpace, StudySpec, SweepConfigError, SweepFile, load, trial_seed
+    from lightopt.sweep.study import run_sweep
+    from lightopt.sweep.trial import (
+        MetricNotLoggedError,
+        Objective,
+        PruningCallback,
+        PyTorchLightningPruningCallback,
+        build,
+        fit,
+        trial_config,
+    )
 
 # Loaded on first use: reading a study back (`lightopt sweep show`) imports neither torch nor Lightning.
 _LAZY = {
-    **dict.fromkeys(("build", "fit"), "lightopt.sweep.build"),
-    **dict.fromkeys(("StudySpec", "SweepConfigError", "SweepFile", "load"), "lightopt.sweep.config"),
-    **dict.fromkeys(("Objective", "trial_config", "trial_seed"), "lightopt.sweep.objective"),
-    **dict.fromkeys(("MetricNotLoggedError", "PruningCallback", "PyTorchLightningPruningCallback"),
-                    "lightopt.sweep.pruning"),
-    **dict.fromkeys(("best_config", "find_study"), "lightopt.sweep.report"),
-    "run_sweep": "lightopt.sweep.runner",
-    "SearchSpace": "lightopt.sweep.space",
+    **dict.fromkeys(("SearchSpace", "StudySpec", "SweepConfigError", "SweepFile", "load", "trial_seed"),
+                    "lightopt.sweep.spec"),
+    **dict.fromkeys(("MetricNotLoggedError", "Objective", "PruningCallback", "PyTorchLightningPruningCallback", "build",
+                     "fit", "trial_config"), "lightopt.sweep.trial"),
+    "run_sweep": "lightopt.sweep.study",
+    **dict.fromkeys(("best_config", "find_study"), "lightopt.sweep.readback"),
 }
 
 __all__ = [
@@ -49,3 +73,7 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(_LAZY[name]), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -25,7 +25,7 @@ from lightopt.callbacks import (
     PolyakAveraging,
     StochasticCurriculum,
 )
-from lightopt.sweep.pruning import PruningCallback, PyTorchLightningPruningCallback
+from lightopt.sweep import PruningCallback, PyTorchLightningPruningCallback
 from tests.callbacks.test_callback_pairs import X_TRAIN, Y_TRAIN, Regression
 
 HARD = np.array([True, False] * 32)  # one difficulty per training example (64)
@@ -41,20 +41,6 @@ def _lightopt_callback_classes():
 
 
 CALLBACK_CLASSES = sorted(_lightopt_callback_classes(), key=lambda c: f"{c.__module__}.{c.__qualname__}")
-
-#: Hooks without @override today in lightopt/sweep/, which issue 14 is re-layering right now (another branch);
-#: empty it once that is merged. An entry that is fixed fails the test, so this can only shrink.
-BEING_MOVED = {
-    "lightopt.sweep.failures.LossCheck": [
-        "on_fit_start",
-        "on_train_batch_end",
-        "on_train_epoch_end",
-        "on_validation_start",
-    ],
-    "lightopt.sweep.recovery.StartPoint": ["on_train_start"],
-    "lightopt.sweep.recovery._EpochEndCheckpoint": ["state_key"],
-}
-
 
 def _hooks(cls):
     """(name, function) for each method of ``cls`` that overrides one of a base class."""
@@ -78,7 +64,7 @@ def test_every_hook_is_marked_override(cls):
     hooks = dict(_hooks(cls))
     assert hooks, f"{cls.__name__} overrides no hook"
     unmarked = sorted(name for name, func in hooks.items() if not getattr(func, "__override__", False))
-    assert unmarked == BEING_MOVED.get(f"{cls.__module__}.{cls.__qualname__}", []), (
+    assert unmarked == [], (
         f"{cls.__name__}: hooks without @override: {unmarked}"
     )
 

@@ -20,13 +20,10 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from lightopt._scan import FinishedScan
-from lightopt.sweep import recovery
-from lightopt.sweep.failures import FailureWatch
-from lightopt.sweep.runner import _Progress, best_trial
-from lightopt.sweep.tally import StudyTally
-from lightopt.sweep.worker import run_worker
-from lightopt.tensorboard import StudyRun
+from lightopt.sweep import store as recovery
+from lightopt.sweep.store import FinishedScan, StudyTally, best_trial
+from lightopt.sweep.study import FailureWatch, StudyRun, run_worker
+from lightopt.sweep.study import Progress as _Progress
 
 SPACE = {"x": FloatDistribution(0, 1)}
 CONFIG = {"trainer": {"max_epochs": 3, "callbacks": [{"class_path": "EarlyStopping"}] * 5},

@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from lightopt.sweep import SweepConfigError, load
-from lightopt.sweep.config import parse
+from lightopt.sweep.spec import parse
 from tests.sweep.helpers import sweep_dict, write
 
 

@@ -11,10 +11,10 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from lightopt.sweep import SweepConfigError, run_sweep, trial_config
-from lightopt.sweep.config import load, parse
-from lightopt.sweep.coordinates import lr_from_effective, momentum_from_horizon, scale_lr_with_batch
-from lightopt.sweep.report import best_config
-from lightopt.sweep.space import parse_search
+from lightopt.sweep.spec import load, parse
+from lightopt.sweep.spec import lr_from_effective, momentum_from_horizon, scale_lr_with_batch
+from lightopt.sweep.readback import best_config
+from lightopt.sweep.spec import parse_search
 from tests.sweep.helpers import sweep_dict
 
 RUN = {

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from lightopt.cli import main
 from lightopt.sweep import trial_seed
-from lightopt.sweep.database import database_error, grpc_proxy, open_database, redact
+from lightopt.sweep.store import database_error, grpc_proxy, open_database, redact
 from tests.sweep.helpers import sweep_dict, write
 from tests.sweep.postgres import PASSWORD, free_port, postgres_db, postgres_server, start_postgres  # noqa: F401
 
@@ -290,7 +290,7 @@ def test_a_database_restart_mid_sweep_is_waited_out_with_a_line_each_way(tmp_pat
 
 def test_no_trial_exists_without_its_worker(postgres_db):
     """Optuna creates a trial, then the objective names its worker: a worker lost in between left a trial nobody owned."""
-    from lightopt.sweep.runner import open_storage
+    from lightopt.sweep.store import open_storage
 
     server, database = postgres_db
     storage, _ = open_storage(server.url(database), Path("."))

@@ -16,8 +16,8 @@ from optuna.trial import TrialState
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightopt.sweep import run_sweep
-from lightopt.sweep.config import parse
-from lightopt.sweep.distributed import ddp_processes
+from lightopt.sweep.spec import parse
+from lightopt.sweep.trial import ddp_processes
 from tests.sweep.helpers import PruneAt, sweep_dict, write
 
 ROOT = Path(__file__).resolve().parents[2]

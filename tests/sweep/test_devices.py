@@ -23,8 +23,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import metadata
 
 from lightopt.cli import main
-from lightopt.sweep.devices import DEVICES_ENV, VISIBLE_ENV, assigned_devices, parse_devices, plan
-from lightopt.sweep.distributed import trial_devices
+from lightopt.sweep.study import parse_devices, plan
+from lightopt.sweep.trial import DEVICES_ENV, VISIBLE_ENV, assigned_devices
+from lightopt.sweep.trial import trial_devices
 from tests.sweep.device_helpers import most_at_once, records
 from tests.sweep.helpers import sweep_dict, write
 
@@ -299,7 +300,7 @@ def test_sigterm_to_the_command_records_every_running_trial_and_the_next_run_ret
 
 
 def test_a_ddp_trial_that_needs_more_devices_than_its_worker_holds_fails_before_any_rank_starts(monkeypatch):
-    from lightopt.sweep.distributed import trial_processes
+    from lightopt.sweep.trial import trial_processes
 
     monkeypatch.setenv(DEVICES_ENV, "2,3")  # as a --devices worker of 2-device trials
     job = {"config": {"trainer": {"strategy": "ddp", "devices": 4, "accelerator": "cpu"}}, "seed": 0,

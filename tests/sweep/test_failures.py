@@ -18,8 +18,9 @@ from optuna.trial import TrialState
 from examples.digits import DigitsDataModule, DigitsMLP
 from lightopt.cli import main
 from lightopt.sweep import SweepConfigError, run_sweep
-from lightopt.sweep.config import parse
-from lightopt.sweep.failures import FailureWatch, LossCheck, NonFiniteLossError, failure_signature
+from lightopt.sweep.spec import parse
+from lightopt.sweep.study import FailureWatch, failure_signature
+from lightopt.sweep.trial import LossCheck, NonFiniteLossError
 from tests.sweep.fault_helpers import lightopt
 from tests.sweep.helpers import sweep_dict, write
 

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from lightopt.cli import main
 from lightopt.sweep import run_sweep
-from lightopt.sweep.config import parse
+from lightopt.sweep.spec import parse
 from tests.sweep.fault_helpers import HOLD_LOCK, lightopt, python, start, wait_for
 from tests.sweep.helpers import sweep_dict, write
 
@@ -192,7 +192,7 @@ def test_a_trial_created_just_before_a_hard_exit_is_found_and_retried(tmp_path):
     journal = tmp_path / "study.journal"
     code = ("import os, sys, optuna\n"
             "from pathlib import Path\n"
-            "from lightopt.sweep.runner import open_storage\n"
+            "from lightopt.sweep.store import open_storage\n"
             "storage, _ = open_storage(sys.argv[1], Path('.'))\n"
             "study = optuna.create_study(storage=storage, study_name='s')\n"
             "study.ask()\n"
@@ -200,7 +200,7 @@ def test_a_trial_created_just_before_a_hard_exit_is_found_and_retried(tmp_path):
     proc = subprocess.Popen(["python", "-c", code, str(journal)],
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert proc.wait(timeout=120) == 9
-    from lightopt.sweep import recovery
+    from lightopt.sweep import study as recovery
 
     study = _study(journal)
     assert study.trials[0].state == TrialState.RUNNING

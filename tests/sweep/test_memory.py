@@ -11,8 +11,8 @@ import lightning
 from optuna.trial import TrialState
 
 from lightopt.sweep import run_sweep
-from lightopt.sweep.config import parse
-from lightopt.sweep.memory import TrialCleanup
+from lightopt.sweep.spec import parse
+from lightopt.sweep.trial import TrialCleanup
 from tests.sweep.helpers import BreakableMLP, sweep_dict
 
 

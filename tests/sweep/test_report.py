@@ -7,9 +7,12 @@ from pathlib import Path
 import matplotlib
 import pytest
 
-from lightopt.sweep import config, objective, run_sweep, trial_seed
-from lightopt.sweep.config import SweepConfigError
-from lightopt.sweep.report import find_study, plot_study, reproduce_trial
+from lightopt.sweep import run_sweep, trial_seed
+from lightopt.sweep import spec as config
+from lightopt.sweep import trial as objective
+from lightopt.sweep.spec import SweepConfigError
+from lightopt.sweep.readback import find_study, reproduce_trial
+from lightopt.sweep.study import plot_study
 from tests.sweep.helpers import PruneAt, sweep_dict, write
 
 matplotlib.use("Agg")

@@ -17,8 +17,8 @@ from optuna.trial import TrialState
 
 from lightopt.cli import main
 from lightopt.sweep import run_sweep
-from lightopt.sweep.config import parse
-from lightopt.sweep.resume import describe_space
+from lightopt.sweep.spec import parse
+from lightopt.sweep.spec import describe_space
 from tests.sweep.fault_helpers import start, wait_for
 from tests.sweep.helpers import sweep_dict, write
 

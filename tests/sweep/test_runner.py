@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightopt.sweep import MetricNotLoggedError, SweepConfigError, run_sweep, trial_config, trial_seed
-from lightopt.sweep.config import parse
+from lightopt.sweep.spec import parse
 from tests.sweep.helpers import PruneAt, sweep_dict
 
 

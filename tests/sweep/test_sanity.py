@@ -10,8 +10,8 @@ import torch
 
 from examples.digits import DigitsDataModule, DigitsMLP
 from lightopt.sweep import PruningCallback, run_sweep
-from lightopt.sweep.objective import fit_trial
-from lightopt.sweep.config import parse
+from lightopt.sweep.trial import fit_trial
+from lightopt.sweep.spec import parse
 from tests.sweep.helpers import sweep_dict
 
 MODELS: list[DropoutMLP] = []  # every DropoutMLP built, in order

@@ -8,7 +8,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from lightopt.sweep.space import parse_search
+from lightopt.sweep.spec import parse_search
 
 RUN = {
     "model": {"class_path": "examples.digits.DigitsMLP", "init_args": {"hidden": 16}},

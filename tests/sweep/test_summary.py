@@ -9,9 +9,10 @@ import json
 import pytest
 
 from lightopt.cli import main
-from lightopt.sweep import config, run_sweep
-from lightopt.sweep.coordinates import momentum_from_horizon
-from lightopt.sweep.report import find_study, format_table, study_json, trial_value
+from lightopt.sweep import run_sweep
+from lightopt.sweep import spec as config
+from lightopt.sweep.spec import momentum_from_horizon
+from lightopt.sweep.readback import find_study, format_table, study_json, trial_value
 from tests.sweep.helpers import PruneAt, sweep_dict, write
 
 

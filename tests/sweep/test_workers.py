@@ -19,8 +19,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lightopt.cli import main
 from lightopt.sweep import run_sweep
-from lightopt.sweep.config import parse
-from lightopt.sweep.worker import run_worker
+from lightopt.sweep.spec import parse
+from lightopt.sweep.study import run_worker
 from tests.sweep.helpers import sweep_dict, write
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -197,7 +197,7 @@ def test_workers_below_one_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys,
 
 
 def test_a_reused_pid_is_not_taken_for_the_dead_worker():
-    from lightopt.sweep.recovery import process_alive, worker_identity
+    from lightopt.sweep.store import process_alive, worker_identity
 
     me = worker_identity()
     assert process_alive(me)
@@ -206,7 +206,7 @@ def test_a_reused_pid_is_not_taken_for_the_dead_worker():
 
 
 def test_a_zombie_counts_as_dead():
-    from lightopt.sweep.recovery import process_alive, worker_identity
+    from lightopt.sweep.store import process_alive, worker_identity
 
     child = subprocess.Popen(["true"])
     me = worker_identity(child.pid)

@@ -1,0 +1,72 @@
+"""Layer 5 of a sweep, the top: a stored study read back.
+
+* :func:`find_study` finds it from a sweep file or a study name (:class:`NotRunYet` before its first run);
+* ``sweep show``: :func:`format_table`, :func:`study_json`, :func:`trial_value`;
+* ``sweep best``: :func:`best_config`, :func:`dump_config`;
+* ``sweep reproduce``: :func:`reproduce_trial` (a :class:`Reproduction`);
+* ``lightopt tensorboard``: :func:`add_parser`, :func:`serve`.
+
+Loaded on first use (a ``_LAZY`` table): ``sweep show NAME`` imports neither torch nor Lightning.
+"""
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lightopt.sweep.readback._export import (
+        best_config,
+        dump_config,
+    )
+    from lightopt.sweep.readback._find import (
+        NotRunYet,
+        find_study,
+    )
+    from lightopt.sweep.readback._reproduce import (
+        Reproduction,
+        reproduce_trial,
+    )
+    from lightopt.sweep.readback._show import (
+        format_table,
+        study_json,
+        trial_rows,
+        trial_value,
+    )
+    from lightopt.sweep.readback._tensorboard_cli import (
+        add_parser,
+        serve,
+    )
+
+_LAZY = {
+    **dict.fromkeys(("best_config", "dump_config"), "lightopt.sweep.readback._export"),
+    **dict.fromkeys(("NotRunYet", "find_study"), "lightopt.sweep.readback._find"),
+    **dict.fromkeys(("Reproduction", "reproduce_trial"), "lightopt.sweep.readback._reproduce"),
+    **dict.fromkeys(("format_table", "study_json", "trial_rows", "trial_value"), "lightopt.sweep.readback._show"),
+    **dict.fromkeys(("add_parser", "serve"), "lightopt.sweep.readback._tensorboard_cli"),
+}
+
+__all__ = [
+    "NotRunYet",
+    "Reproduction",
+    "add_parser",
+    "best_config",
+    "dump_config",
+    "find_study",
+    "format_table",
+    "reproduce_trial",
+    "serve",
+    "study_json",
+    "trial_rows",
+    "trial_value",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

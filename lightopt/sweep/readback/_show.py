@@ -1,0 +1,83 @@
+"""``lightopt sweep show``: a stored study's trials as a table or as JSON, and the best trial."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import optuna
+
+from lightopt.sweep.spec import config_values
+from lightopt.sweep.store import best_trial
+
+__all__ = ["format_table", "study_json", "trial_rows", "trial_value"]
+
+
+def trial_value(trial: optuna.trial.FrozenTrial) -> float | None:
+    """A trial's value as lightopt shows it everywhere: the best of the study's metric over its validation rounds.
+
+    For a COMPLETE trial that is the value Optuna ranks. A PRUNED trial's Optuna value is its last
+    report; lightopt shows the best it reached before it was pruned (recorded as ``best_value``), the
+    number TensorBoard's HParams row and ``sweep reproduce`` show too. A FAIL trial has none.
+    """
+    if trial.state.name == "FAIL":
+        return None
+    recorded = trial.user_attrs.get("best_value")
+    return trial.value if recorded is None or trial.state.name == "COMPLETE" else recorded
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """One dict per trial: number, state, value, params, the config values of params sampled in another
+    coordinate (``config_values``), duration (s), seed, and a failed trial's reason and traceback."""
+    rows = []
+    for trial in study.trials:
+        duration = trial.duration.total_seconds() if trial.duration is not None else None
+        attrs = trial.user_attrs
+        rows.append({
+            "number": trial.number, "state": trial.state.name, "value": trial_value(trial), "params": trial.params,
+            "config_values": config_values(trial.params, attrs.get("config")),
+            "duration": duration, "seed": attrs.get("seed"),
+            **{key: attrs[key] for key in ("fail_reason", "traceback") if key in attrs},
+        })
+    return rows
+
+
+def study_json(study: optuna.Study) -> str:
+    best = best_trial(study)
+    rows = trial_rows(study)
+    data = {
+        "study": study.study_name, "direction": study.direction.name.lower(),
+        "metric": study.user_attrs.get("lightopt", {}).get("metric"), "trials": rows,
+        "best": None if best is None else next(r for r in rows if r["number"] == best.number),
+    }
+    return json.dumps(data, indent=2, default=str)
+
+
+def format_table(study: optuna.Study) -> str:
+    """The trial table as text, then the best trial."""
+    rows = trial_rows(study)
+    names = list(dict.fromkeys(name for row in rows for name in row["params"]))
+    converted = {name for row in rows for name in row["config_values"]}
+    # a param sampled in another coordinate, then the value its config got: momentum:horizon h, then α
+    columns = [c for name in names for c in ([(name, "params"), (name, "config_values")] if name in converted
+                                             else [(name, "params")])]
+    header = ["number", "state", "value",
+              *(name if kind == "params" else "= " + name.partition(":")[0] for name, kind in columns),
+              "duration_s", "seed"]
+    body = [[
+        str(row["number"]), row["state"], _fmt(row["value"]), *(_fmt(row[kind].get(n, "-")) for n, kind in columns),
+        _fmt(row["duration"], 2), str(row["seed"]),
+    ] for row in rows]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *body)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [header, *body]]
+    best = best_trial(study)
+    metric = study.user_attrs.get("lightopt", {}).get("metric") or "value"
+    lines.append(f"best: trial {best.number}, {metric}={best.value:.6g}" if best else "best: no completed trial")
+    return "\n".join(lines)
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.{digits}g}" if digits != 2 else f"{value:.2f}"
+    return "-" if value is None else str(value)

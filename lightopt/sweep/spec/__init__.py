@@ -1,0 +1,103 @@
+"""Layer 1 of a sweep, the lowest: the sweep file as checked values, before anything is run or stored.
+
+* :func:`load` reads a sweep or run file with its ``--config`` bases into a :class:`SweepFile`
+  (through :mod:`lightopt.runconfig`); errors are :class:`SweepConfigError`;
+* :class:`StudySpec` is the ``study`` block (:func:`parse_study`, and the checks the command line's
+  flags share: :func:`check_threads`, :func:`check_timeout`, :func:`check_n_trials`);
+* :class:`SearchSpace` is the ``search`` block: ``trial.suggest_*`` calls and back;
+* the search coordinates of Chapter 8 (:func:`momentum_from_horizon`, :func:`lr_from_effective`,
+  :func:`scale_lr_with_batch`, :func:`config_values`);
+* :func:`check_resume`: whether a stored study can be resumed with this file;
+* the one seed scheme (:func:`derive_seed`, :func:`trial_seed`).
+
+Loaded on first use (a ``_LAZY`` table): reading a study back imports only what it names.
+"""
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lightopt.sweep.spec._coordinates import (
+        RAW,
+        Coordinate,
+        config_values,
+        lr_from_effective,
+        momentum_from_horizon,
+        parse_coordinate,
+        scale_lr_with_batch,
+    )
+    from lightopt.sweep.spec._file import SweepConfigError, SweepFile, load, parse
+    from lightopt.sweep.spec._resume import check_resume, describe_space
+    from lightopt.sweep.spec._seeds import derive_seed, trial_seed
+    from lightopt.sweep.spec._space import Param, SearchSpace, parse_search
+    from lightopt.sweep.spec._study import (
+        PRUNERS,
+        RETRIES,
+        SAMPLERS,
+        STOP_AFTER_SAME_FAILURES,
+        STUDY_NAME,
+        StudySpec,
+        check_n_trials,
+        check_retries,
+        check_stop_after,
+        check_threads,
+        check_timeout,
+        parse_study,
+    )
+
+_LAZY = {
+    **dict.fromkeys(("RAW", "Coordinate", "config_values", "lr_from_effective", "momentum_from_horizon",
+                     "parse_coordinate", "scale_lr_with_batch"), "lightopt.sweep.spec._coordinates"),
+    **dict.fromkeys(("SweepConfigError", "SweepFile", "load", "parse"), "lightopt.sweep.spec._file"),
+    **dict.fromkeys(("check_resume", "describe_space"), "lightopt.sweep.spec._resume"),
+    **dict.fromkeys(("derive_seed", "trial_seed"), "lightopt.sweep.spec._seeds"),
+    **dict.fromkeys(("Param", "SearchSpace", "parse_search"), "lightopt.sweep.spec._space"),
+    **dict.fromkeys(("PRUNERS", "RETRIES", "SAMPLERS", "STOP_AFTER_SAME_FAILURES", "STUDY_NAME", "StudySpec",
+                     "check_n_trials", "check_retries", "check_stop_after", "check_threads", "check_timeout",
+                     "parse_study"), "lightopt.sweep.spec._study"),
+}
+
+__all__ = [
+    "PRUNERS",
+    "RAW",
+    "RETRIES",
+    "SAMPLERS",
+    "STOP_AFTER_SAME_FAILURES",
+    "STUDY_NAME",
+    "Coordinate",
+    "Param",
+    "SearchSpace",
+    "StudySpec",
+    "SweepConfigError",
+    "SweepFile",
+    "check_n_trials",
+    "check_resume",
+    "check_retries",
+    "check_stop_after",
+    "check_threads",
+    "check_timeout",
+    "config_values",
+    "derive_seed",
+    "describe_space",
+    "load",
+    "lr_from_effective",
+    "momentum_from_horizon",
+    "parse",
+    "parse_coordinate",
+    "parse_search",
+    "parse_study",
+    "scale_lr_with_batch",
+    "trial_seed",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

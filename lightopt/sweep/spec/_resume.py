@@ -1,0 +1,99 @@
+"""What a study records about its sweep file, and the check that a run resuming it still matches.
+
+A study created by lightopt stores ``user_attrs["lightopt"]``: the ``metric``, the ``seed``, the
+file and ``space`` (:func:`describe_space`). Running a file again resumes its study; before
+anything is written, :func:`check_resume` refuses a different direction, metric or search space,
+since the trials recorded so far would then measure something else, or come from another space,
+and the sampler would mix them silently. The message names what changed and how to go on
+(``--study-name NEW`` starts a new study). A study recorded without a ``space`` (made by hand,
+or by an older lightopt) is accepted and gets one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from optuna.storages import BaseStorage
+
+from lightopt.sweep.spec._file import SweepConfigError, SweepFile
+from lightopt.sweep.spec._space import SearchSpace
+
+__all__ = ["check_resume", "describe_space"]
+
+
+def describe_space(space: SearchSpace) -> dict[str, dict[str, Any]]:
+    """The search space as JSON data: dotted key -> its kind, bounds, step, log, choices, values, condition.
+
+    Example:
+        >>> from lightopt.sweep.spec import parse_search
+        >>> describe_space(parse_search({"trainer.max_epochs": {"low": 1, "high": 8}}, {}))
+        {'trainer.max_epochs': {'kind': 'int', 'low': 1, 'high': 8}}
+    """
+    described = {}
+    for param in space:
+        fields = {k: v for k, v in dataclasses.asdict(param).items()
+                  if k not in ("name", "key", "coordinate") and v is not None and v is not False and v != ()}
+        if not param.coordinate.raw:  # the name already says the coordinate; its settings may change too
+            fields["coordinate"] = {k: v for k, v in dataclasses.asdict(param.coordinate).items() if v is not None}
+        described[param.name] = json.loads(json.dumps(fields, default=str))  # tuples -> lists, as storages give back
+    return described
+
+
+def check_resume(storage: BaseStorage, name: str, sweep: SweepFile) -> bool:
+    """Raise :class:`SweepConfigError` unless the stored study ``name`` (if any) matches ``sweep``.
+
+    Reads only: returns whether the study exists. Checked: the direction, ``study.metric`` and the
+    search space recorded when the study was created; the last two only once a trial completed or
+    was pruned, so that "fix the cause and run again" holds after trials that all failed.
+    """
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return False
+    spec, file = sweep.study, sweep.path
+    directions = storage.get_study_directions(study_id)
+    stored_direction = directions[0].name.lower() if len(directions) == 1 else "multi-objective"
+    if stored_direction != spec.direction:
+        raise SweepConfigError(
+            f"`study.direction` must match the stored study {name!r}, which is {stored_direction}, "
+            f"but got direction={spec.direction!r}.", file, "study.direction",
+        )
+    stored = storage.get_study_user_attrs(study_id).get("lightopt") or {}
+    if not any(t.state.is_finished() and t.state.name != "FAIL" for t in storage.get_all_trials(study_id, deepcopy=False)):
+        return True  # only failed trials so far: a corrected metric or search space goes on with the same study
+    if "metric" in stored and stored["metric"] != spec.metric:
+        raise SweepConfigError(
+            f"`study.metric` must match the stored study {name!r}, which is {stored['metric']!r}, but got "
+            f"metric={spec.metric!r}; its trials' values are {stored['metric']}. Restore the metric, or start a "
+            f"new study with --study-name NEW.", file, "study.metric",
+        )
+    if "space" in stored:
+        changes = _space_changes(stored["space"], describe_space(sweep.search))
+        if changes:
+            raise SweepConfigError(
+                f"`search` must match the stored study {name!r}, but it changed: {changes}. The trials so far "
+                "come from the old space: restore it, or start a new study with --study-name NEW.", file, "search",
+            )
+    return True
+
+
+def _space_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """``"added a, b; removed c; changed d (low 0.01 -> 0.001)"``, or ``""`` when equal."""
+    parts = []
+    added = [key for key in new if key not in old]
+    removed = [key for key in old if key not in new]
+    if added:
+        parts.append("added " + ", ".join(added))
+    if removed:
+        parts.append("removed " + ", ".join(removed))
+    changed = []
+    for key in (k for k in new if k in old and new[k] != old[k]):
+        fields = sorted(set(old[key]) | set(new[key]))
+        diffs = [f"{f} {old[key].get(f)!r} -> {new[key].get(f)!r}" for f in fields if old[key].get(f) != new[key].get(f)]
+        changed.append(f"{key} ({', '.join(diffs)})")
+    if changed:
+        parts.append("changed " + "; ".join(changed))
+    return "; ".join(parts)

@@ -1,0 +1,77 @@
+"""Layer 2 of a sweep, above :mod:`~lightopt.sweep.spec`: where a study is stored and what its records mean.
+
+Imports Optuna only (no torch, no Lightning), eagerly: reading a study back (``lightopt sweep
+show``, ``sweep best``, ``lightopt tensorboard``) starts in a fraction of a second.
+
+* where: :func:`study_dir`, :func:`open_storage` (a journal file, :class:`JournalFile`, or a
+  database, :func:`open_database`), both wrapped in :class:`GuardedStorage`; failures are
+  :class:`StorageError`;
+* who: :func:`worker_identity`, :func:`process_alive`; :class:`HostLock` between the workers of a host;
+* what the records mean: :func:`is_retryable`, :func:`counted`, :class:`StudyTally` (the running
+  counts and best), :func:`best_of` / :func:`best_trial` / :func:`is_better` (the one rule for
+  "better" in a direction) and :func:`trial_dir` (the one trial-folder name);
+* :func:`optuna_quiet`: Optuna's log lines silenced while lightopt prints its own.
+"""
+
+from lightopt.sweep.store._best import TRIAL_DIR, best_of, best_trial, is_better, is_minimize, trial_dir
+from lightopt.sweep.store._database import (
+    CONNECT_TIMEOUT_S,
+    STORAGE_ENV,
+    database_error,
+    grpc_proxy,
+    is_transient,
+    open_database,
+    redact,
+)
+from lightopt.sweep.store._host_lock import HostLock, lock_path
+from lightopt.sweep.store._journal import GRACE_S, LOCK_SUFFIX, JournalFile, JournalLock
+from lightopt.sweep.store._locate import JOURNAL_NAME, open_storage, study_dir
+from lightopt.sweep.store._optuna_log import optuna_quiet
+from lightopt.sweep.store._outcomes import DIED, GRACE_PERIOD_S, HEARTBEAT_S, INTERRUPTED, counted, is_retryable
+from lightopt.sweep.store._processes import describe_worker, on_this_host, process_alive, worker_identity
+from lightopt.sweep.store._scan import FinishedScan, trials_from
+from lightopt.sweep.store._storage import OUTAGE_S, GuardedStorage, StorageError, stderr_line
+from lightopt.sweep.store._tally import StudyTally
+
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "DIED",
+    "GRACE_PERIOD_S",
+    "GRACE_S",
+    "HEARTBEAT_S",
+    "INTERRUPTED",
+    "JOURNAL_NAME",
+    "LOCK_SUFFIX",
+    "OUTAGE_S",
+    "STORAGE_ENV",
+    "TRIAL_DIR",
+    "FinishedScan",
+    "GuardedStorage",
+    "HostLock",
+    "JournalFile",
+    "JournalLock",
+    "StorageError",
+    "StudyTally",
+    "best_of",
+    "best_trial",
+    "counted",
+    "database_error",
+    "describe_worker",
+    "grpc_proxy",
+    "is_better",
+    "is_minimize",
+    "is_retryable",
+    "is_transient",
+    "lock_path",
+    "on_this_host",
+    "open_database",
+    "open_storage",
+    "optuna_quiet",
+    "process_alive",
+    "redact",
+    "stderr_line",
+    "study_dir",
+    "trial_dir",
+    "trials_from",
+    "worker_identity",
+]

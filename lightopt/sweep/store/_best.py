@@ -1,0 +1,76 @@
+"""The one rule for "better" in a study's direction, the best trial, and the one trial-directory name.
+
+Every place that compares values (the running tally, the end-of-sweep summary, the study's
+TensorBoard run, the pruning callback's best value, ``sweep reproduce``'s spread) asks
+:func:`is_better`; every place that names a trial's folder asks :func:`trial_dir`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = ["TRIAL_DIR", "best_of", "best_trial", "is_better", "is_minimize", "trial_dir"]
+
+#: The name of trial ``number``'s folder under the study's directory (TensorBoard run, checkpoints, error.txt).
+TRIAL_DIR = "trial_{number:04d}"
+
+
+def trial_dir(study_dir: str | Path, number: int) -> Path:
+    """Trial ``number``'s folder: ``<study_dir>/trial_NNNN``.
+
+    Example:
+        >>> trial_dir("runs/s", 7).as_posix()
+        'runs/s/trial_0007'
+    """
+    return Path(study_dir) / TRIAL_DIR.format(number=number)
+
+
+def is_minimize(study: optuna.Study) -> bool:
+    """Whether ``study`` minimizes its value."""
+    return study.direction == optuna.study.StudyDirection.MINIMIZE
+
+
+def is_better(value: float, best: float | None, minimize: bool) -> bool:
+    """Whether ``value`` is strictly better than ``best`` (None: anything is) in the direction ``minimize`` says.
+
+    Example:
+        >>> is_better(1.0, 2.0, minimize=True), is_better(1.0, 2.0, minimize=False), is_better(1.0, None, True)
+        (True, False, True)
+    """
+    if best is None:
+        return True
+    return value < best if minimize else value > best
+
+
+def best_of(trials: Iterable[FrozenTrial], minimize: bool, best: FrozenTrial | None = None) -> FrozenTrial | None:
+    """The best COMPLETE trial with a value among ``trials`` and ``best`` (ties: the lower number), or None.
+
+    Example:
+        >>> from optuna.trial import create_trial
+        >>> trials = [create_trial(value=v) for v in (3.0, 1.0, 1.0)]
+        >>> for number, trial in enumerate(trials):
+        ...     trial.number = number
+        >>> best_of(trials, minimize=True).number, best_of(trials, minimize=False).number
+        (1, 0)
+    """
+    for trial in trials:
+        if trial.state != TrialState.COMPLETE or trial.value is None:
+            continue
+        if best is None:
+            best = trial
+            continue
+        if is_better(trial.value, best.value, minimize) or (trial.value == best.value and trial.number < best.number):
+            best = trial
+    return best
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The best COMPLETE trial (ties: the lower number), or None; only that trial is copied."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best = best_of(complete, is_minimize(study))
+    return None if best is None else copy.deepcopy(best)

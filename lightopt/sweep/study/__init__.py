@@ -1,0 +1,116 @@
+"""Layer 4 of a sweep, above :mod:`~lightopt.sweep.trial`: a study run to its end, by one worker or many.
+
+* :func:`run_sweep` (``lightopt sweep run``) opens the study (:func:`open_study`), runs the trial
+  loop here (:func:`run_worker`) or in worker processes (:func:`run_workers`), prints a
+  :class:`Progress` line per trial and the :func:`summary`;
+* crash handling: :func:`fail_dead_trials`, :func:`enqueue_retries`; the early stop of a sweep
+  whose first trials all fail alike (:class:`FailureWatch`);
+* ``--devices``: :func:`plan` shares the ids out between the workers;
+* the study"s TensorBoard run (:class:`StudyRun`, over :class:`StudyHistory`) and Optuna"s plots
+  (:func:`plot_study`).
+
+Loaded on first use (a ``_LAZY`` table).
+"""
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lightopt.sweep.study._board import (
+        DRAW_SHARE,
+        StudyRun,
+    )
+    from lightopt.sweep.study._devices import (
+        DeviceSlots,
+        parse_devices,
+        plan,
+    )
+    from lightopt.sweep.study._history import (
+        StudyHistory,
+        restart_event,
+    )
+    from lightopt.sweep.study._loop import (
+        Interrupt,
+        run_worker,
+    )
+    from lightopt.sweep.study._open import (
+        open_study,
+        run_sampler_seed,
+    )
+    from lightopt.sweep.study._plots import (
+        plot_study,
+    )
+    from lightopt.sweep.study._progress import (
+        Progress,
+    )
+    from lightopt.sweep.study._recovery import (
+        enqueue_retries,
+        fail_dead_trials,
+    )
+    from lightopt.sweep.study._runner import (
+        SweepResult,
+        run_sweep,
+    )
+    from lightopt.sweep.study._stop_rule import (
+        FailureWatch,
+        failure_signature,
+    )
+    from lightopt.sweep.study._summary import (
+        summary,
+    )
+    from lightopt.sweep.study._workers import (
+        GRACE_S,
+        run_workers,
+    )
+
+_LAZY = {
+    **dict.fromkeys(("DRAW_SHARE", "StudyRun"), "lightopt.sweep.study._board"),
+    **dict.fromkeys(("DeviceSlots", "parse_devices", "plan"), "lightopt.sweep.study._devices"),
+    **dict.fromkeys(("StudyHistory", "restart_event"), "lightopt.sweep.study._history"),
+    **dict.fromkeys(("Interrupt", "run_worker"), "lightopt.sweep.study._loop"),
+    **dict.fromkeys(("open_study", "run_sampler_seed"), "lightopt.sweep.study._open"),
+    **dict.fromkeys(("plot_study",), "lightopt.sweep.study._plots"),
+    **dict.fromkeys(("Progress",), "lightopt.sweep.study._progress"),
+    **dict.fromkeys(("enqueue_retries", "fail_dead_trials"), "lightopt.sweep.study._recovery"),
+    **dict.fromkeys(("SweepResult", "run_sweep"), "lightopt.sweep.study._runner"),
+    **dict.fromkeys(("FailureWatch", "failure_signature"), "lightopt.sweep.study._stop_rule"),
+    **dict.fromkeys(("summary",), "lightopt.sweep.study._summary"),
+    **dict.fromkeys(("GRACE_S", "run_workers"), "lightopt.sweep.study._workers"),
+}
+
+__all__ = [
+    "DRAW_SHARE",
+    "GRACE_S",
+    "DeviceSlots",
+    "FailureWatch",
+    "Interrupt",
+    "Progress",
+    "StudyHistory",
+    "StudyRun",
+    "SweepResult",
+    "enqueue_retries",
+    "fail_dead_trials",
+    "failure_signature",
+    "open_study",
+    "parse_devices",
+    "plan",
+    "plot_study",
+    "restart_event",
+    "run_sampler_seed",
+    "run_sweep",
+    "run_worker",
+    "run_workers",
+    "summary",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,0 +1,77 @@
+"""Open a sweep's study: create it or load it (same direction, metric and search space), and seed its sampler.
+
+Storage: by default an Optuna journal file, ``<log_dir>/<study name>/study.journal``
+(``JournalStorage`` over :class:`~lightopt.sweep.store.JournalFile`, Optuna's file backend with a
+lock that names its holder and a tail that is never built on when damaged): one append-only file,
+no server, safe for several processes on one machine, so multi-worker runs share it as is. SQLite
+would also be embedded, but concurrent writers there meet "database is locked". Any Optuna
+database URL (``sqlite:///...``, ``postgresql://...``) or a path to a journal file may be given
+instead. Either is wrapped in :class:`~lightopt.sweep.store.GuardedStorage` (trials created with
+their worker recorded; a database outage retried for a bounded time).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+import zlib
+
+import optuna
+
+from lightopt.sweep.spec import StudySpec, SweepFile, check_resume, derive_seed, describe_space
+from lightopt.sweep.store import open_storage, study_dir
+
+__all__ = ["open_study", "run_sampler_seed"]
+
+
+def open_study(
+    sweep: SweepFile,
+    storage_url: str | None = None,
+    name: str | None = None,
+    *,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+) -> tuple[optuna.Study, str]:
+    """Create the sweep's study, or load it when it exists (same direction, metric and search space required).
+
+    ``sampler``/``pruner`` objects replace the file's ``study.sampler``/``study.pruner``.
+    """
+    spec = sweep.study
+    name = name or spec.name
+    url = storage_url if storage_url is not None else spec.storage
+    storage, described = open_storage(url, study_dir(spec.log_dir, name), where="--storage" if storage_url else "study.storage",
+                                       file=None if storage_url else sweep.path)
+    check_resume(storage, name, sweep)  # before anything is written
+    study = optuna.create_study(
+        storage=storage, study_name=name, direction=spec.direction, load_if_exists=True,
+        sampler=sampler or spec.make_sampler(sweep.search), pruner=pruner or spec.make_pruner(),
+    )
+    with warnings.catch_warnings():  # Optuna calls it experimental; optuna-dashboard then names the objective
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([spec.metric])
+    study.set_user_attr("lightopt", {"metric": spec.metric, "seed": spec.seed, "file": sweep.path,
+                                     "space": describe_space(sweep.search)})
+    return study, described
+
+
+def run_sampler_seed(spec: StudySpec, already: int, shared: bool) -> int | None:
+    """The sampler's seed for a run that finds ``already`` trials in its study (None: unseeded).
+
+    A new study on the embedded storage keeps the file's seed, so a one-worker sweep draws the same
+    parameters every time. A resumed study mixes in the trial count, or a seeded random sampler would
+    draw its first parameters again; a shared database (``shared``) also mixes in the host and process,
+    since machines that start the same file together find the same count and would otherwise all draw
+    the same parameters. The seed is :func:`~lightopt.sweep.spec.derive_seed`'s, the sweep's one scheme.
+
+    Example:
+        >>> from lightopt.sweep.spec import StudySpec
+        >>> spec = StudySpec(name="s", sampler={"name": "random", "seed": 3})
+        >>> run_sampler_seed(spec, 0, False), run_sampler_seed(spec, 5, False) == run_sampler_seed(spec, 5, False)
+        (3, True)
+    """
+    seed = spec.sampler.get("seed", spec.seed)
+    if seed is None or (already == 0 and not shared):
+        return seed
+    host = [zlib.crc32(socket.gethostname().encode()), os.getpid()] if shared else []
+    return derive_seed(seed, already, *host)
