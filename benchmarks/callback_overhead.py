@@ -54,7 +54,8 @@ except ImportError:  # run as a script: the repository root is not on sys.path
     from examples.digits import DigitsConvNet, DigitsDataModule
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _measure  # noqa: E402  (beside this script)
+import _measure
+
 from lightopt.callbacks import EarlyStopping, GradientClipping, GradientMonitor, Initialization, PolyakAveraging
 
 TARGET = 1.03
@@ -79,7 +80,7 @@ def _curvature_monitor() -> type[Callback] | str:
     """The ``CurvatureMonitor`` class, or why it cannot be imported."""
     try:
         from lightopt.callbacks.curvature_monitor import CurvatureMonitor
-    except Exception as error:  # noqa: BLE001 - any import failure only skips its rows
+    except Exception as error:
         return f"{type(error).__name__}: {error}"
     return CurvatureMonitor
 
@@ -87,18 +88,46 @@ def _curvature_monitor() -> type[Callback] | str:
 def _cases(curvature_every: Sequence[int]) -> tuple[list[Case], list[str]]:
     every = LOG_EVERY_N_STEPS
     cases = [
-        Case("control: no callback vs no callback", lambda: [], lambda s, v: s, "step", True,
-             "the same fit on both sides: its distance from 1.00 is this run's bias and noise floor"),
-        Case("GradientMonitor()", lambda: [GradientMonitor()], lambda s, v: s // every, "logging step", True,
-             f"follows Trainer(log_every_n_steps={every})"),
-        Case("GradientMonitor(check_every_step=True)", lambda: [GradientMonitor(check_every_step=True)],
-             lambda s, v: s, "step", False),
-        Case("EarlyStopping('val_loss', patience=1000)", lambda: [EarlyStopping("val_loss", patience=1000)],
-             lambda s, v: v, "validation", True,
-             "restore_best_weights=True (the default); the patience keeps both arms to the same epochs"),
+        Case(
+            "control: no callback vs no callback",
+            lambda: [],
+            lambda s, v: s,
+            "step",
+            True,
+            "the same fit on both sides: its distance from 1.00 is this run's bias and noise floor",
+        ),
+        Case(
+            "GradientMonitor()",
+            lambda: [GradientMonitor()],
+            lambda s, v: s // every,
+            "logging step",
+            True,
+            f"follows Trainer(log_every_n_steps={every})",
+        ),
+        Case(
+            "GradientMonitor(check_every_step=True)",
+            lambda: [GradientMonitor(check_every_step=True)],
+            lambda s, v: s,
+            "step",
+            False,
+        ),
+        Case(
+            "EarlyStopping('val_loss', patience=1000)",
+            lambda: [EarlyStopping("val_loss", patience=1000)],
+            lambda s, v: v,
+            "validation",
+            True,
+            "restore_best_weights=True (the default); the patience keeps both arms to the same epochs",
+        ),
         Case("Initialization()", lambda: [Initialization()], lambda s, v: 1, "fit", True),
-        Case("PolyakAveraging()", lambda: [PolyakAveraging()], lambda s, v: s, "step", True,
-             "EMA, decay 0.999, every step; swaps θ̂ in for each validation"),
+        Case(
+            "PolyakAveraging()",
+            lambda: [PolyakAveraging()],
+            lambda s, v: s,
+            "step",
+            True,
+            "EMA, decay 0.999, every step; swaps θ̂ in for each validation",
+        ),
         Case("GradientClipping(clip_val=1.0)", lambda: [GradientClipping(clip_val=1.0)], lambda s, v: s, "step", False),
     ]
     skipped: list[str] = []
@@ -109,8 +138,14 @@ def _cases(curvature_every: Sequence[int]) -> tuple[list[Case], list[str]]:
             skipped.append(f"{name} ({monitor})")
             continue
         cases.append(
-            Case(name, lambda n=n, cls=monitor: [cls(every_n_steps=n)], lambda s, v, n=n: (s - 1) // n + 1 if s else 0,
-                 "measurement", False, "re-runs training_step, one double backward per measurement")
+            Case(
+                name,
+                lambda n=n, cls=monitor: [cls(every_n_steps=n)],
+                lambda s, v, n=n: (s - 1) // n + 1 if s else 0,
+                "measurement",
+                False,
+                "re-runs training_step, one double backward per measurement",
+            )
         )
     return cases, skipped
 
@@ -149,9 +184,17 @@ class _Fitter:
         L.seed_everything(s.seed, verbose=False)
         model = DigitsConvNet()
         trainer = L.Trainer(
-            max_epochs=s.epochs, accelerator="cpu", devices=1, deterministic=True, logger=logger,
-            callbacks=callbacks, log_every_n_steps=LOG_EVERY_N_STEPS, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, default_root_dir=save_dir,
+            max_epochs=s.epochs,
+            accelerator="cpu",
+            devices=1,
+            deterministic=True,
+            logger=logger,
+            callbacks=callbacks,
+            log_every_n_steps=LOG_EVERY_N_STEPS,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=save_dir,
         )
         gc.collect()
         wall, cpu = time.perf_counter(), time.process_time()
@@ -195,8 +238,16 @@ def hook_seconds(case: Case, fit: _Fitter, fits: int) -> float:
     return float(np.median(totals))
 
 
-def run(cases: list[Case], fit: _Fitter, *, rounds: int, warmup: int, hook_fits: int, rng: np.random.Generator,
-        progress: Callable[[str], None]) -> list[dict[str, Any]]:
+def run(
+    cases: list[Case],
+    fit: _Fitter,
+    *,
+    rounds: int,
+    warmup: int,
+    hook_fits: int,
+    rng: np.random.Generator,
+    progress: Callable[[str], None],
+) -> list[dict[str, Any]]:
     """Time every case for ``rounds`` interleaved rounds; returns one result per case."""
     for _ in range(warmup):  # first-use costs (imports inside Lightning, the logger, allocator) land here
         fit([])
@@ -212,7 +263,7 @@ def run(cases: list[Case], fit: _Fitter, *, rounds: int, warmup: int, hook_fits:
             for i in range(len(cases)):
                 case = cases[(i + r) % len(cases)]
                 t = times[case.name]
-                for arm in ("ab" if (r + i) % 2 == 0 else "ba"):
+                for arm in "ab" if (r + i) % 2 == 0 else "ba":
                     wall, cpu, steps = fit(case.make() if arm == "b" else [])
                     t[f"wall_{arm}"].append(wall)
                     t[f"cpu_{arm}"].append(cpu)
@@ -228,15 +279,29 @@ def run(cases: list[Case], fit: _Fitter, *, rounds: int, warmup: int, hook_fits:
         t = times[case.name]
         wall_a, wall_b = np.array(t["wall_a"]), np.array(t["wall_b"])
         steps_a, steps_b = int(np.median(t["steps_a"])), int(np.median(t["steps_b"]))
-        result: dict[str, Any] = {"case": case.name, "target": case.target, "note": case.note, "rounds": rounds,
-                                  "steps_without": steps_a, "steps_with": steps_b}
-        result.update(without_s=float(np.median(wall_a)), with_s=float(np.median(wall_b)),
-                      **_measure.paired_ratio(wall_b, wall_a, rng))
+        result: dict[str, Any] = {
+            "case": case.name,
+            "target": case.target,
+            "note": case.note,
+            "rounds": rounds,
+            "steps_without": steps_a,
+            "steps_with": steps_b,
+        }
+        result.update(
+            without_s=float(np.median(wall_a)),
+            with_s=float(np.median(wall_b)),
+            **_measure.paired_ratio(wall_b, wall_a, rng),
+        )
         result["cpu_ratio"] = float(np.median(t["cpu_b"]) / np.median(t["cpu_a"]))
         events = case.events(steps_b, fit.settings.epochs)
-        result.update(overhead_s=result["with_s"] - result["without_s"], hooks_s=hooks[case.name],
-                      hooks_share=hooks[case.name] / pooled, events=events, unit=case.unit,
-                      hooks_per_event_s=hooks[case.name] / events if events else math.nan)
+        result.update(
+            overhead_s=result["with_s"] - result["without_s"],
+            hooks_s=hooks[case.name],
+            hooks_share=hooks[case.name] / pooled,
+            events=events,
+            unit=case.unit,
+            hooks_per_event_s=hooks[case.name] / events if events else math.nan,
+        )
         result.update({f"{k}_rounds": v for k, v in t.items()})
         results.append(result)
     return results
@@ -292,15 +357,17 @@ def format_table(results: list[dict[str, Any]]) -> str:
 
 
 def format_machine(info: dict[str, Any], settings: Settings, steps_per_epoch: int) -> str:
-    return "\n".join([
-        f"- machine: {info['cpu']}, {info['cores']} cores; device cpu",
-        f"- torch {info['torch']}, lightning {info['lightning']}, {info['threads']} intra-op thread(s), "
-        f"Python {info['python']}",
-        f"- fit: DigitsConvNet, {settings.epochs} epoch(s) of {steps_per_epoch} steps (batch size "
-        f"{settings.batch_size}), validation every epoch, {settings.logger} logger, "
-        f"Trainer(log_every_n_steps={LOG_EVERY_N_STEPS})",
-        f"- load average at start / end: {info['loadavg_start']} / {info.get('loadavg_end')}",
-    ])
+    return "\n".join(
+        [
+            f"- machine: {info['cpu']}, {info['cores']} cores; device cpu",
+            f"- torch {info['torch']}, lightning {info['lightning']}, {info['threads']} intra-op thread(s), "
+            f"Python {info['python']}",
+            f"- fit: DigitsConvNet, {settings.epochs} epoch(s) of {steps_per_epoch} steps (batch size "
+            f"{settings.batch_size}), validation every epoch, {settings.logger} logger, "
+            f"Trainer(log_every_n_steps={LOG_EVERY_N_STEPS})",
+            f"- load average at start / end: {info['loadavg_start']} / {info.get('loadavg_end')}",
+        ]
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,16 +382,34 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=None, help="A/B rounds per case (default 12; 3 with --quick)")
     parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run: fewer rounds, shorter fits")
     parser.add_argument("--json", metavar="PATH", help="also write all results, per-round times included, as JSON")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1; 0 keeps torch's default)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (default 1; 0 keeps torch's default)"
+    )
     parser.add_argument("--epochs", type=int, default=None, help="epochs per fit (default 6; 2 with --quick)")
-    parser.add_argument("--batch-size", type=int, default=32, help="training batch size (default 32: 34 steps per epoch)")
-    parser.add_argument("--curvature-every", type=int, nargs="+", default=[10, 50, 200], metavar="N",
-                        help="CurvatureMonitor intervals to time (default 10 50 200)")
-    parser.add_argument("--logger", choices=("tensorboard", "csv"), default="tensorboard",
-                        help="the logger of both arms (default tensorboard)")
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="training batch size (default 32: 34 steps per epoch)"
+    )
+    parser.add_argument(
+        "--curvature-every",
+        type=int,
+        nargs="+",
+        default=[10, 50, 200],
+        metavar="N",
+        help="CurvatureMonitor intervals to time (default 10 50 200)",
+    )
+    parser.add_argument(
+        "--logger",
+        choices=("tensorboard", "csv"),
+        default="tensorboard",
+        help="the logger of both arms (default tensorboard)",
+    )
     parser.add_argument("--warmup", type=int, default=1, help="untimed fits per arm before timing (default 1)")
-    parser.add_argument("--hook-fits", type=int, default=None,
-                        help="untimed fits per case that time the callback's hooks (default 2; 1 with --quick)")
+    parser.add_argument(
+        "--hook-fits",
+        type=int,
+        default=None,
+        help="untimed fits per case that time the callback's hooks (default 2; 1 with --quick)",
+    )
     parser.add_argument("--only", metavar="REGEX", help="run only the cases whose name matches REGEX")
     parser.add_argument("--seed", type=int, default=0)
     return parser
@@ -336,8 +421,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     rounds = args.rounds if args.rounds is not None else (3 if args.quick else 12)
     epochs = args.epochs if args.epochs is not None else (2 if args.quick else 6)
     hook_fits = args.hook_fits if args.hook_fits is not None else (1 if args.quick else 2)
-    checks = [("rounds", rounds, 2), ("hook-fits", hook_fits, 1), ("epochs", epochs, 1), ("batch-size", args.batch_size, 1),
-              ("threads", args.threads, 0), ("warmup", args.warmup, 0), ("seed", args.seed, 0)]
+    checks = [
+        ("rounds", rounds, 2),
+        ("hook-fits", hook_fits, 1),
+        ("epochs", epochs, 1),
+        ("batch-size", args.batch_size, 1),
+        ("threads", args.threads, 0),
+        ("warmup", args.warmup, 0),
+        ("seed", args.seed, 0),
+    ]
     checks += [("curvature-every", n, 1) for n in args.curvature_every]
     _measure.check_at_least(parser, checks)
     try:
@@ -349,8 +441,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cases = [c for c in cases if pattern.search(c.name)]
         skipped = [s for s in skipped if pattern.search(s)]
         if not cases:
-            parser.error(f"`--only` matches no case, but got only={args.only!r}; "
-                         f"use any of: {', '.join(c.name for c in _cases(args.curvature_every)[0])}.")
+            parser.error(
+                f"`--only` matches no case, but got only={args.only!r}; "
+                f"use any of: {', '.join(c.name for c in _cases(args.curvature_every)[0])}."
+            )
 
     settings = Settings(epochs=epochs, batch_size=args.batch_size, logger=args.logger, seed=args.seed)
     threads = torch.get_num_threads()
@@ -366,8 +460,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.simplefilter("ignore")  # Lightning's advice (workers, log interval) and the callbacks' flags
             fit = _Fitter(settings, root)
             steps_per_epoch = math.ceil(len(fit.datamodule.train_set) / settings.batch_size)
-            results = run(cases, fit, rounds=rounds, warmup=args.warmup, hook_fits=hook_fits, rng=np.random.default_rng(args.seed),
-                          progress=lambda line: print(line, file=sys.stderr, flush=True))
+            results = run(
+                cases,
+                fit,
+                rounds=rounds,
+                warmup=args.warmup,
+                hook_fits=hook_fits,
+                rng=np.random.default_rng(args.seed),
+                progress=lambda line: print(line, file=sys.stderr, flush=True),
+            )
     finally:
         torch.set_num_threads(threads)
         for name, log in quiet.items():
@@ -375,8 +476,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     info["loadavg_end"] = _measure.loadavg()
 
     print(format_machine(info, settings, steps_per_epoch))
-    print(f"- {rounds} rounds per case, cases rotated each round, order alternating A B / B A; "
-          f"hooks timed in {hook_fits} separate fit(s) per case\n")
+    print(
+        f"- {rounds} rounds per case, cases rotated each round, order alternating A B / B A; "
+        f"hooks timed in {hook_fits} separate fit(s) per case\n"
+    )
     print(format_table(results))
     if skipped:
         print("\nskipped: " + "; ".join(skipped))
@@ -386,9 +489,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
-                {"machine": info, "settings": vars(settings), "steps_per_epoch": steps_per_epoch, "rounds": rounds,
-                 "target": TARGET, "results": results, "skipped": skipped},
-                f, indent=1,
+                {
+                    "machine": info,
+                    "settings": vars(settings),
+                    "steps_per_epoch": steps_per_epoch,
+                    "rounds": rounds,
+                    "target": TARGET,
+                    "results": results,
+                    "skipped": skipped,
+                },
+                f,
+                indent=1,
             )
     return 0
 

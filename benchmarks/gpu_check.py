@@ -81,10 +81,18 @@ def _sweep_file(work: Path, name: str, n_trials: int, trainer: dict[str, Any], *
 
     record = work / f"{name}.jsonl"
     data = {
-        "study": {"name": name, "n_trials": n_trials, "sampler": {"name": "random", "seed": 0}, "pruner": "none",
-                  "log_dir": str(work / "runs"), "stop_after_same_failures": 0},
-        "model": {"class_path": "tests.sweep.device_helpers.RecordingMLP",
-                  "init_args": {"hidden": 256, "record_file": str(record), **model_args}},
+        "study": {
+            "name": name,
+            "n_trials": n_trials,
+            "sampler": {"name": "random", "seed": 0},
+            "pruner": "none",
+            "log_dir": str(work / "runs"),
+            "stop_after_same_failures": 0,
+        },
+        "model": {
+            "class_path": "tests.sweep.device_helpers.RecordingMLP",
+            "init_args": {"hidden": 256, "record_file": str(record), **model_args},
+        },
         "data": {"class_path": "examples.digits.DigitsDataModule", "init_args": {"batch_size": 64}},
         "trainer": {"max_epochs": 3, "accelerator": ACCELERATOR, "devices": 1, **trainer},
         "optimizer": {"class_path": "lightopt.optim.SGD", "init_args": {"lr": 0.1, "momentum": 0.9}},
@@ -98,11 +106,19 @@ def _sweep_file(work: Path, name: str, n_trials: int, trainer: dict[str, Any], *
 def _run_sweep(file: Path, log: io.TextIOBase, *args: str, timeout: float = 240) -> tuple[int, str, float]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "lightopt", "sweep", "run", str(file), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lightopt", "sweep", "run", str(file), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     seconds = time.perf_counter() - started
-    log.write(f"$ lightopt sweep run {file.name} {' '.join(args)}  (exit {proc.returncode}, {seconds:.1f} s)\n"
-              f"{proc.stdout}{proc.stderr}\n")
+    log.write(
+        f"$ lightopt sweep run {file.name} {' '.join(args)}  (exit {proc.returncode}, {seconds:.1f} s)\n"
+        f"{proc.stdout}{proc.stderr}\n"
+    )
     return proc.returncode, proc.stdout, seconds
 
 
@@ -134,10 +150,15 @@ def part_sweep(work: Path, log: io.TextIOBase, gpus: int) -> dict[str, Any]:
         by_id[r["visible"]].append((r["start"], r["end"]))
     per_id = {device: most_at_once(spans) for device, spans in by_id.items()}
     trials = _trials(work, "per_device")
-    result = {"seconds": round(seconds, 1), "trials": len(trials), "workers": len({r["pid"] for r in seen}),
-              "most_at_once_per_id": per_id, "most_at_once": most_at_once([(r["start"], r["end"]) for r in seen]),
-              "gpu": seen[0]["gpu"] if seen else None,
-              "progress_lines": [line for line in out.splitlines() if line.startswith("[")][:4]}
+    result = {
+        "seconds": round(seconds, 1),
+        "trials": len(trials),
+        "workers": len({r["pid"] for r in seen}),
+        "most_at_once_per_id": per_id,
+        "most_at_once": most_at_once([(r["start"], r["end"]) for r in seen]),
+        "gpu": seen[0]["gpu"] if seen else None,
+        "progress_lines": [line for line in out.splitlines() if line.startswith("[")][:4],
+    }
     check(len(by_id) == gpus, f"ids used {sorted(by_id)}, expected {gpus}")
     check(max(per_id.values()) <= 2, f"more than 2 trials on one id: {per_id}")
     check(result["most_at_once"] == workers, f"the {workers} workers never all ran at once")
@@ -172,18 +193,23 @@ def part_oom(work: Path, log: io.TextIOBase, gpus: int) -> dict[str, Any]:
     seen = _records(record)
     filled = next((r for r in seen if r.get("error") == "OutOfMemoryError"), None)
     check(filled is not None, "trial 0 never ran out of memory")
-    check(trials[0].state.name == "FAIL" and "out of memory" in trials[0].user_attrs.get("fail_reason", ""),
-          f"trial 0: {trials[0].state.name} {trials[0].user_attrs.get('fail_reason')}")
+    check(
+        trials[0].state.name == "FAIL" and "out of memory" in trials[0].user_attrs.get("fail_reason", ""),
+        f"trial 0: {trials[0].state.name} {trials[0].user_attrs.get('fail_reason')}",
+    )
     same_worker = [r for r in seen if r["pid"] == filled["pid"] and r["start"] > filled["end"]]
     check(bool(same_worker), "the worker that ran out of memory ran no further trial")
     after = same_worker[0]
     check(after["reserved_at_start"] < 2**30, f"{after['reserved_at_start']} bytes still reserved after the OOM trial")
     check(all(t.state.name == "COMPLETE" for t in trials[1:]), "a trial after the OOM one did not complete")
-    return {"seconds": round(seconds, 1), "filled_gib": filled.get("filled_gib"),
-            "reserved_when_full_gib": round(filled.get("reserved_when_full", 0) / 2**30, 1),
-            "reserved_at_next_start_mib": round(after["reserved_at_start"] / 2**20, 1),
-            "fail_reason": trials[0].user_attrs.get("fail_reason"),
-            "devices": sorted({t.user_attrs.get("device") for t in trials})}
+    return {
+        "seconds": round(seconds, 1),
+        "filled_gib": filled.get("filled_gib"),
+        "reserved_when_full_gib": round(filled.get("reserved_when_full", 0) / 2**30, 1),
+        "reserved_at_next_start_mib": round(after["reserved_at_start"] / 2**20, 1),
+        "fail_reason": trials[0].user_attrs.get("fail_reason"),
+        "devices": sorted({t.user_attrs.get("device") for t in trials}),
+    }
 
 
 # --- fits in this process -----------------------------------------------------------------------
@@ -229,9 +255,17 @@ def _fit(module: Any, precision: str, steps: int, callbacks: list[Any] | None = 
     from lightopt.sweep.trial import quiet_lightning
 
     with quiet_lightning():
-        trainer = L.Trainer(max_steps=steps, accelerator=ACCELERATOR, devices=1, precision=precision, logger=False,
-                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                            callbacks=callbacks or [])
+        trainer = L.Trainer(
+            max_steps=steps,
+            accelerator=ACCELERATOR,
+            devices=1,
+            precision=precision,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=callbacks or [],
+        )
         trainer.fit(module, _loader(batch_size))
     return trainer
 
@@ -249,8 +283,10 @@ def part_precision(work: Path, log: io.TextIOBase, gpus: int) -> dict[str, Any]:
     pairs = {
         "SGD": (lambda p: SGD(p, lr=0.01), lambda p: torch.optim.SGD(p, lr=0.01)),
         "SGD momentum": (lambda p: SGD(p, lr=0.01, momentum=0.9), lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9)),
-        "SGD Nesterov": (lambda p: SGD(p, lr=0.01, momentum=0.9, nesterov=True),
-                         lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, nesterov=True)),
+        "SGD Nesterov": (
+            lambda p: SGD(p, lr=0.01, momentum=0.9, nesterov=True),
+            lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, nesterov=True),
+        ),
         "AdaGrad": (lambda p: AdaGrad(p, lr=0.05, eps=1e-7), lambda p: torch.optim.Adagrad(p, lr=0.05, eps=1e-7)),
         "Adam": (lambda p: Adam(p, lr=0.003), lambda p: torch.optim.Adam(p, lr=0.003)),
         "RMSProp": (lambda p: RMSProp(p, lr=0.003), None),
@@ -261,13 +297,19 @@ def part_precision(work: Path, log: io.TextIOBase, gpus: int) -> dict[str, Any]:
         for name, (ours, theirs) in pairs.items():
             module = _regression(ours)
             trainer = _fit(module, precision, 40)
-            row = {"optimizer": name, "precision": precision, "path": _path(trainer.optimizers[0]),
-                   "first_loss": float(module.losses[0]), "last_loss": float(module.losses[-1])}
+            row = {
+                "optimizer": name,
+                "precision": precision,
+                "path": _path(trainer.optimizers[0]),
+                "first_loss": float(module.losses[0]),
+                "last_loss": float(module.losses[-1]),
+            }
             if theirs is not None:
                 reference = _regression(theirs)
                 _fit(reference, precision, 40)
-                row["max_param_diff"] = max(float((p - q).abs().max()) for p, q in
-                                            zip(module.parameters(), reference.parameters()))
+                row["max_param_diff"] = max(
+                    float((p - q).abs().max()) for p, q in zip(module.parameters(), reference.parameters())
+                )
                 if row["max_param_diff"] > 1e-4:
                     failures.append(f"{name} {precision}: differs from torch by {row['max_param_diff']:.2e}")
             if not row["last_loss"] < row["first_loss"]:
@@ -277,8 +319,11 @@ def part_precision(work: Path, log: io.TextIOBase, gpus: int) -> dict[str, Any]:
     interim = {}
     for optimizer in (SGD, RMSProp):
         try:
-            _fit(_regression(lambda p, o=optimizer: o(p, lr=0.01, momentum=0.9, nesterov=True, mode="interim")),
-                 "16-mixed", 5)
+            _fit(
+                _regression(lambda p, o=optimizer: o(p, lr=0.01, momentum=0.9, nesterov=True, mode="interim")),
+                "16-mixed",
+                5,
+            )
             interim[optimizer.__name__] = "no error"
             if ACCELERATOR == "gpu":  # Lightning gives 16-mixed a GradScaler on CUDA only
                 failures.append(f"{optimizer.__name__} interim under 16-mixed raised nothing")
@@ -305,7 +350,7 @@ def _stops_at(make_optimizer: Any, callbacks: list[Any]) -> dict[str, Any]:
     try:
         _fit(module, "32-true", 400, callbacks, batch_size=8)
         error = None
-    except Exception as caught:  # noqa: BLE001 - whichever check stops the fit is what is measured
+    except Exception as caught:
         error = f"{type(caught).__name__}: {str(caught).splitlines()[0][:200]}"
     return {"stopped_at_step": int(module.global_step), "error": error}
 
@@ -327,9 +372,11 @@ def part_nan(work: Path, log: io.TextIOBase, gpus: int) -> dict[str, Any]:
 
     timings = {}
     steps = 400 if ACCELERATOR == "gpu" else 20
-    arms = [("no check", _sgd(check_finite_every=0), []),
-            ("LossCheck() default", _sgd(check_finite_every=0), [LossCheck()]),
-            ("LossCheck(every=1)", _sgd(check_finite_every=0), [LossCheck(every=1)])]
+    arms = [
+        ("no check", _sgd(check_finite_every=0), []),
+        ("LossCheck() default", _sgd(check_finite_every=0), [LossCheck()]),
+        ("LossCheck(every=1)", _sgd(check_finite_every=0), [LossCheck(every=1)]),
+    ]
     if has_own_check:
         arms.append(("optimizer's check, default", _sgd(), []))
     for label, make, callbacks in arms:
@@ -354,8 +401,21 @@ def _synchronize() -> None:
 def part_optim_step(work: Path, log: io.TextIOBase, gpus: int, out: Path) -> dict[str, Any]:
     target = out / "optim_step_cuda.json"
     device = "cuda" if ACCELERATOR == "gpu" else "cpu"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "optim_step.py"), "--device", device, "--quick",
-                           "--json", str(target)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "optim_step.py"),
+            "--device",
+            device,
+            "--quick",
+            "--json",
+            str(target),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     log.write(proc.stdout + proc.stderr)
     check(proc.returncode == 0, f"optim_step.py exited with code {proc.returncode}")
     return {"table": proc.stdout.strip().splitlines()[-40:], "json": target.name}
@@ -367,12 +427,23 @@ def part_optim_step(work: Path, log: io.TextIOBase, gpus: int, out: Path) -> dic
 def _machine() -> dict[str, Any]:
     import torch
 
-    info: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.version.cuda, "cores": os.cpu_count(),
-                            "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]}
+    info: dict[str, Any] = {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cores": os.cpu_count(),
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+    }
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        info["nvidia_smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
-                                             "--format=csv,noheader"], capture_output=True, text=True,
-                                            timeout=30).stdout.strip().splitlines()
+        info["nvidia_smi"] = (
+            subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            .stdout.strip()
+            .splitlines()
+        )
     return info
 
 
@@ -380,15 +451,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="folder for gpu_check.json, .md and .log")
     parser.add_argument("--only", help=f"comma-separated parts (default all): {','.join(PARTS)}")
-    parser.add_argument("--accelerator", choices=("gpu", "cpu"), default="gpu",
-                        help="cpu: a smoke run of this script on the CPU, GPU-only checks skipped (default gpu)")
+    parser.add_argument(
+        "--accelerator",
+        choices=("gpu", "cpu"),
+        default="gpu",
+        help="cpu: a smoke run of this script on the CPU, GPU-only checks skipped (default gpu)",
+    )
     args = parser.parse_args(argv)
     global ACCELERATOR
     ACCELERATOR = args.accelerator
     missing = [name for name in NEEDED if importlib.util.find_spec(name) is None]
     if missing:
-        print(f"error: missing Python packages {', '.join(missing)}: install lightopt's dependencies first "
-              f"(pip install -e .[examples]), or carry them as wheels", file=sys.stderr)
+        print(
+            f"error: missing Python packages {', '.join(missing)}: install lightopt's dependencies first "
+            f"(pip install -e .[examples]), or carry them as wheels",
+            file=sys.stderr,
+        )
         return 2
     parts = PARTS if not args.only else tuple(p.strip() for p in args.only.split(","))
     unknown = [p for p in parts if p not in PARTS]
@@ -414,25 +492,38 @@ def main(argv: list[str] | None = None) -> int:
                 function = globals()[f"part_{part}"]
                 result = function(work, log, gpus, out) if part == "optim_step" else function(work, log, gpus)
                 status = "skipped" if "skipped" in result else "pass"
-            except Exception as error:  # noqa: BLE001 - every part runs; its failure is recorded
+            except Exception as error:
                 result = {"error": f"{type(error).__name__}: {error}"}
                 log.write(traceback.format_exc())
                 status = "FAIL"
             result.update(status=status, wall_s=round(time.perf_counter() - started, 1))
             results["parts"][part] = result
-            print(f"   {status} in {result['wall_s']} s: " + json.dumps(
-                {k: v for k, v in result.items() if k not in ("fits", "table", "status", "wall_s")})[:600], flush=True)
+            print(
+                f"   {status} in {result['wall_s']} s: "
+                + json.dumps({k: v for k, v in result.items() if k not in ("fits", "table", "status", "wall_s")})[:600],
+                flush=True,
+            )
             log.flush()
     (out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str))
-    lines = [f"# gpu_check on {', '.join(results['machine']['gpus']) or 'the CPU'} (torch {results['machine']['torch']}, CUDA "
-             f"{results['machine']['cuda']}, {results['machine']['cores']} cores)", ""]
+    lines = [
+        f"# gpu_check on {', '.join(results['machine']['gpus']) or 'the CPU'} (torch {results['machine']['torch']}, CUDA "
+        f"{results['machine']['cuda']}, {results['machine']['cores']} cores)",
+        "",
+    ]
     for part, result in results["parts"].items():
         lines.append(f"- **{part}**: {result['status']} ({result['wall_s']} s)")
     fits = results["parts"].get("precision", {}).get("fits", [])
     if fits:
-        lines += ["", "| optimizer | precision | path | loss first -> last | max diff vs torch |", "|---|---|---|---|---|"]
-        lines += [f"| {r['optimizer']} | {r['precision']} | {r['path']} | {r['first_loss']:.4g} -> {r['last_loss']:.4g} "
-                  f"| {r.get('max_param_diff', '-')} |" for r in fits]
+        lines += [
+            "",
+            "| optimizer | precision | path | loss first -> last | max diff vs torch |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['optimizer']} | {r['precision']} | {r['path']} | {r['first_loss']:.4g} -> {r['last_loss']:.4g} "
+            f"| {r.get('max_param_diff', '-')} |"
+            for r in fits
+        ]
     (out / "gpu_check.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0 if all(r["status"] != "FAIL" for r in results["parts"].values()) else 1

@@ -39,7 +39,7 @@ import torch
 from lightopt.optim import SGD, AdaGrad, Adam, RMSProp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _measure  # noqa: E402  (beside this script)
+import _measure
 
 # Targets: lightopt's default at most 1.0x torch's fastest path, and at least 2x faster than torch's
 # default where torch's default is its per-tensor loop (the CPU).
@@ -64,20 +64,39 @@ def _cases() -> list[Case]:
     t = torch.optim
     return [
         Case("SGD", lambda p, k: SGD(p, lr=1e-3, **k), lambda p, k: t.SGD(p, lr=1e-3, **k)),
-        Case("SGD momentum=0.9", lambda p, k: SGD(p, lr=1e-3, momentum=0.9, **k),
-             lambda p, k: t.SGD(p, lr=1e-3, momentum=0.9, **k)),
-        Case("SGD momentum=0.9 nesterov", lambda p, k: SGD(p, lr=1e-3, momentum=0.9, nesterov=True, **k),
-             lambda p, k: t.SGD(p, lr=1e-3, momentum=0.9, nesterov=True, **k)),
-        Case("AdaGrad", lambda p, k: AdaGrad(p, lr=1e-2, eps=1e-7, **k), lambda p, k: t.Adagrad(p, lr=1e-2, eps=1e-7, **k)),
-        Case("RMSProp", lambda p, k: RMSProp(p, lr=1e-3, rho=0.9, eps=1e-6, **k),
-             lambda p, k: t.RMSprop(p, lr=1e-3, alpha=0.9, eps=1e-6, **k),
-             note="δ inside the root vs torch's outside: the same op count"),
-        Case("RMSProp momentum=0.9", lambda p, k: RMSProp(p, lr=1e-3, rho=0.9, eps=1e-6, momentum=0.9, **k),
-             lambda p, k: t.RMSprop(p, lr=1e-3, alpha=0.9, eps=1e-6, momentum=0.9, **k)),
+        Case(
+            "SGD momentum=0.9",
+            lambda p, k: SGD(p, lr=1e-3, momentum=0.9, **k),
+            lambda p, k: t.SGD(p, lr=1e-3, momentum=0.9, **k),
+        ),
+        Case(
+            "SGD momentum=0.9 nesterov",
+            lambda p, k: SGD(p, lr=1e-3, momentum=0.9, nesterov=True, **k),
+            lambda p, k: t.SGD(p, lr=1e-3, momentum=0.9, nesterov=True, **k),
+        ),
+        Case(
+            "AdaGrad",
+            lambda p, k: AdaGrad(p, lr=1e-2, eps=1e-7, **k),
+            lambda p, k: t.Adagrad(p, lr=1e-2, eps=1e-7, **k),
+        ),
+        Case(
+            "RMSProp",
+            lambda p, k: RMSProp(p, lr=1e-3, rho=0.9, eps=1e-6, **k),
+            lambda p, k: t.RMSprop(p, lr=1e-3, alpha=0.9, eps=1e-6, **k),
+            note="δ inside the root vs torch's outside: the same op count",
+        ),
+        Case(
+            "RMSProp momentum=0.9",
+            lambda p, k: RMSProp(p, lr=1e-3, rho=0.9, eps=1e-6, momentum=0.9, **k),
+            lambda p, k: t.RMSprop(p, lr=1e-3, alpha=0.9, eps=1e-6, momentum=0.9, **k),
+        ),
         Case("Adam", lambda p, k: Adam(p, lr=1e-3, **k), lambda p, k: t.Adam(p, lr=1e-3, **k)),
-        Case("control: torch Adam as 'lightopt'", lambda p, k: t.Adam(p, lr=1e-3, fused=True),
-             lambda p, k: t.Adam(p, lr=1e-3, **k),
-             note="torch's fused Adam in lightopt's place: its ratio to torch's fused arm is the run's noise floor"),
+        Case(
+            "control: torch Adam as 'lightopt'",
+            lambda p, k: t.Adam(p, lr=1e-3, fused=True),
+            lambda p, k: t.Adam(p, lr=1e-3, **k),
+            note="torch's fused Adam in lightopt's place: its ratio to torch's fused arm is the run's noise floor",
+        ),
     ]
 
 
@@ -148,7 +167,9 @@ def _supported(factory: Factory, values: list[torch.Tensor], grads: list[torch.T
     return True
 
 
-def _arms(case: Case, values: list[torch.Tensor], grads: list[torch.Tensor]) -> dict[str, tuple[Factory, dict[str, Any]]]:
+def _arms(
+    case: Case, values: list[torch.Tensor], grads: list[torch.Tensor]
+) -> dict[str, tuple[Factory, dict[str, Any]]]:
     """Arm name -> (factory, keyword arguments), for the arms this device supports."""
     arms: dict[str, tuple[Factory, dict[str, Any]]] = {
         "lightopt default": (case.lightopt, {}),
@@ -202,8 +223,12 @@ def run_case(
     fastest = min(torch_arms, key=lambda n: medians[n])
     mine = arrays["lightopt default"]
     result: dict[str, Any] = {
-        "case": case.name, "note": case.note, "steps_per_block": k, "rounds": rounds,
-        "lightopt_path": lightopt_path(optimizers["lightopt default"]), "medians_s": medians,
+        "case": case.name,
+        "note": case.note,
+        "steps_per_block": k,
+        "rounds": rounds,
+        "lightopt_path": lightopt_path(optimizers["lightopt default"]),
+        "medians_s": medians,
         "torch_fastest": fastest.removeprefix("torch "),
         "vs_torch_default": _measure.paired_ratio(mine, arrays["torch default"], rng),
         "vs_torch_fastest": _measure.paired_ratio(mine, arrays[fastest], rng),
@@ -289,13 +314,19 @@ def _parser() -> argparse.ArgumentParser:
         description="Time optimizer.step() of lightopt's optimizers (default arguments) against torch.optim's paths.",
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds of blocks per optimizer (default 40; 6 with --quick)")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="rounds of blocks per optimizer (default 40; 6 with --quick)"
+    )
     parser.add_argument("--quick", action="store_true", help="a ~30 s smoke run: fewer rounds, shorter blocks")
     parser.add_argument("--json", metavar="PATH", help="also write all results, per-round times included, as JSON")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1; 0 keeps torch's default)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (default 1; 0 keeps torch's default)"
+    )
     parser.add_argument("--layers", type=int, default=100, help="Linear layers in the synthetic model (default 100)")
     parser.add_argument("--max-width", type=int, default=256, help="largest layer width (default 256)")
-    parser.add_argument("--block-ms", type=float, default=None, help="target length of one timed block (default 40; 10 with --quick)")
+    parser.add_argument(
+        "--block-ms", type=float, default=None, help="target length of one timed block (default 40; 10 with --quick)"
+    )
     parser.add_argument("--only", metavar="REGEX", help="run only the optimizers whose name matches REGEX")
     parser.add_argument("--seed", type=int, default=0)
     return parser
@@ -306,8 +337,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rounds = args.rounds if args.rounds is not None else (6 if args.quick else 40)
     block_s = (args.block_ms if args.block_ms is not None else (10.0 if args.quick else 40.0)) / 1e3
-    _measure.check_at_least(parser, [("rounds", rounds, 2), ("layers", args.layers, 1), ("max-width", args.max_width, 1),
-                                     ("threads", args.threads, 0)])
+    _measure.check_at_least(
+        parser,
+        [
+            ("rounds", rounds, 2),
+            ("layers", args.layers, 1),
+            ("max-width", args.max_width, 1),
+            ("threads", args.threads, 0),
+        ],
+    )
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: `--device cuda` needs a CUDA build of torch and a GPU; use --device cpu.", file=sys.stderr)
         return 2
@@ -332,8 +370,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         for case in _cases():
             if pattern and not pattern.search(case.name):
                 continue
-            results.append(run_case(case, values, grads, rounds=rounds, warmup=3 if args.quick else 10,
-                                    block_s=block_s, sync=sync, rng=rng))
+            results.append(
+                run_case(
+                    case,
+                    values,
+                    grads,
+                    rounds=rounds,
+                    warmup=3 if args.quick else 10,
+                    block_s=block_s,
+                    sync=sync,
+                    rng=rng,
+                )
+            )
             gc.collect()
     finally:
         gc.unfreeze()
@@ -352,9 +400,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
-                {"machine": info, "n_tensors": len(shapes), "n_params": n_params, "rounds": rounds, "block_s": block_s,
-                 "targets": {"fastest": TARGET_FASTEST, "default_speedup": TARGET_DEFAULT_SPEEDUP}, "results": results},
-                f, indent=1,
+                {
+                    "machine": info,
+                    "n_tensors": len(shapes),
+                    "n_params": n_params,
+                    "rounds": rounds,
+                    "block_s": block_s,
+                    "targets": {"fastest": TARGET_FASTEST, "default_speedup": TARGET_DEFAULT_SPEEDUP},
+                    "results": results,
+                },
+                f,
+                indent=1,
             )
     return 0
 

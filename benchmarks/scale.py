@@ -84,8 +84,17 @@ def value(lr: float, momentum: float, batch_size: int, step: int) -> float:
 
 def sweep_data(log_dir: str, trials: int, sampler: str) -> dict[str, Any]:
     data = {
-        "study": {"name": "scale", "direction": "minimize", "metric": "val_loss", "n_trials": trials, "seed": SEED,
-                  "threads": 1, "sampler": {"name": sampler, "seed": SEED}, "pruner": dict(PRUNER), "log_dir": log_dir},
+        "study": {
+            "name": "scale",
+            "direction": "minimize",
+            "metric": "val_loss",
+            "n_trials": trials,
+            "seed": SEED,
+            "threads": 1,
+            "sampler": {"name": sampler, "seed": SEED},
+            "pruner": dict(PRUNER),
+            "log_dir": log_dir,
+        },
         "model": {"class_path": "examples.digits.DigitsMLP", "init_args": {"hidden": 16}},
         "data": {"class_path": "examples.digits.DigitsDataModule", "init_args": {"batch_size": 64}},
         "trainer": {"max_epochs": ROUNDS, "enable_checkpointing": False, "accelerator": "cpu"},
@@ -180,26 +189,41 @@ def _worker(arm: str, index: int, trials: int, sampler: str, storage: str, log_d
         sampler_object = _sampler(sampler)
         if index:
             sampler_object.reseed_rng()
-        study = optuna.create_study(study_name="scale", storage=opened, direction="minimize", load_if_exists=True,
-                                    sampler=sampler_object, pruner=optuna.pruners.MedianPruner(
-                                        n_startup_trials=PRUNER["n_startup_trials"],
-                                        n_warmup_steps=PRUNER["n_warmup_steps"]))
+        study = optuna.create_study(
+            study_name="scale",
+            storage=opened,
+            direction="minimize",
+            load_if_exists=True,
+            sampler=sampler_object,
+            pruner=optuna.pruners.MedianPruner(
+                n_startup_trials=PRUNER["n_startup_trials"], n_warmup_steps=PRUNER["n_warmup_steps"]
+            ),
+        )
         stop = optuna.study.MaxTrialsCallback(trials, states=None)  # every trial counts, as in lightopt
         study.optimize(_objective(stamps), callbacks=[stop], gc_after_trial=False)
         last = stamps.starts[-1][0] if stamps.starts else started
     ended = time.time()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    Path(result).write_text(json.dumps({"starts": stamps.starts, "cpu": stamps.cpu, "memory": stamps.memory,
-                                        "after_last_s": ended - last,
-                                        "peak_rss_mib": round(peak, 1)}))
+    Path(result).write_text(
+        json.dumps(
+            {
+                "starts": stamps.starts,
+                "cpu": stamps.cpu,
+                "memory": stamps.memory,
+                "after_last_s": ended - last,
+                "peak_rss_mib": round(peak, 1),
+            }
+        )
+    )
 
 
 def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
 
-def run_arm(arm: str, trials: int, workers: int, sampler: str, storage_kind: str, server: Any,
-            scratch_dir: str | None = None) -> dict[str, Any]:
+def run_arm(
+    arm: str, trials: int, workers: int, sampler: str, storage_kind: str, server: Any, scratch_dir: str | None = None
+) -> dict[str, Any]:
     """One arm in ``workers`` fresh processes on a fresh storage; its per-trial times, memory and sizes."""
     with tempfile.TemporaryDirectory(prefix=f"scale-{arm}-", dir=scratch_dir) as scratch:
         log_dir = str(Path(scratch) / "runs")
@@ -211,8 +235,10 @@ def run_arm(arm: str, trials: int, workers: int, sampler: str, storage_kind: str
         context = multiprocessing.get_context("spawn")
         results = [str(Path(scratch) / f"worker_{i}.json") for i in range(workers)]
         started = time.time()
-        processes = [context.Process(target=_worker, args=(arm, i, trials, sampler, storage, log_dir, results[i]))
-                     for i in range(workers)]
+        processes = [
+            context.Process(target=_worker, args=(arm, i, trials, sampler, storage, log_dir, results[i]))
+            for i in range(workers)
+        ]
         for process in processes:
             process.start()
             if storage_kind == "postgres" and process is processes[0]:
@@ -232,13 +258,16 @@ def run_arm(arm: str, trials: int, workers: int, sampler: str, storage_kind: str
         tensorboard_bytes = _size(logs)  # the trial runs and the study run (the journal is elsewhere)
     starts = sorted(t for w in per_worker for t, _ in w["starts"])
     return {
-        "arm": arm, "trials_run": len(starts), "wall_s": round(wall, 2),
+        "arm": arm,
+        "trials_run": len(starts),
+        "wall_s": round(wall, 2),
         "per_trial_ms": per_trial_ms(starts, trials),
         "cpu_per_trial_ms": cpu_per_trial_ms(per_worker, trials),
         "memory_mib": [w["memory"] for w in per_worker],
         "peak_rss_mib": [w["peak_rss_mib"] for w in per_worker],
         "after_last_trial_s": [round(w["after_last_s"], 2) for w in per_worker],
-        "storage_bytes": storage_bytes, "tensorboard_bytes": tensorboard_bytes,
+        "storage_bytes": storage_bytes,
+        "tensorboard_bytes": tensorboard_bytes,
     }
 
 
@@ -284,8 +313,12 @@ def cpu_per_trial_ms(per_worker: list[dict[str, Any]], trials: int) -> dict[str,
 
 
 def _value_of(params: dict[str, Any]) -> float:
-    return value(params["optimizer.init_args.lr"], params["optimizer.init_args.momentum"],
-                 params["data.init_args.batch_size"], ROUNDS)
+    return value(
+        params["optimizer.init_args.lr"],
+        params["optimizer.init_args.momentum"],
+        params["data.init_args.batch_size"],
+        ROUNDS,
+    )
 
 
 def sampler_scale(sizes: list[int], repeats: int, save: Any = None) -> list[dict[str, Any]]:
@@ -294,18 +327,22 @@ def sampler_scale(sizes: list[int], repeats: int, save: Any = None) -> list[dict
 
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-    space = {"optimizer.init_args.lr": FloatDistribution(1e-3, 1.0, log=True),
-             "optimizer.init_args.momentum": FloatDistribution(0.0, 0.99),
-             "data.init_args.batch_size": CategoricalDistribution([16, 32, 64, 128, 256])}
+    space = {
+        "optimizer.init_args.lr": FloatDistribution(1e-3, 1.0, log=True),
+        "optimizer.init_args.momentum": FloatDistribution(0.0, 0.99),
+        "data.init_args.batch_size": CategoricalDistribution([16, 32, 64, 128, 256]),
+    }
     samplers = {
         "tpe (Optuna's defaults; lightopt's default)": lambda: optuna.samplers.TPESampler(seed=SEED),
         "tpe multivariate": lambda: optuna.samplers.TPESampler(seed=SEED, multivariate=True),
-        "tpe multivariate constant_liar": lambda: optuna.samplers.TPESampler(seed=SEED, multivariate=True,
-                                                                             constant_liar=True),
+        "tpe multivariate constant_liar": lambda: optuna.samplers.TPESampler(
+            seed=SEED, multivariate=True, constant_liar=True
+        ),
         "random": lambda: optuna.samplers.RandomSampler(seed=SEED),
         "qmc": lambda: optuna.samplers.QMCSampler(seed=SEED, warn_independent_sampling=False),
         "cmaes (batch size as an independent random choice)": lambda: optuna.samplers.CmaEsSampler(
-            seed=SEED, warn_independent_sampling=False),
+            seed=SEED, warn_independent_sampling=False
+        ),
     }
     if importlib.util.find_spec("cmaes") is None:  # CmaEsSampler needs the `cmaes` package
         print("  cmaes: skipped, the `cmaes` package is not installed", flush=True)
@@ -313,9 +350,11 @@ def sampler_scale(sizes: list[int], repeats: int, save: Any = None) -> list[dict
     rng = random.Random(SEED)
     history = []
     for number in range(max(sizes)):
-        params = {"optimizer.init_args.lr": 10 ** rng.uniform(-3, 0),
-                  "optimizer.init_args.momentum": rng.uniform(0, 0.99),
-                  "data.init_args.batch_size": rng.choice([16, 32, 64, 128, 256])}
+        params = {
+            "optimizer.init_args.lr": 10 ** rng.uniform(-3, 0),
+            "optimizer.init_args.momentum": rng.uniform(0, 0.99),
+            "data.init_args.batch_size": rng.choice([16, 32, 64, 128, 256]),
+        }
         history.append(optuna.trial.create_trial(value=_value_of(params), params=params, distributions=space))
     rows = []
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -333,8 +372,14 @@ def sampler_scale(sizes: list[int], repeats: int, save: Any = None) -> list[dict
                 times.append(time.perf_counter() - begin)
                 study.tell(trial, _value_of(trial.params))
             times.sort()
-            rows.append({"sampler": name, "trials": n, "ask_ms_median": round(1000 * times[len(times) // 2], 2),
-                         "ask_ms_min": round(1000 * times[0], 2)})
+            rows.append(
+                {
+                    "sampler": name,
+                    "trials": n,
+                    "ask_ms_median": round(1000 * times[len(times) // 2], 2),
+                    "ask_ms_min": round(1000 * times[0], 2),
+                }
+            )
             print(f"  {name:50s} {n:6d} trials: {rows[-1]['ask_ms_median']:8.2f} ms per ask", flush=True)
             if save is not None:
                 save(rows)
@@ -349,8 +394,9 @@ def _server():
     def database_size(name: str) -> int:
         import sqlalchemy
 
-        engine = sqlalchemy.create_engine(f"postgresql://postgres@/postgres?host={server.base}&port={server.port}",
-                                          poolclass=sqlalchemy.pool.NullPool)
+        engine = sqlalchemy.create_engine(
+            f"postgresql://postgres@/postgres?host={server.base}&port={server.port}", poolclass=sqlalchemy.pool.NullPool
+        )
         try:
             with engine.connect() as connection:
                 return int(connection.exec_driver_sql(f"SELECT pg_database_size('{name}')").scalar())
@@ -367,17 +413,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=500, help="trials per study (the largest size measured)")
     parser.add_argument("--storage", choices=["journal", "postgres", "both"], default="journal")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4], help="worker counts to run")
-    parser.add_argument("--sampler", choices=["random", "tpe"], default="random",
-                        help="the sampler of both arms (random: a constant cost, so the difference is lightopt's)")
+    parser.add_argument(
+        "--sampler",
+        choices=["random", "tpe"],
+        default="random",
+        help="the sampler of both arms (random: a constant cost, so the difference is lightopt's)",
+    )
     parser.add_argument("--sampler-scale", action="store_true", help="measure the samplers alone instead")
     parser.add_argument("--repeats", type=int, default=20, help="asks per sampler and size (--sampler-scale)")
-    parser.add_argument("--scratch", default=None,
-                        help="directory for the journal files and logs (default: the system's temp directory; "
-                             "/dev/shm takes the disk's fsync out of the measurement)")
+    parser.add_argument(
+        "--scratch",
+        default=None,
+        help="directory for the journal files and logs (default: the system's temp directory; "
+        "/dev/shm takes the disk's fsync out of the measurement)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write (default: stdout only)")
     args = parser.parse_args(argv)
-    _measure.check_at_least(parser, [("trials", args.trials, 30), ("repeats", args.repeats, 1),
-                                     ("workers", min(args.workers), 1)])
+    _measure.check_at_least(
+        parser, [("trials", args.trials, 30), ("repeats", args.repeats, 1), ("workers", min(args.workers), 1)]
+    )
     machine = _measure.machine_info(optuna=optuna.__version__)
     report: dict[str, Any] = {"machine": machine, "args": {k: str(v) for k, v in vars(args).items()}, "runs": []}
 
@@ -405,18 +459,32 @@ def main(argv: list[str] | None = None) -> int:
                 server, version = _server()
                 report["machine"]["postgres"] = version
             for workers in args.workers:
-                row: dict[str, Any] = {"storage": kind, "workers": workers, "sampler": args.sampler,
-                                       "trials": args.trials, "scratch": args.scratch or tempfile.gettempdir()}
+                row: dict[str, Any] = {
+                    "storage": kind,
+                    "workers": workers,
+                    "sampler": args.sampler,
+                    "trials": args.trials,
+                    "scratch": args.scratch or tempfile.gettempdir(),
+                }
                 for arm in ("optuna", "lightopt"):
                     print(f"{kind}, {workers} worker(s), {args.sampler}: {arm} ...", flush=True)
                     row[arm] = run_arm(arm, args.trials, workers, args.sampler, kind, server, args.scratch)
-                    print(f"  per-trial ms {row[arm]['per_trial_ms']}, cpu {row[arm]['cpu_per_trial_ms']}, "
-                          f"wall {row[arm]['wall_s']} s", flush=True)
+                    print(
+                        f"  per-trial ms {row[arm]['per_trial_ms']}, cpu {row[arm]['cpu_per_trial_ms']}, "
+                        f"wall {row[arm]['wall_s']} s",
+                        flush=True,
+                    )
                 for key in ("per_trial_ms", "cpu_per_trial_ms"):
-                    row[f"difference_{key}"] = {n: round(row["lightopt"][key][n] - ms, 2)
-                                                for n, ms in row["optuna"][key].items() if n in row["lightopt"][key]}
-                print(f"  lightopt - optuna, ms per trial: wall {row['difference_per_trial_ms']}, cpu "
-                      f"{row['difference_cpu_per_trial_ms']} (target <= {TARGET_MS})", flush=True)
+                    row[f"difference_{key}"] = {
+                        n: round(row["lightopt"][key][n] - ms, 2)
+                        for n, ms in row["optuna"][key].items()
+                        if n in row["lightopt"][key]
+                    }
+                print(
+                    f"  lightopt - optuna, ms per trial: wall {row['difference_per_trial_ms']}, cpu "
+                    f"{row['difference_cpu_per_trial_ms']} (target <= {TARGET_MS})",
+                    flush=True,
+                )
                 report["runs"].append(row)
                 save()
     finally:

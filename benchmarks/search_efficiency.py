@@ -96,8 +96,13 @@ RAW_SEARCH = {
 }
 CHAPTER_SEARCH = {
     "optimizer.init_args.momentum": {"low": 1.0, "high": 100.0, "log": True, "coordinate": "horizon"},
-    "optimizer.init_args.lr": {"low": 1.0e-2, "high": 10.0, "log": True, "coordinate": "effective",
-                               "scale_with_batch": {"key": "data.init_args.batch_size", "reference": 64}},
+    "optimizer.init_args.lr": {
+        "low": 1.0e-2,
+        "high": 10.0,
+        "log": True,
+        "coordinate": "effective",
+        "scale_with_batch": {"key": "data.init_args.batch_size", "reference": 64},
+    },
     "data.init_args.batch_size": {"choices": BATCH_SIZES},
 }
 REFERENCE_SEED = 10_000
@@ -151,7 +156,9 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _sweep_data(settings: dict[str, Any], search: dict[str, Any], log_path: str, threshold: float | None) -> dict[str, Any]:
+def _sweep_data(
+    settings: dict[str, Any], search: dict[str, Any], log_path: str, threshold: float | None
+) -> dict[str, Any]:
     import yaml
 
     data = yaml.safe_load(Path(settings["sweep_file"]).read_text(encoding="utf-8"))
@@ -159,12 +166,15 @@ def _sweep_data(settings: dict[str, Any], search: dict[str, Any], log_path: str,
     data["model"]["init_args"]["channels"] = settings["channels"]
     trainer = data.setdefault("trainer", {})
     trainer["max_epochs"] = settings["max_epochs"]
-    trainer["callbacks"] = [{"class_path": "search_efficiency.RoundLog",
-                             "init_args": {"path": log_path, "threshold": threshold}}]
+    trainer["callbacks"] = [
+        {"class_path": "search_efficiency.RoundLog", "init_args": {"path": log_path, "threshold": threshold}}
+    ]
     return data
 
 
-def _lightopt_study(method: str, seed: int, settings: dict[str, Any], log_path: str, threshold: float | None, root: str):
+def _lightopt_study(
+    method: str, seed: int, settings: dict[str, Any], log_path: str, threshold: float | None, root: str
+):
     from lightopt.sweep import spec as sweep_config
     from lightopt.sweep.trial import Objective
 
@@ -178,8 +188,9 @@ def _lightopt_study(method: str, seed: int, settings: dict[str, Any], log_path: 
         data["study"]["sampler"] = {**data["study"]["sampler"], "seed": seed}
     sweep = sweep_config.parse(data)
     spec = sweep.study
-    study = optuna.create_study(direction=spec.direction, sampler=spec.make_sampler(sweep.search),
-                                pruner=spec.make_pruner())
+    study = optuna.create_study(
+        direction=spec.direction, sampler=spec.make_sampler(sweep.search), pruner=spec.make_pruner()
+    )
     return study, Objective(sweep, root)
 
 
@@ -207,14 +218,16 @@ def _optuna_objective(seed: int, settings: dict[str, Any], log_path: str, thresh
         trainer = L.Trainer(
             **trainer_args,
             logger=TensorBoardLogger(root, name="", version=f"trial_{trial.number:04d}"),
-            enable_progress_bar=False, enable_model_summary=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
             callbacks=[RoundLog(log_path, threshold), PyTorchLightningPruningCallback(trial, monitor="val_loss")],
         )
         trainer.fit(model, datamodule=datamodule)
         return trainer.callback_metrics["val_loss"].item()
 
-    return optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed),
-                               pruner=optuna.pruners.MedianPruner()), objective
+    return optuna.create_study(
+        direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed), pruner=optuna.pruners.MedianPruner()
+    ), objective
 
 
 def read_rounds(log_path: str, n_train: int) -> list[dict[str, Any]]:
@@ -250,9 +263,15 @@ def summarize(trials: list[dict[str, Any]], threshold: float | None, start: floa
             if reached is None and threshold is not None and value <= threshold:
                 reached = {"epochs": spent + epochs, "wall_s": t - start}
         spent += trial["epochs"]
-    return {"reached": reached is not None, "epochs_to_threshold": reached and reached["epochs"],
-            "wall_to_threshold_s": reached and reached["wall_s"], "epochs_spent": spent,
-            "best_val_loss": best if math.isfinite(best) else None, "n_trials": len(trials), "curve": curve}
+    return {
+        "reached": reached is not None,
+        "epochs_to_threshold": reached and reached["epochs"],
+        "wall_to_threshold_s": reached and reached["wall_s"],
+        "epochs_spent": spent,
+        "best_val_loss": best if math.isfinite(best) else None,
+        "n_trials": len(trials),
+        "curve": curve,
+    }
 
 
 def epochs_to(search: dict[str, Any], threshold: float) -> float:
@@ -260,9 +279,15 @@ def epochs_to(search: dict[str, Any], threshold: float) -> float:
     return next((epochs for epochs, best in search["curve"] if best <= threshold), math.inf)
 
 
-def run_search(method: str, seed: int, settings: dict[str, Any], threshold: float | None,
-               budget_epochs: float | None, n_trials: int | None,
-               params: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_search(
+    method: str,
+    seed: int,
+    settings: dict[str, Any],
+    threshold: float | None,
+    budget_epochs: float | None,
+    n_trials: int | None,
+    params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """One search; stops at the threshold, after ``budget_epochs`` or after ``n_trials``.
 
     ``params`` (lightopt methods only) are enqueued as the first trial: with ``n_trials=1`` this
@@ -288,16 +313,30 @@ def run_search(method: str, seed: int, settings: dict[str, Any], threshold: floa
                 study.stop()
 
         start = time.time()
-        study.optimize(objective, n_trials=n_trials or MAX_TRIALS, catch=(TrialFailed,),
-                       callbacks=[stop_when_done], gc_after_trial=False)
+        study.optimize(
+            objective,
+            n_trials=n_trials or MAX_TRIALS,
+            catch=(TrialFailed,),
+            callbacks=[stop_when_done],
+            gc_after_trial=False,
+        )
         wall = time.time() - start
         result = summarize(read_rounds(log_path, n_train), threshold, start)
         states = [t.state.name for t in study.trials]
-        best = min((t for t in study.trials if t.value is not None and math.isfinite(t.value)),
-                   key=lambda t: t.value, default=None)
-    return {"method": method, "seed": seed, **result, "wall_s": wall,
-            "n_pruned": states.count("PRUNED"), "n_failed": states.count("FAIL"),
-            "best_params": best.params if best else None}
+        best = min(
+            (t for t in study.trials if t.value is not None and math.isfinite(t.value)),
+            key=lambda t: t.value,
+            default=None,
+        )
+    return {
+        "method": method,
+        "seed": seed,
+        **result,
+        "wall_s": wall,
+        "n_pruned": states.count("PRUNED"),
+        "n_failed": states.count("FAIL"),
+        "best_params": best.params if best else None,
+    }
 
 
 # --- statistics and output ------------------------------------------------------------------------
@@ -313,7 +352,7 @@ def quantile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     position = q * (len(ordered) - 1)
     low, high = math.floor(position), math.ceil(position)
-    if math.isinf(ordered[high]) and position > low or math.isinf(ordered[low]):
+    if (math.isinf(ordered[high]) and position > low) or math.isinf(ordered[low]):
         return math.inf
     return float(ordered[low] + (ordered[high] - ordered[low]) * (position - low))
 
@@ -335,14 +374,20 @@ def method_table(searches: list[dict[str, Any]], threshold: float | None = None)
         if not rows:
             continue
         epochs = _epochs(rows, threshold)
-        table[method] = {"seeds": len(rows), "reached": sum(math.isfinite(e) for e in epochs),
-                         "epochs_median": quantile(epochs, 0.5), "epochs_q1": quantile(epochs, 0.25),
-                         "epochs_q3": quantile(epochs, 0.75)}
+        table[method] = {
+            "seeds": len(rows),
+            "reached": sum(math.isfinite(e) for e in epochs),
+            "epochs_median": quantile(epochs, 0.5),
+            "epochs_q1": quantile(epochs, 0.25),
+            "epochs_q3": quantile(epochs, 0.75),
+        }
         if threshold is None:  # the run's own threshold: the wall time and trial counts are known too
             walls = [s["wall_to_threshold_s"] if s["reached"] else math.inf for s in rows]
-            table[method].update(wall_median_s=quantile(walls, 0.5),
-                                 epochs_spent_total=sum(s["epochs_spent"] for s in rows),
-                                 trials_median=float(np.median([s["n_trials"] for s in rows])))
+            table[method].update(
+                wall_median_s=quantile(walls, 0.5),
+                epochs_spent_total=sum(s["epochs_spent"] for s in rows),
+                trials_median=float(np.median([s["n_trials"] for s in rows])),
+            )
     return table
 
 
@@ -351,11 +396,16 @@ def _fmt(value: float, digits: int = 1) -> str:
 
 
 def format_table(table: dict[str, dict[str, Any]], budget: float) -> str:
-    lines = ["| method | reached | epochs to threshold: median [IQR] | wall to threshold: median | trials (median) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| method | reached | epochs to threshold: median [IQR] | wall to threshold: median | trials (median) |",
+        "|---|---|---|---|---|",
+    ]
     for method, row in table.items():
-        wall = "-" if "wall_median_s" not in row else _fmt(row["wall_median_s"], 0) + (
-            " s" if math.isfinite(row["wall_median_s"]) else "")
+        wall = (
+            "-"
+            if "wall_median_s" not in row
+            else _fmt(row["wall_median_s"], 0) + (" s" if math.isfinite(row["wall_median_s"]) else "")
+        )
         trials = f"{row['trials_median']:.0f}" if "trials_median" in row else "-"
         lines.append(
             f"| {method} | {row['reached']}/{row['seeds']} | {_fmt(row['epochs_median'])} "
@@ -373,6 +423,7 @@ def ratios(searches: list[dict[str, Any]], threshold: float | None = None, resam
     when only Optuna's median is censored, 0 when only lightopt's is, and undefined (None; such
     resamples are left out and counted) when both are.
     """
+
     def ratio(base: float, mine: float) -> float | None:
         if math.isinf(base) and math.isinf(mine):
             return None
@@ -387,13 +438,20 @@ def ratios(searches: list[dict[str, Any]], threshold: float | None = None, resam
         base = np.array(_epochs([by_seed["optuna"][k] for k in seeds], threshold))
         mine = np.array(_epochs([by_seed[method][k] for k in seeds], threshold))
         rng = np.random.default_rng(0)
-        draws = [ratio(quantile(base[i], 0.5), quantile(mine[i], 0.5))
-                 for i in rng.integers(0, len(seeds), (resamples, len(seeds)))]
+        draws = [
+            ratio(quantile(base[i], 0.5), quantile(mine[i], 0.5))
+            for i in rng.integers(0, len(seeds), (resamples, len(seeds)))
+        ]
         defined = sorted(d for d in draws if d is not None)
-        interval = ([defined[int(0.025 * len(defined))], defined[max(int(0.975 * len(defined)) - 1, 0)]]
-                    if defined else None)
-        out[method] = {"ratio": ratio(quantile(base, 0.5), quantile(mine, 0.5)), "ci95": interval,
-                       "undefined_resamples": len(draws) - len(defined), "seeds": len(seeds)}
+        interval = (
+            [defined[int(0.025 * len(defined))], defined[max(int(0.975 * len(defined)) - 1, 0)]] if defined else None
+        )
+        out[method] = {
+            "ratio": ratio(quantile(base, 0.5), quantile(mine, 0.5)),
+            "ci95": interval,
+            "undefined_resamples": len(draws) - len(defined),
+            "seeds": len(seeds),
+        }
     return out
 
 
@@ -405,8 +463,9 @@ def format_ratios(rows: dict[str, Any]) -> str:
     for method, row in rows.items():
         interval = "no interval" if row["ci95"] is None else f"[{fmt(row['ci95'][0])}, {fmt(row['ci95'][1])}]"
         undefined = f", {row['undefined_resamples']} resamples undefined" if row["undefined_resamples"] else ""
-        lines.append(f"optuna / {method} (median epochs, {row['seeds']} paired seeds): {fmt(row['ratio'])} "
-                     f"{interval}{undefined}")
+        lines.append(
+            f"optuna / {method} (median epochs, {row['seeds']} paired seeds): {fmt(row['ratio'])} {interval}{undefined}"
+        )
     return "\n".join(lines)
 
 
@@ -459,8 +518,11 @@ def _progress(result: dict[str, Any], partial: Path) -> None:
     with open(partial, "a", encoding="utf-8") as file:
         file.write(json.dumps(result) + "\n")
     reached = f"reached after {result['epochs_to_threshold']:.1f} epochs" if result["reached"] else "not reached"
-    print(f"  {result['method']:>16} seed {result['seed']}: {reached}; {result['epochs_spent']:.1f} epochs, "
-          f"{result['n_trials']} trials, best {result['best_val_loss']}, {result['wall_s']:.0f} s", flush=True)
+    print(
+        f"  {result['method']:>16} seed {result['seed']}: {reached}; {result['epochs_spent']:.1f} epochs, "
+        f"{result['n_trials']} trials, best {result['best_val_loss']}, {result['wall_s']:.0f} s",
+        flush=True,
+    )
 
 
 def reference(settings: dict[str, Any], args: argparse.Namespace, path: Path) -> dict[str, Any]:
@@ -478,63 +540,116 @@ def reference(settings: dict[str, Any], args: argparse.Namespace, path: Path) ->
     if args.reuse_reference and path.exists():
         cached = json.loads(path.read_text(encoding="utf-8"))
         if cached.get("settings") == wanted:
-            print(f"reference: reusing the searches in {path} (best val_loss {cached['best_val_loss']:.5f})", flush=True)
+            print(
+                f"reference: reusing the searches in {path} (best val_loss {cached['best_val_loss']:.5f})", flush=True
+            )
         else:
             print(f"reference: {path} was made with other settings; running it again", flush=True)
             cached = None
     if cached is None:
         print(f"reference: 2 TPE searches of {args.reference_trials} trials", flush=True)
-        jobs = [(method, REFERENCE_SEED + i, settings, None, None, args.reference_trials)
-                for i, method in enumerate(("lightopt-raw", "lightopt-chapter"))]
+        jobs = [
+            (method, REFERENCE_SEED + i, settings, None, None, args.reference_trials)
+            for i, method in enumerate(("lightopt-raw", "lightopt-chapter"))
+        ]
         searches = _run_all(jobs, min(args.workers, 2), path.with_suffix(".partial.jsonl"))
         best = min(searches, key=lambda s: s["best_val_loss"] if s["best_val_loss"] is not None else math.inf)
-        cached = {"settings": wanted, "best_val_loss": best["best_val_loss"], "best_method": best["method"],
-                  "best_params": best["best_params"], "searches": searches}
+        cached = {
+            "settings": wanted,
+            "best_val_loss": best["best_val_loss"],
+            "best_method": best["method"],
+            "best_params": best["best_params"],
+            "searches": searches,
+        }
     checks = cached.get("settings_check")
     if not checks or any(len(c["losses"]) != args.reference_seeds for c in checks):
         print(f"reference: each search's best setting trained with {args.reference_seeds} more seeds", flush=True)
         candidates = [(s["method"], s["best_params"]) for s in cached["searches"] if s["best_params"]]
-        jobs = [(method, REFERENCE_SEED + 100 + k, settings, None, None, 1, params)
-                for method, params in candidates for k in range(args.reference_seeds)]
+        jobs = [
+            (method, REFERENCE_SEED + 100 + k, settings, None, None, 1, params)
+            for method, params in candidates
+            for k in range(args.reference_seeds)
+        ]
         runs = _run_all(jobs, args.workers, path.with_suffix(".partial.jsonl"))
         checks = []
         for method, params in candidates:
-            losses = sorted(r["best_val_loss"] for r in runs if r["method"] == method and r["best_val_loss"] is not None)
-            checks.append({"method": method, "params": params, "losses": losses, "median": float(np.median(losses)),
-                           "spread": (losses[-1] - losses[0]) / float(np.median(losses))})
+            losses = sorted(
+                r["best_val_loss"] for r in runs if r["method"] == method and r["best_val_loss"] is not None
+            )
+            checks.append(
+                {
+                    "method": method,
+                    "params": params,
+                    "losses": losses,
+                    "median": float(np.median(losses)),
+                    "spread": (losses[-1] - losses[0]) / float(np.median(losses)),
+                }
+            )
         cached["settings_check"] = checks
     best_check = min(cached["settings_check"], key=lambda c: c["median"])
     cached["value"] = best_check["median"]
     path.write_text(json.dumps(cached, indent=1), encoding="utf-8")
     for c in cached["settings_check"]:
-        print(f"reference: {c['method']}'s best setting: median {c['median']:.5f} over {len(c['losses'])} seeds "
-              f"(range {c['losses'][0]:.5f} to {c['losses'][-1]:.5f})", flush=True)
+        print(
+            f"reference: {c['method']}'s best setting: median {c['median']:.5f} over {len(c['losses'])} seeds "
+            f"(range {c['losses'][0]:.5f} to {c['losses'][-1]:.5f})",
+            flush=True,
+        )
     return cached
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20, help="searches per method (default 20)")
-    parser.add_argument("--first-seed", type=int, default=0, help="seeds are FIRST_SEED, FIRST_SEED + 1, ... (default 0)")
-    parser.add_argument("--sweep-file", default=str(SWEEP_FILE),
-                        help="the sweep file whose model, data, trainer, schedule, sampler and pruner are used "
-                             "(default sweeps/digits_sgd.yaml)")
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds are FIRST_SEED, FIRST_SEED + 1, ... (default 0)"
+    )
+    parser.add_argument(
+        "--sweep-file",
+        default=str(SWEEP_FILE),
+        help="the sweep file whose model, data, trainer, schedule, sampler and pruner are used "
+        "(default sweeps/digits_sgd.yaml)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="searches run in parallel processes (default 2)")
-    parser.add_argument("--budget-epochs", type=float, default=400.0, help="training epochs per search before it is censored (default 400)")
+    parser.add_argument(
+        "--budget-epochs",
+        type=float,
+        default=400.0,
+        help="training epochs per search before it is censored (default 400)",
+    )
     parser.add_argument("--reference-trials", type=int, default=80, help="trials of each reference search")
-    parser.add_argument("--reference-value", choices=("lowest", "setting-median"), default="lowest",
-                        help="the threshold's base: the lowest val_loss of any round of the reference searches "
-                             "(default), or the median of their best setting retrained with other seeds")
-    parser.add_argument("--reference-seeds", type=int, default=10,
-                        help="seeds each reference search's best setting is retrained with (default 10)")
+    parser.add_argument(
+        "--reference-value",
+        choices=("lowest", "setting-median"),
+        default="lowest",
+        help="the threshold's base: the lowest val_loss of any round of the reference searches "
+        "(default), or the median of their best setting retrained with other seeds",
+    )
+    parser.add_argument(
+        "--reference-seeds",
+        type=int,
+        default=10,
+        help="seeds each reference search's best setting is retrained with (default 10)",
+    )
     parser.add_argument("--tolerance", type=float, default=0.02, help="threshold = (1 + tolerance) x reference (0.02)")
-    parser.add_argument("--looser", type=float, nargs="*", default=[0.05, 0.1],
-                        help="also report looser tolerances, read from the same searches (0.05 0.1)")
-    parser.add_argument("--reuse-reference", action="store_true", help="reuse the cached reference if its settings match")
+    parser.add_argument(
+        "--looser",
+        type=float,
+        nargs="*",
+        default=[0.05, 0.1],
+        help="also report looser tolerances, read from the same searches (0.05 0.1)",
+    )
+    parser.add_argument(
+        "--reuse-reference", action="store_true", help="reuse the cached reference if its settings match"
+    )
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--out-dir", default=str(_HERE / "results"), help="where the JSON, CSV and PNG go")
-    parser.add_argument("--summarize", metavar="JSON", help="run nothing: read the searches from a results JSON "
-                        "this script wrote and write the tables, CSV and plot again (with this run's --looser)")
+    parser.add_argument(
+        "--summarize",
+        metavar="JSON",
+        help="run nothing: read the searches from a results JSON "
+        "this script wrote and write the tables, CSV and plot again (with this run's --looser)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run of seconds: 1 epoch per trial, tiny budgets")
     return parser
 
@@ -542,19 +657,29 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    check_at_least(parser, [("seeds", args.seeds, 1), ("workers", args.workers, 1),
-                            ("reference-trials", args.reference_trials, 1), ("reference-seeds", args.reference_seeds, 1)])
+    check_at_least(
+        parser,
+        [
+            ("seeds", args.seeds, 1),
+            ("workers", args.workers, 1),
+            ("reference-trials", args.reference_trials, 1),
+            ("reference-seeds", args.reference_seeds, 1),
+        ],
+    )
     if not args.budget_epochs > 0 or not args.tolerance >= 0:
-        parser.error(f"`--budget-epochs` must be > 0 and `--tolerance` >= 0, but got budget_epochs={args.budget_epochs}, "
-                     f"tolerance={args.tolerance}.")
+        parser.error(
+            f"`--budget-epochs` must be > 0 and `--tolerance` >= 0, but got budget_epochs={args.budget_epochs}, "
+            f"tolerance={args.tolerance}."
+        )
     out = Path(args.out_dir)
     if args.summarize:
         try:
             report = json.loads(Path(args.summarize).read_text(encoding="utf-8"))
             report["base"]  # written by this version of the script
         except (OSError, ValueError, KeyError) as error:
-            parser.error(f"`--summarize` must name a results JSON of this script, but reading {args.summarize} "
-                         f"failed: {error!r}")
+            parser.error(
+                f"`--summarize` must name a results JSON of this script, but reading {args.summarize} failed: {error!r}"
+            )
         out.mkdir(parents=True, exist_ok=True)
         write_report(report, args.looser, out, Path(args.summarize).stem)
         return 0
@@ -575,19 +700,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     ref = reference(settings, args, out / f"{stem}_reference.json")
     base = ref["best_val_loss"] if args.reference_value == "lowest" else ref["value"]
     threshold = base * (1 + args.tolerance)
-    print(f"threshold: val_loss <= {threshold:.5f} ({args.tolerance:.0%} above the {args.reference_value} reference "
-          f"{base:.5f}; lowest round {ref['best_val_loss']:.5f}, best setting's median {ref['value']:.5f})", flush=True)
-    jobs = [(method, seed, settings, threshold, args.budget_epochs, None)
-            for seed in range(args.first_seed, args.first_seed + args.seeds) for method in args.methods]
+    print(
+        f"threshold: val_loss <= {threshold:.5f} ({args.tolerance:.0%} above the {args.reference_value} reference "
+        f"{base:.5f}; lowest round {ref['best_val_loss']:.5f}, best setting's median {ref['value']:.5f})",
+        flush=True,
+    )
+    jobs = [
+        (method, seed, settings, threshold, args.budget_epochs, None)
+        for seed in range(args.first_seed, args.first_seed + args.seeds)
+        for method in args.methods
+    ]
     partial = out / f"{stem}.partial.jsonl"
     partial.unlink(missing_ok=True)
     searches = sorted(_run_all(jobs, args.workers, partial), key=lambda s: (METHODS.index(s["method"]), s["seed"]))
-    report = {"settings": {**settings, "budget_epochs": args.budget_epochs, "tolerance": args.tolerance,
-                           "seeds": args.seeds, "first_seed": args.first_seed, "workers": args.workers,
-                           "raw_search": RAW_SEARCH, "chapter_search": CHAPTER_SEARCH},
-              "machine": info, "reference": {k: v for k, v in ref.items() if k != "searches"},
-              "reference_seeds": args.reference_seeds, "reference_value": args.reference_value,
-              "base": base, "threshold": threshold, "searches": searches, "wall_total_s": time.time() - started}
+    report = {
+        "settings": {
+            **settings,
+            "budget_epochs": args.budget_epochs,
+            "tolerance": args.tolerance,
+            "seeds": args.seeds,
+            "first_seed": args.first_seed,
+            "workers": args.workers,
+            "raw_search": RAW_SEARCH,
+            "chapter_search": CHAPTER_SEARCH,
+        },
+        "machine": info,
+        "reference": {k: v for k, v in ref.items() if k != "searches"},
+        "reference_seeds": args.reference_seeds,
+        "reference_value": args.reference_value,
+        "base": base,
+        "threshold": threshold,
+        "searches": searches,
+        "wall_total_s": time.time() - started,
+    }
     write_report(report, args.looser, out, stem)
     return 0
 
@@ -598,13 +743,29 @@ def write_report(report: dict[str, Any], looser: Sequence[float], out: Path, ste
     budget, tolerance = report["settings"]["budget_epochs"], report["settings"]["tolerance"]
     report["table"] = method_table(searches)
     report["ratio_optuna_over"] = ratios(searches)
-    report["looser"] = {f"{t:g}": {"table": method_table(searches, base * (1 + t)),
-                                   "ratio_optuna_over": ratios(searches, base * (1 + t))}
-                        for t in looser if t > tolerance}
+    report["looser"] = {
+        f"{t:g}": {
+            "table": method_table(searches, base * (1 + t)),
+            "ratio_optuna_over": ratios(searches, base * (1 + t)),
+        }
+        for t in looser
+        if t > tolerance
+    }
     (out / f"{stem}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     with open(out / f"{stem}.csv", "w", newline="", encoding="utf-8") as file:
-        fields = ["method", "seed", "reached", "epochs_to_threshold", "wall_to_threshold_s", "epochs_spent",
-                  "wall_s", "n_trials", "n_pruned", "n_failed", "best_val_loss"]
+        fields = [
+            "method",
+            "seed",
+            "reached",
+            "epochs_to_threshold",
+            "wall_to_threshold_s",
+            "epochs_spent",
+            "wall_s",
+            "n_trials",
+            "n_pruned",
+            "n_failed",
+            "best_val_loss",
+        ]
         writer = csv.DictWriter(file, fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(searches)

@@ -96,9 +96,17 @@ def run_setting(name: str, trials: int, fail_every: int) -> list[dict[str, Any]]
 
         def record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             trainers, modules = len(trainer_set), len(module_set)
-            rows.append({"setting": name, "trial": trial.number, "state": trial.state.name, "rss_mib": round(rss_mib(), 2),
-                         "live_trainers": trainers, "live_modules": modules,
-                         "seconds": round(time.perf_counter() - start[0], 4)})
+            rows.append(
+                {
+                    "setting": name,
+                    "trial": trial.number,
+                    "state": trial.state.name,
+                    "rss_mib": round(rss_mib(), 2),
+                    "live_trainers": trainers,
+                    "live_modules": modules,
+                    "seconds": round(time.perf_counter() - start[0], 4),
+                }
+            )
             start[0] = time.perf_counter()
 
         class Broken(optuna.samplers.RandomSampler):  # every fail_every-th trial breaks, whatever the sampler draws
@@ -109,11 +117,14 @@ def run_setting(name: str, trials: int, fail_every: int) -> list[dict[str, Any]]
 
         gc_after_trial, cleanup = SETTINGS[name]
         callbacks = [FailureWatch(0), *([TrialCleanup()] if cleanup else []), record]
-        with optuna_quiet(), torch_threads(1), (callbacks[1] if cleanup else contextlib.nullcontext()):
+        with optuna_quiet(), torch_threads(1), callbacks[1] if cleanup else contextlib.nullcontext():
             study, _ = open_study(sweep, sampler=Broken(seed=0))
             study.optimize(
-                Objective(sweep, study_dir(sweep.study.log_dir, sweep.study.name)), n_trials=trials,
-                catch=(TrialFailed,), callbacks=callbacks, gc_after_trial=gc_after_trial,
+                Objective(sweep, study_dir(sweep.study.log_dir, sweep.study.name)),
+                n_trials=trials,
+                catch=(TrialFailed,),
+                callbacks=callbacks,
+                gc_after_trial=gc_after_trial,
             )
     return rows
 
@@ -126,8 +137,11 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     x = np.arange(half, len(rows))
     slope = float(np.polyfit(x, rss[half:], 1)[0]) * 1024 if len(rows) - half >= 2 else float("nan")
     return {
-        "trials": len(rows), "failed": sum(r["state"] == "FAIL" for r in rows),
-        "rss_first_mib": float(rss[0]), "rss_last_mib": float(rss[-1]), "rss_peak_mib": float(rss.max()),
+        "trials": len(rows),
+        "failed": sum(r["state"] == "FAIL" for r in rows),
+        "rss_first_mib": float(rss[0]),
+        "rss_last_mib": float(rss[-1]),
+        "rss_peak_mib": float(rss.max()),
         "slope_second_half_kib_per_trial": round(slope, 1),
         "max_live_trainers": max(r["live_trainers"] for r in rows),
         "live_trainers_at_end": rows[-1]["live_trainers"],
@@ -172,8 +186,22 @@ def main(argv: list[str] | None = None) -> int:
     for name in [args.only] if args.only else list(SETTINGS):
         child = out / f"trial_memory_{name}.json"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        subprocess.run([sys.executable, __file__, "--only", name, "--trials", str(args.trials), "--fail-every",
-                        str(args.fail_every), "--json", str(child)], check=True, env=env)
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--only",
+                name,
+                "--trials",
+                str(args.trials),
+                "--fail-every",
+                str(args.fail_every),
+                "--json",
+                str(child),
+            ],
+            check=True,
+            env=env,
+        )
         mine = json.loads(child.read_text())
         child.unlink()
         rows += mine

@@ -73,7 +73,8 @@ except ImportError:  # run as a script: the repository root is not on sys.path
     from examples.digits import DigitsDataModule, DigitsMLP
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _measure  # noqa: E402  (beside this script)
+import _measure
+
 from lightopt.optim import SGD
 from lightopt.sweep import Objective, trial_seed
 from lightopt.sweep.spec import parse
@@ -97,10 +98,17 @@ def optimizer_config(lr: float) -> dict[str, Any]:
 def sweep_config(epochs: int, lr: float, n_trials: int, log_dir: str, seed: int) -> dict[str, Any]:
     """The sweep C runs: the same module, data and Trainer arguments as B, no search, no pruning."""
     return {
-        "study": {"name": "trial-overhead", "n_trials": n_trials, "seed": seed, "pruner": {"name": "none"},
-                  "log_dir": log_dir},
-        "model": {"class_path": "examples.digits.DigitsMLP",
-                  "init_args": {"hidden": HIDDEN, "optimizer": optimizer_config(lr)}},
+        "study": {
+            "name": "trial-overhead",
+            "n_trials": n_trials,
+            "seed": seed,
+            "pruner": {"name": "none"},
+            "log_dir": log_dir,
+        },
+        "model": {
+            "class_path": "examples.digits.DigitsMLP",
+            "init_args": {"hidden": HIDDEN, "optimizer": optimizer_config(lr)},
+        },
         "data": {"class_path": "examples.digits.DigitsDataModule", "init_args": {"batch_size": BATCH_SIZE}},
         "trainer": {"max_epochs": epochs, "enable_checkpointing": False, "accelerator": "cpu", "devices": 1},
     }
@@ -147,8 +155,14 @@ def handwritten_objective(root: str, epochs: int, lr: float, seed: int) -> Calla
         datamodule = DigitsDataModule(batch_size=BATCH_SIZE)
         logger = TensorBoardLogger(root, name="", version=f"trial_{trial.number:04d}", default_hp_metric=False)
         trainer = L.Trainer(
-            max_epochs=epochs, accelerator="cpu", devices=1, logger=logger, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, default_root_dir=root,
+            max_epochs=epochs,
+            accelerator="cpu",
+            devices=1,
+            logger=logger,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=root,
             callbacks=[PyTorchLightningPruningCallback(trial, monitor="val_loss")],
         )
         trainer.fit(model, datamodule=datamodule)
@@ -203,8 +217,10 @@ class _Runner:
             study.optimize(timed, n_trials=n_trials, catch=(TrialFailed,), gc_after_trial=False)
             failed = [t for t in study.trials if t.state != optuna.trial.TrialState.COMPLETE]
             if failed:
-                raise RuntimeError(f"arm {arm}: trial {failed[0].number} ended {failed[0].state.name}: "
-                                   f"{failed[0].user_attrs.get('fail_reason', 'see above')}")
+                raise RuntimeError(
+                    f"arm {arm}: trial {failed[0].number} ended {failed[0].state.name}: "
+                    f"{failed[0].user_attrs.get('fail_reason', 'see above')}"
+                )
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         return wall, cpu, inside[0], values[-1]
 
@@ -213,8 +229,9 @@ class _Runner:
 # Timing and profile
 
 
-def run(runner: _Runner, *, rounds: int, trials: int, warmup: int, rng: np.random.Generator,
-        progress: Callable[[str], None]) -> dict[str, Any]:
+def run(
+    runner: _Runner, *, rounds: int, trials: int, warmup: int, rng: np.random.Generator, progress: Callable[[str], None]
+) -> dict[str, Any]:
     for _ in range(warmup):  # first-use costs (lazy imports, TensorBoard's writer, the allocator) land here
         for arm in ARMS:
             runner(arm, 1)
@@ -233,9 +250,14 @@ def run(runner: _Runner, *, rounds: int, trials: int, warmup: int, rng: np.rando
     arms = {}
     for arm in ARMS:
         t = times[arm]
-        arms[arm] = {"name": ARM_NAMES[arm], "wall_s": float(np.median(t["wall"])), "cpu_s": float(np.median(t["cpu"])),
-                     "outside_objective_s": float(np.median(np.array(t["wall"]) - np.array(t["inside"]))),
-                     "val_loss": float(np.median(t["val_loss"])), **{f"{k}_rounds": v for k, v in t.items()}}
+        arms[arm] = {
+            "name": ARM_NAMES[arm],
+            "wall_s": float(np.median(t["wall"])),
+            "cpu_s": float(np.median(t["cpu"])),
+            "outside_objective_s": float(np.median(np.array(t["wall"]) - np.array(t["inside"]))),
+            "val_loss": float(np.median(t["val_loss"])),
+            **{f"{k}_rounds": v for k, v in t.items()},
+        }
     wall = {a: np.array(times[a]["wall"]) for a in ARMS}
     ratios = {}
     for num, den in (("B", "A"), ("C", "A"), ("C", "B")):
@@ -252,11 +274,27 @@ def _package(filename: str, name: str) -> str:
             return "torch"
         return "builtins (I/O, imports, Python)"
     path = filename.replace(os.sep, "/")
-    for package in ("lightning_fabric", "lightning", "optuna_integration", "optuna", "lightopt", "tensorboard",
-                    "torch", "sklearn", "scipy", "numpy", "yaml", "fsspec", "google/protobuf"):
+    for package in (
+        "lightning_fabric",
+        "lightning",
+        "optuna_integration",
+        "optuna",
+        "lightopt",
+        "tensorboard",
+        "torch",
+        "sklearn",
+        "scipy",
+        "numpy",
+        "yaml",
+        "fsspec",
+        "google/protobuf",
+    ):
         if f"/{package}/" in path:
-            return {"lightning_fabric": "lightning", "google/protobuf": "protobuf (TensorBoard)",
-                    "optuna_integration": "optuna"}.get(package, package)
+            return {
+                "lightning_fabric": "lightning",
+                "google/protobuf": "protobuf (TensorBoard)",
+                "optuna_integration": "optuna",
+            }.get(package, package)
     if "/examples/" in path:
         return "examples (the digits module)"
     if "/benchmarks/" in path:
@@ -276,14 +314,26 @@ CAUSES = (
     ("Trainer construction", [("lightning/pytorch/trainer/trainer.py", "__init__")]),
     ("  of which: callback entry points", [("lightning/fabric/utilities/registry.py", "_load_external_callbacks")]),
     ("sanity check", [("lightning/pytorch/trainer/trainer.py", "_run_sanity_check")]),
-    ("TensorBoard logger (hparams, writes, close)", [("lightning/pytorch/loggers/utilities.py", "_log_hyperparams"),
-                                                      ("lightning/pytorch/loggers/tensorboard.py", "log_metrics"),
-                                                      ("lightning/pytorch/loggers/tensorboard.py", "finalize")]),
+    (
+        "TensorBoard logger (hparams, writes, close)",
+        [
+            ("lightning/pytorch/loggers/utilities.py", "_log_hyperparams"),
+            ("lightning/pytorch/loggers/tensorboard.py", "log_metrics"),
+            ("lightning/pytorch/loggers/tensorboard.py", "finalize"),
+        ],
+    ),
     ("fit teardown", [("lightning/pytorch/trainer/trainer.py", "_teardown")]),
-    ("pruning callback", [("lightopt/sweep/trial/_pruning.py", "on_train_batch_end"),
-                          ("lightopt/sweep/trial/_pruning.py", "on_validation_end")]),
-    ("lightopt's trial set-up (search space, config, user attrs)",
-     [("lightopt/sweep/spec/_space.py", "suggest"), ("optuna/trial/_trial.py", "set_user_attr")]),
+    (
+        "pruning callback",
+        [
+            ("lightopt/sweep/trial/_pruning.py", "on_train_batch_end"),
+            ("lightopt/sweep/trial/_pruning.py", "on_validation_end"),
+        ],
+    ),
+    (
+        "lightopt's trial set-up (search space, config, user attrs)",
+        [("lightopt/sweep/spec/_space.py", "suggest"), ("optuna/trial/_trial.py", "set_user_attr")],
+    ),
 )
 
 
@@ -299,9 +349,14 @@ def causes(stats: pstats.Stats, total: float, trials: int) -> list[dict[str, Any
             counted += seconds
         rows.append({"cause": label, "ms_per_trial": seconds * 1e3 / trials, "share": seconds / total})
     rest = max(total - counted, 0.0)
-    rows.append({"cause": "the rest: forward, backward and optimizer math, Lightning's loops (hook dispatch, "
-                          "batch transfer, progress and result bookkeeping)",
-                 "ms_per_trial": rest * 1e3 / trials, "share": rest / total})
+    rows.append(
+        {
+            "cause": "the rest: forward, backward and optimizer math, Lightning's loops (hook dispatch, "
+            "batch transfer, progress and result bookkeeping)",
+            "ms_per_trial": rest * 1e3 / trials,
+            "share": rest / total,
+        }
+    )
     return rows
 
 
@@ -330,8 +385,13 @@ def profile(runner: _Runner, trials: int, top: int) -> dict[str, Any]:
         for marker in ("site-packages/", "/work/", "/lib/python3"):
             if marker in where:
                 where = where.split(marker, 1)[1]
-        row = {"function": name if filename == "~" else f"{where}:{line}({name})", "package": package, "calls": nc,
-               "cumulative_ms_per_trial": ct * 1e3 / trials, "own_ms_per_trial": tt * 1e3 / trials}
+        row = {
+            "function": name if filename == "~" else f"{where}:{line}({name})",
+            "package": package,
+            "calls": nc,
+            "cumulative_ms_per_trial": ct * 1e3 / trials,
+            "own_ms_per_trial": tt * 1e3 / trials,
+        }
         own.append(row)
         if filename != "~":
             rows.append(row)
@@ -339,10 +399,19 @@ def profile(runner: _Runner, trials: int, top: int) -> dict[str, Any]:
     rows.sort(key=lambda r: -r["cumulative_ms_per_trial"])
     # drop the entry points above the trial itself (Optuna's optimize loop holds everything)
     rows = [r for r in rows if r["cumulative_ms_per_trial"] * trials / 1e3 < 0.999 * total or "fit" in r["function"]]
-    packages = sorted(({"package": p, "ms_per_trial": s * 1e3 / trials, "share": s / total} for p, s in by_package.items()),
-                      key=lambda r: -r["ms_per_trial"])
-    return {"trials": trials, "wall_s_per_trial": wall / trials, "profiled_s_per_trial": total / trials,
-            "causes": causes(stats, total, trials), "top": rows[:top], "top_own": own[:top], "packages": packages}
+    packages = sorted(
+        ({"package": p, "ms_per_trial": s * 1e3 / trials, "share": s / total} for p, s in by_package.items()),
+        key=lambda r: -r["ms_per_trial"],
+    )
+    return {
+        "trials": trials,
+        "wall_s_per_trial": wall / trials,
+        "profiled_s_per_trial": total / trials,
+        "causes": causes(stats, total, trials),
+        "top": rows[:top],
+        "top_own": own[:top],
+        "packages": packages,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,55 +423,80 @@ def machine_info() -> dict[str, Any]:
 
 
 def format_machine(info: dict[str, Any], epochs: int, steps_per_epoch: int, lr: float, rounds: int, trials: int) -> str:
-    return "\n".join([
-        f"- machine: {info['cpu']}, {info['cores']} cores; device cpu",
-        f"- torch {info['torch']}, lightning {info['lightning']}, optuna {info['optuna']}, "
-        f"{info['threads']} intra-op thread(s), Python {info['python']}",
-        f"- trial: DigitsMLP(hidden={HIDDEN}), {epochs} epoch(s) of {steps_per_epoch} steps (batch size {BATCH_SIZE}), "
-        f"SGD lr={lr}, validation every epoch",
-        f"- {rounds} rounds of {trials} trial(s) per arm, arms rotated each round",
-        f"- load average at start / end: {info['loadavg_start']} / {info.get('loadavg_end')}",
-    ])
+    return "\n".join(
+        [
+            f"- machine: {info['cpu']}, {info['cores']} cores; device cpu",
+            f"- torch {info['torch']}, lightning {info['lightning']}, optuna {info['optuna']}, "
+            f"{info['threads']} intra-op thread(s), Python {info['python']}",
+            f"- trial: DigitsMLP(hidden={HIDDEN}), {epochs} epoch(s) of {steps_per_epoch} steps (batch size {BATCH_SIZE}), "
+            f"SGD lr={lr}, validation every epoch",
+            f"- {rounds} rounds of {trials} trial(s) per arm, arms rotated each round",
+            f"- load average at start / end: {info['loadavg_start']} / {info.get('loadavg_end')}",
+        ]
+    )
 
 
 def format_table(result: dict[str, Any]) -> str:
     arms, ratios = result["arms"], result["ratios"]
-    lines = ["| arm | wall ms/trial | CPU ms/trial | outside the objective ms/trial | final val_loss |",
-             "|---|---:|---:|---:|---:|"]
+    lines = [
+        "| arm | wall ms/trial | CPU ms/trial | outside the objective ms/trial | final val_loss |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for arm in ARMS:
         a = arms[arm]
         outside = "—" if arm == "A" else f"{a['outside_objective_s'] * 1e3:.1f}"
-        lines.append(f"| {a['name']} | {a['wall_s'] * 1e3:.1f} | {a['cpu_s'] * 1e3:.1f} | {outside} | {a['val_loss']:.5f} |")
-    lines += ["", "| ratio | of medians [95% CI] | per-round median [IQR] | CPU-time ratio | target |",
-              "|---|---|---|---:|---|"]
+        lines.append(
+            f"| {a['name']} | {a['wall_s'] * 1e3:.1f} | {a['cpu_s'] * 1e3:.1f} | {outside} | {a['val_loss']:.5f} |"
+        )
+    lines += [
+        "",
+        "| ratio | of medians [95% CI] | per-round median [IQR] | CPU-time ratio | target |",
+        "|---|---|---|---:|---|",
+    ]
     for key, r in ratios.items():
         target = "—"
         if key == "C/A":
             target = "yes" if r["ratio_ci_high"] <= TARGET else "**no**" if r["ratio_ci_low"] > TARGET else "unclear"
             target = f"≤ {TARGET}: {target}"
-        lines.append(f"| {key} | {r['ratio']:.3f} [{r['ratio_ci_low']:.3f}, {r['ratio_ci_high']:.3f}] "
-                     f"| {r['round_ratio_median']:.3f} [{r['round_ratio_q1']:.3f}, {r['round_ratio_q3']:.3f}] "
-                     f"| {r['cpu_ratio']:.3f} | {target} |")
+        lines.append(
+            f"| {key} | {r['ratio']:.3f} [{r['ratio_ci_low']:.3f}, {r['ratio_ci_high']:.3f}] "
+            f"| {r['round_ratio_median']:.3f} [{r['round_ratio_q1']:.3f}, {r['round_ratio_q3']:.3f}] "
+            f"| {r['cpu_ratio']:.3f} | {target} |"
+        )
     return "\n".join(lines)
 
 
 def format_profile(prof: dict[str, Any]) -> str:
-    lines = [f"Profile of C: {prof['trials']} trial(s) under cProfile, {prof['wall_s_per_trial'] * 1e3:.0f} ms wall "
-             f"per trial with the profiler on.", "",
-             "| cause (cumulative time) | ms/trial | share |", "|---|---:|---:|"]
+    lines = [
+        f"Profile of C: {prof['trials']} trial(s) under cProfile, {prof['wall_s_per_trial'] * 1e3:.0f} ms wall "
+        f"per trial with the profiler on.",
+        "",
+        "| cause (cumulative time) | ms/trial | share |",
+        "|---|---:|---:|",
+    ]
     lines += [f"| {c['cause']} | {c['ms_per_trial']:.1f} | {100 * c['share']:.1f}% |" for c in prof["causes"]]
     lines += ["", "| package (own time) | ms/trial | share |", "|---|---:|---:|"]
     lines += [f"| {p['package']} | {p['ms_per_trial']:.1f} | {100 * p['share']:.1f}% |" for p in prof["packages"]]
-    lines += ["", "| top cumulative, outside torch | calls/trial | cumulative ms/trial | own ms/trial |",
-              "|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "| top cumulative, outside torch | calls/trial | cumulative ms/trial | own ms/trial |",
+        "|---|---:|---:|---:|",
+    ]
     for r in prof["top"]:
-        lines.append(f"| `{r['function']}` | {r['calls'] / prof['trials']:g} | {r['cumulative_ms_per_trial']:.1f} "
-                     f"| {r['own_ms_per_trial']:.1f} |")
-    lines += ["", "| top own time, outside torch | calls/trial | own ms/trial | cumulative ms/trial |",
-              "|---|---:|---:|---:|"]
+        lines.append(
+            f"| `{r['function']}` | {r['calls'] / prof['trials']:g} | {r['cumulative_ms_per_trial']:.1f} "
+            f"| {r['own_ms_per_trial']:.1f} |"
+        )
+    lines += [
+        "",
+        "| top own time, outside torch | calls/trial | own ms/trial | cumulative ms/trial |",
+        "|---|---:|---:|---:|",
+    ]
     for r in prof["top_own"]:
-        lines.append(f"| `{r['function']}` | {r['calls'] / prof['trials']:g} | {r['own_ms_per_trial']:.1f} "
-                     f"| {r['cumulative_ms_per_trial']:.1f} |")
+        lines.append(
+            f"| `{r['function']}` | {r['calls'] / prof['trials']:g} | {r['own_ms_per_trial']:.1f} "
+            f"| {r['cumulative_ms_per_trial']:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -414,7 +508,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python benchmarks/trial_overhead.py",
         description="Time a short digits-MLP sweep trial as a bare loop, a hand-written Optuna + Lightning objective "
-                    "and a lightopt trial, interleaved; then profile the lightopt trial.",
+        "and a lightopt trial, interleaved; then profile the lightopt trial.",
     )
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 25; 3 with --quick)")
     parser.add_argument("--trials", type=int, default=None, help="trials per arm per round (default 4; 2 with --quick)")
@@ -422,10 +516,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", metavar="PATH", help="also write all results, per-round times included, as JSON")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per trial (default 3)")
     parser.add_argument("--lr", type=float, default=0.1, help="the fixed SGD learning rate (default 0.1)")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1; 0 keeps torch's default)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (default 1; 0 keeps torch's default)"
+    )
     parser.add_argument("--warmup", type=int, default=1, help="untimed trials per arm before timing (default 1)")
-    parser.add_argument("--profile-trials", type=int, default=None,
-                        help="C trials run under cProfile after timing (default 10; 2 with --quick; 0: no profile)")
+    parser.add_argument(
+        "--profile-trials",
+        type=int,
+        default=None,
+        help="C trials run under cProfile after timing (default 10; 2 with --quick; 0: no profile)",
+    )
     parser.add_argument("--top", type=int, default=20, help="profile entries to list per table (default 20)")
     parser.add_argument("--seed", type=int, default=0)
     return parser
@@ -437,9 +537,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     rounds = args.rounds if args.rounds is not None else (3 if args.quick else 25)
     trials = args.trials if args.trials is not None else (2 if args.quick else 4)
     profile_trials = args.profile_trials if args.profile_trials is not None else (2 if args.quick else 10)
-    checks = [("rounds", rounds, 2), ("trials", trials, 1), ("epochs", args.epochs, 1), ("threads", args.threads, 0),
-              ("warmup", args.warmup, 0), ("profile-trials", profile_trials, 0), ("top", args.top, 1),
-              ("seed", args.seed, 0)]
+    checks = [
+        ("rounds", rounds, 2),
+        ("trials", trials, 1),
+        ("epochs", args.epochs, 1),
+        ("threads", args.threads, 0),
+        ("warmup", args.warmup, 0),
+        ("profile-trials", profile_trials, 0),
+        ("top", args.top, 1),
+        ("seed", args.seed, 0),
+    ]
     _measure.check_at_least(parser, checks)
     if not (math.isfinite(args.lr) and args.lr > 0):
         parser.error(f"`--lr` must be a positive number, but got lr={args.lr}.")
@@ -458,8 +565,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="lightopt-trial-overhead-") as root:
             warnings.simplefilter("ignore")  # Lightning's advice (workers, log interval) in B; C silences its own
             runner = _Runner(root, args.epochs, args.lr, args.seed)
-            result = run(runner, rounds=rounds, trials=trials, warmup=args.warmup, rng=np.random.default_rng(args.seed),
-                         progress=lambda line: print(line, file=sys.stderr, flush=True))
+            result = run(
+                runner,
+                rounds=rounds,
+                trials=trials,
+                warmup=args.warmup,
+                rng=np.random.default_rng(args.seed),
+                progress=lambda line: print(line, file=sys.stderr, flush=True),
+            )
             info["loadavg_end"] = _measure.loadavg()
             prof = profile(runner, profile_trials, args.top) if profile_trials else None
     finally:
@@ -475,10 +588,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n" + format_profile(prof))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": info, "settings": {"epochs": args.epochs, "lr": args.lr, "batch_size": BATCH_SIZE,
-                                                     "hidden": HIDDEN, "seed": args.seed},
-                       "steps_per_epoch": steps_per_epoch, "rounds": rounds, "trials": trials, "target": TARGET,
-                       **result, "profile": prof}, f, indent=1)
+            json.dump(
+                {
+                    "machine": info,
+                    "settings": {
+                        "epochs": args.epochs,
+                        "lr": args.lr,
+                        "batch_size": BATCH_SIZE,
+                        "hidden": HIDDEN,
+                        "seed": args.seed,
+                    },
+                    "steps_per_epoch": steps_per_epoch,
+                    "rounds": rounds,
+                    "trials": trials,
+                    "target": TARGET,
+                    **result,
+                    "profile": prof,
+                },
+                f,
+                indent=1,
+            )
     return 0
 
 

@@ -40,6 +40,7 @@ if str(ROOT) not in sys.path:  # run as a script: the repository root is not on 
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _measure  # noqa: E402  (beside this script)
+
 from lightopt.sweep import run_sweep  # noqa: E402
 from lightopt.sweep.spec import parse  # noqa: E402
 from lightopt.sweep.study import open_study  # noqa: E402
@@ -94,12 +95,17 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python benchmarks/workers.py",
         description="Trials per minute of the shortened digits sweep with --workers 2 against --workers 1, "
-                    "the same trials in both, in the same run.")
+        "the same trials in both, in the same run.",
+    )
     parser.add_argument("--trials", type=int, default=None, help="trials per arm (default 200; 2 with --quick)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (default 4; 1 with --quick)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds of both arms (default 2; 1 with --quick)")
-    parser.add_argument("--limit-train-batches", type=int, default=None,
-                        help="training batches per epoch (default: all; 2 with --quick)")
+    parser.add_argument(
+        "--limit-train-batches",
+        type=int,
+        default=None,
+        help="training batches per epoch (default: all; 2 with --quick)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 2 one-epoch trials of 2 batches, 1 round")
     parser.add_argument("--seed", type=int, default=0, help="the seed of the drawn parameter sets")
     parser.add_argument("--json", metavar="PATH", help="also write all results as JSON")
@@ -113,8 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     epochs = args.epochs if args.epochs is not None else (1 if args.quick else 4)
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 2)
     limit = args.limit_train_batches if args.limit_train_batches is not None else (2 if args.quick else None)
-    _measure.check_at_least(parser, [("trials", trials, 1), ("epochs", epochs, 1), ("rounds", rounds, 1),
-                                     ("limit-train-batches", limit, 1)])
+    _measure.check_at_least(
+        parser, [("trials", trials, 1), ("epochs", epochs, 1), ("rounds", rounds, 1), ("limit-train-batches", limit, 1)]
+    )
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     info = _measure.machine_info(workers_compared=[1, 2])
@@ -123,18 +130,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = sweep_data(epochs, trials, root, limit)
         params = draw_params(data, trials, args.seed)
         for r in range(rounds):
-            for workers in ((1, 2) if r % 2 == 0 else (2, 1)):
+            for workers in (1, 2) if r % 2 == 0 else (2, 1):
                 arm = run_arm(data, params, workers, root, f"r{r}w{workers}")
                 times[workers].append(arm)
-                print(f"round {r + 1}/{rounds}, {workers} worker(s): {arm['wall_s']:.1f} s, "
-                      f"{arm['trials_per_min']:.1f} trials/min, load average {_measure.loadavg()}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"round {r + 1}/{rounds}, {workers} worker(s): {arm['wall_s']:.1f} s, "
+                    f"{arm['trials_per_min']:.1f} trials/min, load average {_measure.loadavg()}",
+                    file=sys.stderr,
+                    flush=True,
+                )
     info["loadavg_end"] = _measure.loadavg()
     rate = {w: np.array([a["trials_per_min"] for a in times[w]]) for w in times}
     ratio = _measure.paired_ratio(rate[2], rate[1], np.random.default_rng(args.seed))
-    report = {"machine": info, "trials": trials, "epochs": epochs, "rounds": rounds, "limit_train_batches": limit,
-              "arms": {str(w): {"trials_per_min": float(np.median(rate[w])), "rounds": times[w]} for w in times},
-              "ratio": ratio, "target": TARGET}
+    report = {
+        "machine": info,
+        "trials": trials,
+        "epochs": epochs,
+        "rounds": rounds,
+        "limit_train_batches": limit,
+        "arms": {str(w): {"trials_per_min": float(np.median(rate[w])), "rounds": times[w]} for w in times},
+        "ratio": ratio,
+        "target": TARGET,
+    }
     print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
@@ -145,16 +162,24 @@ def format_report(report: dict[str, Any]) -> str:
     m = report["machine"]
     r = report["ratio"]
     verdict = "yes" if r["ratio_ci_low"] >= TARGET else "**no**" if r["ratio_ci_high"] < TARGET else "unclear"
-    lines = [f"Machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}, Python {m['python']}; load average at "
-             f"start / end {m['loadavg_start']} / {m['loadavg_end']}. {report['trials']} trials of "
-             f"{report['epochs']} epoch(s) per arm, {report['rounds']} round(s).", "",
-             "| workers | trials/min (median over rounds) | wall s per round |", "|---|---:|---|"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}, Python {m['python']}; load average at "
+        f"start / end {m['loadavg_start']} / {m['loadavg_end']}. {report['trials']} trials of "
+        f"{report['epochs']} epoch(s) per arm, {report['rounds']} round(s).",
+        "",
+        "| workers | trials/min (median over rounds) | wall s per round |",
+        "|---|---:|---|",
+    ]
     for w, arm in report["arms"].items():
         walls = ", ".join(f"{a['wall_s']:.1f}" for a in arm["rounds"])
         lines.append(f"| {w} | {arm['trials_per_min']:.1f} | {walls} |")
-    lines += ["", "| ratio | of medians [95% CI] | target |", "|---|---|---|",
-              f"| 2 workers / 1 worker | {r['ratio']:.2f} [{r['ratio_ci_low']:.2f}, {r['ratio_ci_high']:.2f}] "
-              f"| ≥ {TARGET}: {verdict} |"]
+    lines += [
+        "",
+        "| ratio | of medians [95% CI] | target |",
+        "|---|---|---|",
+        f"| 2 workers / 1 worker | {r['ratio']:.2f} [{r['ratio_ci_low']:.2f}, {r['ratio_ci_high']:.2f}] "
+        f"| ≥ {TARGET}: {verdict} |",
+    ]
     return "\n".join(lines)
 
 

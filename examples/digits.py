@@ -111,8 +111,9 @@ class DigitsDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Any, **kwargs: Any) -> DataLoader:
         workers = self.hparams.num_workers
-        return DataLoader(dataset, self.batch_size, num_workers=workers, persistent_workers=workers > 0,
-                          collate_fn=_collate, **kwargs)
+        return DataLoader(
+            dataset, self.batch_size, num_workers=workers, persistent_workers=workers > 0, collate_fn=_collate, **kwargs
+        )
 
 
 @functools.lru_cache(maxsize=1)
@@ -288,8 +289,11 @@ class DigitsConvNet(_DigitsClassifier):
             return [torch.nn.Conv2d(c_in, c_out, 3, padding=1, bias=not batch_norm), *norm, torch.nn.ReLU()]
 
         self.net = torch.nn.Sequential(
-            *block(1, channels), *block(channels, 2 * channels), torch.nn.MaxPool2d(2),
-            torch.nn.Flatten(), torch.nn.Linear(2 * channels * 16, 10),
+            *block(1, channels),
+            *block(channels, 2 * channels),
+            torch.nn.MaxPool2d(2),
+            torch.nn.Flatten(),
+            torch.nn.Linear(2 * channels * 16, 10),
         )
 
 
@@ -309,10 +313,18 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--model", choices=tuple(_MODELS), default="mlp")
     parser.add_argument("--optimizer", choices=tuple(_OPTIMIZERS), default="sgd")
-    parser.add_argument("--lr", type=float, help="initial learning rate ε₀ (default: sgd 0.2 for mlp, 0.05 for "
-                        "convnet; rmsprop and adam 0.01; adagrad 0.05)")
-    parser.add_argument("--momentum", type=float, help="momentum α for sgd/rmsprop, ρ1 (betas[0]) for adam "
-                        "(default: sgd 0.9, rmsprop 0, adam 0.9; adagrad has none)")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        help="initial learning rate ε₀ (default: sgd 0.2 for mlp, 0.05 for "
+        "convnet; rmsprop and adam 0.01; adagrad 0.05)",
+    )
+    parser.add_argument(
+        "--momentum",
+        type=float,
+        help="momentum α for sgd/rmsprop, ρ1 (betas[0]) for adam "
+        "(default: sgd 0.9, rmsprop 0, adam 0.9; adagrad has none)",
+    )
     parser.add_argument("--nesterov", action="store_true", help="Nesterov momentum (sgd, rmsprop)")
     parser.add_argument("--weight-decay", type=float, default=0.0, help="L2 penalty, not on biases or norm layers")
     parser.add_argument("--final-ratio", type=float, default=0.01, help="LinearDecay ε_τ/ε₀ (τ: all steps)")
@@ -362,9 +374,14 @@ def main(argv: list[str] | None = None) -> int:
             model = _MODELS[args.model](optimizer=args.optimizer_config, lr_scheduler=schedule)
             logger = L.pytorch.loggers.TensorBoardLogger(args.log_dir, name="digits") if args.log_dir else False
             trainer = L.Trainer(
-                max_epochs=args.epochs, accelerator="cpu", deterministic=True, logger=logger,
-                enable_checkpointing=bool(args.log_dir), enable_progress_bar=sys.stderr.isatty(),
-                enable_model_summary=False, default_root_dir=args.log_dir,
+                max_epochs=args.epochs,
+                accelerator="cpu",
+                deterministic=True,
+                logger=logger,
+                enable_checkpointing=bool(args.log_dir),
+                enable_progress_bar=sys.stderr.isatty(),
+                enable_model_summary=False,
+                default_root_dir=args.log_dir,
             )
             trainer.fit(model, datamodule=datamodule)
             val = {k: float(trainer.callback_metrics[k]) for k in ("val_loss", "val_acc")}

@@ -32,8 +32,8 @@ from lightning.pytorch.loggers import CSVLogger
 if __package__ in (None, ""):  # run as a script: make `examples.digits` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from examples.digits import DigitsConvNet, DigitsDataModule  # noqa: E402
-from lightopt.callbacks.curvature_monitor import CurvatureMonitor  # noqa: E402
+from examples.digits import DigitsConvNet, DigitsDataModule
+from lightopt.callbacks.curvature_monitor import CurvatureMonitor
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "figure_8_1.png"
 
@@ -71,9 +71,16 @@ def train(args: argparse.Namespace, log_dir: Path) -> Path:
     model = DigitsConvNet(channels=16, optimizer=optimizer, lr_scheduler=None)
     logger = CSVLogger(log_dir, name="figure_8_1")
     trainer = L.Trainer(
-        max_epochs=args.epochs, limit_train_batches=args.limit_train_batches, accelerator="cpu",
-        deterministic=True, logger=logger, log_every_n_steps=1, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=log_dir,
+        max_epochs=args.epochs,
+        limit_train_batches=args.limit_train_batches,
+        accelerator="cpu",
+        deterministic=True,
+        logger=logger,
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=log_dir,
         callbacks=[GradientNorm(), CurvatureMonitor(every_n_steps=args.every_n_steps, warn_ratio=None)],
     )
     trainer.fit(model, datamodule=datamodule)
@@ -157,11 +164,21 @@ def plot(series: dict[str, tuple[list[int], list[float]]], output: Path) -> None
         (axes[2], (steps_err, [1.0 - a for a in acc]), "validation error (1 − val_acc)", "C2"),
     ]
     for ax, (steps, values), title, color in panels:
-        ax.plot(steps, values, color=color, lw=0.6, alpha=0.45 if ax is not axes[2] else 1.0,
-                marker="o" if ax is axes[2] else None, ms=2.5)
+        ax.plot(
+            steps,
+            values,
+            color=color,
+            lw=0.6,
+            alpha=0.45 if ax is not axes[2] else 1.0,
+            marker="o" if ax is axes[2] else None,
+            ms=2.5,
+        )
         if ax is not axes[2] and len(values) >= 10:  # a running mean over ~1/20 of the run
             k = max(2, len(values) // 20)
-            smooth = [sum(values[max(0, i - k + 1): i + 1]) / len(values[max(0, i - k + 1): i + 1]) for i in range(len(values))]
+            smooth = [
+                sum(values[max(0, i - k + 1) : i + 1]) / len(values[max(0, i - k + 1) : i + 1])
+                for i in range(len(values))
+            ]
             ax.plot(steps, smooth, color=color, lw=1.8, label=f"running mean ({k} points)")
             ax.legend(fontsize=8, loc="best")
         ax.set_title(title, fontsize=10)
@@ -193,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         for log, level in zip(quiet, levels):
             log.setLevel(level)
     plot(series, args.output)
-    print(f"Figure 8.1 on digits ({len(series['grad_norm'][0])} steps, {time.perf_counter() - start:.0f} s): {args.output}")
+    print(
+        f"Figure 8.1 on digits ({len(series['grad_norm'][0])} steps, {time.perf_counter() - start:.0f} s): {args.output}"
+    )
     for line in summarize(series):
         print("  " + line)
     return 0

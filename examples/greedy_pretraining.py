@@ -26,8 +26,8 @@ import torch
 if __package__ in (None, ""):  # run as a script: make `examples.digits` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from examples.digits import DigitsDataModule, DigitsMLP  # noqa: E402
-from lightopt.pretraining import greedy_layerwise_pretraining  # noqa: E402
+from examples.digits import DigitsDataModule, DigitsMLP
+from lightopt.pretraining import greedy_layerwise_pretraining
 
 HIDDEN_LAYERS = 3
 
@@ -51,8 +51,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Pretrain greedily, fine-tune, and train the same network from scratch; returns the metrics."""
     optimizer = {"class_path": "lightopt.optim.SGD", "init_args": {"lr": args.lr, "momentum": 0.9}}
     trainer_kwargs: dict[str, Any] = dict(
-        accelerator="cpu", deterministic=True, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu",
+        deterministic=True,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     if args.limit_train_batches:
         trainer_kwargs["limit_train_batches"] = args.limit_train_batches
@@ -69,9 +73,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     net = copy.deepcopy(scratch.net)
     blocks = [net[0:3], net[3:5], net[5:7]]
     result = greedy_layerwise_pretraining(
-        blocks, lambda k: torch.nn.Linear(args.hidden, DigitsDataModule.num_classes), wrap, datamodule,
-        epochs_per_stage=args.epochs_per_stage, finetune_epochs=args.finetune_epochs,
-        trainer_kwargs=trainer_kwargs, seed=args.seed,
+        blocks,
+        lambda k: torch.nn.Linear(args.hidden, DigitsDataModule.num_classes),
+        wrap,
+        datamodule,
+        epochs_per_stage=args.epochs_per_stage,
+        finetune_epochs=args.finetune_epochs,
+        trainer_kwargs=trainer_kwargs,
+        seed=args.seed,
     )
     total_epochs = HIDDEN_LAYERS * args.epochs_per_stage + args.finetune_epochs
     trainer = L.Trainer(max_epochs=total_epochs, **trainer_kwargs)
@@ -106,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, log in quiet.items():
             log.setLevel(levels[name])
     for k, acc in enumerate(metrics["stages"], 1):
-        print(f"stage {k}: {k} hidden layer(s) + temporary output layer, {args.epochs_per_stage} epochs: "
-              f"val_acc={acc:.4f}")
+        print(
+            f"stage {k}: {k} hidden layer(s) + temporary output layer, {args.epochs_per_stage} epochs: "
+            f"val_acc={acc:.4f}"
+        )
     if metrics["finetuned"] is not None:
         print(f"fine-tuned jointly, {args.finetune_epochs} epochs: val_acc={metrics['finetuned']:.4f}")
     print(

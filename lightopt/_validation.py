@@ -16,8 +16,15 @@ from collections.abc import Iterable
 from typing import Any
 
 __all__ = [
-    "check_bool", "check_choice", "check_int", "check_known_keys", "check_number", "check_range", "did_you_mean",
-    "is_integer", "is_real",
+    "check_bool",
+    "check_choice",
+    "check_int",
+    "check_known_keys",
+    "check_number",
+    "check_range",
+    "did_you_mean",
+    "is_integer",
+    "is_real",
 ]
 
 
@@ -52,8 +59,14 @@ def did_you_mean(name: Any, candidates: Any) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
-def check_known_keys(keys: Iterable[Any], known: Iterable[str], where: str | None = None, *, listed: str | None = None,
-                     named: bool = True) -> None:
+def check_known_keys(
+    keys: Iterable[Any],
+    known: Iterable[str],
+    where: str | None = None,
+    *,
+    listed: str | None = None,
+    named: bool = True,
+) -> None:
     """Raise ``ValueError`` for the first of ``keys`` not in ``known``, with the closest known key and the list.
 
     ``where`` is the dotted key of the block (None: the top level); the message names the key
@@ -102,7 +115,9 @@ def check_range(
     too_low = low is not None and (value < low if low_inclusive else value <= low)
     too_high = high is not None and (value > high if high_inclusive else value >= high)
     if too_low or too_high:
-        raise ValueError(f"`{name}` must be {_describe(low, high, low_inclusive, high_inclusive)}, but got {name}={value!r}.")
+        raise ValueError(
+            f"`{name}` must be {_describe(low, high, low_inclusive, high_inclusive)}, but got {name}={value!r}."
+        )
     return value
 
 

@@ -43,80 +43,165 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lightopt {lightopt.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    fit = commands.add_parser("fit", help="one training run from a config file", description=(
-        "Train once from a LightningCLI config, read by LightningCLI's own parser: what `python main.py fit "
-        "--config FILE` takes (model, data, trainer, optimizer, lr_scheduler, seed_everything, ckpt_path), "
-        "including its --print_config output. lightopt's optimizers, schedules and callbacks are available by "
-        "class path. A sweep file runs its run config (study and search are ignored). Dotted overrides come "
-        "last: --trainer.max_epochs 3."))
-    fit.add_argument("file", metavar="FILE", nargs="?", help="YAML config, e.g. one written by `lightopt sweep best "
-                     "--export` (optional with --config)")
+    fit = commands.add_parser(
+        "fit",
+        help="one training run from a config file",
+        description=(
+            "Train once from a LightningCLI config, read by LightningCLI's own parser: what `python main.py fit "
+            "--config FILE` takes (model, data, trainer, optimizer, lr_scheduler, seed_everything, ckpt_path), "
+            "including its --print_config output. lightopt's optimizers, schedules and callbacks are available by "
+            "class path. A sweep file runs its run config (study and search are ignored). Dotted overrides come "
+            "last: --trainer.max_epochs 3."
+        ),
+    )
+    fit.add_argument(
+        "file",
+        metavar="FILE",
+        nargs="?",
+        help="YAML config, e.g. one written by `lightopt sweep best --export` (optional with --config)",
+    )
     _add_run_config_arguments(fit)
-    fit.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: a sweep file's study.threads, "
-                     "else torch's default, one per core). The shipped sweeps set 1: the digits MLP trained 2x faster "
-                     "on 1 thread than on torch's default (5.6 s vs 11.4 s)")
+    fit.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads (default: a sweep file's study.threads, "
+        "else torch's default, one per core). The shipped sweeps set 1: the digits MLP trained 2x faster "
+        "on 1 thread than on torch's default (5.6 s vs 11.4 s)",
+    )
 
-    sweep = commands.add_parser("sweep", help="Optuna sweeps from a file: run, show, best, reproduce, plot",
-                                description="Optuna sweeps from a sweep file.", epilog=_EPILOG)
+    sweep = commands.add_parser(
+        "sweep",
+        help="Optuna sweeps from a file: run, show, best, reproduce, plot",
+        description="Optuna sweeps from a sweep file.",
+        epilog=_EPILOG,
+    )
     sweep_commands = sweep.add_subparsers(dest="sweep_command", metavar="SUBCOMMAND", parser_class=_Parser)
 
-    run = sweep_commands.add_parser("run", help="create or resume a study and run its trials", description=(
-        "Create the study or resume it, and run trials until it has --n-trials in all (trials from earlier "
-        "runs count). One line per trial, then the best trial and where the logs are."))
-    run.add_argument("file", metavar="FILE", help="the sweep file (study and search; it may hold run-config keys "
-                     "that override the --config files)")
+    run = sweep_commands.add_parser(
+        "run",
+        help="create or resume a study and run its trials",
+        description=(
+            "Create the study or resume it, and run trials until it has --n-trials in all (trials from earlier "
+            "runs count). One line per trial, then the best trial and where the logs are."
+        ),
+    )
+    run.add_argument(
+        "file",
+        metavar="FILE",
+        help="the sweep file (study and search; it may hold run-config keys that override the --config files)",
+    )
     _add_run_config_arguments(run)
-    run.add_argument("--n-trials", type=int, metavar="N", help="the study's total number of trials (default: study.n_trials)")
-    run.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds (default: study.timeout)")
-    run.add_argument("--storage", metavar="URL", help="an Optuna database URL or a journal file path (default: "
-                     "$LIGHTOPT_STORAGE, else study.storage, else <log_dir>/<name>/study.journal)")
-    run.add_argument("--study-name", metavar="NAME", help="the study's name (default: study.name, else the file's stem)")
-    run.add_argument("--workers", type=int, metavar="N", help="worker processes running trials in "
-                     "parallel on this machine (default: 1; with --devices, one per device slot)")
-    run.add_argument("--threads", type=int, metavar="N", help="torch CPU threads per trial (default: study.threads, "
-                     "else torch's; 1 with --workers > 1)")
+    run.add_argument(
+        "--n-trials", type=int, metavar="N", help="the study's total number of trials (default: study.n_trials)"
+    )
+    run.add_argument(
+        "--timeout", type=float, metavar="S", help="stop starting trials after S seconds (default: study.timeout)"
+    )
+    run.add_argument(
+        "--storage",
+        metavar="URL",
+        help="an Optuna database URL or a journal file path (default: "
+        "$LIGHTOPT_STORAGE, else study.storage, else <log_dir>/<name>/study.journal)",
+    )
+    run.add_argument(
+        "--study-name", metavar="NAME", help="the study's name (default: study.name, else the file's stem)"
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes running trials in "
+        "parallel on this machine (default: 1; with --devices, one per device slot)",
+    )
+    run.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads per trial (default: study.threads, else torch's; 1 with --workers > 1)",
+    )
 
-    run.add_argument("--devices", metavar="IDS", help="run the trials on these GPUs, e.g. 0,1,2,3, or auto (every "
-                     "GPU torch sees): each worker gets its ids as CUDA_VISIBLE_DEVICES, so its code sees cuda:0; "
-                     "a DDP trial (strategy: ddp, devices: N) takes N of them")
-    run.add_argument("--trials-per-device", type=int, metavar="K", help="with --devices: K trials at once on each "
-                     "device (default: 1)")
+    run.add_argument(
+        "--devices",
+        metavar="IDS",
+        help="run the trials on these GPUs, e.g. 0,1,2,3, or auto (every "
+        "GPU torch sees): each worker gets its ids as CUDA_VISIBLE_DEVICES, so its code sees cuda:0; "
+        "a DDP trial (strategy: ddp, devices: N) takes N of them",
+    )
+    run.add_argument(
+        "--trials-per-device",
+        type=int,
+        metavar="K",
+        help="with --devices: K trials at once on each device (default: 1)",
+    )
 
-    for name, help_text in (("show", "the trial table and the best trial"),
-                            ("best", "the best trial's config, runnable with `lightopt fit`")):
+    for name, help_text in (
+        ("show", "the trial table and the best trial"),
+        ("best", "the best trial's config, runnable with `lightopt fit`"),
+    ):
         sub = sweep_commands.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
         sub.add_argument("target", metavar="FILE_or_NAME", help="the sweep file, or the study's name")
         _add_run_config_arguments(sub, overrides=False)
-        sub.add_argument("--storage", metavar="URL", help="where the study is (default: $LIGHTOPT_STORAGE, else from "
-                         "the file, else <log-dir>/<name>/study.journal)")
+        sub.add_argument(
+            "--storage",
+            metavar="URL",
+            help="where the study is (default: $LIGHTOPT_STORAGE, else from "
+            "the file, else <log-dir>/<name>/study.journal)",
+        )
         sub.add_argument("--log-dir", default="runs", help="for a NAME: the sweep's log_dir (default: runs)")
         if name == "show":
             sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
         else:
             sub.add_argument("--export", metavar="PATH", help="write the config here instead of printing it")
 
-    reproduce = sweep_commands.add_parser("reproduce", help="run one trial again and compare its value", description=(
-        "Run trial K again as the sweep ran it: the file's config with the trial's params and its recorded seed "
-        "(given a NAME: the trial's recorded config), the same metric, the best over the validation rounds. "
-        "Prints the recorded value, the new one and their absolute and relative difference. A pruned trial "
-        "is run to its full length; a failed one cannot be reproduced. Logs: <log_dir>/<name>-reproduce/reproduce_KKKK/, apart from the study's trials."))
+    reproduce = sweep_commands.add_parser(
+        "reproduce",
+        help="run one trial again and compare its value",
+        description=(
+            "Run trial K again as the sweep ran it: the file's config with the trial's params and its recorded seed "
+            "(given a NAME: the trial's recorded config), the same metric, the best over the validation rounds. "
+            "Prints the recorded value, the new one and their absolute and relative difference. A pruned trial "
+            "is run to its full length; a failed one cannot be reproduced. Logs: <log_dir>/<name>-reproduce/reproduce_KKKK/, apart from the study's trials."
+        ),
+    )
     reproduce.add_argument("target", metavar="FILE_or_NAME", help="the sweep file, or the study's name")
     _add_run_config_arguments(reproduce, overrides=False)
-    reproduce.add_argument("--trial", type=int, required=True, metavar="K", help="the trial's number (see `sweep show`)")
-    reproduce.add_argument("--seeds", type=int, default=0, metavar="N", help="also train the same params with N other "
-                           "seeds and show the spread: how much of the value came from the seed (default 0)")
-    plot = sweep_commands.add_parser("plot", help="Optuna's plots of the study as PNG files", description=(
-        "Write Optuna's matplotlib plots as PNG files: optimization history, parameter importances (with 2 "
-        "complete trials and 2 params), parallel coordinates, slices and contours (with 2 params). Prints the paths."))
+    reproduce.add_argument(
+        "--trial", type=int, required=True, metavar="K", help="the trial's number (see `sweep show`)"
+    )
+    reproduce.add_argument(
+        "--seeds",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also train the same params with N other "
+        "seeds and show the spread: how much of the value came from the seed (default 0)",
+    )
+    plot = sweep_commands.add_parser(
+        "plot",
+        help="Optuna's plots of the study as PNG files",
+        description=(
+            "Write Optuna's matplotlib plots as PNG files: optimization history, parameter importances (with 2 "
+            "complete trials and 2 params), parallel coordinates, slices and contours (with 2 params). Prints the paths."
+        ),
+    )
     plot.add_argument("target", metavar="FILE_or_NAME", help="the sweep file, or the study's name")
     _add_run_config_arguments(plot, overrides=False)
     plot.add_argument("--out", metavar="DIR", help="where the PNG files go (default: <log_dir>/<name>/plots/)")
     for sub in (reproduce, plot):
-        sub.add_argument("--storage", metavar="URL", help="where the study is (default: $LIGHTOPT_STORAGE, else from "
-                         "the file, else <log-dir>/<name>/study.journal)")
+        sub.add_argument(
+            "--storage",
+            metavar="URL",
+            help="where the study is (default: $LIGHTOPT_STORAGE, else from "
+            "the file, else <log-dir>/<name>/study.journal)",
+        )
         sub.add_argument("--log-dir", default="runs", help="for a NAME: the sweep's log_dir (default: runs)")
-    reproduce.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: study.threads, else "
-                           "torch's); the sweep's count gives the closest match")
+    reproduce.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads (default: study.threads, else torch's); the sweep's count gives the closest match",
+    )
     from lightopt.sweep.readback import add_parser as add_tensorboard_parser
 
     add_tensorboard_parser(commands)
@@ -124,16 +209,33 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_run_config_arguments(parser: argparse.ArgumentParser, overrides: bool = True) -> None:
-    parser.add_argument("--config", action="append", default=[], metavar="BASE.yaml", help="a run config (model, "
-                        "data, trainer, ...), e.g. the project's own; repeat it: later files override earlier ones "
-                        "key by key, as in LightningCLI" + ("; the FILE's keys and dotted overrides come last"
-                                                             if overrides else " (give those the sweep ran with)"))
-    parser.add_argument("--model-class", metavar="CLASS", help="for a LightningCLI(Model, ...) project: the module's "
-                        "class; `model:` then holds its init args (also `lightning_cli: {model_class: ...}`)")
-    parser.add_argument("--datamodule-class", metavar="CLASS", help="for a LightningCLI(Model, DataModule) project: "
-                        "the datamodule's class; `data:` then holds its init args")
-    parser.add_argument("--cli-class", metavar="CLASS", help="the project's own LightningCLI subclass (linked or added "
-                        "arguments), e.g. myproject.cli.MyCLI (default: Lightning's LightningCLI)")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="BASE.yaml",
+        help="a run config (model, "
+        "data, trainer, ...), e.g. the project's own; repeat it: later files override earlier ones "
+        "key by key, as in LightningCLI"
+        + ("; the FILE's keys and dotted overrides come last" if overrides else " (give those the sweep ran with)"),
+    )
+    parser.add_argument(
+        "--model-class",
+        metavar="CLASS",
+        help="for a LightningCLI(Model, ...) project: the module's "
+        "class; `model:` then holds its init args (also `lightning_cli: {model_class: ...}`)",
+    )
+    parser.add_argument(
+        "--datamodule-class",
+        metavar="CLASS",
+        help="for a LightningCLI(Model, DataModule) project: the datamodule's class; `data:` then holds its init args",
+    )
+    parser.add_argument(
+        "--cli-class",
+        metavar="CLASS",
+        help="the project's own LightningCLI subclass (linked or added "
+        "arguments), e.g. myproject.cli.MyCLI (default: Lightning's LightningCLI)",
+    )
 
 
 def _load(args: argparse.Namespace, file: str | None, overrides: Sequence[str] = ()) -> Any:
@@ -158,7 +260,7 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
             break
         if argument.startswith("--") and "." in argument[2:].partition("=")[0]:
             takes_next = "=" not in argument and i + 1 < len(argv)
-            overrides += argv[i:i + 2] if takes_next else [argument]
+            overrides += argv[i : i + 2] if takes_next else [argument]
             i += 2 if takes_next else 1
             continue
         regular.append(argument)
@@ -168,7 +270,11 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def _cli_classes(args: argparse.Namespace) -> dict[str, str]:
     """The ``lightning_cli`` block the class flags give."""
-    flags = (("model_class", args.model_class), ("datamodule_class", args.datamodule_class), ("class_path", args.cli_class))
+    flags = (
+        ("model_class", args.model_class),
+        ("datamodule_class", args.datamodule_class),
+        ("class_path", args.cli_class),
+    )
     return {key: value for key, value in flags if value is not None}
 
 
@@ -199,8 +305,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from lightopt.sweep.store import STORAGE_ENV
 
             args.storage = os.environ.get(STORAGE_ENV) or None
-        commands = {"run": _sweep_run, "show": _sweep_show, "best": _sweep_best, "reproduce": _sweep_reproduce,
-                    "plot": _sweep_plot}
+        commands = {
+            "run": _sweep_run,
+            "show": _sweep_show,
+            "best": _sweep_best,
+            "reproduce": _sweep_reproduce,
+            "plot": _sweep_plot,
+        }
         return commands[args.sweep_command](args)
     except (_UsageError, ImportError) as error:
         print(f"error: {error}" if not isinstance(error, _UsageError) else str(error), file=sys.stderr)
@@ -233,11 +344,13 @@ def _path_error(error: OSError) -> str:
     """One line for a path that cannot be used, with the fix for the common causes."""
     import errno
 
-    fixes = {errno.EEXIST: "a file is in the way of a folder: remove it or choose another path",
-             errno.ENOTDIR: "a file is in the way of a folder: remove it or choose another path",
-             errno.EACCES: "no permission: choose a folder you can write to",
-             errno.EROFS: "a read-only file system: choose a folder you can write to",
-             errno.ENOSPC: "the disk is full: free space or choose another folder"}
+    fixes = {
+        errno.EEXIST: "a file is in the way of a folder: remove it or choose another path",
+        errno.ENOTDIR: "a file is in the way of a folder: remove it or choose another path",
+        errno.EACCES: "no permission: choose a folder you can write to",
+        errno.EROFS: "a read-only file system: choose a folder you can write to",
+        errno.ENOSPC: "the disk is full: free space or choose another folder",
+    }
     fix = fixes.get(error.errno)
     return f"{error.filename}: {error.strerror or error}" + (f" ({fix})" if fix else "")
 
@@ -316,16 +429,26 @@ def _sweep_run(args: argparse.Namespace) -> int:
 
     sweep = _load(args, args.file, args.overrides)
     if sweep.study is None:
-        raise SweepConfigError("the file has no `study` block: add one (name, metric, n_trials, ...) to sweep.",
-                                      sweep.path)
+        raise SweepConfigError(
+            "the file has no `study` block: add one (name, metric, n_trials, ...) to sweep.", sweep.path
+        )
     if args.study_name is not None and not STUDY_NAME.match(args.study_name):
-        raise _UsageError(f"lightopt sweep run: `--study-name` must be letters, digits, '_', '-' or '.', "
-                          f"but got {args.study_name!r}")
+        raise _UsageError(
+            f"lightopt sweep run: `--study-name` must be letters, digits, '_', '-' or '.', but got {args.study_name!r}"
+        )
     existed = _stored_study(sweep, args, delete=False)
     try:
-        result = run_sweep(sweep, n_trials=args.n_trials, timeout=args.timeout, storage=args.storage,
-                           study_name=args.study_name, workers=args.workers, threads=args.threads,
-                           devices=args.devices, trials_per_device=args.trials_per_device)
+        result = run_sweep(
+            sweep,
+            n_trials=args.n_trials,
+            timeout=args.timeout,
+            storage=args.storage,
+            study_name=args.study_name,
+            workers=args.workers,
+            threads=args.threads,
+            devices=args.devices,
+            trials_per_device=args.trials_per_device,
+        )
     except MetricNotLoggedError as error:
         if not existed:  # the study this run created holds only the trial that found the mistake: nothing is kept
             _stored_study(sweep, args, delete=True)
@@ -346,8 +469,9 @@ def _stored_study(sweep: Any, args: argparse.Namespace, delete: bool) -> bool:
     name = args.study_name or sweep.study.name
     url = args.storage if args.storage is not None else sweep.study.storage
     try:
-        storage, _ = open_storage(url, study_dir(sweep.study.log_dir, name), create=False, where="--storage",
-                                  file=sweep.path)
+        storage, _ = open_storage(
+            url, study_dir(sweep.study.log_dir, name), create=False, where="--storage", file=sweep.path
+        )
         if delete:
             optuna.delete_study(study_name=name, storage=storage)
         return name in optuna.get_all_study_names(storage)
@@ -376,11 +500,14 @@ def _sweep_best(args: argparse.Namespace) -> int:
         Path(args.export).parent.mkdir(parents=True, exist_ok=True)
         Path(args.export).write_text(text, encoding="utf-8")
     except OSError as error:
-        raise _UsageError(f"lightopt sweep best: `--export` {args.export!r} cannot be written: "
-                          f"{error.strerror or error}") from None
+        raise _UsageError(
+            f"lightopt sweep best: `--export` {args.export!r} cannot be written: {error.strerror or error}"
+        ) from None
     print(f"best trial {trial.number} written to {args.export}; run it with: lightopt fit {args.export}")
-    print(f"its value is the best of {len(study.trials)} trials, each with its own seed; to see how much of it was "
-          f"the seed: lightopt sweep reproduce {args.target} --trial {trial.number} --seeds 5")
+    print(
+        f"its value is the best of {len(study.trials)} trials, each with its own seed; to see how much of it was "
+        f"the seed: lightopt sweep reproduce {args.target} --trial {trial.number} --seeds 5"
+    )
     return 0
 
 

@@ -26,8 +26,20 @@ def sweep_file(tmp_path, monkeypatch):
     return write(tmp_path / "digits.yaml", data)
 
 
-@pytest.mark.parametrize("argv", [[], ["fit"], ["sweep"], ["sweep", "run"], ["sweep", "show"], ["sweep", "best"],
-                                  ["sweep", "reproduce"], ["sweep", "plot"], ["tensorboard"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["fit"],
+        ["sweep"],
+        ["sweep", "run"],
+        ["sweep", "show"],
+        ["sweep", "best"],
+        ["sweep", "reproduce"],
+        ["sweep", "plot"],
+        ["tensorboard"],
+    ],
+)
 def test_help_on_every_command(argv, capsys):
     assert main([*argv, "--help"]) == 0
     assert capsys.readouterr().out.startswith("usage: lightopt")
@@ -41,8 +53,15 @@ def test_run_show_best_fit(sweep_file, tmp_path, capsys):
 
     assert main(["sweep", "show", str(sweep_file)]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[1].split() == ["number", "state", "value", "optimizer.init_args.lr", "data.init_args.batch_size",
-                                "duration_s", "seed"]
+    assert table[1].split() == [
+        "number",
+        "state",
+        "value",
+        "optimizer.init_args.lr",
+        "data.init_args.batch_size",
+        "duration_s",
+        "seed",
+    ]
     assert table[2].split()[:2] == ["0", "COMPLETE"] and table[-1].startswith("best: trial")
 
     assert main(["sweep", "show", "s", "--json"]) == 0  # by name: the default storage under runs/
@@ -51,8 +70,9 @@ def test_run_show_best_fit(sweep_file, tmp_path, capsys):
     best = shown["best"]
 
     assert main(["sweep", "best", str(sweep_file), "--export", "best.yaml"]) == 0
-    assert (f"to see how much of it was the seed: lightopt sweep reproduce {sweep_file} --trial {best['number']} "
-            "--seeds 5") in capsys.readouterr().out
+    assert (
+        f"to see how much of it was the seed: lightopt sweep reproduce {sweep_file} --trial {best['number']} --seeds 5"
+    ) in capsys.readouterr().out
     exported = yaml.safe_load((tmp_path / "best.yaml").read_text())
     assert "study" not in exported and "search" not in exported
     assert exported["seed_everything"] == best["seed"]
@@ -77,8 +97,11 @@ def test_reproduce_a_trial_and_plot_the_study(tmp_path, monkeypatch, capsys):
     assert main(["sweep", "reproduce", str(sweep_file), "--trial", "1"]) == 0
     out = capsys.readouterr().out
     assert "trial 1 of study 's' (COMPLETE)" in out and "val_loss (best over validation rounds)" in out
-    values = {line.split()[0]: float(line.split()[1]) for line in out.splitlines()
-              if line.strip().startswith(("recorded", "reproduced"))}
+    values = {
+        line.split()[0]: float(line.split()[1])
+        for line in out.splitlines()
+        if line.strip().startswith(("recorded", "reproduced"))
+    }
     assert values["recorded"] == pytest.approx(recorded, abs=1e-8)  # printed to 10 digits
     assert values["reproduced"] == pytest.approx(recorded, abs=1e-6)
     assert "difference" in out and (tmp_path / "runs/s-reproduce/reproduce_0001").is_dir()
@@ -128,18 +151,32 @@ def _bad(tmp_path, edit):
 BAD = [
     (lambda p: ["sweep", "run", "missing.yaml"], "missing.yaml: no such file"),
     (lambda p: ["sweep", "run", _bad(p, lambda d: d["study"].update(n_trails=2))], "Did you mean 'n_trials'?"),
-    (lambda p: ["sweep", "run", _bad(p, lambda d: d["search"].update({"optimizer.init_args.lr": {"low": 1.0, "high": 0.1}}))],
-     "bad.yaml:"),
-    (lambda p: ["sweep", "run", _bad(p, lambda d: d["model"].update(class_path="examples.digits.Nope"))],
-     "`model.class_path` 'examples.digits.Nope' names no class"),
+    (
+        lambda p: [
+            "sweep",
+            "run",
+            _bad(p, lambda d: d["search"].update({"optimizer.init_args.lr": {"low": 1.0, "high": 0.1}})),
+        ],
+        "bad.yaml:",
+    ),
+    (
+        lambda p: ["sweep", "run", _bad(p, lambda d: d["model"].update(class_path="examples.digits.Nope"))],
+        "`model.class_path` 'examples.digits.Nope' names no class",
+    ),
     (lambda p: ["sweep", "run", _bad(p, lambda d: d.pop("study") and d.pop("search"))], "has no `study` block"),
     (lambda p: ["sweep", "run", _bad(p, lambda d: None), "--workers", "0"], "`--workers` must be an integer >= 1"),
     (lambda p: ["sweep", "run", _bad(p, lambda d: None), "--n-trials", "x"], "argument --n-trials: invalid int value"),
     (lambda p: ["sweep", "run", _bad(p, lambda d: None), "--storage", "sqlite:////no/dir/x.db"], "cannot be opened"),
-    (lambda p: ["sweep", "show", "nosuchstudy"], "study 'nosuchstudy' has not been run yet (no journal at runs/nosuchstudy/study.journal)"),
+    (
+        lambda p: ["sweep", "show", "nosuchstudy"],
+        "study 'nosuchstudy' has not been run yet (no journal at runs/nosuchstudy/study.journal)",
+    ),
     (lambda p: ["sweep", "best", _bad(p, lambda d: None)], "has not been run yet (no journal at"),
     (lambda p: ["sweep", "frobnicate"], "invalid choice: 'frobnicate'"),
-    (lambda p: ["sweep", "reproduce", "nosuchstudy", "--trial", "0"], "has not been run yet (no journal at runs/nosuchstudy"),
+    (
+        lambda p: ["sweep", "reproduce", "nosuchstudy", "--trial", "0"],
+        "has not been run yet (no journal at runs/nosuchstudy",
+    ),
     (lambda p: ["sweep", "reproduce", _bad(p, lambda d: None)], "the following arguments are required: --trial"),
     (lambda p: ["sweep", "plot", "nosuchstudy"], "has not been run yet (no journal at runs/nosuchstudy"),
     (lambda p: ["fit", _bad(p, lambda d: d["trainer"].update(max_epoch=1))], "Did you mean 'max_epochs'?"),
@@ -162,8 +199,14 @@ def test_metric_never_logged_is_a_user_error(tmp_path, monkeypatch, capsys):
 
 
 def _python_m(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "lightopt", *args], cwd=cwd, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "lightopt", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
 
 
 def test_python_m_lightopt_exit_codes(tmp_path):
@@ -178,7 +221,10 @@ RUN_CONFIG_BAD = [
     (["fit", "--config", "missing.yaml"], "missing.yaml: no such file"),
     (["fit", "run.yaml", "--trainer.max_epochs"], "`--trainer.max_epochs` needs a value"),
     (["fit", "run.yaml", "--trainer.max_epoch", "1"], "`trainer.max_epoch` is not a Trainer argument. Did you mean"),
-    (["fit", "run.yaml", "--trainer.max_epochs", "many"], "command line: `trainer.max_epochs`: Expected a <class 'int'>"),
+    (
+        ["fit", "run.yaml", "--trainer.max_epochs", "many"],
+        "command line: `trainer.max_epochs`: Expected a <class 'int'>",
+    ),
     (["sweep", "show", "s", "--trainer.max_epochs", "1"], "unrecognized arguments: --trainer.max_epochs 1"),
     (["fit", "run.yaml", "--model-class", "examples.digits.DigitsMLP"], "`model` must be a mapping of init args"),
 ]
@@ -203,4 +249,6 @@ def test_export_makes_its_folder_or_says_why_not(sweep_file, tmp_path, capsys):
     capsys.readouterr()
     assert main(["sweep", "best", str(sweep_file), "--export", "a_file/best.yaml"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("lightopt sweep best: `--export` 'a_file/best.yaml' cannot be written") and err.count("\n") == 1
+    assert (
+        err.startswith("lightopt sweep best: `--export` 'a_file/best.yaml' cannot be written") and err.count("\n") == 1
+    )

@@ -23,25 +23,47 @@ print(json.dumps({{"code": code, "heavy": sorted(m for m in ("torch", "lightning
 
 
 def _modules_after(argv: list[str], cwd: Path) -> dict:
-    done = subprocess.run([sys.executable, "-c", _CHECK.format(argv=argv)], cwd=cwd, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", _CHECK.format(argv=argv)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["sweep", "--help"], ["sweep", "show", "--help"],
-                                  ["fit", "--help"], ["tensorboard", "--help"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["--version"],
+        ["sweep", "--help"],
+        ["sweep", "show", "--help"],
+        ["fit", "--help"],
+        ["tensorboard", "--help"],
+    ],
+)
 def test_help_and_version_import_no_torch(argv, tmp_path):
     result = _modules_after(argv, tmp_path)
     assert result == {"code": 0, "heavy": []}
 
 
 def test_import_lightopt_is_lazy_and_complete():
-    code = ("import sys, lightopt; assert 'torch' not in sys.modules; "
-            "assert lightopt.optim.SGD and lightopt.ConfigureOptimizersMixin and lightopt.retrain_on_all_data; "
-            "from lightopt import callbacks, schedules; assert 'torch' in sys.modules; "
-            "assert set(lightopt.__all__) <= set(dir(lightopt)); print('ok')")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    code = (
+        "import sys, lightopt; assert 'torch' not in sys.modules; "
+        "assert lightopt.optim.SGD and lightopt.ConfigureOptimizersMixin and lightopt.retrain_on_all_data; "
+        "from lightopt import callbacks, schedules; assert 'torch' in sys.modules; "
+        "assert set(lightopt.__all__) <= set(dir(lightopt)); print('ok')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
     assert done.stdout == "ok\n", done.stderr
 
 
@@ -57,26 +79,38 @@ def test_show_and_best_of_a_stored_study_import_no_torch(tmp_path):
 
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal")))
     study = optuna.create_study(study_name="s", storage=storage)
-    study.add_trial(optuna.trial.create_trial(value=0.5, params={"x": 1.0},
-                                              distributions={"x": optuna.distributions.FloatDistribution(0, 2)},
-                                              user_attrs={"seed": 3, "config": {"model": {"class_path": "m.M"}}}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=0.5,
+            params={"x": 1.0},
+            distributions={"x": optuna.distributions.FloatDistribution(0, 2)},
+            user_attrs={"seed": 3, "config": {"model": {"class_path": "m.M"}}},
+        )
+    )
     storage = str(tmp_path / "journal")
-    for argv in (["sweep", "show", "s", "--storage", storage], ["sweep", "show", "s", "--storage", storage, "--json"],
-                 ["sweep", "best", "s", "--storage", storage]):
+    for argv in (
+        ["sweep", "show", "s", "--storage", storage],
+        ["sweep", "show", "s", "--storage", storage, "--json"],
+        ["sweep", "best", "s", "--storage", storage],
+    ):
         assert _modules_after(argv, tmp_path) == {"code": 0, "heavy": []}, argv
 
 
 def test_show_before_the_first_run_says_how_to_run_it(tmp_path, capsys):
     from lightopt.cli import main
 
-    (tmp_path / "s.yaml").write_text("study: {name: s, log_dir: " + str(tmp_path / "runs") + "}\n"
-                                     "model: {class_path: examples.digits.DigitsMLP}\n"
-                                     "data: {class_path: examples.digits.DigitsDataModule}\n")
+    (tmp_path / "s.yaml").write_text(
+        "study: {name: s, log_dir: " + str(tmp_path / "runs") + "}\n"
+        "model: {class_path: examples.digits.DigitsMLP}\n"
+        "data: {class_path: examples.digits.DigitsDataModule}\n"
+    )
     for command in (["sweep", "show"], ["sweep", "best"], ["tensorboard"]):
         assert main([*command, str(tmp_path / "s.yaml")]) == 2
         err = capsys.readouterr().err
-        assert err == (f"error: study 's' has not been run yet (no journal at {tmp_path}/runs/s/study.journal): "
-                       f"run it with `lightopt sweep run {tmp_path}/s.yaml`.\n")
+        assert err == (
+            f"error: study 's' has not been run yet (no journal at {tmp_path}/runs/s/study.journal): "
+            f"run it with `lightopt sweep run {tmp_path}/s.yaml`.\n"
+        )
     assert not (tmp_path / "runs").exists()
 
 
@@ -96,8 +130,9 @@ def test_fit_runs_at_the_files_study_threads(tmp_path, monkeypatch, threads, fla
 
     monkeypatch.setattr(lightopt.sweep, "fit", fit)
     study = f"study: {{name: s, threads: {threads}}}\n" if threads is not None else ""
-    (tmp_path / "s.yaml").write_text(study + "model: {class_path: examples.digits.DigitsMLP}\n"
-                                     "data: {class_path: examples.digits.DigitsDataModule}\n")
+    (tmp_path / "s.yaml").write_text(
+        study + "model: {class_path: examples.digits.DigitsMLP}\ndata: {class_path: examples.digits.DigitsDataModule}\n"
+    )
     default = torch.get_num_threads()
     assert main(["fit", str(tmp_path / "s.yaml"), *flag]) == 2
     assert seen == [default if expected == "torch" else expected] and torch.get_num_threads() == default
@@ -108,11 +143,18 @@ def _stored_study(tmp_path: Path) -> None:
 
     (tmp_path / "runs" / "s").mkdir(parents=True)
     storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(tmp_path / "runs" / "s" / "study.journal")))
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "runs" / "s" / "study.journal"))
+    )
     study = optuna.create_study(study_name="s", storage=storage)
     for x in (0.5, 1.5):
-        study.add_trial(optuna.trial.create_trial(value=x, params={"x": x}, user_attrs={"config": {"x": x}, "seed": 1},
-                                                  distributions={"x": optuna.distributions.FloatDistribution(0, 2)}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=x,
+                params={"x": x},
+                user_attrs={"config": {"x": x}, "seed": 1},
+                distributions={"x": optuna.distributions.FloatDistribution(0, 2)},
+            )
+        )
 
 
 BAD_PATHS = [
@@ -140,13 +182,22 @@ def test_paths_that_cannot_be_used_are_one_line_and_exit_2(tmp_path, monkeypatch
 
 def test_fit_into_a_file_where_its_log_folder_goes_is_one_line(tmp_path):
     (tmp_path / "a_file").write_text("")
-    (tmp_path / "f.yaml").write_text("model: {class_path: examples.digits.DigitsMLP, init_args: {hidden: 8}}\n"
-                                     "data: {class_path: examples.digits.DigitsDataModule}\n"
-                                     "trainer: {max_epochs: 1, limit_train_batches: 1, limit_val_batches: 1, "
-                                     "default_root_dir: a_file, accelerator: cpu}\n")
-    done = subprocess.run([sys.executable, "-m", "lightopt", "fit", "f.yaml", "--threads", "1"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    (tmp_path / "f.yaml").write_text(
+        "model: {class_path: examples.digits.DigitsMLP, init_args: {hidden: 8}}\n"
+        "data: {class_path: examples.digits.DigitsDataModule}\n"
+        "trainer: {max_epochs: 1, limit_train_batches: 1, limit_val_batches: 1, "
+        "default_root_dir: a_file, accelerator: cpu}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "lightopt", "fit", "f.yaml", "--threads", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.splitlines()[-1] == (f"error: {tmp_path}/a_file/lightning_logs: Not a directory (a file is in "
-                                            f"the way of a folder: remove it or choose another path)")
+    assert done.stderr.splitlines()[-1] == (
+        f"error: {tmp_path}/a_file/lightning_logs: Not a directory (a file is in "
+        f"the way of a folder: remove it or choose another path)"
+    )

@@ -71,8 +71,15 @@ class ManualTiny(Tiny):
 
 def fit(model: L.LightningModule, tmp_path, **kwargs: Any) -> L.Trainer:
     settings = dict(
-        default_root_dir=tmp_path, max_epochs=1, limit_train_batches=4, limit_val_batches=1, accelerator="cpu",
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path,
+        max_epochs=1,
+        limit_train_batches=4,
+        limit_val_batches=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     trainer = L.Trainer(**{**settings, **kwargs})
     trainer.fit(model)
@@ -87,12 +94,20 @@ def linear_decay(**init_args: Any) -> dict[str, Any]:
     ("scheduler", "cls", "interval", "frequency"),
     [
         (linear_decay(tau=10), LinearDecay, "step", 1),
-        ({"class_path": "LinearDecay", "init_args": {"tau": 10}, "interval": "epoch", "frequency": 2},
-         LinearDecay, "epoch", 2),
+        (
+            {"class_path": "LinearDecay", "init_args": {"tau": 10}, "interval": "epoch", "frequency": 2},
+            LinearDecay,
+            "epoch",
+            2,
+        ),
         ({"class_path": "torch.optim.lr_scheduler.StepLR", "init_args": {"step_size": 1}}, StepLR, "epoch", 1),
         ({"class_path": "StepLR", "init_args": {"step_size": 3, "gamma": 0.5}, "interval": "step"}, StepLR, "step", 1),
-        ({"class_path": "MomentumSchedule", "init_args": {"milestones": [2], "values": [0.5, 0.9]}},
-         MomentumSchedule, "step", 1),
+        (
+            {"class_path": "MomentumSchedule", "init_args": {"milestones": [2], "values": [0.5, 0.9]}},
+            MomentumSchedule,
+            "step",
+            1,
+        ),
     ],
 )
 def test_builds_the_declared_optimizer_and_schedule_with_its_interval(tmp_path, scheduler, cls, interval, frequency):
@@ -198,7 +213,11 @@ def test_a_sweep_sets_one_init_arg_through_lightning_cli_and_keeps_the_default_c
         "trainer": {"default_root_dir": str(tmp_path), "logger": False, "accelerator": "cpu"},
     }
     cli = LightningCLI(
-        L.LightningModule, subclass_mode_model=True, run=False, args=args, save_config_callback=None,
+        L.LightningModule,
+        subclass_mode_model=True,
+        run=False,
+        args=args,
+        save_config_callback=None,
         seed_everything_default=0,
     )
     optimizer = cli.model.configure_optimizers()
@@ -233,8 +252,14 @@ def test_resuming_from_a_checkpoint_matches_an_uninterrupted_run(tmp_path):
     first.save_checkpoint(tmp_path / "b.ckpt")
     resumed = Tiny(**config)
     trainer = L.Trainer(
-        default_root_dir=tmp_path / "b", max_epochs=2, limit_train_batches=4, limit_val_batches=1,
-        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        default_root_dir=tmp_path / "b",
+        max_epochs=2,
+        limit_train_batches=4,
+        limit_val_batches=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
         enable_model_summary=False,
     )
     trainer.fit(resumed, ckpt_path=tmp_path / "b.ckpt")
@@ -270,12 +295,18 @@ class HeadLR(Tiny):
 
 
 def test_param_groups_hook_overrides_per_group_and_composes_with_the_split(tmp_path):
-    optimizer = {"class_path": "lightopt.optim.SGD", "init_args": {"lr": 0.1, "weight_decay": 0.001},
-                 "no_decay_bias_and_norm": True}
+    optimizer = {
+        "class_path": "lightopt.optim.SGD",
+        "init_args": {"lr": 0.1, "weight_decay": 0.001},
+        "no_decay_bias_and_norm": True,
+    }
     model = HeadLR(optimizer=optimizer, lr_scheduler=linear_decay(tau=4, final_ratio=0.5))
     groups = fit(model, tmp_path).optimizers[0].param_groups
     assert [names(model, g) for g in groups] == [
-        {"body.0.weight"}, {"body.0.bias", "body.1.weight", "body.1.bias"}, {"head.weight"}, {"head.bias"},
+        {"body.0.weight"},
+        {"body.0.bias", "body.1.weight", "body.1.bias"},
+        {"head.weight"},
+        {"head.bias"},
     ]
     assert [g["weight_decay"] for g in groups] == [0.001, 0.0, 0.001, 0.0]
     assert [g["lr"] for g in groups] == pytest.approx([0.05, 0.05, 0.005, 0.005])  # the schedule scales each ε₀
@@ -320,44 +351,95 @@ def test_second_order_optimizers_get_lightnings_closure(tmp_path, class_path):
 
 
 ERRORS = [
-    ({"optimizer": {"class_path": "lightopt.optim.SDG", "init_args": {"lr": 0.1}}},
-     ValueError, r"'lightopt.optim.SDG' names no class.*Did you mean 'lightopt.optim.SGD'"),
-    ({"optimizer": {"class_path": "lightop.optim.Adam", "init_args": {}}},
-     ValueError, r"`optimizer.class_path` 'lightop.optim.Adam' names no class.*'lightopt.optim.Adam'"),
-    ({"optimizer": {"class_path": "SGD", "init_args": {"lr": 0.1}}},
-     ValueError, r"'SGD' is ambiguous; use any of the following: lightopt.optim.SGD, torch.optim.SGD"),
-    ({"optimizer": {"class_path": "torch.nn.Linear", "init_args": {}}},
-     TypeError, r"`optimizer.class_path` must name a torch.optim.Optimizer class"),
+    (
+        {"optimizer": {"class_path": "lightopt.optim.SDG", "init_args": {"lr": 0.1}}},
+        ValueError,
+        r"'lightopt.optim.SDG' names no class.*Did you mean 'lightopt.optim.SGD'",
+    ),
+    (
+        {"optimizer": {"class_path": "lightop.optim.Adam", "init_args": {}}},
+        ValueError,
+        r"`optimizer.class_path` 'lightop.optim.Adam' names no class.*'lightopt.optim.Adam'",
+    ),
+    (
+        {"optimizer": {"class_path": "SGD", "init_args": {"lr": 0.1}}},
+        ValueError,
+        r"'SGD' is ambiguous; use any of the following: lightopt.optim.SGD, torch.optim.SGD",
+    ),
+    (
+        {"optimizer": {"class_path": "torch.nn.Linear", "init_args": {}}},
+        TypeError,
+        r"`optimizer.class_path` must name a torch.optim.Optimizer class",
+    ),
     ({"optimizer": "lightopt.optim.SGD"}, TypeError, r"`optimizer` must be a dict with a string `class_path`"),
-    ({"optimizer": {"class_path": "lightopt.optim.SGD", "init_args": [0.1]}},
-     TypeError, r"`optimizer.init_args` must be a dict"),
-    ({"optimizer": {"class_path": "lightopt.optim.SGD", "init_args": {"lr": -1.0}}},
-     ValueError, r"optimizer.init_args: `lr` must be >= 0, but got lr=-1.0."),
-    ({"optimizer": {"class_path": "lightopt.optim.SGD", "init_args": {"lrr": 0.1}}},
-     TypeError, r"optimizer.init_args: SGD has no argument 'lrr'. Did you mean 'lr'\?"),
-    ({"optimizer": {"class_path": "lightopt.optim.SGD", "init_args": {}}},
-     ValueError, r"optimizer.init_args: `lr` is required: pass SGD\(params, lr=\.\.\.\)"),
-    ({"optimizer": {**SGD_CONFIG, "no_decay_bias_and_norm": "yes"}},
-     TypeError, r"`optimizer.no_decay_bias_and_norm` must be True or False"),
-    ({"optimizer": {"class_path": "torch.optim.LBFGS", "init_args": {}, "no_decay_bias_and_norm": True}},
-     ValueError, r"needs an optimizer with `weight_decay`, but LBFGS has none"),
+    (
+        {"optimizer": {"class_path": "lightopt.optim.SGD", "init_args": [0.1]}},
+        TypeError,
+        r"`optimizer.init_args` must be a dict",
+    ),
+    (
+        {"optimizer": {"class_path": "lightopt.optim.SGD", "init_args": {"lr": -1.0}}},
+        ValueError,
+        r"optimizer.init_args: `lr` must be >= 0, but got lr=-1.0.",
+    ),
+    (
+        {"optimizer": {"class_path": "lightopt.optim.SGD", "init_args": {"lrr": 0.1}}},
+        TypeError,
+        r"optimizer.init_args: SGD has no argument 'lrr'. Did you mean 'lr'\?",
+    ),
+    (
+        {"optimizer": {"class_path": "lightopt.optim.SGD", "init_args": {}}},
+        ValueError,
+        r"optimizer.init_args: `lr` is required: pass SGD\(params, lr=\.\.\.\)",
+    ),
+    (
+        {"optimizer": {**SGD_CONFIG, "no_decay_bias_and_norm": "yes"}},
+        TypeError,
+        r"`optimizer.no_decay_bias_and_norm` must be True or False",
+    ),
+    (
+        {"optimizer": {"class_path": "torch.optim.LBFGS", "init_args": {}, "no_decay_bias_and_norm": True}},
+        ValueError,
+        r"needs an optimizer with `weight_decay`, but LBFGS has none",
+    ),
     ({"optimizer": None}, ValueError, r"Tiny has no `optimizer` in self.hparams"),
-    ({"lr_scheduler": {"class_path": "lightopt.optim.Adam", "init_args": {}}},
-     TypeError, r"`lr_scheduler.class_path` must name a torch.optim.lr_scheduler.LRScheduler class"),
-    ({"lr_scheduler": {"class_path": "lightopt.schedules.tau_from_passes", "init_args": {}}},
-     TypeError, r"must name a torch.optim.lr_scheduler.LRScheduler class, but 'lightopt.schedules.tau_from_passes'"),
-    ({"lr_scheduler": {"class_path": "LinearDecy", "init_args": {"tau": 5}}},
-     ValueError, r"'LinearDecy' names no class.*Did you mean 'LinearDecay'"),
+    (
+        {"lr_scheduler": {"class_path": "lightopt.optim.Adam", "init_args": {}}},
+        TypeError,
+        r"`lr_scheduler.class_path` must name a torch.optim.lr_scheduler.LRScheduler class",
+    ),
+    (
+        {"lr_scheduler": {"class_path": "lightopt.schedules.tau_from_passes", "init_args": {}}},
+        TypeError,
+        r"must name a torch.optim.lr_scheduler.LRScheduler class, but 'lightopt.schedules.tau_from_passes'",
+    ),
+    (
+        {"lr_scheduler": {"class_path": "LinearDecy", "init_args": {"tau": 5}}},
+        ValueError,
+        r"'LinearDecy' names no class.*Did you mean 'LinearDecay'",
+    ),
     ({"lr_scheduler": linear_decay(tau=0)}, ValueError, r"lr_scheduler.init_args: `tau` must be an integer >= 1"),
     ({"lr_scheduler": linear_decay()}, ValueError, r"`lr_scheduler.init_args.tau` is not set and the run length"),
-    ({"lr_scheduler": {**linear_decay(tau=5), "interval": "batch"}},
-     ValueError, r"`lr_scheduler.interval` must be one of 'step', 'epoch', but got lr_scheduler.interval='batch'"),
-    ({"lr_scheduler": {**linear_decay(tau=5), "frequency": 0}},
-     ValueError, r"`lr_scheduler.frequency` must be an integer >= 1"),
-    ({"lr_scheduler": {"class_path": "ReduceLROnPlateau", "init_args": {}, "monitor": None}},
-     ValueError, r"`lr_scheduler.monitor` must name a logged metric for ReduceLROnPlateau"),
-    ({"lr_scheduler": [linear_decay(tau=5), {"class_path": "StepLR", "init_args": {}}]},
-     TypeError, r"lr_scheduler\[1\].init_args: .*step_size"),
+    (
+        {"lr_scheduler": {**linear_decay(tau=5), "interval": "batch"}},
+        ValueError,
+        r"`lr_scheduler.interval` must be one of 'step', 'epoch', but got lr_scheduler.interval='batch'",
+    ),
+    (
+        {"lr_scheduler": {**linear_decay(tau=5), "frequency": 0}},
+        ValueError,
+        r"`lr_scheduler.frequency` must be an integer >= 1",
+    ),
+    (
+        {"lr_scheduler": {"class_path": "ReduceLROnPlateau", "init_args": {}, "monitor": None}},
+        ValueError,
+        r"`lr_scheduler.monitor` must name a logged metric for ReduceLROnPlateau",
+    ),
+    (
+        {"lr_scheduler": [linear_decay(tau=5), {"class_path": "StepLR", "init_args": {}}]},
+        TypeError,
+        r"lr_scheduler\[1\].init_args: .*step_size",
+    ),
     ({"lr_scheduler": "LinearDecay"}, TypeError, r"`lr_scheduler` must be a dict, a list of dicts or None"),
 ]
 

@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SKIPPED_DIRS = {".git", ".venv", "build", "dist", "__pycache__", "lightning_logs", "runs"}
 
 
-
 def _private(part: str) -> bool:
     return part.startswith("_") and not (part.startswith("__") and part.endswith("__"))
 

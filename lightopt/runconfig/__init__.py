@@ -25,7 +25,14 @@ from lightopt.runconfig._classes import (
     resolve_class,
 )
 from lightopt.runconfig._errors import ConfigError, first_key, line_of
-from lightopt.runconfig._files import COMMAND_LINE, Origins, apply_overrides, merge_configs, parse_overrides, read_configs
+from lightopt.runconfig._files import (
+    COMMAND_LINE,
+    Origins,
+    apply_overrides,
+    merge_configs,
+    parse_overrides,
+    read_configs,
+)
 from lightopt.runconfig._keys import MISSING, check_key, class_nodes, get_key, set_key
 from lightopt.runconfig._yaml import MAX_ALIAS_NODES, MAX_FILE_BYTES, dump_yaml, parse_yaml, read_yaml
 
@@ -73,10 +80,14 @@ __all__ = [
 # and the errors of this package cost no torch import.
 _LAZY = {
     **dict.fromkeys(("RUN_KEYS", "check_run_config"), "lightopt.runconfig._check"),
-    **dict.fromkeys(("FIT_KEYS", "CliSpec", "Run", "build", "check_with_lightning_cli", "cli_class_for"),
-                    "lightopt.runconfig._lightning_cli"),
-    **dict.fromkeys(("OPTIMIZER_KEYS", "SCHEDULER_KEYS", "optimizers_from_config", "split_class_config"),
-                    "lightopt.runconfig._optimizers"),
+    **dict.fromkeys(
+        ("FIT_KEYS", "CliSpec", "Run", "build", "check_with_lightning_cli", "cli_class_for"),
+        "lightopt.runconfig._lightning_cli",
+    ),
+    **dict.fromkeys(
+        ("OPTIMIZER_KEYS", "SCHEDULER_KEYS", "optimizers_from_config", "split_class_config"),
+        "lightopt.runconfig._optimizers",
+    ),
 }
 
 

@@ -33,16 +33,22 @@ def check_run_config(run: Mapping[str, Any], spec: CliSpec = CliSpec(), extra_ke
         check_known_keys(run, (*extra_keys, *RUN_KEYS, *FIT_KEYS))
     if spec.model_class is None:
         if run.get("model") is None:
-            raise ValueError("the file has no `model`: add `model: {class_path: ..., init_args: {...}}`, or give the "
-                             "module's class as `lightning_cli: {model_class: ...}` for a LightningCLI(Model) project.")
+            raise ValueError(
+                "the file has no `model`: add `model: {class_path: ..., init_args: {...}}`, or give the "
+                "module's class as `lightning_cli: {model_class: ...}` for a LightningCLI(Model) project."
+            )
         if not isinstance(run["model"], Mapping) or "class_path" not in run["model"]:
-            raise TypeError(f"`model` must be a mapping with `class_path` and `init_args`, but got {run['model']!r}; for "
-                            "a LightningCLI(Model) project give the class as `lightning_cli: {model_class: ...}`.")
+            raise TypeError(
+                f"`model` must be a mapping with `class_path` and `init_args`, but got {run['model']!r}; for "
+                "a LightningCLI(Model) project give the class as `lightning_cli: {model_class: ...}`."
+            )
     for key, fixed in (("model", spec.model_class), ("data", spec.datamodule_class)):
         mode = spec.subclass_mode_model if key == "model" else spec.subclass_mode_data
         if fixed is not None and not mode and isinstance(run.get(key), Mapping) and "class_path" in run[key]:
-            raise ValueError(f"`{key}` must be a mapping of init args for the fixed class {fixed} (LightningCLI(Model, "
-                             f"DataModule)), but it has a `class_path`: give only its init_args, or drop the fixed class.")
+            raise ValueError(
+                f"`{key}` must be a mapping of init args for the fixed class {fixed} (LightningCLI(Model, "
+                f"DataModule)), but it has a `class_path`: give only its init_args, or drop the fixed class."
+            )
     trainer = run.get("trainer") or {}
     if not isinstance(trainer, Mapping):
         raise TypeError(f"`trainer` must be a mapping of Trainer arguments, but got {trainer!r}.")
@@ -62,8 +68,9 @@ def check_run_config(run: Mapping[str, Any], spec: CliSpec = CliSpec(), extra_ke
 def _check_component_keys(config: Any, where: str) -> None:
     if not isinstance(config, Mapping) or "class_path" not in config:
         return
-    check_known_keys(config, _CLASS_KEYS, where,
-                     listed="class_path, init_args (LightningCLI takes no other key beside a class_path)")
+    check_known_keys(
+        config, _CLASS_KEYS, where, listed="class_path, init_args (LightningCLI takes no other key beside a class_path)"
+    )
 
 
 def _check_class_node(node: Mapping[str, Any], where: str) -> None:
@@ -78,4 +85,6 @@ def _check_class_node(node: Mapping[str, Any], where: str) -> None:
         return
     for key in init_args:
         if key not in parameters:
-            raise ValueError(f"`{where}.init_args.{key}` is not an argument of {cls.__name__}.{did_you_mean(key, parameters)}")
+            raise ValueError(
+                f"`{where}.init_args.{key}` is not an argument of {cls.__name__}.{did_you_mean(key, parameters)}"
+            )

@@ -17,14 +17,41 @@ from typing import Any
 from lightopt._validation import did_you_mean
 
 __all__ = [
-    "REFUSED_MODULES", "check_trusted", "did_you_mean", "import_class", "import_object", "init_parameters", "optimizer_class_paths",
+    "REFUSED_MODULES",
+    "check_trusted",
+    "did_you_mean",
+    "import_class",
+    "import_object",
+    "init_parameters",
+    "optimizer_class_paths",
     "resolve_class",
 ]
 
-REFUSED_MODULES = frozenset({
-    "builtins", "code", "codeop", "ctypes", "glob", "importlib", "io", "multiprocessing", "os", "pathlib", "pdb",
-    "pty", "runpy", "shlex", "shutil", "signal", "socket", "subprocess", "sys", "tempfile", "webbrowser",
-})
+REFUSED_MODULES = frozenset(
+    {
+        "builtins",
+        "code",
+        "codeop",
+        "ctypes",
+        "glob",
+        "importlib",
+        "io",
+        "multiprocessing",
+        "os",
+        "pathlib",
+        "pdb",
+        "pty",
+        "runpy",
+        "shlex",
+        "shutil",
+        "signal",
+        "socket",
+        "subprocess",
+        "sys",
+        "tempfile",
+        "webbrowser",
+    }
+)
 # Searched for short names (``"LinearDecay"``, ``"StepLR"``), as the mixin's dicts and jsonargparse allow.
 _SHORT_NAME_MODULES = ("lightopt.optim", "lightopt.schedules", "torch.optim", "torch.optim.lr_scheduler")
 
@@ -46,7 +73,9 @@ def import_object(path: Any, where: str) -> Any:
     The one class-path importer: the trust guard, the missing module and the "did you mean" are here.
     """
     if not isinstance(path, str) or "." not in path.strip("."):
-        raise ValueError(f"`{where}` must be a dotted class path such as 'examples.digits.DigitsMLP', but got {path!r}.")
+        raise ValueError(
+            f"`{where}` must be a dotted class path such as 'examples.digits.DigitsMLP', but got {path!r}."
+        )
     check_trusted(path, where)
     module_name, _, name = path.rpartition(".")
     try:

@@ -50,8 +50,11 @@ def read_configs(paths: Sequence[str | Path]) -> tuple[dict[str, Any], Origins]:
         if data is None:
             continue
         if not isinstance(data, Mapping):
-            raise ConfigError(f"a config must be a mapping with `model` (and `data`, `trainer`, ...), but got "
-                              f"{type(data).__name__}", str(path), line=1)
+            raise ConfigError(
+                f"a config must be a mapping with `model` (and `data`, `trainer`, ...), but got {type(data).__name__}",
+                str(path),
+                line=1,
+            )
         config = merge_configs(config, data)
         origins.update({key: (str(path), line) for key, line in lines.items()})
     return config, origins
@@ -68,8 +71,11 @@ def parse_overrides(arguments: Sequence[str]) -> list[tuple[str, Any]]:
     while i < len(arguments):
         argument = arguments[i]
         if not argument.startswith("--") or len(argument) < 3:
-            raise ConfigError(f"unrecognized argument {argument!r}: overrides are `--dotted.key VALUE`, e.g. "
-                              "`--trainer.max_epochs 3`", COMMAND_LINE)
+            raise ConfigError(
+                f"unrecognized argument {argument!r}: overrides are `--dotted.key VALUE`, e.g. "
+                "`--trainer.max_epochs 3`",
+                COMMAND_LINE,
+            )
         key, equals, value = argument[2:].partition("=")
         if not equals:
             if i + 1 >= len(arguments):
@@ -102,7 +108,11 @@ def _with_init_args(config: dict[str, Any], key: str) -> str:
         out.append(part)
         node = get_key(config, ".".join(out), None)
         following = parts[i + 1] if i + 1 < len(parts) else None
-        if (isinstance(node, Mapping) and "class_path" in node and following is not None
-                and following not in ("class_path", "init_args", "dict_kwargs")):
+        if (
+            isinstance(node, Mapping)
+            and "class_path" in node
+            and following is not None
+            and following not in ("class_path", "init_args", "dict_kwargs")
+        ):
             out.append("init_args")
     return ".".join(out)

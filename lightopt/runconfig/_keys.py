@@ -24,9 +24,7 @@ def get_key(config: Any, key: str, default: Any = MISSING) -> Any:
     """The value at ``key``, or ``default`` where the path ends early (``KeyError`` without one)."""
     node = config
     for part in split_key(key):
-        if isinstance(node, list) and isinstance(part, int) and part < len(node):
-            node = node[part]
-        elif isinstance(node, dict) and part in node:
+        if (isinstance(node, list) and isinstance(part, int) and part < len(node)) or (isinstance(node, dict) and part in node):
             node = node[part]
         elif default is MISSING:
             raise KeyError(key)
@@ -73,7 +71,9 @@ def check_key(
         here = f"`{where}` points nowhere: "
         if free(prefix) or created:
             if created and isinstance(part, int) and not free(prefix):
-                raise ValueError(f"{here}`{prefix}` is not in the config, so it has no item {part}; list it in the file first.")
+                raise ValueError(
+                    f"{here}`{prefix}` is not in the config, so it has no item {part}; list it in the file first."
+                )
             created = True
             continue
         if isinstance(node, list):

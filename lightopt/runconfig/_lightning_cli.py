@@ -81,8 +81,10 @@ def cli_class_for(run: Mapping[str, Any], spec: CliSpec) -> type:
 
         cls = import_class(spec.cli_class, "lightning_cli.class_path")
         if not any(c.__name__ == "LightningCLI" for c in cls.__mro__):
-            raise TypeError(f"`lightning_cli.class_path` must name a LightningCLI subclass, but {spec.cli_class!r} is not "
-                            f"one (e.g. {LightningCLI.__module__}.LightningCLI).")
+            raise TypeError(
+                f"`lightning_cli.class_path` must name a LightningCLI subclass, but {spec.cli_class!r} is not "
+                f"one (e.g. {LightningCLI.__module__}.LightningCLI)."
+            )
         return cls
     model = run.get("model")
     path = spec.model_class or (model.get("class_path") if isinstance(model, Mapping) else None)
@@ -110,9 +112,19 @@ def _runner_class(base: type) -> type:
             self.lightopt_job = lightopt_job
             super().__init__(*args, **kwargs)
 
-        def setup_parser(self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]) -> None:
-            key = (add_subcommands, repr(main_kwargs), repr(subparser_kwargs), self.model_class, self.datamodule_class,
-                   self.subclass_mode_model, self.subclass_mode_data, repr(sorted(self.trainer_defaults.items())))
+        def setup_parser(
+            self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]
+        ) -> None:
+            key = (
+                add_subcommands,
+                repr(main_kwargs),
+                repr(subparser_kwargs),
+                self.model_class,
+                self.datamodule_class,
+                self.subclass_mode_model,
+                self.subclass_mode_data,
+                repr(sorted(self.trainer_defaults.items())),
+            )
             if key in self.parsers:
                 self.parser = self.parsers[key]
                 return
@@ -133,8 +145,10 @@ def _runner_class(base: type) -> type:
                 if job.get("tau_stand_in") and isinstance(lr_scheduler, dict):
                     lr_scheduler["init_args"].pop("tau", None)
                 _replace_configure_optimizers(self.model, optimizer, lr_scheduler)
-            bridged = [import_class(c["class_path"], "trainer.callbacks")(**(c.get("init_args") or {}))
-                       for c in job.get("bridged_callbacks", ())]
+            bridged = [
+                import_class(c["class_path"], "trainer.callbacks")(**(c.get("init_args") or {}))
+                for c in job.get("bridged_callbacks", ())
+            ]
             job = {**job, "callbacks": [*bridged, *job["callbacks"]]}
             self.trainer = self.instantiate_trainer(**_trainer_kwargs(self.config_init.get("trainer") or {}, job))
 
@@ -158,7 +172,9 @@ def _trainer_kwargs(trainer: Mapping[str, Any], job: Mapping[str, Any]) -> dict[
     kwargs["callbacks"] = [*callbacks, *job["callbacks"]]
     logger, extra = trainer.get("logger"), job["logger"]
     if extra is not None and logger is not False:
-        own = [] if logger is None or logger is True else list(logger) if isinstance(logger, (list, tuple)) else [logger]
+        own = (
+            [] if logger is None or logger is True else list(logger) if isinstance(logger, (list, tuple)) else [logger]
+        )
         kwargs["logger"] = [extra, *own] if own else extra
     return kwargs
 
@@ -216,7 +232,9 @@ def _bridge_callbacks(run: Mapping[str, Any]) -> tuple[dict[str, Any], list[Mapp
     return {**run, "trainer": {**trainer, "callbacks": kept or None}}, bridged
 
 
-def _start(run: Mapping[str, Any], spec: CliSpec, job: dict[str, Any] | None, trainer_defaults: Mapping[str, Any]) -> Any:
+def _start(
+    run: Mapping[str, Any], spec: CliSpec, job: dict[str, Any] | None, trainer_defaults: Mapping[str, Any]
+) -> Any:
     """Construct the LightningCLI (``run=False``); jsonargparse's errors become ``ValueError`` naming the key."""
     from argparse import ArgumentError
 
@@ -246,8 +264,14 @@ def _start(run: Mapping[str, Any], spec: CliSpec, job: dict[str, Any] | None, tr
             warnings.filterwarnings("ignore", ".*args parameter is intended to run from within Python.*")
             warnings.filterwarnings("ignore", ".*skip_none parameter was deprecated.*")
             return _runner_class(base)(
-                run=False, args=_for_parser(run), save_config_callback=None, trainer_defaults=dict(trainer_defaults),
-                parser_kwargs={"exit_on_error": False}, lightopt_job=job, **kwargs)
+                run=False,
+                args=_for_parser(run),
+                save_config_callback=None,
+                trainer_defaults=dict(trainer_defaults),
+                parser_kwargs={"exit_on_error": False},
+                lightopt_job=job,
+                **kwargs,
+            )
     except ArgumentError as error:
         message, _ = parser_error_message(str(error), run)
         raise ValueError(message) from None
@@ -285,8 +309,13 @@ def build(
     run = dict(config)
     if seed is not None:
         run["seed_everything"] = seed
-    job = {"optimizer": run.get("optimizer"), "tau_stand_in": _tau_stand_in(run), "callbacks": list(callbacks),
-           "logger": logger, "trainer_overrides": dict(trainer_overrides or {})}
+    job = {
+        "optimizer": run.get("optimizer"),
+        "tau_stand_in": _tau_stand_in(run),
+        "callbacks": list(callbacks),
+        "logger": logger,
+        "trainer_overrides": dict(trainer_overrides or {}),
+    }
     cli = _start(run, spec, job, trainer_defaults or {})
     fit_kwargs = {key: run[key] for key in FIT_KEYS if run.get(key) is not None}
     built = Run(cli.model, cli.datamodule, cli.trainer, fit_kwargs)

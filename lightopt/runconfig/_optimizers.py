@@ -84,7 +84,9 @@ def _build_scheduler(
         init_args["tau"] = _run_length(module, interval, frequency, where)
     for key, value in init_args.items():  # nested schedules, e.g. WarmupThen's `after`
         if isinstance(value, Mapping) and "class_path" in value:
-            sub_cls, sub_args, _ = split_class_config(value, f"{where}.init_args.{key}", SCHEDULER_KEYS[:2], LRScheduler)
+            sub_cls, sub_args, _ = split_class_config(
+                value, f"{where}.init_args.{key}", SCHEDULER_KEYS[:2], LRScheduler
+            )
             if "tau" in _parameters(sub_cls) and sub_args.get("tau") is None:
                 total = _run_length(module, interval, frequency, where)
                 sub_args["tau"] = max(1, total - init_args.get("warmup_steps", 0))
@@ -119,7 +121,9 @@ def _run_length(module: torch.nn.Module, interval: str, frequency: int, where: s
     return max(1, int(total) // frequency)
 
 
-def split_class_config(config: Any, where: str, keys: tuple[str, ...], base: type) -> tuple[type, dict[str, Any], dict[str, Any]]:
+def split_class_config(
+    config: Any, where: str, keys: tuple[str, ...], base: type
+) -> tuple[type, dict[str, Any], dict[str, Any]]:
     """Split a config dict into (class, init args, options), checking the class."""
     if not isinstance(config, Mapping) or not isinstance(config.get("class_path"), str):
         raise TypeError(f"`{where}` must be a dict with a string `class_path` and `init_args`, but got {config!r}.")
@@ -157,7 +161,7 @@ def _construct(cls: type, args: tuple, init_args: dict[str, Any], where: str) ->
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         for key in init_args:
             if key not in parameters:
-                hint = did_you_mean(key, list(parameters)[len(args):])
+                hint = did_you_mean(key, list(parameters)[len(args) :])
                 raise TypeError(f"{where}.init_args: {cls.__name__} has no argument {key!r}.{hint}")
     try:
         return cls(*args, **init_args)

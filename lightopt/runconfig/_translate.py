@@ -14,9 +14,18 @@ _KEY = re.compile(r'(?:Parser key|Key|key) "([^"]+)"')
 _OPTION = re.compile(r"Option '([^']+)' is not accepted")
 _CLASS = re.compile(r"Problem with given class_path '([^']+)'")
 _NOISE = (
-    "Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:", "Given value:",
-    "Expected a <class 'NoneType'>", "does not correspond to a subclass of", "Subclass types expect one of",
-    "a class path (str)", "a dict with", "a dict without", "Not a valid subclass of",
+    "Does not validate against any of the Union subtypes",
+    "Subtypes:",
+    "Errors:",
+    "Given value type:",
+    "Given value:",
+    "Expected a <class 'NoneType'>",
+    "does not correspond to a subclass of",
+    "Subclass types expect one of",
+    "a class path (str)",
+    "a dict with",
+    "a dict without",
+    "Not a valid subclass of",
 )
 
 

@@ -44,8 +44,11 @@ class _Loader(yaml.SafeLoader):
             if event.anchor in self.anchors:
                 self._expanded += self._size(self.anchors[event.anchor])
                 if self._expanded > MAX_ALIAS_NODES:
-                    raise _Refused(f"its aliases expand to more than {MAX_ALIAS_NODES} values; write the values out "
-                                   "or use fewer nested aliases", event)
+                    raise _Refused(
+                        f"its aliases expand to more than {MAX_ALIAS_NODES} values; write the values out "
+                        "or use fewer nested aliases",
+                        event,
+                    )
             return super().compose_node(parent, index)
         anchor = getattr(event, "anchor", None)
         if anchor is not None:
@@ -104,8 +107,11 @@ def read_yaml(path: str | Path) -> tuple[Any, dict[str, int]]:
     try:
         size = Path(path).stat().st_size
         if size > MAX_FILE_BYTES:
-            raise ConfigError(f"the file is {size / 1e6:.1f} MB; lightopt reads config and sweep files up to "
-                              f"{MAX_FILE_BYTES / 1e6:.1f} MB", where)
+            raise ConfigError(
+                f"the file is {size / 1e6:.1f} MB; lightopt reads config and sweep files up to "
+                f"{MAX_FILE_BYTES / 1e6:.1f} MB",
+                where,
+            )
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError("no such file", where) from None

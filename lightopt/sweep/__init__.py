@@ -39,10 +39,21 @@ if TYPE_CHECKING:
 
 # Loaded on first use: reading a study back (`lightopt sweep show`) imports neither torch nor Lightning.
 _LAZY = {
-    **dict.fromkeys(("SearchSpace", "StudySpec", "SweepConfigError", "SweepFile", "load", "trial_seed"),
-                    "lightopt.sweep.spec"),
-    **dict.fromkeys(("MetricNotLoggedError", "Objective", "PruningCallback", "PyTorchLightningPruningCallback", "build",
-                     "fit", "trial_config"), "lightopt.sweep.trial"),
+    **dict.fromkeys(
+        ("SearchSpace", "StudySpec", "SweepConfigError", "SweepFile", "load", "trial_seed"), "lightopt.sweep.spec"
+    ),
+    **dict.fromkeys(
+        (
+            "MetricNotLoggedError",
+            "Objective",
+            "PruningCallback",
+            "PyTorchLightningPruningCallback",
+            "build",
+            "fit",
+            "trial_config",
+        ),
+        "lightopt.sweep.trial",
+    ),
     "run_sweep": "lightopt.sweep.study",
     **dict.fromkeys(("best_config", "find_study"), "lightopt.sweep.readback"),
 }

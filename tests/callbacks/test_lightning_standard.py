@@ -42,6 +42,7 @@ def _lightopt_callback_classes():
 
 CALLBACK_CLASSES = sorted(_lightopt_callback_classes(), key=lambda c: f"{c.__module__}.{c.__qualname__}")
 
+
 def _hooks(cls):
     """(name, function) for each method of ``cls`` that overrides one of a base class."""
     for name, value in vars(cls).items():
@@ -64,9 +65,7 @@ def test_every_hook_is_marked_override(cls):
     hooks = dict(_hooks(cls))
     assert hooks, f"{cls.__name__} overrides no hook"
     unmarked = sorted(name for name, func in hooks.items() if not getattr(func, "__override__", False))
-    assert unmarked == [], (
-        f"{cls.__name__}: hooks without @override: {unmarked}"
-    )
+    assert unmarked == [], f"{cls.__name__}: hooks without @override: {unmarked}"
 
 
 def test_every_public_callbacks_module_has_all():

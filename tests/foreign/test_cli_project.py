@@ -24,12 +24,20 @@ PROJECT = Path(__file__).parent / "cli_project"
 
 
 def _project(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(PROJECT / "main.py"), *args], cwd=cwd, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(PROJECT / "main.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
 
 
 def _valid_losses(version: Path) -> list[float]:
-    return [float(row["valid_loss"]) for row in csv.DictReader((version / "metrics.csv").open()) if row.get("valid_loss")]
+    return [
+        float(row["valid_loss"]) for row in csv.DictReader((version / "metrics.csv").open()) if row.get("valid_loss")
+    ]
 
 
 def _last_valid_loss(version: Path) -> float:
@@ -65,8 +73,16 @@ def test_lightopt_fit_of_print_config_output_trains_what_lightning_cli_trains(pr
 def test_dotted_overrides_and_a_second_config_file(printed, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "short.yaml").write_text("trainer:\n  max_epochs: 1\n")
-    argv = ["fit", "--config", str(printed), "--config", "short.yaml", "--model.init_args.net.init_args.hidden", "4",
-            "--trainer.limit_train_batches=2"]
+    argv = [
+        "fit",
+        "--config",
+        str(printed),
+        "--config",
+        "short.yaml",
+        "--model.init_args.net.init_args.hidden",
+        "4",
+        "--trainer.limit_train_batches=2",
+    ]
     assert main(argv) == 0
     rows = list(csv.DictReader((tmp_path / "csv_logs/regression/version_0/metrics.csv").open()))
     assert {int(row["epoch"]) for row in rows} == {0} and max(int(row["step"]) for row in rows) <= 2
@@ -81,7 +97,8 @@ def test_sweep_from_the_project_config_then_export_for_the_project(printed, tmp_
         "trainer: {max_epochs: 2}\n"
         "search:\n"
         "  model.init_args.net.init_args.hidden: {choices: [4, 12]}\n"
-        "  optimizer.init_args.lr: {low: 1e-3, high: 1.0e-1, log: true}\n")
+        "  optimizer.init_args.lr: {low: 1e-3, high: 1.0e-1, log: true}\n"
+    )
     assert main(["sweep", "run", "search.yaml", "--config", str(printed)]) == 0
     assert "best trial" in capsys.readouterr().out
     assert main(["sweep", "show", "regression", "--json"]) == 0
@@ -101,7 +118,8 @@ def test_sweep_from_the_project_config_then_export_for_the_project(printed, tmp_
     done = _project("fit", "--config", "best.yaml", cwd=tmp_path)  # the project's own main.py takes the export
     assert done.returncode == 0, done.stderr[-2000:]
     assert min(_valid_losses(sorted((tmp_path / "csv_logs/regression").iterdir())[-1])) == pytest.approx(
-        shown["best"]["value"], rel=1e-5)
+        shown["best"]["value"], rel=1e-5
+    )
 
 
 def test_the_projects_own_lightning_cli_subclass_links_its_arguments(tmp_path, monkeypatch, capsys):
@@ -119,7 +137,8 @@ def test_the_projects_own_lightning_cli_subclass_links_its_arguments(tmp_path, m
     (tmp_path / "search.yaml").write_text(
         "config: [base.yaml]\nlightning_cli: {class_path: tests.foreign.cli_project.cli.RegressionCLI}\n"
         "study: {name: linked, metric: valid_loss, n_trials: 2, sampler: {name: random, seed: 0}, pruner: none}\n"
-        "trainer: {max_epochs: 1}\nsearch:\n  data.init_args.in_features: {choices: [3, 6]}\n")
+        "trainer: {max_epochs: 1}\nsearch:\n  data.init_args.in_features: {choices: [3, 6]}\n"
+    )
     assert main(["sweep", "run", "search.yaml"]) == 0  # a width the backbone did not follow would fail each trial
     capsys.readouterr()
     assert main(["sweep", "show", "linked", "--json"]) == 0

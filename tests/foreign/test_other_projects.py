@@ -20,15 +20,22 @@ FLAGS = ["--model-class", f"{FIXED}.BlobClassifier", "--datamodule-class", f"{FI
 
 
 def _fixed_main(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "tests/foreign/fixed_project/main.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tests/foreign/fixed_project/main.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
 
 
 def test_fixed_class_project_fit_and_sweep(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "config.yaml").write_text("model: {hidden: 8, lr: 0.05}\ndata: {batch_size: 32}\n"
-                                          "trainer: {max_epochs: 2, accelerator: cpu, enable_progress_bar: false}\n")
+    (tmp_path / "config.yaml").write_text(
+        "model: {hidden: 8, lr: 0.05}\ndata: {batch_size: 32}\n"
+        "trainer: {max_epochs: 2, accelerator: cpu, enable_progress_bar: false}\n"
+    )
     printed = _fixed_main("fit", "--config", "config.yaml", "--print_config", cwd=tmp_path)
     assert printed.returncode == 0, printed.stderr[-2000:]
     (tmp_path / "printed.yaml").write_text(printed.stdout)
@@ -43,7 +50,8 @@ def test_fixed_class_project_fit_and_sweep(tmp_path, monkeypatch, capsys):
     (tmp_path / "search.yaml").write_text(
         f"lightning_cli: {{model_class: {FIXED}.BlobClassifier, datamodule_class: {FIXED}.Blobs}}\n"
         "study: {name: blobs, n_trials: 2, sampler: {name: random, seed: 1}, pruner: none, threads: 1}\n"
-        "search:\n  model.hidden: {choices: [4, 16]}\n  model.lr: {low: 1e-2, high: 2e-1, log: true}\n")
+        "search:\n  model.hidden: {choices: [4, 16]}\n  model.lr: {low: 1e-2, high: 2e-1, log: true}\n"
+    )
     assert main(["sweep", "run", "search.yaml", "--config", "printed.yaml"]) == 0
     capsys.readouterr()
     assert main(["sweep", "show", "blobs", "--json"]) == 0
@@ -51,7 +59,10 @@ def test_fixed_class_project_fit_and_sweep(tmp_path, monkeypatch, capsys):
     assert [t["state"] for t in shown["trials"]] == ["COMPLETE", "COMPLETE"]
     assert main(["sweep", "best", "search.yaml", "--config", "printed.yaml", "--export", "best.yaml"]) == 0
     best = yaml.safe_load((tmp_path / "best.yaml").read_text())
-    assert best["model"] == {"hidden": shown["best"]["params"]["model.hidden"], "lr": shown["best"]["params"]["model.lr"]}
+    assert best["model"] == {
+        "hidden": shown["best"]["params"]["model.hidden"],
+        "lr": shown["best"]["params"]["model.lr"],
+    }
     done = _fixed_main("fit", "--config", "best.yaml", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
 
@@ -72,7 +83,9 @@ def test_pytorch_lightning_project_is_swept_with_its_own_trainer(tmp_path, monke
     (tmp_path / "pl.yaml").write_text(PL_SWEEP)
     config = yaml.safe_load(PL_SWEEP)
     run = build({k: v for k, v in config.items() if k not in ("study", "search")}, seed=0)
-    assert isinstance(run.trainer, pytorch_lightning.Trainer) and isinstance(run.model, pytorch_lightning.LightningModule)
+    assert isinstance(run.trainer, pytorch_lightning.Trainer) and isinstance(
+        run.model, pytorch_lightning.LightningModule
+    )
     assert main(["sweep", "run", "pl.yaml"]) == 0
     capsys.readouterr()
     assert main(["sweep", "show", "pl", "--json"]) == 0
@@ -87,7 +100,8 @@ def test_module_without_validation_step_says_so_and_keeps_no_study(tmp_path, mon
         "study: {name: noval, n_trials: 2, pruner: none, threads: 1}\n"
         "model: {class_path: tests.foreign.pl_project.NoValidation}\n"
         "trainer: {max_epochs: 1, accelerator: cpu, enable_checkpointing: false}\n"
-        "search: {model.init_args.lr: {low: 0.01, high: 0.1}}\n")
+        "search: {model.init_args.lr: {low: 0.01, high: 0.1}}\n"
+    )
     assert main(["sweep", "run", "noval.yaml"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "NoValidation has no validation_step" in err and "Traceback" not in err
@@ -114,6 +128,9 @@ def test_a_corrected_metric_runs_after_a_typo(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("spec", [CliSpec(model_class=f"{FIXED}.BlobClassifier", datamodule_class=f"{FIXED}.Blobs")])
 def test_fixed_classes_build_without_class_paths(spec):
-    run = build({"model": {"hidden": 3}, "data": {"batch_size": 8}, "trainer": {"max_epochs": 1, "logger": False}},
-                spec=spec, seed=1)
+    run = build(
+        {"model": {"hidden": 3}, "data": {"batch_size": 8}, "trainer": {"max_epochs": 1, "logger": False}},
+        spec=spec,
+        seed=1,
+    )
     assert run.model.hparams.hidden == 3 and run.datamodule.batch_size == 8

@@ -18,8 +18,9 @@ class RecordingMLP(DigitsMLP):
     ``broken_rank`` of the run named ``broken_run`` raises in its first training step.
     """
 
-    def __init__(self, record_dir: str = ".", broken_rank: int | None = None, broken_run: str | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, record_dir: str = ".", broken_rank: int | None = None, broken_run: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.record_dir, self.broken_rank, self.broken_run = record_dir, broken_rank, broken_run
         self.val_losses: list[float] = []
@@ -38,8 +39,14 @@ class RecordingMLP(DigitsMLP):
 
     def on_fit_end(self) -> None:
         group = self.trainer.optimizers[0].param_groups[0]
-        record = {"rank": self.global_rank, "pid": os.getpid(), "world_size": self.trainer.world_size,
-                  "lr": group["lr"], "momentum": group["momentum"], "global_step": self.trainer.global_step,
-                  "val_losses": self.val_losses}
+        record = {
+            "rank": self.global_rank,
+            "pid": os.getpid(),
+            "world_size": self.trainer.world_size,
+            "lr": group["lr"],
+            "momentum": group["momentum"],
+            "global_step": self.trainer.global_step,
+            "val_losses": self.val_losses,
+        }
         path = Path(self.record_dir) / f"{self._run_name()}_rank{self.global_rank}.json"
         path.write_text(json.dumps(record))

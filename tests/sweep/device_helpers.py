@@ -25,8 +25,15 @@ from examples.digits import DigitsMLP
 
 
 class RecordingMLP(DigitsMLP):
-    def __init__(self, record_file: str = "", wait_for: int = 0, wait_s: float = 120.0, oom_on: str = "",
-                 fill_on: str = "", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        record_file: str = "",
+        wait_for: int = 0,
+        wait_s: float = 120.0,
+        oom_on: str = "",
+        fill_on: str = "",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.record_file, self.wait_for, self.wait_s, self.oom_on = record_file, wait_for, wait_s, oom_on
         self.fill_on = fill_on
@@ -52,16 +59,21 @@ class RecordingMLP(DigitsMLP):
     def training_step(self, batch: Any, batch_idx: int) -> Any:
         if self.oom_on and os.environ.get("CUDA_VISIBLE_DEVICES") == self.oom_on:
             self._write(error="OutOfMemoryError")
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.19 GiB total "
-                                         "capacity; 78.50 GiB already allocated)")
+            raise torch.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.19 GiB total "
+                "capacity; 78.50 GiB already allocated)"
+            )
         if self.fill_on and self.device.type == "cuda" and Path(self.trainer.default_root_dir).name == self.fill_on:
             blocks = []
             try:
                 while True:
                     blocks.append(torch.empty(2**30, dtype=torch.uint8, device=self.device))
             except torch.OutOfMemoryError:
-                self._write(error="OutOfMemoryError", filled_gib=len(blocks),
-                            reserved_when_full=torch.cuda.memory_reserved(self.device))
+                self._write(
+                    error="OutOfMemoryError",
+                    filled_gib=len(blocks),
+                    reserved_when_full=torch.cuda.memory_reserved(self.device),
+                )
                 raise
         return super().training_step(batch, batch_idx)
 
@@ -69,10 +81,18 @@ class RecordingMLP(DigitsMLP):
         self._write()
 
     def _write(self, **extra: Any) -> None:
-        record = {"visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "held": os.environ.get("LIGHTOPT_DEVICES"),
-                  "pid": os.getpid(), "rank": self._rank(), "start": self._began, "end": time.time(),
-                  "log_dir": str(self.trainer.default_root_dir), "reserved_at_start": self._reserved,
-                  "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None, **extra}
+        record = {
+            "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "held": os.environ.get("LIGHTOPT_DEVICES"),
+            "pid": os.getpid(),
+            "rank": self._rank(),
+            "start": self._began,
+            "end": time.time(),
+            "log_dir": str(self.trainer.default_root_dir),
+            "reserved_at_start": self._reserved,
+            "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+            **extra,
+        }
         with open(self.record_file, "a", encoding="utf-8") as out:  # one short append per fit: never interleaved
             out.write(json.dumps(record) + "\n")
 
@@ -83,8 +103,10 @@ def records(path: Path) -> list[dict[str, Any]]:
 
 def most_at_once(intervals: list[tuple[float, float]]) -> int:
     """The largest number of the ``(start, end)`` intervals that overlap at one instant."""
-    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals],
-                    key=lambda event: (event[0], event[1]))  # an end before a start at the same instant
+    events = sorted(
+        [(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals],
+        key=lambda event: (event[0], event[1]),
+    )  # an end before a start at the same instant
     running = best = 0
     for _, change in events:
         running += change

@@ -40,8 +40,9 @@ class EpochStateMLP(DigitsMLP):
     hooks only).
     """
 
-    def __init__(self, stall_file: str = "", stall_step: int = 0, stalled_file: str = "", epoch_state: bool = True,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, stall_file: str = "", stall_step: int = 0, stalled_file: str = "", epoch_state: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.stall_file, self.stall_step, self.stalled_file = stall_file, stall_step, stalled_file
         self.epoch_state = epoch_state
@@ -82,8 +83,15 @@ def env() -> dict[str, str]:
 
 def lightopt(*args: str, cwd: Path | None = None, timeout: float = 180, **popen: Any) -> subprocess.CompletedProcess:
     """``python -m lightopt ARGS`` run to its end; stdout and stderr as text."""
-    return subprocess.run([sys.executable, "-m", "lightopt", *args], cwd=cwd or ROOT, env=env(), capture_output=True,
-                          text=True, timeout=timeout, **popen)
+    return subprocess.run(
+        [sys.executable, "-m", "lightopt", *args],
+        cwd=cwd or ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
+    )
 
 
 def start(*args: str, cwd: Path | None = None, **popen: Any) -> subprocess.Popen:
@@ -94,8 +102,9 @@ def start(*args: str, cwd: Path | None = None, **popen: Any) -> subprocess.Popen
 
 def python(code: str, *args: str, cwd: Path | None = None) -> subprocess.Popen:
     """A Python process running ``code`` with ``args``, with stdout piped (it prints when it is ready to be killed)."""
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd or ROOT, env=env(), stdout=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args], cwd=cwd or ROOT, env=env(), stdout=subprocess.PIPE, text=True
+    )
 
 
 def wait_for(condition: Any, what: str, timeout: float = 120) -> None:

@@ -15,8 +15,15 @@ from examples.digits import DigitsMLP
 def sweep_dict(log_dir: Path, **study: Any) -> dict[str, Any]:
     """A digits sweep whose trials take a fraction of a second: MLP, 4 batches, 2 epochs."""
     return {
-        "study": {"name": "s", "n_trials": 3, "sampler": {"name": "random", "seed": 0}, "pruner": "none", "threads": 1,
-                  "log_dir": str(log_dir), **study},
+        "study": {
+            "name": "s",
+            "n_trials": 3,
+            "sampler": {"name": "random", "seed": 0},
+            "pruner": "none",
+            "threads": 1,
+            "log_dir": str(log_dir),
+            **study,
+        },
         "model": {"class_path": "examples.digits.DigitsMLP", "init_args": {"hidden": 16}},
         "data": {"class_path": "examples.digits.DigitsDataModule", "init_args": {"batch_size": 64}},
         "trainer": {"max_epochs": 2, "limit_train_batches": 4, "enable_checkpointing": False, "accelerator": "cpu"},
@@ -68,7 +75,11 @@ class StallingMLP(DigitsMLP):
         self.stall_file, self.stall_epoch = stall_file, stall_epoch
 
     def training_step(self, batch: Any, batch_idx: int) -> Any:
-        while (self.stall_file and self.current_epoch >= self.stall_epoch and Path(self.stall_file).exists()
-               and not self.trainer.received_sigterm):  # Lightning stops the fit after this step on SIGTERM
+        while (
+            self.stall_file
+            and self.current_epoch >= self.stall_epoch
+            and Path(self.stall_file).exists()
+            and not self.trainer.received_sigterm
+        ):  # Lightning stops the fit after this step on SIGTERM
             time.sleep(0.05)
         return super().training_step(batch, batch_idx)

@@ -36,8 +36,10 @@ def _binary(name: str) -> str | None:
     found = shutil.which(name)
     if found:
         return found
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
-                        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    candidates = sorted(
+        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+    )
     return candidates[-1] if candidates else None
 
 
@@ -66,8 +68,11 @@ class PostgresServer:
         """Run ``sql`` as the superuser over the unix socket (trust authentication), autocommit."""
         import sqlalchemy
 
-        engine = sqlalchemy.create_engine(f"postgresql://postgres@/postgres?host={self.base}&port={self.port}",
-                                          isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.pool.NullPool)
+        engine = sqlalchemy.create_engine(
+            f"postgresql://postgres@/postgres?host={self.base}&port={self.port}",
+            isolation_level="AUTOCOMMIT",
+            poolclass=sqlalchemy.pool.NullPool,
+        )
         try:
             with engine.connect() as connection:
                 connection.exec_driver_sql(sql)
@@ -84,32 +89,65 @@ class PostgresServer:
 
     def halt(self) -> None:
         """Stop the server as an administrator restarting it would (``pg_ctl stop -m fast``: connections cut); keep its data."""
-        subprocess.run([*self.prefix, self.pg_ctl, "-D", str(self.base / "data"), "-m", "fast", "-w", "-t", str(_WAIT_S),
-                        "stop"], capture_output=True, text=True, timeout=_WAIT_S + 10, cwd=self.base, check=True)
+        subprocess.run(
+            [*self.prefix, self.pg_ctl, "-D", str(self.base / "data"), "-m", "fast", "-w", "-t", str(_WAIT_S), "stop"],
+            capture_output=True,
+            text=True,
+            timeout=_WAIT_S + 10,
+            cwd=self.base,
+            check=True,
+        )
 
     def start(self) -> None:
         """Start the halted server again, on the same port and data."""
-        subprocess.run([*self.prefix, self.pg_ctl, "-D", str(self.base / "data"), "-l", str(self.base / "server.log"),
-                        "-o", _options(self.port, self.base), "-w", "-t", str(_WAIT_S), "start"], capture_output=True,
-                       text=True, timeout=_WAIT_S + 10, cwd=self.base, check=True)
+        subprocess.run(
+            [
+                *self.prefix,
+                self.pg_ctl,
+                "-D",
+                str(self.base / "data"),
+                "-l",
+                str(self.base / "server.log"),
+                "-o",
+                _options(self.port, self.base),
+                "-w",
+                "-t",
+                str(_WAIT_S),
+                "start",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=_WAIT_S + 10,
+            cwd=self.base,
+            check=True,
+        )
 
     def stop(self) -> None:
-        subprocess.run([*self.prefix, self.pg_ctl, "-D", str(self.base / "data"), "-m", "fast", "-w", "-t",
-                        str(_WAIT_S), "stop"], capture_output=True, text=True, timeout=_WAIT_S + 10, cwd=self.base)
+        subprocess.run(
+            [*self.prefix, self.pg_ctl, "-D", str(self.base / "data"), "-m", "fast", "-w", "-t", str(_WAIT_S), "stop"],
+            capture_output=True,
+            text=True,
+            timeout=_WAIT_S + 10,
+            cwd=self.base,
+        )
         shutil.rmtree(self.base, ignore_errors=True)
 
 
 def _options(port: int, base: Path) -> str:
-    return (f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
-            f"-c full_page_writes=off -c max_connections=60 -c shared_buffers=16MB")
+    return (
+        f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
+        f"-c full_page_writes=off -c max_connections=60 -c shared_buffers=16MB"
+    )
 
 
 def start_postgres() -> PostgresServer:
     """initdb, start and configure a server; raises RuntimeError saying why when it cannot."""
     initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
     if initdb is None or pg_ctl is None:
-        raise RuntimeError("PostgreSQL's initdb/pg_ctl not found on PATH or under /usr/lib/postgresql/*/bin: "
-                           "run `bash .ci/install` (it installs Debian's postgresql package).")
+        raise RuntimeError(
+            "PostgreSQL's initdb/pg_ctl not found on PATH or under /usr/lib/postgresql/*/bin: "
+            "run `bash .ci/install` (it installs Debian's postgresql package)."
+        )
     # /tmp itself, not pytest's tmp_path: pytest's directories are private to the test user, and the
     # server's user must reach its data directory and socket.
     base = Path(tempfile.mkdtemp(prefix="lightopt-pg-", dir="/tmp"))
@@ -118,8 +156,10 @@ def start_postgres() -> PostgresServer:
         try:
             user = pwd.getpwnam("postgres")
         except KeyError:
-            raise RuntimeError("the tests run as root and PostgreSQL refuses root, but there is no `postgres` user "
-                               "to run it as: install Debian's postgresql package (`bash .ci/install`).") from None
+            raise RuntimeError(
+                "the tests run as root and PostgreSQL refuses root, but there is no `postgres` user "
+                "to run it as: install Debian's postgresql package (`bash .ci/install`)."
+            ) from None
         os.chown(base, user.pw_uid, user.pw_gid)
         prefix = [shutil.which("runuser") or "runuser", "-u", "postgres", "--"]
     pwfile = base / "pw"
@@ -130,15 +170,37 @@ def start_postgres() -> PostgresServer:
     def run(*command: str, timeout: float = _WAIT_S + 10) -> subprocess.CompletedProcess:
         return subprocess.run([*prefix, *command], capture_output=True, text=True, timeout=timeout, cwd=base)
 
-    done = run(initdb, "-D", str(base / "data"), "-U", "postgres", "--auth-local=trust",
-               "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync")
+    done = run(
+        initdb,
+        "-D",
+        str(base / "data"),
+        "-U",
+        "postgres",
+        "--auth-local=trust",
+        "--auth-host=scram-sha-256",
+        f"--pwfile={pwfile}",
+        "-E",
+        "UTF8",
+        "--no-sync",
+    )
     if done.returncode != 0:
         shutil.rmtree(base, ignore_errors=True)
         raise RuntimeError(f"initdb failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-800:]}")
     for _ in range(3):  # another process may take the free port first
         port = free_port()
-        done = run(pg_ctl, "-D", str(base / "data"), "-l", str(base / "server.log"), "-o", _options(port, base), "-w",
-                   "-t", str(_WAIT_S), "start")
+        done = run(
+            pg_ctl,
+            "-D",
+            str(base / "data"),
+            "-l",
+            str(base / "server.log"),
+            "-o",
+            _options(port, base),
+            "-w",
+            "-t",
+            str(_WAIT_S),
+            "start",
+        )
         if done.returncode == 0:
             break
     else:

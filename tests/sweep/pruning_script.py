@@ -62,9 +62,17 @@ def objective_for(protocol, strategy, devices, root):
         else:
             pruning = PyTorchLightningPruningCallback(trial, monitor="val_loss")
         trainer = pl.Trainer(
-            strategy=strategy, devices=devices, accelerator="cpu", max_epochs=3, callbacks=[pruning],
-            logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            num_sanity_val_steps=0, default_root_dir=root,
+            strategy=strategy,
+            devices=devices,
+            accelerator="cpu",
+            max_epochs=3,
+            callbacks=[pruning],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            default_root_dir=root,
         )
         trainer.fit(Net(lr), train_dataloaders=loader(), val_dataloaders=loader())
         if protocol == "lightopt":
@@ -88,8 +96,9 @@ def run(out, strategy, devices, storage_kind, protocols=PROTOCOLS):
         if storage_kind == "journal" and rank == 0:
             backend = optuna.storages.journal.JournalFileBackend(os.path.join(out, f"{protocol}.log"))
             storage = optuna.storages.JournalStorage(backend)
-        study = optuna.create_study(storage=storage, pruner=PruneTrialZero(),
-                                    sampler=optuna.samplers.RandomSampler(seed=0))
+        study = optuna.create_study(
+            storage=storage, pruner=PruneTrialZero(), sampler=optuna.samplers.RandomSampler(seed=0)
+        )
         try:
             study.optimize(objective_for(protocol, strategy, devices, out), n_trials=2)
             error = None

@@ -26,8 +26,10 @@ from lightopt.sweep.study import FailureWatch, StudyRun, run_worker
 from lightopt.sweep.study import Progress as _Progress
 
 SPACE = {"x": FloatDistribution(0, 1)}
-CONFIG = {"trainer": {"max_epochs": 3, "callbacks": [{"class_path": "EarlyStopping"}] * 5},
-          "model": {"init_args": {f"layer_{i}": i for i in range(40)}}}
+CONFIG = {
+    "trainer": {"max_epochs": 3, "callbacks": [{"class_path": "EarlyStopping"}] * 5},
+    "model": {"init_args": {f"layer_{i}": i for i in range(40)}},
+}
 
 
 def _trial(rng: random.Random, number: int) -> FrozenTrial:
@@ -36,9 +38,14 @@ def _trial(rng: random.Random, number: int) -> FrozenTrial:
     attrs = {"config": CONFIG, "seed": number, "worker": {"host": "elsewhere", "pid": 1, "started": None}}
     if state == TrialState.FAIL:
         attrs["fail_reason"] = rng.choice([recovery.DIED + " (pid 1 on host elsewhere)", "ValueError: bad"])
-    return create_trial(state=state, value=rng.random() if state == TrialState.COMPLETE else None,
-                        params={"x": rng.random()}, distributions=SPACE, user_attrs=attrs,
-                        intermediate_values={1: 0.5} if state == TrialState.PRUNED else None)
+    return create_trial(
+        state=state,
+        value=rng.random() if state == TrialState.COMPLETE else None,
+        params={"x": rng.random()},
+        distributions=SPACE,
+        user_attrs=attrs,
+        intermediate_values={1: 0.5} if state == TrialState.PRUNED else None,
+    )
 
 
 def _study(tmp_path, size: int) -> optuna.Study:
@@ -56,8 +63,14 @@ def _copies_per_trial(tmp_path, monkeypatch, size: int, trials: int = 6) -> floa
     study = _study(tmp_path, size)
     out = io.StringIO()
     progress, board = _Progress(out, size + 100, "val_loss"), StudyRun(tmp_path / "runs", plot_every=3600)
-    first = run_worker(study, lambda trial: trial.suggest_float("x", 0, 1), total=size + 1, lock=tmp_path / "lock",
-               callbacks=[progress, board], failures=FailureWatch(3))  # the first write of the run reads all
+    first = run_worker(
+        study,
+        lambda trial: trial.suggest_float("x", 0, 1),
+        total=size + 1,
+        lock=tmp_path / "lock",
+        callbacks=[progress, board],
+        failures=FailureWatch(3),
+    )  # the first write of the run reads all
     copied = []
     deepcopy = copy.deepcopy
 
@@ -80,8 +93,14 @@ def _copies_per_trial(tmp_path, monkeypatch, size: int, trials: int = 6) -> floa
 
     monkeypatch.setattr(optuna.storages.JournalStorage, "get_all_trials", reading)
     monkeypatch.setattr(copy, "deepcopy", counting)
-    ran = run_worker(study, lambda trial: trial.suggest_float("x", 0, 1), total=size + 1 + trials,
-                     lock=tmp_path / "lock", callbacks=[progress, board], failures=FailureWatch(3))
+    ran = run_worker(
+        study,
+        lambda trial: trial.suggest_float("x", 0, 1),
+        total=size + 1 + trials,
+        lock=tmp_path / "lock",
+        callbacks=[progress, board],
+        failures=FailureWatch(3),
+    )
     monkeypatch.setattr(copy, "deepcopy", deepcopy)
     monkeypatch.setattr(optuna.storages.JournalStorage, "get_all_trials", read_all)
     assert whole_lists == []  # lightopt reads the trials from the first open one on, never the whole study
@@ -150,4 +169,5 @@ def test_tally_updated_piece_by_piece_equals_one_computed_from_all_trials(tmp_pa
         assert [t.number for t in tally.running] == [t.number for t in trials if t.state == TrialState.RUNNING]
         retried = {t.user_attrs.get("retry_of") for t in trials}
         assert sorted(t.number for t in tally.unretried) == [
-            t.number for t in trials if recovery.is_retryable(t) and t.number not in retried]
+            t.number for t in trials if recovery.is_retryable(t) and t.number not in retried
+        ]

@@ -18,7 +18,12 @@ def test_study_defaults_and_sampler_seed(tmp_path):
     sweep = load(write(tmp_path / "digits-lr.yaml", data))
     study = sweep.study
     assert (study.name, study.direction, study.metric, study.report_at, study.log_dir) == (
-        "digits-lr", "minimize", "val_loss", "validation_round", "runs")
+        "digits-lr",
+        "minimize",
+        "val_loss",
+        "validation_round",
+        "runs",
+    )
     assert study.sampler == {"name": "tpe"} and study.pruner == {"name": "median"}
     sampler = study.make_sampler(sweep.search)
     assert isinstance(sampler, optuna.samplers.TPESampler)
@@ -51,6 +56,7 @@ def _edit(path, value):
             del node[last]
         else:
             node[last] = value
+
     return edit
 
 
@@ -61,21 +67,39 @@ BAD = [
     (_edit("model", _DELETE), "the file has no `model`"),
     (_edit("model/class_path", "examples.digits.DigitsMPL"), "Did you mean 'examples.digits.DigitsMLP'"),
     (_edit("model/class_path", "nowhere.Model"), "no module 'nowhere'"),
-    (_edit("model/init_args/hiden", 3), "`model.init_args.hiden` is not an argument of DigitsMLP. Did you mean 'hidden'?"),
+    (
+        _edit("model/init_args/hiden", 3),
+        "`model.init_args.hiden` is not an argument of DigitsMLP. Did you mean 'hidden'?",
+    ),
     (_edit("trainer/max_epoch", 3), "`trainer.max_epoch` is not a Trainer argument. Did you mean 'max_epochs'?"),
     (_edit("optimizer/class_path", "lightopt.optim.SDG"), "`optimizer.class_path`"),
     (_edit("optimizer/init_args/momentm", 0.9), "`optimizer.init_args.momentm` is not an argument of SGD"),
     (_edit("study/n_trails", 3), "`study.n_trails` is not a known key. Did you mean 'n_trials'?"),
     (_edit("study/n_trials", 0), "`study.n_trials` must be an integer >= 1, but got n_trials=0."),
     (_edit("study/direction", "minimise"), "Did you mean 'minimize'?"),
-    (_edit("study/sampler", {"name": "tpe", "sed": 0}), "`study.sampler.sed` is not an argument of TPESampler. Did you mean 'seed'?"),
+    (
+        _edit("study/sampler", {"name": "tpe", "sed": 0}),
+        "`study.sampler.sed` is not an argument of TPESampler. Did you mean 'seed'?",
+    ),
     (_edit("study/pruner", "hyperbnd"), "Did you mean 'hyperband'?"),
     (_edit("study/sampler", "grid"), "`search.optimizer.init_args.lr` must have `choices` or a `step`"),
-    (_edit("search/optimiser.init_args.lr", {"low": 0.1, "high": 1.0}), "points nowhere: the file has no `optimiser`. Did you mean 'optimizer'?"),
-    (_edit("search/optimizer.init_args.momentm", {"low": 0.1, "high": 0.9}), "`optimizer.init_args` has no key `momentm`. Did you mean 'momentum'?"),
+    (
+        _edit("search/optimiser.init_args.lr", {"low": 0.1, "high": 1.0}),
+        "points nowhere: the file has no `optimiser`. Did you mean 'optimizer'?",
+    ),
+    (
+        _edit("search/optimizer.init_args.momentm", {"low": 0.1, "high": 0.9}),
+        "`optimizer.init_args` has no key `momentm`. Did you mean 'momentum'?",
+    ),
     (_edit("search/model.init_args.hiden", {"low": 8, "high": 32}), "`model.init_args` has no key `hiden`"),
-    (_edit(LR, {"low": 1.0, "high": 0.1}), "`search.optimizer.init_args.lr.low` must be <= `high`, but got low=1.0, high=0.1."),
-    (_edit(LR, {"low": 0.0, "high": 0.1, "log": True}), "`search.optimizer.init_args.lr.low` must be > 0 with log: true, but got low=0.0."),
+    (
+        _edit(LR, {"low": 1.0, "high": 0.1}),
+        "`search.optimizer.init_args.lr.low` must be <= `high`, but got low=1.0, high=0.1.",
+    ),
+    (
+        _edit(LR, {"low": 0.0, "high": 0.1, "log": True}),
+        "`search.optimizer.init_args.lr.low` must be > 0 with log: true, but got low=0.0.",
+    ),
     (_edit(LR, {"choices": []}), "`search.optimizer.init_args.lr.choices` must not be empty, but got choices=[]."),
     (_edit(LR, {"low": 0.1, "high": 1.0, "lg": True}), "unknown key 'lg'. Did you mean 'log'?"),
     (_edit("study", _DELETE), "`search` needs a `study` block"),
@@ -100,10 +124,13 @@ def test_error_names_the_line(tmp_path):
         load(tmp_path / "f.yaml")
 
 
-@pytest.mark.parametrize("text, match", [
-    ("model: [unclosed\n", r"bad\.yaml:2: malformed YAML"),
-    ("- a list\n", "the file must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("model: [unclosed\n", r"bad\.yaml:2: malformed YAML"),
+        ("- a list\n", "the file must be a mapping"),
+    ],
+)
 def test_malformed_file(tmp_path, text, match):
     (tmp_path / "bad.yaml").write_text(text)
     with pytest.raises(SweepConfigError, match=match):

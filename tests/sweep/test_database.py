@@ -52,9 +52,17 @@ def test_three_workers_join_one_study_and_record_every_trial_once(postgres_db, t
     n_trials, workers = 7, 3
     machines = [_machine(tmp_path, i, n_trials) for i in range(workers)]
     # Started at the same instant on an empty database: tables and study are created race-free.
-    processes = [subprocess.Popen([sys.executable, "-m", "lightopt", "sweep", "run", "digits.yaml", "--storage", url],
-                                  cwd=m, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for m in machines]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "lightopt", "sweep", "run", "digits.yaml", "--storage", url],
+            cwd=m,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for m in machines
+    ]
     try:
         outputs = [p.communicate(timeout=300) for p in processes]
     finally:
@@ -93,8 +101,9 @@ def test_workers_opening_a_new_database_at_the_same_instant(postgres_db):
     server, database = postgres_db
     context = multiprocessing.get_context("fork")
     barrier, results = context.Barrier(6), context.Queue()
-    processes = [context.Process(target=_open_and_create, args=(server.url(database), barrier, results))
-                 for _ in range(6)]
+    processes = [
+        context.Process(target=_open_and_create, args=(server.url(database), barrier, results)) for _ in range(6)
+    ]
     for process in processes:
         process.start()
     for process in processes:
@@ -108,13 +117,14 @@ def _open_and_create(url, barrier, results):
     try:
         optuna.create_study(storage=open_database(url), study_name="shared", load_if_exists=True)
         results.put("ok")
-    except Exception as error:  # noqa: BLE001 - reported to the test
+    except Exception as error:
         results.put(f"{type(error).__name__}: {error}"[:300])
 
 
 def _run(argv, cwd):
-    return subprocess.run([sys.executable, "-m", "lightopt", *argv], cwd=cwd, env=ENV, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "lightopt", *argv], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.parametrize("case", ["wrong password", "unreachable port"])
@@ -163,15 +173,20 @@ def test_storage_url_from_the_environment(postgres_db, tmp_path, monkeypatch, ca
     assert "password authentication failed" in err and "wr0ng-pw" not in err
 
 
-@pytest.mark.parametrize("url, shown", [
-    ("postgresql://me:pw@host:5432/db", "postgresql://me:***@host:5432/db"),
-    ("postgresql+psycopg://me:p%40ss:word@host/db", "postgresql+psycopg://me:***@host/db"),
-    ("postgresql://me@host/db", "postgresql://me@host/db"),
-    ("postgresql://host/db?user=me&password=pw&sslmode=require",
-     "postgresql://host/db?user=me&password=***&sslmode=require"),
-    ("mysql+pymysql://me:pw@host/db?charset=utf8mb4", "mysql+pymysql://me:***@host/db?charset=utf8mb4"),
-    ("sqlite:///runs/s/study.db", "sqlite:///runs/s/study.db"),
-])
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("postgresql://me:pw@host:5432/db", "postgresql://me:***@host:5432/db"),
+        ("postgresql+psycopg://me:p%40ss:word@host/db", "postgresql+psycopg://me:***@host/db"),
+        ("postgresql://me@host/db", "postgresql://me@host/db"),
+        (
+            "postgresql://host/db?user=me&password=pw&sslmode=require",
+            "postgresql://host/db?user=me&password=***&sslmode=require",
+        ),
+        ("mysql+pymysql://me:pw@host/db?charset=utf8mb4", "mysql+pymysql://me:***@host/db?charset=utf8mb4"),
+        ("sqlite:///runs/s/study.db", "sqlite:///runs/s/study.db"),
+    ],
+)
 def test_redact(url, shown):
     assert redact(url) == shown
 
@@ -186,9 +201,11 @@ def test_database_error_hides_the_password_and_says_how_to_install_a_driver():
 def test_workers_through_optuna_grpc_storage_proxy(postgres_db, tmp_path, monkeypatch, capsys):
     server, database = postgres_db
     port = free_port()
-    code = ("import optuna; "  # as the README runs it
-            f"storage = optuna.storages.get_storage({server.url(database)!r}); "
-            f"optuna.storages.run_grpc_proxy_server(storage, host='127.0.0.1', port={port})")
+    code = (
+        "import optuna; "  # as the README runs it
+        f"storage = optuna.storages.get_storage({server.url(database)!r}); "
+        f"optuna.storages.run_grpc_proxy_server(storage, host='127.0.0.1', port={port})"
+    )
     proxy = subprocess.Popen([sys.executable, "-c", code], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"grpc://127.0.0.1:{port}"
     try:
@@ -209,8 +226,10 @@ def test_workers_through_optuna_grpc_storage_proxy(postgres_db, tmp_path, monkey
     trials = _load(server.url(database)).trials  # the proxy wrote to the database
     assert [(t.number, t.state) for t in trials] == [(n, TrialState.COMPLETE) for n in range(3)]
     assert main(["sweep", "show", "shared", "--storage", url]) == 2  # the proxy is gone: one line
-    assert capsys.readouterr().err == f"error: `--storage` '{url}' cannot be opened: ConnectionError: no Optuna gRPC " \
-                                      f"storage proxy answered at 127.0.0.1:{port} within 10 s\n"
+    assert (
+        capsys.readouterr().err == f"error: `--storage` '{url}' cannot be opened: ConnectionError: no Optuna gRPC "
+        f"storage proxy answered at 127.0.0.1:{port} within 10 s\n"
+    )
 
 
 def test_workers_get_the_database_url_with_its_password_and_show_it_nowhere(postgres_db, tmp_path):
@@ -218,13 +237,20 @@ def test_workers_get_the_database_url_with_its_password_and_show_it_nowhere(post
     url = server.url(database)
     stall = tmp_path / "stall"
     data = sweep_dict(Path("runs"), n_trials=2)
-    data["model"] = {"class_path": "tests.sweep.helpers.StallingMLP",
-                     "init_args": {"hidden": 16, "stall_file": str(stall), "stall_epoch": 0}}
+    data["model"] = {
+        "class_path": "tests.sweep.helpers.StallingMLP",
+        "init_args": {"hidden": 16, "stall_file": str(stall), "stall_epoch": 0},
+    }
     write(tmp_path / "s.yaml", data)
     stall.touch()  # each worker's trial waits until both run one: the child must reach the database
-    process = subprocess.Popen([sys.executable, "-m", "lightopt", "sweep", "run", "s.yaml", "--workers", "2"],
-                               cwd=tmp_path, env={**ENV, "LIGHTOPT_STORAGE": url}, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lightopt", "sweep", "run", "s.yaml", "--workers", "2"],
+        cwd=tmp_path,
+        env={**ENV, "LIGHTOPT_STORAGE": url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     children: list[str] = []
     deadline = time.monotonic() + 240
     storage = optuna.storages.RDBStorage(url)  # one connection pool for all the looks below
@@ -236,8 +262,9 @@ def test_workers_get_the_database_url_with_its_password_and_show_it_nowhere(post
             except OSError:
                 pass
         try:
-            running = [t for t in optuna.load_study(study_name="s", storage=storage).trials
-                       if t.state == TrialState.RUNNING]
+            running = [
+                t for t in optuna.load_study(study_name="s", storage=storage).trials if t.state == TrialState.RUNNING
+            ]
         except KeyError:  # the study is not created yet
             running = []
         if len({t.user_attrs.get("worker", {}).get("pid") for t in running}) == 2:
@@ -259,14 +286,21 @@ def test_a_database_restart_mid_sweep_is_waited_out_with_a_line_each_way(tmp_pat
         url = server.url(server.new_database())
         data = sweep_dict(tmp_path / "runs", n_trials=3)
         stall = tmp_path / "stall"
-        data["model"] = {"class_path": "tests.sweep.helpers.StallingMLP",
-                         "init_args": {"hidden": 16, "stall_file": str(stall)}}
+        data["model"] = {
+            "class_path": "tests.sweep.helpers.StallingMLP",
+            "init_args": {"hidden": 16, "stall_file": str(stall)},
+        }
         data["trainer"].update(max_epochs=2, enable_checkpointing=True)
         write(tmp_path / "s.yaml", data)
         stall.touch()
-        process = subprocess.Popen([sys.executable, "-m", "lightopt", "sweep", "run", str(tmp_path / "s.yaml")],
-                                   cwd=tmp_path, env={**ENV, "LIGHTOPT_STORAGE": url}, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lightopt", "sweep", "run", str(tmp_path / "s.yaml")],
+            cwd=tmp_path,
+            env={**ENV, "LIGHTOPT_STORAGE": url},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         checkpoint = tmp_path / "runs" / "s" / "trial_0000" / "checkpoints" / "last.ckpt"
         deadline = time.monotonic() + 180
         while not checkpoint.is_file():  # trial 0 is in epoch 1, waiting
@@ -282,7 +316,9 @@ def test_a_database_restart_mid_sweep_is_waited_out_with_a_line_each_way(tmp_pat
         server.stop()
     assert process.returncode == 0, err[-3000:]
     lines = err.splitlines()
-    assert lines[0].startswith(f"database {redact(url)} unreachable (") and lines[0].endswith("retrying for up to 120 s")
+    assert lines[0].startswith(f"database {redact(url)} unreachable (") and lines[0].endswith(
+        "retrying for up to 120 s"
+    )
     assert re.fullmatch(rf"database {re.escape(redact(url))} reachable again after \d+\.\d s", lines[1])
     assert "Traceback" not in err and PASSWORD not in out + err
     assert "3 trials: 3 complete" in out

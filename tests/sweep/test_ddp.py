@@ -26,8 +26,11 @@ _ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "
 
 
 def _records(directory: Path, run: str) -> dict[int, dict]:
-    return {rank: json.loads((directory / f"{run}_rank{rank}.json").read_text()) for rank in (0, 1)
-            if (directory / f"{run}_rank{rank}.json").is_file()}
+    return {
+        rank: json.loads((directory / f"{run}_rank{rank}.json").read_text())
+        for rank in (0, 1)
+        if (directory / f"{run}_rank{rank}.json").is_file()
+    }
 
 
 def _event_pids(directory: Path) -> set[int]:
@@ -76,15 +79,19 @@ def test_sweep_of_ddp_trials_complete_pruned_and_a_crashed_rank(tmp_path):
             assert record["momentum"] == trial.params["optimizer.init_args.momentum"]
         # the study holds what rank 0 saw (each rank validates its own half of the validation set)
         rank0, rank1 = records[0]["val_losses"], records[1]["val_losses"]
-        assert trial.intermediate_values == {round_: value for round_, value in enumerate(rank0, 1)} != dict(
-            enumerate(rank1, 1))
+        assert (
+            trial.intermediate_values
+            == {round_: value for round_, value in enumerate(rank0, 1)}
+            != dict(enumerate(rank1, 1))
+        )
         assert trial.user_attrs["best_value"] == min(rank0) and trial.user_attrs["global_step"] == steps
         events = EventAccumulator(trial.user_attrs["log_dir"]).Reload()
         assert [event.value for event in events.Scalars("val_loss")] == pytest.approx(rank0)
     assert trials[0].value == min(trials[0].intermediate_values.values())
     assert trials[1].user_attrs["pruned_at"] == 2 and "trial 1 pruned at step 2" in out.getvalue()
     assert trials[2].user_attrs["fail_reason"] == (
-        "RankFailed: rank 1 exited with code 1: RuntimeError: rank 1 broken on purpose")
+        "RankFailed: rank 1 exited with code 1: RuntimeError: rank 1 broken on purpose"
+    )
     assert "[3/3] trial 2 failed: RankFailed: rank 1" in out.getvalue()
 
     # only rank 0 wrote to the study: one report per validation round of rank 0, nothing from rank 1
@@ -133,8 +140,9 @@ def test_pruning_callback_under_lightnings_own_ddp_launcher_counts_examples_of_a
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     for key in _ENV:
         env.pop(key, None)
-    done = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     pruning = {rank: json.loads((tmp_path / f"pruning_rank{rank}.json").read_text()) for rank in (0, 1)}
     # 3 batches of 100 per rank and epoch, 2 ranks: 600 examples per epoch; pruned after the second epoch
@@ -149,12 +157,20 @@ def test_lightopt_fit_runs_a_ddp_config_and_reports_once(tmp_path):
     config = sweep_dict(tmp_path)
     del config["study"], config["search"]
     config["trainer"].update(DDP, default_root_dir=str(tmp_path / "fit"))
-    config["model"] = {"class_path": "tests.sweep.ddp_helpers.RecordingMLP",
-                       "init_args": {"hidden": 16, "record_dir": str(tmp_path)}}
+    config["model"] = {
+        "class_path": "tests.sweep.ddp_helpers.RecordingMLP",
+        "init_args": {"hidden": 16, "record_dir": str(tmp_path)},
+    }
     path = write(tmp_path / "fit.yaml", config)
     env = {"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    process = subprocess.Popen([sys.executable, "-m", "lightopt", "fit", str(path)], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lightopt", "fit", str(path)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr[-3000:]
     assert stdout.count("fit done: ") == 1 and "val_loss=" in stdout  # rank 1 prints nothing
@@ -163,25 +179,31 @@ def test_lightopt_fit_runs_a_ddp_config_and_reports_once(tmp_path):
     assert _event_pids(tmp_path / "fit") == {process.pid}  # Lightning's TensorBoardLogger writes on rank 0 only
 
 
-@pytest.mark.parametrize("trainer, processes", [
-    ({"max_epochs": 2}, 0),
-    ({"strategy": "ddp", "devices": 2, "accelerator": "cpu"}, 2),
-    ({"strategy": "ddp_find_unused_parameters_true", "devices": "3"}, 3),
-    ({"strategy": "ddp", "devices": [0, 1]}, 2),
-    ({"strategy": "ddp", "devices": "0,1,"}, 2),
-    ({"strategy": "ddp", "accelerator": "cpu"}, 1),
-    ({"strategy": "auto", "devices": 2}, 0),
-])
+@pytest.mark.parametrize(
+    "trainer, processes",
+    [
+        ({"max_epochs": 2}, 0),
+        ({"strategy": "ddp", "devices": 2, "accelerator": "cpu"}, 2),
+        ({"strategy": "ddp_find_unused_parameters_true", "devices": "3"}, 3),
+        ({"strategy": "ddp", "devices": [0, 1]}, 2),
+        ({"strategy": "ddp", "devices": "0,1,"}, 2),
+        ({"strategy": "ddp", "accelerator": "cpu"}, 1),
+        ({"strategy": "auto", "devices": 2}, 0),
+    ],
+)
 def test_ddp_processes(trainer, processes):
     assert ddp_processes(trainer) == processes
 
 
-@pytest.mark.parametrize("trainer, match", [
-    ({"strategy": "ddp_spawn", "devices": 2}, r"`trainer.strategy` must be 'ddp' in a sweep trial .*='ddp_spawn'"),
-    ({"strategy": "ddp_fork_find_unused_parameters_true", "devices": 2}, r"must be 'ddp' in a sweep trial"),
-    ({"strategy": "ddp", "devices": 2, "num_nodes": 2}, r"`trainer.num_nodes` must be 1 .* num_nodes=2"),
-    ({"strategy": "ddp", "devices": 0}, r"`trainer.devices` must be an int >= 1, .* devices=0"),
-])
+@pytest.mark.parametrize(
+    "trainer, match",
+    [
+        ({"strategy": "ddp_spawn", "devices": 2}, r"`trainer.strategy` must be 'ddp' in a sweep trial .*='ddp_spawn'"),
+        ({"strategy": "ddp_fork_find_unused_parameters_true", "devices": 2}, r"must be 'ddp' in a sweep trial"),
+        ({"strategy": "ddp", "devices": 2, "num_nodes": 2}, r"`trainer.num_nodes` must be 1 .* num_nodes=2"),
+        ({"strategy": "ddp", "devices": 0}, r"`trainer.devices` must be an int >= 1, .* devices=0"),
+    ],
+)
 def test_ddp_processes_refuses(trainer, match):
     with pytest.raises(ValueError, match=match):
         ddp_processes(trainer)

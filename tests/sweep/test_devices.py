@@ -24,8 +24,7 @@ from tensorboard.plugins.hparams import metadata
 
 from lightopt.cli import main
 from lightopt.sweep.study import parse_devices, plan
-from lightopt.sweep.trial import DEVICES_ENV, VISIBLE_ENV, assigned_devices
-from lightopt.sweep.trial import trial_devices
+from lightopt.sweep.trial import DEVICES_ENV, VISIBLE_ENV, assigned_devices, trial_devices
 from tests.sweep.device_helpers import most_at_once, records
 from tests.sweep.helpers import sweep_dict, write
 
@@ -40,8 +39,10 @@ def _journal(path: Path) -> optuna.Study:
 def _recording_sweep(tmp_path: Path, n_trials: int, wait_for: int, **init_args) -> tuple[dict, Path]:
     data = sweep_dict(tmp_path / "runs", n_trials=n_trials, stop_after_same_failures=0)
     record = tmp_path / "record.jsonl"
-    data["model"] = {"class_path": "tests.sweep.device_helpers.RecordingMLP",
-                     "init_args": {"hidden": 16, "record_file": str(record), "wait_for": wait_for, **init_args}}
+    data["model"] = {
+        "class_path": "tests.sweep.device_helpers.RecordingMLP",
+        "init_args": {"hidden": 16, "record_file": str(record), "wait_for": wait_for, **init_args},
+    }
     data["trainer"].update(max_epochs=1)
     return data, record
 
@@ -49,16 +50,19 @@ def _recording_sweep(tmp_path: Path, n_trials: int, wait_for: int, **init_args) 
 # --- how the ids are shared out -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("devices", "kwargs", "groups", "workers"), [
-    ("0,1,2,3", {}, [("0",), ("1",), ("2",), ("3",)], 4),
-    ("0,1", {"trials_per_device": 2}, [("0",), ("1",)], 4),
-    ("0,1", {"trials_per_device": 2, "workers": 2}, [("0",), ("1",)], 2),  # fewest: one per device
-    ("0,1,2,3", {"per_trial": 2}, [("0", "1"), ("2", "3")], 2),  # 2-device DDP trials: two at once
-    ("0,1,2,3", {"per_trial": 2, "trials_per_device": 2}, [("0", "1"), ("2", "3")], 4),
-    ("0,1,2,3", {"per_trial": 4}, [("0", "1", "2", "3")], 1),
-    ("3,1", {}, [("3",), ("1",)], 2),  # as listed, in the listed order
-    ("GPU-5f3e2a1b-0c4d-4e8f-9a7b-1c2d3e4f5a6b", {}, [("GPU-5f3e2a1b-0c4d-4e8f-9a7b-1c2d3e4f5a6b",)], 1),
-])
+@pytest.mark.parametrize(
+    ("devices", "kwargs", "groups", "workers"),
+    [
+        ("0,1,2,3", {}, [("0",), ("1",), ("2",), ("3",)], 4),
+        ("0,1", {"trials_per_device": 2}, [("0",), ("1",)], 4),
+        ("0,1", {"trials_per_device": 2, "workers": 2}, [("0",), ("1",)], 2),  # fewest: one per device
+        ("0,1,2,3", {"per_trial": 2}, [("0", "1"), ("2", "3")], 2),  # 2-device DDP trials: two at once
+        ("0,1,2,3", {"per_trial": 2, "trials_per_device": 2}, [("0", "1"), ("2", "3")], 4),
+        ("0,1,2,3", {"per_trial": 4}, [("0", "1", "2", "3")], 1),
+        ("3,1", {}, [("3",), ("1",)], 2),  # as listed, in the listed order
+        ("GPU-5f3e2a1b-0c4d-4e8f-9a7b-1c2d3e4f5a6b", {}, [("GPU-5f3e2a1b-0c4d-4e8f-9a7b-1c2d3e4f5a6b",)], 1),
+    ],
+)
 def test_plan_cuts_the_list_into_groups_and_fills_every_slot(devices, kwargs, groups, workers):
     slots = plan(devices, **kwargs)
     assert [tuple(group) for group in slots.groups] == groups and slots.workers == workers
@@ -71,19 +75,26 @@ def test_workers_are_dealt_round_robin_so_no_device_takes_more_than_k():
     assert slots.environment(4) == {VISIBLE_ENV: "1", DEVICES_ENV: "1"}
 
 
-@pytest.mark.parametrize(("devices", "kwargs", "match"), [
-    ("0,0", {}, "lists 0 more than once.*--trials-per-device"),
-    ("0,,1", {}, "must be 'auto' or device ids separated by commas"),
-    ("cuda:0", {}, "must be 'auto' or device ids"),
-    ("", {}, "must be 'auto' or device ids"),
-    ("0,1", {"trials_per_device": 0}, r"`--trials-per-device` must be an integer >= 1, but got trials_per_device=0"),
-    ("0,1", {"workers": 5}, "`--workers` must be between 2 and 2 .* but got workers=5: leave --workers out"),
-    ("0,1", {"trials_per_device": 2, "workers": 5}, "between 2 and 4"),
-    ("0,1,2,3", {"workers": 3, "per_trial": 2}, r"between 2 and 2 .*2 group\(s\) of 2 device"),
-    ("0,1,2,3", {"workers": 1}, "between 4 and 4"),  # one worker would leave three listed devices idle
-    ("0,1,2", {"per_trial": 2}, "cannot be cut into groups of 2.*multiple of 2"),
-    ("0,1", {"per_trial": 4}, "each trial takes 4 devices .* lists 2"),
-])
+@pytest.mark.parametrize(
+    ("devices", "kwargs", "match"),
+    [
+        ("0,0", {}, "lists 0 more than once.*--trials-per-device"),
+        ("0,,1", {}, "must be 'auto' or device ids separated by commas"),
+        ("cuda:0", {}, "must be 'auto' or device ids"),
+        ("", {}, "must be 'auto' or device ids"),
+        (
+            "0,1",
+            {"trials_per_device": 0},
+            r"`--trials-per-device` must be an integer >= 1, but got trials_per_device=0",
+        ),
+        ("0,1", {"workers": 5}, "`--workers` must be between 2 and 2 .* but got workers=5: leave --workers out"),
+        ("0,1", {"trials_per_device": 2, "workers": 5}, "between 2 and 4"),
+        ("0,1,2,3", {"workers": 3, "per_trial": 2}, r"between 2 and 2 .*2 group\(s\) of 2 device"),
+        ("0,1,2,3", {"workers": 1}, "between 4 and 4"),  # one worker would leave three listed devices idle
+        ("0,1,2", {"per_trial": 2}, "cannot be cut into groups of 2.*multiple of 2"),
+        ("0,1", {"per_trial": 4}, "each trial takes 4 devices .* lists 2"),
+    ],
+)
 def test_plan_refuses_what_cannot_be_satisfied(devices, kwargs, match):
     with pytest.raises(ValueError, match=match):
         plan(devices, **kwargs)
@@ -100,25 +111,31 @@ def test_auto_lists_the_gpus_torch_sees_and_says_when_there_are_none(monkeypatch
     assert parse_devices("auto") == ("4", "6")
 
 
-@pytest.mark.parametrize(("trainer", "expected"), [
-    ({"strategy": "ddp", "devices": 2, "accelerator": "cpu"}, 2),
-    ({"strategy": "ddp_find_unused_parameters_true", "devices": [0, 1, 2]}, 3),
-    ({"accelerator": "gpu"}, 1),
-    ({"devices": 1}, 1),
-    ({"devices": "auto"}, 1),
-    ({"devices": [3]}, 1),
-    (None, 1),
-])
+@pytest.mark.parametrize(
+    ("trainer", "expected"),
+    [
+        ({"strategy": "ddp", "devices": 2, "accelerator": "cpu"}, 2),
+        ({"strategy": "ddp_find_unused_parameters_true", "devices": [0, 1, 2]}, 3),
+        ({"accelerator": "gpu"}, 1),
+        ({"devices": 1}, 1),
+        ({"devices": "auto"}, 1),
+        ({"devices": [3]}, 1),
+        (None, 1),
+    ],
+)
 def test_trial_devices(trainer, expected):
     assert trial_devices(trainer) == expected
 
 
-@pytest.mark.parametrize(("trainer", "match"), [
-    ({"strategy": "ddp", "devices": "auto"}, "must be a number of devices for a DDP trial run with --devices"),
-    ({"strategy": "ddp", "devices": -1}, "must be a number of devices"),
-    ({"devices": 2}, r"must be 1 \(or 'auto'\) unless `trainer.strategy` is 'ddp'.*set `strategy: ddp`"),
-    ({"strategy": "ddp_spawn", "devices": 2}, "must be 'ddp' in a sweep trial"),
-])
+@pytest.mark.parametrize(
+    ("trainer", "match"),
+    [
+        ({"strategy": "ddp", "devices": "auto"}, "must be a number of devices for a DDP trial run with --devices"),
+        ({"strategy": "ddp", "devices": -1}, "must be a number of devices"),
+        ({"devices": 2}, r"must be 1 \(or 'auto'\) unless `trainer.strategy` is 'ddp'.*set `strategy: ddp`"),
+        ({"strategy": "ddp_spawn", "devices": 2}, "must be 'ddp' in a sweep trial"),
+    ],
+)
 def test_trial_devices_refuses(trainer, match):
     with pytest.raises(ValueError, match=match):
         trial_devices(trainer)
@@ -132,16 +149,19 @@ def test_assigned_devices_reads_what_the_worker_was_started_with():
 # --- the command line refuses bad combinations with one line -----------------------------------
 
 
-@pytest.mark.parametrize(("args", "trainer", "message"), [
-    (["--trials-per-device", "2"], {}, "`--trials-per-device` needs --devices: add --devices 0,1,"),
-    (["--devices", "0,1", "--workers", "3"], {}, "`--workers` must be between 2 and 2 with --devices 0,1"),
-    (["--devices", "1,1"], {}, "`--devices` lists 1 more than once"),
-    (["--devices", "0,1", "--trials-per-device", "-1"], {}, "`--trials-per-device` must be an integer >= 1"),
-    (["--devices", "0,1,2"], {"strategy": "ddp", "devices": 2}, "--devices 0,1,2 cannot be cut into groups of 2"),
-    (["--devices", "0"], {"strategy": "ddp", "devices": 2}, "each trial takes 2 devices"),
-    (["--devices", "0,1"], {"strategy": "ddp", "devices": "auto"}, "must be a number of devices for a DDP trial"),
-    (["--devices", "0,1"], {"devices": 2}, "unless `trainer.strategy` is 'ddp'"),
-])
+@pytest.mark.parametrize(
+    ("args", "trainer", "message"),
+    [
+        (["--trials-per-device", "2"], {}, "`--trials-per-device` needs --devices: add --devices 0,1,"),
+        (["--devices", "0,1", "--workers", "3"], {}, "`--workers` must be between 2 and 2 with --devices 0,1"),
+        (["--devices", "1,1"], {}, "`--devices` lists 1 more than once"),
+        (["--devices", "0,1", "--trials-per-device", "-1"], {}, "`--trials-per-device` must be an integer >= 1"),
+        (["--devices", "0,1,2"], {"strategy": "ddp", "devices": 2}, "--devices 0,1,2 cannot be cut into groups of 2"),
+        (["--devices", "0"], {"strategy": "ddp", "devices": 2}, "each trial takes 2 devices"),
+        (["--devices", "0,1"], {"strategy": "ddp", "devices": "auto"}, "must be a number of devices for a DDP trial"),
+        (["--devices", "0,1"], {"devices": 2}, "unless `trainer.strategy` is 'ddp'"),
+    ],
+)
 def test_bad_device_flags_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, args, trainer, message):
     data = sweep_dict(tmp_path / "runs")
     data["trainer"].update(trainer)
@@ -155,12 +175,19 @@ def test_bad_device_flags_are_one_line_exit_2_and_write_nothing(tmp_path, capsys
 def test_devices_auto_without_a_gpu_through_the_real_command(tmp_path):
     file = write(tmp_path / "s.yaml", sweep_dict(tmp_path / "runs"))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}  # no GPU, even on a GPU machine
-    proc = subprocess.run([sys.executable, "-m", "lightopt", "sweep", "run", str(file), "--devices", "auto"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lightopt", "sweep", "run", str(file), "--devices", "auto"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
         "error: `--devices auto` found no GPU here (torch.cuda.device_count() is 0): list the ids, e.g. --devices "
-        "0,1, or leave --devices out to run on the CPU."]
+        "0,1, or leave --devices out to run on the CPU."
+    ]
 
 
 # --- real sweeps ----------------------------------------------------------------------------------
@@ -212,7 +239,11 @@ def test_ddp_trials_take_two_ids_each_and_two_run_at_once(tmp_path, capsys):
     assert main(["sweep", "run", str(file), "--devices", "0,1,2,3"]) == 0
     seen = records(record)
     assert len(seen) == 4 and sorted((r["visible"], r["rank"]) for r in seen) == [
-        ("0,1", 0), ("0,1", 1), ("2,3", 0), ("2,3", 1)]  # every rank of a trial sees its trial's two ids
+        ("0,1", 0),
+        ("0,1", 1),
+        ("2,3", 0),
+        ("2,3", 1),
+    ]  # every rank of a trial sees its trial's two ids
     rank0 = [r for r in seen if r["rank"] == 0]
     assert most_at_once([(r["start"], r["end"]) for r in rank0]) == 2
     trials = _journal(tmp_path / "runs" / "s" / "study.journal").trials
@@ -231,7 +262,8 @@ def test_out_of_memory_on_one_device_fails_its_trials_only(tmp_path, capsys):
         if trial.user_attrs["device"] == "1":
             assert trial.state == TrialState.FAIL
             assert trial.user_attrs["fail_reason"].startswith(
-                "out of memory (OutOfMemoryError): CUDA out of memory. Tried to allocate")
+                "out of memory (OutOfMemoryError): CUDA out of memory. Tried to allocate"
+            )
         else:
             assert trial.state == TrialState.COMPLETE  # the other device's trials went on
     out = capsys.readouterr().out
@@ -242,14 +274,22 @@ def _stalled_device_sweep(tmp_path: Path, n_trials: int) -> tuple[subprocess.Pop
     """``lightopt sweep run --devices 0,1`` with both workers' trials stalled after their first epoch's checkpoint."""
     data = sweep_dict(tmp_path / "runs", n_trials=n_trials)
     stall = tmp_path / "stall"
-    data["model"] = {"class_path": "tests.sweep.helpers.StallingMLP", "init_args": {"hidden": 16,
-                                                                                   "stall_file": str(stall)}}
+    data["model"] = {
+        "class_path": "tests.sweep.helpers.StallingMLP",
+        "init_args": {"hidden": 16, "stall_file": str(stall)},
+    }
     data["trainer"].update(max_epochs=3, enable_checkpointing=True)
     file = write(tmp_path / "s.yaml", data)
     stall.touch()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "lightopt", "sweep", "run", str(file), "--devices", "0,1"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lightopt", "sweep", "run", str(file), "--devices", "0,1"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     journal = tmp_path / "runs" / "s" / "study.journal"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
@@ -285,7 +325,8 @@ def test_sigterm_to_the_command_records_every_running_trial_and_the_next_run_ret
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and err.strip().splitlines() == [
         "interrupted: the running trials were recorded as failed (interrupted); run the same command again to retry "
-        "them"]
+        "them"
+    ]
     trials = _journal(journal).trials
     assert [(t.state, t.user_attrs["fail_reason"]) for t in trials] == [(TrialState.FAIL, "interrupted")] * 2
     for pid in {t.user_attrs["worker"]["pid"] for t in trials}:
@@ -303,11 +344,20 @@ def test_a_ddp_trial_that_needs_more_devices_than_its_worker_holds_fails_before_
     from lightopt.sweep.trial import trial_processes
 
     monkeypatch.setenv(DEVICES_ENV, "2,3")  # as a --devices worker of 2-device trials
-    job = {"config": {"trainer": {"strategy": "ddp", "devices": 4, "accelerator": "cpu"}}, "seed": 0,
-           "directory": ".", "name": "trial_0000", "monitor": "val_loss", "report_at": "round", "mode": "min"}
+    job = {
+        "config": {"trainer": {"strategy": "ddp", "devices": 4, "accelerator": "cpu"}},
+        "seed": 0,
+        "directory": ".",
+        "name": "trial_0000",
+        "monitor": "val_loss",
+        "report_at": "round",
+        "mode": "min",
+    }
     started = []
-    with pytest.raises(ValueError, match=r"`trainer.devices` must be at most 2 in this trial, but got 4: its worker "
-                                         r"holds devices 2,3"):
-        with trial_processes(job):
-            started.append(True)
+    with pytest.raises(
+        ValueError,
+        match=r"`trainer.devices` must be at most 2 in this trial, but got 4: its worker "
+        r"holds devices 2,3",
+    ), trial_processes(job):
+        started.append(True)
     assert started == [] and "LOCAL_RANK" not in os.environ and "MASTER_PORT" not in os.environ

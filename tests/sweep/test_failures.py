@@ -24,7 +24,6 @@ from lightopt.sweep.trial import LossCheck, NonFiniteLossError
 from tests.sweep.fault_helpers import lightopt
 from tests.sweep.helpers import sweep_dict, write
 
-
 # The optimizer's own NaN check (lightopt.optim.NonFiniteError) would stop these fits first: off, so that
 # LossCheck's reasons are what these tests see.
 UNCHECKED_SGD = {"class_path": "lightopt.optim.SGD", "init_args": {"lr": 0.2, "momentum": 0.9, "check_finite_every": 0}}
@@ -99,48 +98,70 @@ def test_a_nan_validation_metric_is_logged_too(tmp_path):
     assert log.startswith("val_loss is nan at step 1\n\nno traceback")
 
 
-@pytest.mark.parametrize("every, nan_from, match", [
-    (1, 2, "training loss is nan at step 3"),
-    (3, 4, "between steps 5 and 7"),     # read back at steps 3, 4 (the epoch's end) and 7
-    (100, 2, "between steps 1 and 4"),   # read back before the validation round at the epoch's end (4 steps)
-])
+@pytest.mark.parametrize(
+    "every, nan_from, match",
+    [
+        (1, 2, "training loss is nan at step 3"),
+        (3, 4, "between steps 5 and 7"),  # read back at steps 3, 4 (the epoch's end) and 7
+        (100, 2, "between steps 1 and 4"),  # read back before the validation round at the epoch's end (4 steps)
+    ],
+)
 def test_loss_check_stops_the_fit_at_the_first_check_after_the_loss_turns_nan(tmp_path, every, nan_from, match):
     class NaNFrom(DigitsMLP):
         def training_step(self, batch, batch_idx):
             loss = super().training_step(batch, batch_idx)
             return loss * float("nan") if self.trainer.global_step >= nan_from else loss
 
-    trainer = lightning.Trainer(max_epochs=3, limit_train_batches=4, limit_val_batches=1, logger=False,
-                                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                                callbacks=[LossCheck(every)], default_root_dir=tmp_path)
+    trainer = lightning.Trainer(
+        max_epochs=3,
+        limit_train_batches=4,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[LossCheck(every)],
+        default_root_dir=tmp_path,
+    )
     with pytest.raises(NonFiniteLossError, match=match):
         trainer.fit(NaNFrom(hidden=8, optimizer=UNCHECKED_SGD), datamodule=DigitsDataModule(batch_size=32))
 
 
 @pytest.mark.parametrize("stop_after, trials, code", [(3, 3, 1), (0, 5, 0)])
-def test_a_sweep_whose_trials_all_fail_alike_stops_with_one_line_and_exit_1(tmp_path, monkeypatch, capsys,
-                                                                           stop_after, trials, code):
+def test_a_sweep_whose_trials_all_fail_alike_stops_with_one_line_and_exit_1(
+    tmp_path, monkeypatch, capsys, stop_after, trials, code
+):
     monkeypatch.chdir(tmp_path)
-    path = write(tmp_path / "s.yaml", _failing(tmp_path / "runs", "raise", n_trials=5,
-                                               stop_after_same_failures=stop_after))
+    path = write(
+        tmp_path / "s.yaml", _failing(tmp_path / "runs", "raise", n_trials=5, stop_after_same_failures=stop_after)
+    )
     assert main(["sweep", "run", str(path)]) == code
     err = capsys.readouterr().err
-    study = optuna.load_study(study_name="s", storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(tmp_path / "runs" / "s" / "study.journal"))))
+    study = optuna.load_study(
+        study_name="s",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(tmp_path / "runs" / "s" / "study.journal"))
+        ),
+    )
     assert [t.state for t in study.trials] == [TrialState.FAIL] * trials
     if code:  # the learning rates differ, the reasons differ only in numbers
-        assert err.count("\n") == 1 and "its first 3 trials all failed the same way: ValueError: bad learning rate" in err
+        assert (
+            err.count("\n") == 1 and "its first 3 trials all failed the same way: ValueError: bad learning rate" in err
+        )
         assert str(tmp_path / "runs" / "s" / "trial_0000" / "error.txt") in err
     else:
         assert err == ""
 
 
-@pytest.mark.parametrize("reasons, ran", [
-    (["E: x at 1", "E: x at 2"], 2),                    # stops after the second
-    ([None, "E: x at 1", "E: x at 1"], 5),              # None: a trial that did not fail came first
-    (["E: x at 1", "F: x at 1", "F: x at 1"], 5),       # two kinds of failure
-    (["E: x at 1", ""], 5),                             # "": failed without a recorded reason (a crash)
-])
+@pytest.mark.parametrize(
+    "reasons, ran",
+    [
+        (["E: x at 1", "E: x at 2"], 2),  # stops after the second
+        ([None, "E: x at 1", "E: x at 1"], 5),  # None: a trial that did not fail came first
+        (["E: x at 1", "F: x at 1", "F: x at 1"], 5),  # two kinds of failure
+        (["E: x at 1", ""], 5),  # "": failed without a recorded reason (a crash)
+    ],
+)
 def test_failure_watch_stops_only_when_every_trial_failed_alike(reasons, ran):
     def objective(trial):
         reason = reasons[trial.number] if trial.number < len(reasons) else None
@@ -158,16 +179,23 @@ def test_failure_watch_stops_only_when_every_trial_failed_alike(reasons, ran):
 
 def test_failure_signature_ignores_numbers_only():
     assert failure_signature("CUDA out of memory. Tried to allocate 2.00 GiB (0x7f3a)") == failure_signature(
-        "CUDA out of memory. Tried to allocate 512.5 GiB (0x1b)")
+        "CUDA out of memory. Tried to allocate 512.5 GiB (0x1b)"
+    )
     assert failure_signature("ValueError: x") != failure_signature("TypeError: x")
 
 
-@pytest.mark.parametrize("value, match", [
-    (-1, "`study.stop_after_same_failures` must be an integer >= 0 \\(0: never stop\\), but got stop_after_same_failures=-1."),
-    (True, "but got stop_after_same_failures=True"),
-    ("3", "but got stop_after_same_failures='3'"),
-    (1.5, "but got stop_after_same_failures=1.5"),
-])
+@pytest.mark.parametrize(
+    "value, match",
+    [
+        (
+            -1,
+            "`study.stop_after_same_failures` must be an integer >= 0 \\(0: never stop\\), but got stop_after_same_failures=-1.",
+        ),
+        (True, "but got stop_after_same_failures=True"),
+        ("3", "but got stop_after_same_failures='3'"),
+        (1.5, "but got stop_after_same_failures=1.5"),
+    ],
+)
 def test_stop_after_same_failures_is_checked(tmp_path, value, match):
     with pytest.raises(SweepConfigError, match=match):
         parse(sweep_dict(tmp_path, stop_after_same_failures=value))
@@ -212,14 +240,18 @@ def test_a_trial_that_segfaults_its_worker_is_retried_once_then_recorded_failed(
     assert first.returncode == -signal.SIGSEGV  # the process dies with the trial: nothing can be said then
     second = lightopt("sweep", "run", "s.yaml", cwd=tmp_path, preexec_fn=_no_core_file)
     assert second.returncode == -signal.SIGSEGV
-    assert second.stdout.splitlines()[0] == ("trial 0 was left RUNNING by a worker that died: recorded as failed; it "
-                                             "will be retried (from its last checkpoint if it has one)")
+    assert second.stdout.splitlines()[0] == (
+        "trial 0 was left RUNNING by a worker that died: recorded as failed; it "
+        "will be retried (from its last checkpoint if it has one)"
+    )
     third = lightopt("sweep", "run", "s.yaml", cwd=tmp_path)
     assert third.returncode == 0 and third.stderr == ""
     host = socket.gethostname()
     reason = f"its worker died 2 times (last: pid {_pid(journal, 1)} on host {host}); not retried again"
-    assert third.stdout.splitlines()[0] == (f"trial 1 was left RUNNING by a worker that died: recorded as failed, "
-                                            f"{reason} (study.retries sets how often it is retried)")
+    assert third.stdout.splitlines()[0] == (
+        f"trial 1 was left RUNNING by a worker that died: recorded as failed, "
+        f"{reason} (study.retries sets how often it is retried)"
+    )
     trials = _trials(journal)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
     assert trials[1].user_attrs["retry_of"] == 0 and trials[1].user_attrs["fail_reason"] == reason
@@ -241,6 +273,9 @@ def test_study_retries_0_records_a_trial_that_exits_hard_as_failed_at_once(tmp_p
 
 @pytest.mark.parametrize("value", [-1, True, "1", 0.5])
 def test_study_retries_is_checked(tmp_path, value):
-    with pytest.raises(SweepConfigError, match=r"`study.retries` must be an integer >= 0 \(0: a trial whose worker "
-                                               rf"died is not run again\), but got retries={value!r}."):
+    with pytest.raises(
+        SweepConfigError,
+        match=r"`study.retries` must be an integer >= 0 \(0: a trial whose worker "
+        rf"died is not run again\), but got retries={value!r}.",
+    ):
         parse(sweep_dict(tmp_path, retries=value))

@@ -28,7 +28,9 @@ HOLD = {
         "import sys, time\n"
         "from optuna.storages.journal import JournalFileSymlinkLock\n"
         "JournalFileSymlinkLock(sys.argv[1]).acquire()\n"
-        "print('held', flush=True); time.sleep(600)\n", None),
+        "print('held', flush=True); time.sleep(600)\n",
+        None,
+    ),
 }
 
 
@@ -101,15 +103,18 @@ def test_a_damaged_tail_is_cut_off_kept_and_the_sweep_goes_on(two_trials, tmp_pa
     before = {t.number: t.value for t in _study(journal).trials}
     if damage == "cut mid-record":
         os.truncate(journal, len(data) - 7)  # the last record loses its end, as when a write is cut short
-        cut = data[data.rstrip(b"\n").rindex(b"\n") + 1:-7]
+        cut = data[data.rstrip(b"\n").rindex(b"\n") + 1 : -7]
     else:
         cut = b"\x00\x17garbage" if damage == "garbage appended" else b"not a record\n"
         journal.write_bytes(data + cut)
     monkeypatch.chdir(tmp_path)
     assert main(["sweep", "run", "s.yaml", "--n-trials", "3"]) == 0
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and err[0].startswith(f"the study journal {journal} ended with {len(cut)} bytes that are not "
-                                               f"a complete record") and "kept them in" in err[0]
+    assert (
+        len(err) == 1
+        and err[0].startswith(f"the study journal {journal} ended with {len(cut)} bytes that are not a complete record")
+        and "kept them in" in err[0]
+    )
     copies = list(journal.parent.glob("study.journal.cut-*"))
     assert [c.read_bytes() for c in copies] == [cut]
     study = _study(journal)  # every line parses again
@@ -144,7 +149,8 @@ def test_a_full_disk_is_one_line_and_loses_nothing_recorded(tmp_path):
         assert done.returncode == 1
         assert done.stderr.splitlines() == [
             f"error: cannot write the study journal {journal}: no space left on its device. Nothing recorded before "
-            f"is lost; free some space and run the same command again (the trial cut off is retried)"]
+            f"is lost; free some space and run the same command again (the trial cut off is retried)"
+        ]
         assert journal.read_bytes().endswith(b"\n")
         complete = [t for t in _study(journal).trials if t.state == TrialState.COMPLETE]
         assert len(complete) == 2 + done.stdout.count(" complete val_loss=")  # every trial it reported is there
@@ -162,7 +168,8 @@ def test_a_read_only_journal_is_one_line_and_still_shows(two_trials, tmp_path):
         done = lightopt("sweep", "run", "s.yaml", "--n-trials", "3", cwd=tmp_path)
         assert done.returncode == 1 and done.stderr.splitlines() == [
             f"error: cannot write the study journal {journal}: its folder is read-only; make it writable and run the "
-            f"same command again (nothing recorded is lost)"]
+            f"same command again (nothing recorded is lost)"
+        ]
         shown = lightopt("sweep", "show", "s.yaml", cwd=tmp_path)
         assert shown.returncode == 0 and shown.stderr == "" and "COMPLETE" in shown.stdout
     assert [t.state for t in _study(journal).trials] == [TrialState.COMPLETE] * 2
@@ -171,34 +178,42 @@ def test_a_read_only_journal_is_one_line_and_still_shows(two_trials, tmp_path):
 def test_a_journal_deleted_while_the_sweep_runs_is_one_line(tmp_path):
     data = sweep_dict(Path("runs"), n_trials=2)
     stall = tmp_path / "stall"
-    data["model"] = {"class_path": "tests.sweep.helpers.StallingMLP", "init_args": {"hidden": 16,
-                                                                                   "stall_file": str(stall)}}
+    data["model"] = {
+        "class_path": "tests.sweep.helpers.StallingMLP",
+        "init_args": {"hidden": 16, "stall_file": str(stall)},
+    }
     write(tmp_path / "s.yaml", data)
     stall.touch()
     sweep = start("sweep", "run", "s.yaml", cwd=tmp_path)
     journal = tmp_path / "runs" / "s" / "study.journal"
-    wait_for(lambda: (journal.parent / "trial_0000" / "version_0").exists() or (journal.parent / "trial_0000").is_dir(),
-             "trial 0 to start")
+    wait_for(
+        lambda: (journal.parent / "trial_0000" / "version_0").exists() or (journal.parent / "trial_0000").is_dir(),
+        "trial 0 to start",
+    )
     journal.unlink()
     stall.unlink()
     _, err = sweep.communicate(timeout=120)
     assert sweep.returncode == 1 and err.splitlines() == [
         f"error: the study journal {journal} was deleted while the sweep ran: stopped without writing more; restore it "
-        f"from a copy to keep its trials, or run again to start the study afresh"]
+        f"from a copy to keep its trials, or run again to start the study afresh"
+    ]
     assert not journal.exists()  # not recreated with a tail of records that belong to nothing
 
 
 def test_a_trial_created_just_before_a_hard_exit_is_found_and_retried(tmp_path):
     journal = tmp_path / "study.journal"
-    code = ("import os, sys, optuna\n"
-            "from pathlib import Path\n"
-            "from lightopt.sweep.store import open_storage\n"
-            "storage, _ = open_storage(sys.argv[1], Path('.'))\n"
-            "study = optuna.create_study(storage=storage, study_name='s')\n"
-            "study.ask()\n"
-            "os._exit(9)  # before the objective's first line\n")
-    proc = subprocess.Popen(["python", "-c", code, str(journal)],
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    code = (
+        "import os, sys, optuna\n"
+        "from pathlib import Path\n"
+        "from lightopt.sweep.store import open_storage\n"
+        "storage, _ = open_storage(sys.argv[1], Path('.'))\n"
+        "study = optuna.create_study(storage=storage, study_name='s')\n"
+        "study.ask()\n"
+        "os._exit(9)  # before the objective's first line\n"
+    )
+    proc = subprocess.Popen(
+        ["python", "-c", code, str(journal)], env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    )
     assert proc.wait(timeout=120) == 9
     from lightopt.sweep import study as recovery
 

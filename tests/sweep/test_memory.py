@@ -77,8 +77,9 @@ def test_lightning_trainer_is_in_a_reference_cycle():
     """Why the cleanup is needed: a fitted Trainer is not freed by reference counting alone."""
     gc.disable()
     try:
-        trainer = lightning.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                                    enable_model_summary=False)
+        trainer = lightning.Trainer(
+            logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+        )
         alive = weakref.ref(trainer)
         del trainer
         assert alive() is not None

@@ -19,8 +19,14 @@ def _fit(callbacks, tmp_path, batch_size=64, model=None, max_epochs=2, **trainer
     L.seed_everything(0, verbose=False)
     model = model or DigitsMLP(hidden=16)
     trainer = L.Trainer(
-        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=tmp_path, callbacks=callbacks, max_epochs=max_epochs, **trainer,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=callbacks,
+        max_epochs=max_epochs,
+        **trainer,
     )
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=batch_size))
     return trainer, model
@@ -75,11 +81,14 @@ def test_nan_metric_stops_as_failure(tmp_path):
     assert callback.failure == "val_loss is nan at step 1" and trainer.global_step == 17
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"monitor": ""}, TypeError, "`monitor` must name a logged metric"),
-    ({"monitor": "val_loss", "report_at": "epoch"}, ValueError, "`report_at` must be one of"),
-    ({"monitor": "val_loss", "mode": "minimize"}, ValueError, "`mode` must be one of 'min', 'max'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"monitor": ""}, TypeError, "`monitor` must name a logged metric"),
+        ({"monitor": "val_loss", "report_at": "epoch"}, ValueError, "`report_at` must be one of"),
+        ({"monitor": "val_loss", "mode": "minimize"}, ValueError, "`mode` must be one of 'min', 'max'"),
+    ],
+)
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         PruningCallback(None, **kwargs)

@@ -42,7 +42,11 @@ def _script(tmp_path, strategy, devices, storage, *protocols):
         env.pop(key, None)
     done = subprocess.run(
         [sys.executable, str(SCRIPT), str(tmp_path), strategy, str(devices), storage, *protocols],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=540,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((tmp_path / "result.json").read_text())
@@ -87,8 +91,13 @@ def _objective(callbacks=(), monitor="val_loss", check=True):
     def objective(trial):
         pruning = PyTorchLightningPruningCallback(trial, monitor=monitor)
         trainer = pl.Trainer(
-            max_epochs=2, accelerator="cpu", callbacks=[pruning, *callbacks], logger=False,
-            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            max_epochs=2,
+            accelerator="cpu",
+            callbacks=[pruning, *callbacks],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
             num_sanity_val_steps=0,
         )
         trainer.fit(Net(0.01), train_dataloaders=loader(), val_dataloaders=loader())

@@ -10,8 +10,8 @@ import pytest
 from lightopt.sweep import run_sweep, trial_seed
 from lightopt.sweep import spec as config
 from lightopt.sweep import trial as objective
-from lightopt.sweep.spec import SweepConfigError
 from lightopt.sweep.readback import find_study, reproduce_trial
+from lightopt.sweep.spec import SweepConfigError
 from lightopt.sweep.study import plot_study
 from tests.sweep.helpers import PruneAt, sweep_dict, write
 

@@ -17,8 +17,7 @@ from optuna.trial import TrialState
 
 from lightopt.cli import main
 from lightopt.sweep import run_sweep
-from lightopt.sweep.spec import parse
-from lightopt.sweep.spec import describe_space
+from lightopt.sweep.spec import describe_space, parse
 from tests.sweep.fault_helpers import start, wait_for
 from tests.sweep.helpers import sweep_dict, write
 
@@ -56,19 +55,26 @@ def _add_remove(data):
 
 
 MISUSE = [
-    (lambda d: d["study"].update(metric="val_acc"),
-     "`study.metric` must match the stored study 's', which is 'val_loss', but got metric='val_acc'"),
-    (lambda d: d["study"].update(direction="maximize"),
-     "`study.direction` must match the stored study 's', which is minimize, but got direction='maximize'."),
-    (_set_low, "`search` must match the stored study 's', but it changed: changed optimizer.init_args.lr "
-               "(low 0.01 -> 0.001)."),
+    (
+        lambda d: d["study"].update(metric="val_acc"),
+        "`study.metric` must match the stored study 's', which is 'val_loss', but got metric='val_acc'",
+    ),
+    (
+        lambda d: d["study"].update(direction="maximize"),
+        "`study.direction` must match the stored study 's', which is minimize, but got direction='maximize'.",
+    ),
+    (
+        _set_low,
+        "`search` must match the stored study 's', but it changed: changed optimizer.init_args.lr (low 0.01 -> 0.001).",
+    ),
     (_add_remove, "it changed: added optimizer.init_args.momentum; removed data.init_args.batch_size."),
 ]
 
 
 @pytest.mark.parametrize("edit, match", MISUSE)
-def test_resuming_with_a_changed_file_is_refused_and_writes_nothing(recorded, tmp_path, monkeypatch, capsys, edit,
-                                                                    match):
+def test_resuming_with_a_changed_file_is_refused_and_writes_nothing(
+    recorded, tmp_path, monkeypatch, capsys, edit, match
+):
     monkeypatch.chdir(tmp_path)
     path, runs = _copy(recorded, tmp_path, edit)
     before = _files(runs)
@@ -83,8 +89,12 @@ def test_a_new_study_name_runs_the_changed_file(recorded, tmp_path, monkeypatch,
     monkeypatch.chdir(tmp_path)
     path, runs = _copy(recorded, tmp_path, _add_remove)
     assert main(["sweep", "run", str(path), "--study-name", "s2", "--n-trials", "1"]) == 0
-    study = optuna.load_study(study_name="s2", storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(runs / "s2" / "study.journal"))))
+    study = optuna.load_study(
+        study_name="s2",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(runs / "s2" / "study.journal"))
+        ),
+    )
     assert set(study.user_attrs["lightopt"]["space"]) == {"optimizer.init_args.lr", "optimizer.init_args.momentum"}
 
 
@@ -101,15 +111,31 @@ def test_a_study_without_a_recorded_space_is_resumed_and_gets_one(tmp_path, monk
 
 def test_describe_space_keeps_zero_bounds_and_conditions(tmp_path):
     data = sweep_dict(tmp_path)
-    data["search"] = {"optimizer.init_args.momentum": {"low": 0.0, "high": 0.9, "step": 0.1,
-                                                       "when": {"optimizer.class_path": "lightopt.optim.SGD"}}}
-    assert describe_space(parse(data).search) == {"optimizer.init_args.momentum": {
-        "kind": "float", "low": 0.0, "high": 0.9, "step": 0.1, "when": [["optimizer.class_path", ["lightopt.optim.SGD"]]]}}
+    data["search"] = {
+        "optimizer.init_args.momentum": {
+            "low": 0.0,
+            "high": 0.9,
+            "step": 0.1,
+            "when": {"optimizer.class_path": "lightopt.optim.SGD"},
+        }
+    }
+    assert describe_space(parse(data).search) == {
+        "optimizer.init_args.momentum": {
+            "kind": "float",
+            "low": 0.0,
+            "high": 0.9,
+            "step": 0.1,
+            "when": [["optimizer.class_path", ["lightopt.optim.SGD"]]],
+        }
+    }
 
 
 UNREACHABLE = [
     ("sqlite:////nonexistent/dir/x.db", "`--storage` 'sqlite:////nonexistent/dir/x.db' cannot be opened: "),
-    ("postgresql://user:s3cret-pw@127.0.0.1:1/db", "`--storage` 'postgresql://user:***@127.0.0.1:1/db' cannot be opened: "),
+    (
+        "postgresql://user:s3cret-pw@127.0.0.1:1/db",
+        "`--storage` 'postgresql://user:***@127.0.0.1:1/db' cannot be opened: ",
+    ),
 ]
 
 
@@ -128,7 +154,11 @@ def test_python_m_lightopt_refuses_an_unreachable_database_without_showing_its_p
     path = write(tmp_path / "s.yaml", sweep_dict(tmp_path / "runs"))
     done = subprocess.run(
         [sys.executable, "-m", "lightopt", "sweep", "run", str(path), "--storage", UNREACHABLE[1][0]],
-        cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2 and done.stdout == "" and done.stderr.startswith(f"error: {UNREACHABLE[1][1]}")
     assert done.stderr.count("\n") == 1 and "s3cret" not in done.stderr
@@ -139,9 +169,16 @@ def _mid_epoch_kill(tmp_path, epoch_state):
     """A trial killed (kill -9) at step 6, in epoch 1, just after the mid-epoch checkpoint of step 6."""
     stall, stalled = tmp_path / "stall", tmp_path / "stalled"
     data = sweep_dict(tmp_path / "runs", n_trials=1)
-    data["model"] = {"class_path": "tests.sweep.fault_helpers.EpochStateMLP", "init_args": {
-        "hidden": 16, "stall_file": str(stall), "stall_step": 6, "stalled_file": str(stalled),
-        "epoch_state": epoch_state}}
+    data["model"] = {
+        "class_path": "tests.sweep.fault_helpers.EpochStateMLP",
+        "init_args": {
+            "hidden": 16,
+            "stall_file": str(stall),
+            "stall_step": 6,
+            "stalled_file": str(stalled),
+            "epoch_state": epoch_state,
+        },
+    }
     data["trainer"].update(max_epochs=3, enable_checkpointing=True, val_check_interval=0.5)
     write(tmp_path / "s.yaml", data)
     stall.touch()
@@ -162,7 +199,9 @@ def test_a_retry_whose_mid_epoch_resume_fails_goes_on_from_the_last_end_of_epoch
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     retry = trials[1]
     fallback = retry.user_attrs["resume_fallback"]
-    assert fallback["failed"] == str(checkpoints / "last.ckpt") and fallback["to"] == str(checkpoints / "epoch-end.ckpt")
+    assert fallback["failed"] == str(checkpoints / "last.ckpt") and fallback["to"] == str(
+        checkpoints / "epoch-end.ckpt"
+    )
     assert fallback["error"].startswith("AttributeError: ") and "_batches_this_epoch" in fallback["error"]
     assert retry.user_attrs["resumed_at"] == {"epoch": 1, "global_step": 4}
     assert retry.user_attrs["epochs"] == 3 and retry.user_attrs["global_step"] == 12

@@ -89,18 +89,25 @@ def test_metric_never_logged_stops_with_the_logged_metrics(tmp_path):
     data = sweep_dict(tmp_path, metric="val_los")
     with pytest.raises(MetricNotLoggedError, match="logged metrics: .*val_acc, val_loss"):
         _run(data)
-    study = optuna.load_study(study_name="s", storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(tmp_path / "s" / "study.journal"))))
+    study = optuna.load_study(
+        study_name="s",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(tmp_path / "s" / "study.journal"))
+        ),
+    )
     assert [t.state for t in study.trials] == [TrialState.FAIL]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"workers": 0}, "`--workers` must be an integer >= 1, but got workers=0."),
-    ({"workers": -1}, "`--workers` must be an integer >= 1, but got workers=-1."),
-    ({"n_trials": 0}, "`--n-trials` must be an integer >= 1"),
-    ({"timeout": -1}, "`--timeout` must be a number of seconds > 0"),
-    ({"storage": "sqlite:////no/such/dir/x.db"}, "`--storage` 'sqlite:////no/such/dir/x.db' cannot be opened"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"workers": 0}, "`--workers` must be an integer >= 1, but got workers=0."),
+        ({"workers": -1}, "`--workers` must be an integer >= 1, but got workers=-1."),
+        ({"n_trials": 0}, "`--n-trials` must be an integer >= 1"),
+        ({"timeout": -1}, "`--timeout` must be a number of seconds > 0"),
+        ({"storage": "sqlite:////no/such/dir/x.db"}, "`--storage` 'sqlite:////no/such/dir/x.db' cannot be opened"),
+    ],
+)
 def test_bad_arguments_touch_nothing(tmp_path, kwargs, match):
     with pytest.raises(SweepConfigError, match=match):
         _run(sweep_dict(tmp_path), **kwargs)
@@ -115,6 +122,8 @@ def test_a_resumed_seeded_sampler_draws_new_parameters(tmp_path):
     first = [t.params for t in run_sweep(parse(data), out=io.StringIO()).study.trials]
     data["study"]["n_trials"] = 4
     resumed = [t.params for t in run_sweep(parse(data), out=io.StringIO()).study.trials]
-    assert resumed[:2] == first and resumed[2]["optimizer.init_args.lr"] not in {p["optimizer.init_args.lr"] for p in first}
+    assert resumed[:2] == first and resumed[2]["optimizer.init_args.lr"] not in {
+        p["optimizer.init_args.lr"] for p in first
+    }
     data["study"].update(n_trials=2, log_dir=str(tmp_path / "again"))
     assert [t.params for t in run_sweep(parse(data), out=io.StringIO()).study.trials] == first

@@ -10,8 +10,8 @@ import torch
 
 from examples.digits import DigitsDataModule, DigitsMLP
 from lightopt.sweep import PruningCallback, run_sweep
-from lightopt.sweep.trial import fit_trial
 from lightopt.sweep.spec import parse
+from lightopt.sweep.trial import fit_trial
 from tests.sweep.helpers import sweep_dict
 
 MODELS: list[DropoutMLP] = []  # every DropoutMLP built, in order
@@ -80,8 +80,14 @@ def test_the_model_draws_from_the_global_generator_so_the_test_above_can_fail(tm
         if draw:
             torch.rand(1)
         trainer = L.Trainer(
-            max_epochs=1, limit_train_batches=4, accelerator="cpu", logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+            max_epochs=1,
+            limit_train_batches=4,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=tmp_path,
         )
         trainer.fit(model, datamodule=DigitsDataModule())
         return [p.detach().clone() for p in model.parameters()]

@@ -25,14 +25,16 @@ def _distributions(search):
 
 
 def test_value_forms_become_optuna_distributions():
-    got = _distributions({
-        "optimizer.init_args.lr": {"low": 1.0e-4, "high": 1.0, "log": True},
-        "optimizer.init_args.momentum": {"low": 0.0, "high": 0.9, "step": 0.1},
-        "model.init_args.hidden": {"low": 8, "high": 64, "log": True},
-        "model.init_args.layers": {"low": 1, "high": 3, "type": "int"},
-        "optimizer.init_args.weight_decay": {"low": 0, "high": 1, "type": "float"},
-        "data.init_args.batch_size": {"choices": [16, 32]},
-    })
+    got = _distributions(
+        {
+            "optimizer.init_args.lr": {"low": 1.0e-4, "high": 1.0, "log": True},
+            "optimizer.init_args.momentum": {"low": 0.0, "high": 0.9, "step": 0.1},
+            "model.init_args.hidden": {"low": 8, "high": 64, "log": True},
+            "model.init_args.layers": {"low": 1, "high": 3, "type": "int"},
+            "optimizer.init_args.weight_decay": {"low": 0, "high": 1, "type": "float"},
+            "data.init_args.batch_size": {"choices": [16, 32]},
+        }
+    )
     assert got == {
         "optimizer.init_args.lr": FloatDistribution(1.0e-4, 1.0, log=True),
         "optimizer.init_args.momentum": FloatDistribution(0.0, 0.9, step=0.1),
@@ -43,33 +45,39 @@ def test_value_forms_become_optuna_distributions():
     }
 
 
-@pytest.mark.parametrize("spec", [
-    {"low": 0.5, "high": 0.5},  # low == high: one value
-    {"low": 1e-12, "high": 1.0, "log": True},  # log just above 0
-    {"choices": [0.1]},
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"low": 0.5, "high": 0.5},  # low == high: one value
+        {"low": 1e-12, "high": 1.0, "log": True},  # log just above 0
+        {"choices": [0.1]},
+    ],
+)
 def test_boundaries_accepted(spec):
     assert len(parse_search({"optimizer.init_args.lr": spec}, RUN)) == 1
 
 
-@pytest.mark.parametrize("spec, error, match", [
-    ({"low": 0.5, "high": 0.4999}, ValueError, "must be <= `high`"),
-    ({"low": 0.0, "high": 1.0, "log": True}, ValueError, "must be > 0 with log: true"),
-    ({"low": -1e-9, "high": 1.0, "log": True}, ValueError, "must be > 0 with log: true"),
-    ({"low": 0.1, "high": 1.0, "log": True, "step": 0.1}, ValueError, "must not have both `step` and `log: true`"),
-    ({"low": 0.1, "high": 1.0, "step": 0}, ValueError, "step` must be a number > 0, but got step=0."),
-    ({"low": 1, "high": 4, "type": "int", "step": 0.5}, TypeError, "must be an integer for type: int"),
-    ({"low": 0.1, "high": 1.0, "type": "integer"}, ValueError, "Did you mean 'int'?"),
-    ({"low": 0.1}, ValueError, "`high` is missing"),
-    ({"low": "a", "high": 1.0}, TypeError, "`search.optimizer.init_args.lr.low` must be a finite number"),
-    ({"choices": []}, ValueError, "must not be empty, but got choices=[]"),
-    ({"choices": {}}, ValueError, "must not be empty"),
-    ({"choices": [1, 1]}, ValueError, "must not repeat a value"),
-    ({"choices": [[0.9, 0.999]]}, TypeError, "give a mapping from labels to values"),
-    ({"choices": [1], "low": 0}, ValueError, "either `choices` or `low` and `high`"),
-    (0.1, TypeError, "must be a mapping such as"),
-    ({"choices": [1], "when": {"optimizer.clas_path": "x"}}, ValueError, "Did you mean 'class_path'?"),
-])
+@pytest.mark.parametrize(
+    "spec, error, match",
+    [
+        ({"low": 0.5, "high": 0.4999}, ValueError, "must be <= `high`"),
+        ({"low": 0.0, "high": 1.0, "log": True}, ValueError, "must be > 0 with log: true"),
+        ({"low": -1e-9, "high": 1.0, "log": True}, ValueError, "must be > 0 with log: true"),
+        ({"low": 0.1, "high": 1.0, "log": True, "step": 0.1}, ValueError, "must not have both `step` and `log: true`"),
+        ({"low": 0.1, "high": 1.0, "step": 0}, ValueError, "step` must be a number > 0, but got step=0."),
+        ({"low": 1, "high": 4, "type": "int", "step": 0.5}, TypeError, "must be an integer for type: int"),
+        ({"low": 0.1, "high": 1.0, "type": "integer"}, ValueError, "Did you mean 'int'?"),
+        ({"low": 0.1}, ValueError, "`high` is missing"),
+        ({"low": "a", "high": 1.0}, TypeError, "`search.optimizer.init_args.lr.low` must be a finite number"),
+        ({"choices": []}, ValueError, "must not be empty, but got choices=[]"),
+        ({"choices": {}}, ValueError, "must not be empty"),
+        ({"choices": [1, 1]}, ValueError, "must not repeat a value"),
+        ({"choices": [[0.9, 0.999]]}, TypeError, "give a mapping from labels to values"),
+        ({"choices": [1], "low": 0}, ValueError, "either `choices` or `low` and `high`"),
+        (0.1, TypeError, "must be a mapping such as"),
+        ({"choices": [1], "when": {"optimizer.clas_path": "x"}}, ValueError, "Did you mean 'class_path'?"),
+    ],
+)
 def test_bad_specs(spec, error, match):
     with pytest.raises(error, match=re.escape(match)):
         parse_search({"optimizer.init_args.lr": spec}, RUN)
@@ -77,7 +85,11 @@ def test_bad_specs(spec, error, match):
 
 def test_condition_must_refer_to_an_earlier_key():
     search = {
-        "optimizer.init_args.momentum": {"low": 0.0, "high": 0.9, "when": {"optimizer.class_path": "lightopt.optim.SGD"}},
+        "optimizer.init_args.momentum": {
+            "low": 0.0,
+            "high": 0.9,
+            "when": {"optimizer.class_path": "lightopt.optim.SGD"},
+        },
         "optimizer.class_path": {"choices": ["lightopt.optim.SGD", "lightopt.optim.Adam"]},
     }
     with pytest.raises(ValueError, match="refers to `optimizer.class_path`, which is searched at or after this entry"):
@@ -85,15 +97,27 @@ def test_condition_must_refer_to_an_earlier_key():
 
 
 def test_conditional_parameters_and_apply_round_trip():
-    space = parse_search({
-        "optimizer": {"choices": {
-            "sgd": {"class_path": "lightopt.optim.SGD", "init_args": {"lr": 0.1}},
-            "adam": {"class_path": "lightopt.optim.Adam", "init_args": {"lr": 0.001, "betas": [0.9, 0.999]}},
-        }},
-        "optimizer.init_args.momentum": {"low": 0.0, "high": 0.99, "when": {"optimizer.class_path": "lightopt.optim.SGD"}},
-        "optimizer.init_args.nesterov": {"choices": [False, True], "when": {"optimizer.class_path": ["lightopt.optim.SGD"]}},
-        "optimizer.init_args.lr": {"low": 1e-4, "high": 0.5, "log": True},
-    }, RUN)
+    space = parse_search(
+        {
+            "optimizer": {
+                "choices": {
+                    "sgd": {"class_path": "lightopt.optim.SGD", "init_args": {"lr": 0.1}},
+                    "adam": {"class_path": "lightopt.optim.Adam", "init_args": {"lr": 0.001, "betas": [0.9, 0.999]}},
+                }
+            },
+            "optimizer.init_args.momentum": {
+                "low": 0.0,
+                "high": 0.99,
+                "when": {"optimizer.class_path": "lightopt.optim.SGD"},
+            },
+            "optimizer.init_args.nesterov": {
+                "choices": [False, True],
+                "when": {"optimizer.class_path": ["lightopt.optim.SGD"]},
+            },
+            "optimizer.init_args.lr": {"low": 1e-4, "high": 0.5, "log": True},
+        },
+        RUN,
+    )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     seen = set()
     for _ in range(12):
@@ -112,7 +136,9 @@ def test_conditional_parameters_and_apply_round_trip():
 
 
 def test_apply_sets_missing_init_args_and_rejects_unknown_names():
-    space = parse_search({"data.init_args.batch_size": {"choices": [16, 32]}, "trainer.max_epochs": {"low": 1, "high": 3}}, RUN)
+    space = parse_search(
+        {"data.init_args.batch_size": {"choices": [16, 32]}, "trainer.max_epochs": {"low": 1, "high": 3}}, RUN
+    )
     config = space.apply(RUN, {"data.init_args.batch_size": 32, "trainer.max_epochs": 2})
     assert config["data"] == {"class_path": "examples.digits.DigitsDataModule", "init_args": {"batch_size": 32}}
     assert config["trainer"] == {"max_epochs": 2}

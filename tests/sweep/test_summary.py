@@ -6,13 +6,11 @@ from __future__ import annotations
 import io
 import json
 
-import pytest
-
 from lightopt.cli import main
 from lightopt.sweep import run_sweep
 from lightopt.sweep import spec as config
-from lightopt.sweep.spec import momentum_from_horizon
 from lightopt.sweep.readback import find_study, format_table, study_json, trial_value
+from lightopt.sweep.spec import momentum_from_horizon
 from tests.sweep.helpers import PruneAt, sweep_dict, write
 
 
@@ -29,13 +27,23 @@ def test_summary_and_show_give_the_config_value_next_to_the_coordinate(tmp_path,
     best = min((t for t in result.study.trials), key=lambda t: t.value)
     horizon = best.params["optimizer.init_args.momentum:horizon"]
     alpha = momentum_from_horizon(horizon)
-    assert f"  optimizer.init_args.momentum:horizon: {horizon!r}  (optimizer.init_args.momentum = {alpha!r})" \
+    assert (
+        f"  optimizer.init_args.momentum:horizon: {horizon!r}  (optimizer.init_args.momentum = {alpha!r})"
         in out.getvalue().splitlines()
+    )
     assert result.study.metric_names == ["val_loss"]  # optuna-dashboard labels the objective with it
 
     table = format_table(result.study).splitlines()
-    assert table[0].split() == ["number", "state", "value", "optimizer.init_args.momentum:horizon", "=",
-                                "optimizer.init_args.momentum", "duration_s", "seed"]
+    assert table[0].split() == [
+        "number",
+        "state",
+        "value",
+        "optimizer.init_args.momentum:horizon",
+        "=",
+        "optimizer.init_args.momentum",
+        "duration_s",
+        "seed",
+    ]
     row = table[1 + best.number].split()
     assert row[3] == f"{horizon:.4g}" and row[4] == f"{alpha:.4g}"
     rows = json.loads(study_json(result.study))["trials"]
@@ -62,8 +70,10 @@ def test_timeout_is_in_the_header_and_the_summary(tmp_path):
     lines = out.getvalue().splitlines()
     assert "(n_trials=5), or for 0.001 s (timeout);" in lines[0]
     assert result.ran < 5
-    assert lines[-1] == (f"the timeout (0.001 s) stopped the run: {result.ran} of the 5 trials it could run ran; "
-                         f"the same command goes on")
+    assert lines[-1] == (
+        f"the timeout (0.001 s) stopped the run: {result.ran} of the 5 trials it could run ran; "
+        f"the same command goes on"
+    )
     again = io.StringIO()
     run_sweep(sweep, out=again)  # no timeout: no such line
     assert "(timeout)" not in again.getvalue() and "the timeout" not in again.getvalue()
@@ -78,6 +88,8 @@ def test_show_json_has_a_failed_trials_traceback(tmp_path, monkeypatch, capsys):
     assert main(["sweep", "show", str(path), "--json"]) == 0
     trial = json.loads(capsys.readouterr().out)["trials"][0]
     assert trial["state"] == "FAIL" and "broken on purpose" in trial["fail_reason"]
-    assert trial["traceback"].startswith("Traceback (most recent call last)") and "broken on purpose" in trial["traceback"]
+    assert (
+        trial["traceback"].startswith("Traceback (most recent call last)") and "broken on purpose" in trial["traceback"]
+    )
     study, _, _ = find_study(str(path))
     assert trial_value(study.trials[0]) is None

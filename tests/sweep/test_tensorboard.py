@@ -29,16 +29,51 @@ from tests.sweep.helpers import PruneAt, sweep_dict, write
 ROOT = Path(__file__).resolve().parents[2]
 # trial number -> (params, expected state); trial 3 fails while its model is built, before any Trainer exists
 TRIALS = [
-    ({"optimizer.init_args.lr": 0.1, "data.init_args.batch_size": 32, "model.init_args.broken": False,
-      "model.init_args.hidden": 16}, "COMPLETE"),
-    ({"optimizer.init_args.lr": 0.2, "data.init_args.batch_size": 64, "model.init_args.broken": False,
-      "model.init_args.hidden": 16}, "PRUNED"),
-    ({"optimizer.init_args.lr": 0.1, "data.init_args.batch_size": 32, "model.init_args.broken": True,
-      "model.init_args.hidden": 16}, "FAIL"),
-    ({"optimizer.init_args.lr": 0.1, "data.init_args.batch_size": 32, "model.init_args.broken": False,
-      "model.init_args.hidden": -1}, "FAIL"),
-    ({"optimizer.init_args.lr": 0.05, "data.init_args.batch_size": 64, "model.init_args.broken": False,
-      "model.init_args.hidden": 16}, "COMPLETE"),
+    (
+        {
+            "optimizer.init_args.lr": 0.1,
+            "data.init_args.batch_size": 32,
+            "model.init_args.broken": False,
+            "model.init_args.hidden": 16,
+        },
+        "COMPLETE",
+    ),
+    (
+        {
+            "optimizer.init_args.lr": 0.2,
+            "data.init_args.batch_size": 64,
+            "model.init_args.broken": False,
+            "model.init_args.hidden": 16,
+        },
+        "PRUNED",
+    ),
+    (
+        {
+            "optimizer.init_args.lr": 0.1,
+            "data.init_args.batch_size": 32,
+            "model.init_args.broken": True,
+            "model.init_args.hidden": 16,
+        },
+        "FAIL",
+    ),
+    (
+        {
+            "optimizer.init_args.lr": 0.1,
+            "data.init_args.batch_size": 32,
+            "model.init_args.broken": False,
+            "model.init_args.hidden": -1,
+        },
+        "FAIL",
+    ),
+    (
+        {
+            "optimizer.init_args.lr": 0.05,
+            "data.init_args.batch_size": 64,
+            "model.init_args.broken": False,
+            "model.init_args.hidden": 16,
+        },
+        "COMPLETE",
+    ),
 ]
 
 
@@ -67,8 +102,12 @@ def sweep(tmp_path_factory):
     data["search"]["model.init_args.broken"] = {"choices": [False, True]}
     data["search"]["model.init_args.hidden"] = {"choices": [16, -1]}
     file = write(root / "sweep.yaml", data)
-    result = run_sweep(config.load(file), out=open(os.devnull, "w"), pruner=PruneAt(1, 1),
-                       sampler=FixedSampler([params for params, _ in TRIALS]))
+    result = run_sweep(
+        config.load(file),
+        out=open(os.devnull, "w"),
+        pruner=PruneAt(1, 1),
+        sampler=FixedSampler([params for params, _ in TRIALS]),
+    )
     assert [t.state.name for t in result.study.trials] == [state for _, state in TRIALS]
     return file, result
 
@@ -89,10 +128,14 @@ def test_every_trial_run_has_its_hparams_session_and_metrics(sweep):
         run = _load(result.study_dir / f"trial_{trial.number:04d}")
         data = _hparams_data(run)
         start = metadata.parse_session_start_info_plugin_data(data[metadata.SESSION_START_INFO_TAG])
-        values = {name: value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
-                  for name, value in start.hparams.items()}
+        values = {
+            name: value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
+            for name, value in start.hparams.items()
+        }
         shown = {k: str(v) if type(v) is int else v for k, v in params.items()}  # integer choices: categories
-        assert {k: values[k] for k in params} == {k: pytest.approx(v) if type(v) is float else v for k, v in shown.items()}
+        assert {k: values[k] for k in params} == {
+            k: pytest.approx(v) if type(v) is float else v for k, v in shown.items()
+        }
         assert values["state"] == {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}[state]
         texts = run.Tags()["tensors"]
         if state == "FAIL":
@@ -146,16 +189,25 @@ def test_a_converted_coordinate_also_shows_its_real_value():
     trial = study.ask()
     run = sweep.search.suggest(trial, sweep.run)
     hparams = trial_hparams(trial.params, run, sweep.search)
-    h, step = trial.params["optimizer.init_args.momentum:horizon"], trial.params["optimizer.init_args.lr:effective_at_batch_64"]
+    h, step = (
+        trial.params["optimizer.init_args.momentum:horizon"],
+        trial.params["optimizer.init_args.lr:effective_at_batch_64"],
+    )
     batch = trial.params["data.init_args.batch_size"]
     assert hparams["optimizer.init_args.momentum:horizon"] == h
     assert hparams["optimizer.init_args.momentum"] == pytest.approx(1 - 1 / h)
     assert hparams["optimizer.init_args.lr"] == pytest.approx(step * (1 - (1 - 1 / h)) * batch / 64)
     infos = metadata.parse_experiment_plugin_data(
-        experiment_summary(sweep.search, "val_loss").value[0].metadata.plugin_data.content).hparam_infos
+        experiment_summary(sweep.search, "val_loss").value[0].metadata.plugin_data.content
+    ).hparam_infos
     names = [info.name for info in infos]
-    assert names[:5] == ["optimizer.init_args.momentum:horizon", "optimizer.init_args.lr:effective_at_batch_64",
-                         "data.init_args.batch_size", "optimizer.init_args.momentum", "optimizer.init_args.lr"]
+    assert names[:5] == [
+        "optimizer.init_args.momentum:horizon",
+        "optimizer.init_args.lr:effective_at_batch_64",
+        "data.init_args.batch_size",
+        "optimizer.init_args.momentum",
+        "optimizer.init_args.lr",
+    ]
     assert all(info.differs for info in infos[:5])
 
 
@@ -170,7 +222,8 @@ def test_study_run_has_best_so_far_counts_and_plots(sweep):
     last = {tag: run.Scalars(f"study/trials_{tag}")[-1] for tag in ("complete", "pruned", "failed")}
     assert {tag: e.value for tag, e in last.items()} == {"complete": 2, "pruned": 1, "failed": 2}
     assert run.Scalars("study/best_value_by_time")[-1].wall_time == pytest.approx(
-        max(t.datetime_complete.timestamp() for t in result.study.trials))
+        max(t.datetime_complete.timestamp() for t in result.study.trials)
+    )
     plots = _load(result.study_dir / "study" / "plots")
     assert {"plots/optimization_history", "plots/param_importances"} <= set(plots.Tags()["images"])
     assert plots.Images("plots/optimization_history")[-1].encoded_image_string.startswith(b"\x89PNG")
@@ -208,11 +261,17 @@ def test_only_global_rank_zero_writes(tmp_path, monkeypatch):
     assert write_trial(tmp_path / "trial_0000", {"x": 1.0}, {}, "COMPLETE").is_file()
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["tensorboard", "nothing_here", "--log-dir", "{tmp}"], "error: study 'nothing_here' has not been run yet (no journal at"),
-    (["tensorboard", "s", "--port", "0"], "error: `--port` must be in [1, 65535], but got port=0."),
-    (["tensorboard", "s", "--host", "256.1.1.1"], "error: `--host` must be an address or name of this machine"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (
+            ["tensorboard", "nothing_here", "--log-dir", "{tmp}"],
+            "error: study 'nothing_here' has not been run yet (no journal at",
+        ),
+        (["tensorboard", "s", "--port", "0"], "error: `--port` must be in [1, 65535], but got port=0."),
+        (["tensorboard", "s", "--host", "256.1.1.1"], "error: `--host` must be an address or name of this machine"),
+    ],
+)
 def test_tensorboard_command_user_errors(argv, match, tmp_path, capsys):
     assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
     err = capsys.readouterr().err
@@ -237,8 +296,14 @@ def server(sweep):
     file, _ = sweep
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen([sys.executable, "-m", "lightopt", "tensorboard", str(file), "--port", str(port)],
-                               cwd=file.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lightopt", "tensorboard", str(file), "--port", str(port)],
+        cwd=file.parent,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         yield f"http://127.0.0.1:{port}", process
     finally:
@@ -259,13 +324,21 @@ def test_hparams_dashboard_lists_every_trial_with_its_metrics(sweep, server):
     while time.monotonic() < deadline and len(groups) < len(TRIALS):
         assert process.poll() is None, process.communicate()[0]
         try:  # the requests the dashboard makes: the experiment, then the session groups for its columns
-            experiment = _post(f"{base}/experiment", {"experimentName": "", "hparamsLimit": 1000,
-                                                     "includeMetrics": True})
+            experiment = _post(
+                f"{base}/experiment", {"experimentName": "", "hparamsLimit": 1000, "includeMetrics": True}
+            )
             columns = [{"hparam": h["name"], "includeInResult": True} for h in experiment["hparamInfos"]]
             columns += [{"metric": m["name"], "includeInResult": True} for m in experiment.get("metricInfos", [])]
-            groups = _post(f"{base}/session_groups", {"experimentName": "", "allowedStatuses": statuses,
-                                                     "colParams": columns, "startIndex": 0,
-                                                     "sliceSize": 1000})["sessionGroups"]
+            groups = _post(
+                f"{base}/session_groups",
+                {
+                    "experimentName": "",
+                    "allowedStatuses": statuses,
+                    "colParams": columns,
+                    "startIndex": 0,
+                    "sliceSize": 1000,
+                },
+            )["sessionGroups"]
         except (urllib.error.URLError, ConnectionError, KeyError) as caught:  # not serving, or not loaded yet
             error = caught
         time.sleep(1)
@@ -290,9 +363,12 @@ def _finished(t0: datetime.datetime, seconds: float, value: float | None, state:
     """A trial in ``state`` (COMPLETE and PRUNED with ``value``) that ended ``seconds`` after ``t0``."""
     kind = optuna.trial.TrialState[state]
     trial = optuna.trial.create_trial(
-        state=kind, value=value if kind == optuna.trial.TrialState.COMPLETE else None, params={"x": 0.5},
+        state=kind,
+        value=value if kind == optuna.trial.TrialState.COMPLETE else None,
+        params={"x": 0.5},
         distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
-        intermediate_values={1: value} if kind == optuna.trial.TrialState.PRUNED else None)
+        intermediate_values={1: value} if kind == optuna.trial.TrialState.PRUNED else None,
+    )
     trial.datetime_start, trial.datetime_complete = t0, t0 + datetime.timedelta(seconds=seconds)
     return trial
 
@@ -322,7 +398,8 @@ def test_study_run_appended_trial_by_trial_equals_one_rebuilt_from_the_storage(t
         assert appended == _scalars_of(rebuilt / "study")
         assert [step for step, _, _ in appended.get("study/best_value", [])] == expected_best_steps
         assert [step for step, _, _ in appended["study/trials_complete"]] == list(
-            range(1, sum(t.state.is_finished() for t in study.trials) + 1))
+            range(1, sum(t.state.is_finished() for t in study.trials) + 1)
+        )
 
     for second, value, state in [(1, 0.5, "COMPLETE"), (2, None, "FAIL"), (3, 0.7, "COMPLETE"), (4, 0.9, "PRUNED")]:
         add(second, value, state)

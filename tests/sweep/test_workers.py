@@ -35,16 +35,25 @@ def _stalling_sweep(tmp_path: Path, **study) -> tuple[dict, Path]:
     """Trials of 3 epochs that stall at epoch 1 while ``stall`` exists, with last.ckpt written after epoch 0."""
     data = sweep_dict(tmp_path / "runs", **study)
     stall = tmp_path / "stall"
-    data["model"] = {"class_path": "tests.sweep.helpers.StallingMLP", "init_args": {"hidden": 16,
-                                                                                   "stall_file": str(stall)}}
+    data["model"] = {
+        "class_path": "tests.sweep.helpers.StallingMLP",
+        "init_args": {"hidden": 16, "stall_file": str(stall)},
+    }
     data["trainer"].update(max_epochs=3, enable_checkpointing=True)
     return data, stall
 
 
 def _start(file: Path, *args: str, **popen) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, "-m", "lightopt", "sweep", "run", str(file), *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "lightopt", "sweep", "run", str(file), *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
 
 
 def _wait_stalled(proc: subprocess.Popen, journal: Path, *numbers: int) -> Path:
@@ -93,8 +102,7 @@ def test_kill_9_mid_trial_then_rerun_retries_it_from_its_checkpoint(tmp_path):
     out = io.StringIO()
     result = run_sweep(sweep, out=out)
     trials = result.study.trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE,
-                                         TrialState.COMPLETE]
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert trials[0].value == before.value and trials[0].datetime_complete == before.datetime_complete
     killed, retry = trials[1], trials[2]
     assert killed.user_attrs["fail_reason"] == f"worker died (pid {proc.pid} on host {socket.gethostname()})"
@@ -108,8 +116,10 @@ def test_kill_9_mid_trial_then_rerun_retries_it_from_its_checkpoint(tmp_path):
     steps = [event.step for event in EventAccumulator(retry.user_attrs["log_dir"]).Reload().Scalars("val_loss")]
     assert steps and min(steps) > saved["global_step"]  # the retry trained only the epochs after the checkpoint
     lines = out.getvalue().splitlines()
-    assert lines[0] == ("trial 1 was left RUNNING by a worker that died: recorded as failed; it will be retried "
-                        "(from its last checkpoint if it has one)")
+    assert lines[0] == (
+        "trial 1 was left RUNNING by a worker that died: recorded as failed; it will be retried "
+        "(from its last checkpoint if it has one)"
+    )
     assert lines[1].startswith("study 's': 1 trial(s)") and "running up to 2 more" in lines[1]
     assert lines[2].startswith("[2/3] trial 2 complete") and lines[3].startswith("[3/3] trial 3 complete")
 
@@ -125,7 +135,8 @@ def test_ctrl_c_records_the_trial_as_interrupted_and_exits_130(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
     assert err.strip().splitlines() == [
-        "interrupted: trial 0 recorded as failed (interrupted); run the same command again to retry it"]
+        "interrupted: trial 0 recorded as failed (interrupted); run the same command again to retry it"
+    ]
     trials = _journal(journal).trials  # the journal still loads
     assert [t.state for t in trials] == [TrialState.FAIL] and trials[0].user_attrs["fail_reason"] == "interrupted"
 
@@ -140,7 +151,8 @@ def test_sigterm_is_recorded_as_an_interruption_and_retried(tmp_path):
     proc.send_signal(signal.SIGTERM)  # as a cluster's scheduler does; Lightning stops the fit at the next step
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and err.strip().splitlines() == [
-        "interrupted: trial 0 recorded as failed (interrupted by SIGTERM); run the same command again to retry it"]
+        "interrupted: trial 0 recorded as failed (interrupted by SIGTERM); run the same command again to retry it"
+    ]
     assert _journal(journal).trials[0].user_attrs["fail_reason"] == "interrupted (SIGTERM)"
     stall.unlink()
     trials = run_sweep(parse(data), out=io.StringIO()).study.trials
@@ -158,7 +170,8 @@ def test_ctrl_c_with_two_workers_stops_both_and_leaves_no_process(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and err.strip().splitlines() == [
         "interrupted: the running trials were recorded as failed (interrupted); run the same command again to retry "
-        "them"]
+        "them"
+    ]
     trials = _journal(journal).trials
     assert [(t.state, t.user_attrs["fail_reason"]) for t in trials] == [(TrialState.FAIL, "interrupted")] * 2
     pids = {t.user_attrs["worker"]["pid"] for t in trials}
@@ -175,8 +188,9 @@ def test_heartbeat_fails_a_stale_trial_of_another_host_and_retries_it(tmp_path):
     lost = study.ask()
     lost.suggest_float("x", 0, 1)
     lost.set_user_attr("worker", {"host": "another-host", "pid": 1, "started": None})
-    storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(
-        storage.get_study_id_from_name("s"), lost.number))
+    storage.record_heartbeat(
+        storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("s"), lost.number)
+    )
     time.sleep(2.5)  # longer than the grace period: the other host's worker is presumed dead
     ran = run_worker(study, lambda trial: trial.suggest_float("x", 0, 1), total=2, lock=tmp_path / "lock")
     trials = study.trials
@@ -234,7 +248,7 @@ def test_kill_9_of_one_child_under_two_workers_retries_its_trial_and_completes_t
     journal = tmp_path / "runs" / "s" / "study.journal"
     _wait_stalled(proc, journal, 0, 1)
     running = {t.number: t.user_attrs["worker"]["pid"] for t in _journal(journal).trials}
-    (number, child), = [(n, pid) for n, pid in running.items() if pid != proc.pid]
+    ((number, child),) = [(n, pid) for n, pid in running.items() if pid != proc.pid]
     os.kill(child, signal.SIGKILL)
     time.sleep(1.0)  # reaped at once: the parent does not keep a zombie that would look alive
     assert not Path(f"/proc/{child}").exists()
@@ -246,7 +260,7 @@ def test_kill_9_of_one_child_under_two_workers_retries_its_trial_and_completes_t
     trials = _journal(journal).trials
     killed = trials[number]
     assert killed.state == TrialState.FAIL and killed.user_attrs["fail_reason"].startswith(f"worker died (pid {child} ")
-    retry, = [t for t in trials if t.user_attrs.get("retry_of") == number]
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == number]
     assert retry.state == TrialState.COMPLETE and retry.params == killed.params
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3  # the study reached its total
 
@@ -262,7 +276,8 @@ def test_sigterm_to_the_parent_of_two_workers_is_one_line_and_exit_130(tmp_path)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and err.strip().splitlines() == [
         "interrupted: the running trials were recorded as failed (interrupted); run the same command again to retry "
-        "them"]
+        "them"
+    ]
     assert all(t.state == TrialState.FAIL for t in _journal(journal).trials)
 
 

@@ -28,7 +28,9 @@ def best_config(study: optuna.Study, sweep: SweepFile | None = None) -> tuple[di
     config = best.user_attrs.get("config")
     if config is None:
         if sweep is None:
-            raise SweepConfigError(f"trial {best.number} has no recorded config; give the sweep file instead of the name.")
+            raise SweepConfigError(
+                f"trial {best.number} has no recorded config; give the sweep file instead of the name."
+            )
         from lightopt.sweep.trial import trial_config  # imports Lightning: only without a recorded config
 
         config = trial_config(sweep, best.params, best.user_attrs.get("seed"))
@@ -38,6 +40,8 @@ def best_config(study: optuna.Study, sweep: SweepFile | None = None) -> tuple[di
 def dump_config(config: dict[str, Any], study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
     """``config`` as YAML under a header naming the trial, its value and seed, and the command that reruns it."""
     metric = study.user_attrs.get("lightopt", {}).get("metric") or "value"
-    header = (f"# Best trial {trial.number} of study {study.study_name!r}: {metric}={trial.value:.6g}, "
-              f"seed {trial.user_attrs.get('seed')}.\n# Run it again with: lightopt fit THIS_FILE\n")
+    header = (
+        f"# Best trial {trial.number} of study {study.study_name!r}: {metric}={trial.value:.6g}, "
+        f"seed {trial.user_attrs.get('seed')}.\n# Run it again with: lightopt fit THIS_FILE\n"
+    )
     return header + dump_yaml(config)

@@ -19,7 +19,10 @@ class NotRunYet(ConfigError):
 
 
 def find_study(
-    file_or_name: str, storage: str | None = None, log_dir: str = "runs", configs: Sequence[str] = (),
+    file_or_name: str,
+    storage: str | None = None,
+    log_dir: str = "runs",
+    configs: Sequence[str] = (),
     cli: Mapping[str, Any] | None = None,
 ) -> tuple[optuna.Study, Any, str]:
     """The stored study of a sweep file, or of a study name (default storage under ``log_dir``).
@@ -43,22 +46,30 @@ def find_study(
     else:
         name, default_dir, url = file_or_name, study_dir(log_dir, file_or_name), storage
     if url is None and not (default_dir / JOURNAL_NAME).is_file():
-        how = (f"lightopt sweep run {file_or_name}" if sweep is not None
-               else f"lightopt sweep run FILE (the sweep file of study {name!r})")
-        where = "" if sweep is not None else f"; if it ran with another log_dir, give --log-dir, or --storage"
-        raise NotRunYet(f"study {name!r} has not been run yet (no journal at {default_dir / JOURNAL_NAME}): run it "
-                        f"with `{how}`{where}.")
+        how = (
+            f"lightopt sweep run {file_or_name}"
+            if sweep is not None
+            else f"lightopt sweep run FILE (the sweep file of study {name!r})"
+        )
+        where = "" if sweep is not None else "; if it ran with another log_dir, give --log-dir, or --storage"
+        raise NotRunYet(
+            f"study {name!r} has not been run yet (no journal at {default_dir / JOURNAL_NAME}): run it "
+            f"with `{how}`{where}."
+        )
     where = "--storage" if storage is not None else ("study.storage" if sweep else "FILE_or_NAME")
     with optuna_quiet():
-        opened, described = open_storage(url, default_dir, create=False, where=where,
-                                          file=sweep.path if sweep and storage is None else None)
+        opened, described = open_storage(
+            url, default_dir, create=False, where=where, file=sweep.path if sweep and storage is None else None
+        )
         try:
             study = optuna.load_study(study_name=name, storage=opened)
         except KeyError:
             names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
             if sweep is not None and not names:
-                raise NotRunYet(f"study {name!r} has not been run yet ({described} holds no study): run it with "
-                                f"`lightopt sweep run {file_or_name}`.") from None
+                raise NotRunYet(
+                    f"study {name!r} has not been run yet ({described} holds no study): run it with "
+                    f"`lightopt sweep run {file_or_name}`."
+                ) from None
             raise ConfigError(
                 f"no study named {name!r} in {described}; studies there: {', '.join(names) or 'none'}."
             ) from None

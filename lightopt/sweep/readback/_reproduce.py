@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import optuna
 
 from lightopt.runconfig import ConfigError as SweepConfigError
-from lightopt.sweep.store import is_better, is_minimize, study_dir
 from lightopt.sweep.readback._show import trial_value
+from lightopt.sweep.store import is_better, is_minimize, study_dir
 
 if TYPE_CHECKING:  # the spec's file module imports torch: imported when a trial is run again
     from lightopt.sweep.spec import SweepFile
@@ -44,8 +44,10 @@ class Reproduction:
 
     def summary(self, study_name: str) -> str:
         t = self.trial
-        lines = [f"trial {t.number} of study {study_name!r} ({t.state.name}), seed {t.user_attrs.get('seed')}, "
-                 f"config from {self.config_from}"]
+        lines = [
+            f"trial {t.number} of study {study_name!r} ({t.state.name}), seed {t.user_attrs.get('seed')}, "
+            f"config from {self.config_from}"
+        ]
         lines += [f"  {key}: {value!r}" for key, value in t.params.items()]
         lines += [f"note: {note}" for note in self.notes]
         lines += [
@@ -56,23 +58,32 @@ class Reproduction:
         ]
         if self.reseeded:
             lines.append(f"with {len(self.reseeded)} other seed(s), the same params:")
-            lines += [f"  seed {seed:<10d}  " + (f"{value:.10g}" if isinstance(value, float) else f"failed: {value}")
-                      for seed, value in self.reseeded]
+            lines += [
+                f"  seed {seed:<10d}  " + (f"{value:.10g}" if isinstance(value, float) else f"failed: {value}")
+                for seed, value in self.reseeded
+            ]
             values = sorted(value for _, value in self.reseeded if isinstance(value, float))
             if values:
                 median = statistics.median(values)
                 better = sum(is_better(self.recorded, v, self.minimize) for v in values)
                 spread = f" ({(values[-1] - values[0]) / abs(median):.0%} of the median)" if median else ""
-                lines += [f"  median {median:.6g}, range {values[0]:.6g} to {values[-1]:.6g}{spread}",
-                          f"  the recorded value is better than {better} of {len(values)}"
-                          + (": part of this trial's result is its seed" if 2 * better > len(values) else "")]
+                lines += [
+                    f"  median {median:.6g}, range {values[0]:.6g} to {values[-1]:.6g}{spread}",
+                    f"  the recorded value is better than {better} of {len(values)}"
+                    + (": part of this trial's result is its seed" if 2 * better > len(values) else ""),
+                ]
         lines.append(f"logs: {self.log_dir}")
         return "\n".join(lines)
 
 
 def reproduce_trial(
-    study: optuna.Study, number: int, sweep: SweepFile | None = None, *, log_dir: str = "runs",
-    threads: int | None = None, seeds: int = 0,
+    study: optuna.Study,
+    number: int,
+    sweep: SweepFile | None = None,
+    *,
+    log_dir: str = "runs",
+    threads: int | None = None,
+    seeds: int = 0,
 ) -> Reproduction:
     """Run trial ``number`` of ``study`` again, as the sweep ran it, and compare the values.
 
@@ -99,14 +110,17 @@ def reproduce_trial(
     trials = {t.number: t for t in study.trials}
     if number not in trials:
         last = f"0 to {len(trials) - 1}" if trials else "none"
-        raise SweepConfigError(f"`--trial` must be a trial of study {study.study_name!r}, but got {number}; "
-                               f"its trials: {last}.")
+        raise SweepConfigError(
+            f"`--trial` must be a trial of study {study.study_name!r}, but got {number}; its trials: {last}."
+        )
     trial = trials[number]
     state = trial.state.name
     if state == "FAIL":
         reason = trial.user_attrs.get("fail_reason", "no reason recorded")
-        raise SweepConfigError(f"trial {number} failed ({reason}), so it has no value to reproduce; "
-                               f"`lightopt sweep show` lists the complete ones.")
+        raise SweepConfigError(
+            f"trial {number} failed ({reason}), so it has no value to reproduce; "
+            f"`lightopt sweep show` lists the complete ones."
+        )
     if state not in ("COMPLETE", "PRUNED"):
         raise SweepConfigError(f"trial {number} is {state}, not finished, so it has no value to reproduce.")
     seed = trial.user_attrs.get("seed")
@@ -125,16 +139,20 @@ def reproduce_trial(
         config_from = f"{sweep.path} with the trial's params"
         recorded_config = trial.user_attrs.get("config")
         if recorded_config is not None and recorded_config != config:
-            notes.append("the file's config with these params differs from the trial's recorded config "
-                         "(the file changed since the sweep?); reproducing from the file")
+            notes.append(
+                "the file's config with these params differs from the trial's recorded config "
+                "(the file changed since the sweep?); reproducing from the file"
+            )
     else:
         config = trial.user_attrs.get("config")
         if config is None:
             raise SweepConfigError(f"trial {number} has no recorded config; give the sweep file instead of the name.")
         config_from = "the trial's recorded config"
     if state == "PRUNED":
-        notes.append(f"trial {number} was pruned at step {trial.user_attrs.get('pruned_at', '?')}; it is run to its "
-                     f"full length now, so the recorded value (its best before pruning) may differ")
+        notes.append(
+            f"trial {number} was pruned at step {trial.user_attrs.get('pruned_at', '?')}; it is run to its "
+            f"full length now, so the recorded value (its best before pruning) may differ"
+        )
     if sweep is not None and sweep.study is not None:
         directory = study_dir(sweep.study.log_dir, study.study_name)
         report_at = sweep.study.report_at
@@ -149,10 +167,18 @@ def reproduce_trial(
     name = f"reproduce_{number:04d}"
 
     def run(seed: int, name: str) -> float:
-        pruning = PruningCallback(None, metric, report_at, "min" if minimize else "max")  # reports nothing, never prunes
+        pruning = PruningCallback(
+            None, metric, report_at, "min" if minimize else "max"
+        )  # reports nothing, never prunes
         with torch_threads(threads):
-            fit_trial({**config, "seed_everything": seed}, seed, pruning, directory, name,
-                      cli=sweep.cli if sweep is not None else CliSpec(**trial.user_attrs.get("lightning_cli", {})))
+            fit_trial(
+                {**config, "seed_everything": seed},
+                seed,
+                pruning,
+                directory,
+                name,
+                cli=sweep.cli if sweep is not None else CliSpec(**trial.user_attrs.get("lightning_cli", {})),
+            )
         if pruning.failure is not None:
             raise SweepConfigError(f"trial {number} failed when run again with seed {seed}: {pruning.failure}.")
         if pruning.best is None:
@@ -164,7 +190,8 @@ def reproduce_trial(
     for other in (trial_seed(seed, i) for i in range(1, seeds + 1)):
         try:  # another seed may diverge where the recorded one did not: that is a result, not an error
             reseeded.append((other, run(other, f"{name}_seed_{other}")))
-        except Exception as error:  # noqa: BLE001  (the user's module may raise anything; the other runs stand)
+        except Exception as error:
             reseeded.append((other, str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__))
-    return Reproduction(trial, metric, float(recorded), value, config_from, directory / name, tuple(notes),
-                        minimize, tuple(reseeded))
+    return Reproduction(
+        trial, metric, float(recorded), value, config_from, directory / name, tuple(notes), minimize, tuple(reseeded)
+    )

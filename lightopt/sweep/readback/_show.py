@@ -34,12 +34,18 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     for trial in study.trials:
         duration = trial.duration.total_seconds() if trial.duration is not None else None
         attrs = trial.user_attrs
-        rows.append({
-            "number": trial.number, "state": trial.state.name, "value": trial_value(trial), "params": trial.params,
-            "config_values": config_values(trial.params, attrs.get("config")),
-            "duration": duration, "seed": attrs.get("seed"),
-            **{key: attrs[key] for key in ("fail_reason", "traceback") if key in attrs},
-        })
+        rows.append(
+            {
+                "number": trial.number,
+                "state": trial.state.name,
+                "value": trial_value(trial),
+                "params": trial.params,
+                "config_values": config_values(trial.params, attrs.get("config")),
+                "duration": duration,
+                "seed": attrs.get("seed"),
+                **{key: attrs[key] for key in ("fail_reason", "traceback") if key in attrs},
+            }
+        )
     return rows
 
 
@@ -47,8 +53,10 @@ def study_json(study: optuna.Study) -> str:
     best = best_trial(study)
     rows = trial_rows(study)
     data = {
-        "study": study.study_name, "direction": study.direction.name.lower(),
-        "metric": study.user_attrs.get("lightopt", {}).get("metric"), "trials": rows,
+        "study": study.study_name,
+        "direction": study.direction.name.lower(),
+        "metric": study.user_attrs.get("lightopt", {}).get("metric"),
+        "trials": rows,
         "best": None if best is None else next(r for r in rows if r["number"] == best.number),
     }
     return json.dumps(data, indent=2, default=str)
@@ -60,15 +68,30 @@ def format_table(study: optuna.Study) -> str:
     names = list(dict.fromkeys(name for row in rows for name in row["params"]))
     converted = {name for row in rows for name in row["config_values"]}
     # a param sampled in another coordinate, then the value its config got: momentum:horizon h, then α
-    columns = [c for name in names for c in ([(name, "params"), (name, "config_values")] if name in converted
-                                             else [(name, "params")])]
-    header = ["number", "state", "value",
-              *(name if kind == "params" else "= " + name.partition(":")[0] for name, kind in columns),
-              "duration_s", "seed"]
-    body = [[
-        str(row["number"]), row["state"], _fmt(row["value"]), *(_fmt(row[kind].get(n, "-")) for n, kind in columns),
-        _fmt(row["duration"], 2), str(row["seed"]),
-    ] for row in rows]
+    columns = [
+        c
+        for name in names
+        for c in ([(name, "params"), (name, "config_values")] if name in converted else [(name, "params")])
+    ]
+    header = [
+        "number",
+        "state",
+        "value",
+        *(name if kind == "params" else "= " + name.partition(":")[0] for name, kind in columns),
+        "duration_s",
+        "seed",
+    ]
+    body = [
+        [
+            str(row["number"]),
+            row["state"],
+            _fmt(row["value"]),
+            *(_fmt(row[kind].get(n, "-")) for n, kind in columns),
+            _fmt(row["duration"], 2),
+            str(row["seed"]),
+        ]
+        for row in rows
+    ]
     widths = [max(len(cell) for cell in column) for column in zip(header, *body)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [header, *body]]
     best = best_trial(study)

@@ -46,15 +46,39 @@ if TYPE_CHECKING:
     )
 
 _LAZY = {
-    **dict.fromkeys(("RAW", "Coordinate", "config_values", "lr_from_effective", "momentum_from_horizon",
-                     "parse_coordinate", "scale_lr_with_batch"), "lightopt.sweep.spec._coordinates"),
+    **dict.fromkeys(
+        (
+            "RAW",
+            "Coordinate",
+            "config_values",
+            "lr_from_effective",
+            "momentum_from_horizon",
+            "parse_coordinate",
+            "scale_lr_with_batch",
+        ),
+        "lightopt.sweep.spec._coordinates",
+    ),
     **dict.fromkeys(("SweepConfigError", "SweepFile", "load", "parse"), "lightopt.sweep.spec._file"),
     **dict.fromkeys(("check_resume", "describe_space"), "lightopt.sweep.spec._resume"),
     **dict.fromkeys(("derive_seed", "trial_seed"), "lightopt.sweep.spec._seeds"),
     **dict.fromkeys(("Param", "SearchSpace", "parse_search"), "lightopt.sweep.spec._space"),
-    **dict.fromkeys(("PRUNERS", "RETRIES", "SAMPLERS", "STOP_AFTER_SAME_FAILURES", "STUDY_NAME", "StudySpec",
-                     "check_n_trials", "check_retries", "check_stop_after", "check_threads", "check_timeout",
-                     "parse_study"), "lightopt.sweep.spec._study"),
+    **dict.fromkeys(
+        (
+            "PRUNERS",
+            "RETRIES",
+            "SAMPLERS",
+            "STOP_AFTER_SAME_FAILURES",
+            "STUDY_NAME",
+            "StudySpec",
+            "check_n_trials",
+            "check_retries",
+            "check_stop_after",
+            "check_threads",
+            "check_timeout",
+            "parse_study",
+        ),
+        "lightopt.sweep.spec._study",
+    ),
 }
 
 __all__ = [

@@ -39,7 +39,15 @@ from lightopt import _validation
 from lightopt._validation import did_you_mean
 from lightopt.runconfig import get_key
 
-__all__ = ["Coordinate", "RAW", "config_values", "momentum_from_horizon", "lr_from_effective", "scale_lr_with_batch", "parse_coordinate"]
+__all__ = [
+    "Coordinate",
+    "RAW",
+    "config_values",
+    "momentum_from_horizon",
+    "lr_from_effective",
+    "scale_lr_with_batch",
+    "parse_coordinate",
+]
 
 KINDS = ("raw", "horizon", "effective")
 
@@ -159,7 +167,9 @@ def parse_coordinate(
     elif kind == "effective":
         momentum_key = key.rpartition(".")[0] + ".momentum" if "." in key else "momentum"
         if momentum_key == key:
-            raise ValueError(f"`{where}.coordinate` effective is for a learning rate next to a `momentum`, not the momentum itself.")
+            raise ValueError(
+                f"`{where}.coordinate` effective is for a learning rate next to a `momentum`, not the momentum itself."
+            )
         if momentum_key not in searched and get_key(run, momentum_key, None) is None:
             raise ValueError(
                 f"`{where}.coordinate` effective needs a momentum at `{momentum_key}`, in the config or the search, "

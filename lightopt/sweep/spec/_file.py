@@ -78,13 +78,15 @@ def load(
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise SweepConfigError(f"the file must be a mapping with `model` (and `data`, `trainer`, ...), but got {data!r}.",
-                               where, line=1)
+        raise SweepConfigError(
+            f"the file must be a mapping with `model` (and `data`, `trainer`, ...), but got {data!r}.", where, line=1
+        )
     listed = data.get("config")
     listed = [] if listed is None else [listed] if isinstance(listed, str) else listed
     if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
-        raise SweepConfigError(f"`config` must list base config files, but got {listed!r}.", where,
-                               "config", lines.get("config"))
+        raise SweepConfigError(
+            f"`config` must list base config files, but got {listed!r}.", where, "config", lines.get("config")
+        )
     folder = Path(path).parent if path is not None else Path(".")
     bases = [str(folder / p) for p in listed] + [str(p) for p in configs]
     base, origins = read_configs(bases)
@@ -135,7 +137,9 @@ def _parse_cli(block: Any) -> CliSpec:
     if block is None:
         return CliSpec()
     if not isinstance(block, Mapping):
-        raise TypeError(f"`lightning_cli` must be a mapping (class_path, model_class, datamodule_class), but got {block!r}.")
+        raise TypeError(
+            f"`lightning_cli` must be a mapping (class_path, model_class, datamodule_class), but got {block!r}."
+        )
     _validation.check_known_keys(block, _CLI_KEYS, "lightning_cli")
     for key, value in block.items():
         if key.startswith("subclass_mode") and not isinstance(value, bool):

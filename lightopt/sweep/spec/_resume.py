@@ -34,8 +34,11 @@ def describe_space(space: SearchSpace) -> dict[str, dict[str, Any]]:
     """
     described = {}
     for param in space:
-        fields = {k: v for k, v in dataclasses.asdict(param).items()
-                  if k not in ("name", "key", "coordinate") and v is not None and v is not False and v != ()}
+        fields = {
+            k: v
+            for k, v in dataclasses.asdict(param).items()
+            if k not in ("name", "key", "coordinate") and v is not None and v is not False and v != ()
+        }
         if not param.coordinate.raw:  # the name already says the coordinate; its settings may change too
             fields["coordinate"] = {k: v for k, v in dataclasses.asdict(param.coordinate).items() if v is not None}
         described[param.name] = json.loads(json.dumps(fields, default=str))  # tuples -> lists, as storages give back
@@ -59,23 +62,31 @@ def check_resume(storage: BaseStorage, name: str, sweep: SweepFile) -> bool:
     if stored_direction != spec.direction:
         raise SweepConfigError(
             f"`study.direction` must match the stored study {name!r}, which is {stored_direction}, "
-            f"but got direction={spec.direction!r}.", file, "study.direction",
+            f"but got direction={spec.direction!r}.",
+            file,
+            "study.direction",
         )
     stored = storage.get_study_user_attrs(study_id).get("lightopt") or {}
-    if not any(t.state.is_finished() and t.state.name != "FAIL" for t in storage.get_all_trials(study_id, deepcopy=False)):
+    if not any(
+        t.state.is_finished() and t.state.name != "FAIL" for t in storage.get_all_trials(study_id, deepcopy=False)
+    ):
         return True  # only failed trials so far: a corrected metric or search space goes on with the same study
     if "metric" in stored and stored["metric"] != spec.metric:
         raise SweepConfigError(
             f"`study.metric` must match the stored study {name!r}, which is {stored['metric']!r}, but got "
             f"metric={spec.metric!r}; its trials' values are {stored['metric']}. Restore the metric, or start a "
-            f"new study with --study-name NEW.", file, "study.metric",
+            f"new study with --study-name NEW.",
+            file,
+            "study.metric",
         )
     if "space" in stored:
         changes = _space_changes(stored["space"], describe_space(sweep.search))
         if changes:
             raise SweepConfigError(
                 f"`search` must match the stored study {name!r}, but it changed: {changes}. The trials so far "
-                "come from the old space: restore it, or start a new study with --study-name NEW.", file, "search",
+                "come from the old space: restore it, or start a new study with --study-name NEW.",
+                file,
+                "search",
             )
     return True
 
@@ -92,7 +103,9 @@ def _space_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     changed = []
     for key in (k for k in new if k in old and new[k] != old[k]):
         fields = sorted(set(old[key]) | set(new[key]))
-        diffs = [f"{f} {old[key].get(f)!r} -> {new[key].get(f)!r}" for f in fields if old[key].get(f) != new[key].get(f)]
+        diffs = [
+            f"{f} {old[key].get(f)!r} -> {new[key].get(f)!r}" for f in fields if old[key].get(f) != new[key].get(f)
+        ]
         changed.append(f"{key} ({', '.join(diffs)})")
     if changed:
         parts.append("changed " + "; ".join(changed))

@@ -240,8 +240,11 @@ def parse_search(search: Any, run: Mapping[str, Any], where: str = "search") -> 
 
 
 def _classes_at(params: tuple[Param, ...]):
-    searched = {p.key[: -len(".class_path")] if "." in p.key else "": p.choices
-                for p in params if p.key == "class_path" or p.key.endswith(".class_path")}
+    searched = {
+        p.key[: -len(".class_path")] if "." in p.key else "": p.choices
+        for p in params
+        if p.key == "class_path" or p.key.endswith(".class_path")
+    }
     return lambda prefix: searched.get(prefix, ())
 
 
@@ -262,7 +265,9 @@ def _parse_param(name: str, spec: Any, where: str) -> Param:
     if "choices" in spec:
         extra = [k for k in ("low", "high", "log", "step", "type") if k in spec]
         if extra:
-            raise ValueError(f"`{where}` must have either `choices` or `low` and `high`, but got both `choices` and `{extra[0]}`.")
+            raise ValueError(
+                f"`{where}` must have either `choices` or `low` and `high`, but got both `choices` and `{extra[0]}`."
+            )
         return _parse_choices(name, spec["choices"], f"{where}.choices", when)
     for bound in ("low", "high"):
         if bound not in spec:
@@ -282,7 +287,9 @@ def _parse_param(name: str, spec: Any, where: str) -> Param:
         integral = all(isinstance(v, numbers.Integral) for v in (low, high, step if step is not None else 0))
         kind = "int" if integral else "float"
     elif kind not in ("int", "float"):
-        raise ValueError(f"`{where}.type` must be 'int' or 'float', but got type={kind!r}.{did_you_mean(kind, ('int', 'float'))}")
+        raise ValueError(
+            f"`{where}.type` must be 'int' or 'float', but got type={kind!r}.{did_you_mean(kind, ('int', 'float'))}"
+        )
     if kind == "int":
         for field, value in (("low", low), ("high", high), ("step", step)):
             if value is not None and not (isinstance(value, numbers.Integral) or float(value).is_integer()):
@@ -331,7 +338,9 @@ def _parse_when(when: Any, where: str) -> tuple[tuple[str, tuple[Any, ...]], ...
     if when is None:
         return ()
     if not isinstance(when, Mapping) or not when:
-        raise TypeError(f"`{where}` must be a mapping such as {{optimizer.class_path: [lightopt.optim.SGD]}}, but got {when!r}.")
+        raise TypeError(
+            f"`{where}` must be a mapping such as {{optimizer.class_path: [lightopt.optim.SGD]}}, but got {when!r}."
+        )
     parsed = []
     for key, allowed in when.items():
         if not isinstance(key, str):

@@ -21,13 +21,38 @@ from lightopt import _validation
 from lightopt.sweep.spec._space import SearchSpace
 
 __all__ = [
-    "PRUNERS", "RETRIES", "SAMPLERS", "STOP_AFTER_SAME_FAILURES", "STUDY_KEYS", "STUDY_NAME", "StudySpec", "check_makers",
-    "check_n_trials", "check_one_of", "check_retries", "check_stop_after", "check_threads", "check_timeout", "parse_study",
+    "PRUNERS",
+    "RETRIES",
+    "SAMPLERS",
+    "STOP_AFTER_SAME_FAILURES",
+    "STUDY_KEYS",
+    "STUDY_NAME",
+    "StudySpec",
+    "check_makers",
+    "check_n_trials",
+    "check_one_of",
+    "check_retries",
+    "check_stop_after",
+    "check_threads",
+    "check_timeout",
+    "parse_study",
 ]
 
 STUDY_KEYS = (
-    "name", "direction", "metric", "n_trials", "timeout", "seed", "sampler", "pruner", "report_at", "storage", "log_dir",
-    "threads", "stop_after_same_failures", "retries",
+    "name",
+    "direction",
+    "metric",
+    "n_trials",
+    "timeout",
+    "seed",
+    "sampler",
+    "pruner",
+    "report_at",
+    "storage",
+    "log_dir",
+    "threads",
+    "stop_after_same_failures",
+    "retries",
 )
 SAMPLERS = {
     "tpe": optuna.samplers.TPESampler,
@@ -167,7 +192,9 @@ def check_one_of(where: str, value: Any, choices: tuple[str, ...]) -> None:
     """Raise ``ValueError`` unless ``value`` is one of ``choices``, with the closest one."""
     if value not in choices:
         listed = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"`{where}` must be one of {listed}, but got {value!r}.{_validation.did_you_mean(value, choices)}")
+        raise ValueError(
+            f"`{where}` must be one of {listed}, but got {value!r}.{_validation.did_you_mean(value, choices)}"
+        )
 
 
 def _named(where: str, value: Any, table: Mapping[str, type]) -> dict[str, Any]:
@@ -183,19 +210,24 @@ def _named(where: str, value: Any, table: Mapping[str, type]) -> dict[str, Any]:
     parameters = inspect.signature(table[name]).parameters
     for key in value:
         if key != "name" and key not in parameters:
-            raise ValueError(f"`{where}.{key}` is not an argument of {table[name].__name__}.{_validation.did_you_mean(key, parameters)}")
+            raise ValueError(
+                f"`{where}.{key}` is not an argument of {table[name].__name__}.{_validation.did_you_mean(key, parameters)}"
+            )
     return {**value, "name": name}
 
 
 def check_stop_after(where: str, value: Any) -> None:
     """Raise ``ValueError`` unless ``value`` is an integer >= 0."""
     if not _validation.is_integer(value, low=0):
-        raise ValueError(f"`{where}` must be an integer >= 0 (0: never stop), but got "
-                         f"{where.rpartition('.')[2]}={value!r}.")
+        raise ValueError(
+            f"`{where}` must be an integer >= 0 (0: never stop), but got {where.rpartition('.')[2]}={value!r}."
+        )
 
 
 def check_retries(where: str, value: Any) -> None:
     """Raise ``ValueError`` unless ``value`` is an integer >= 0."""
     if not _validation.is_integer(value, low=0):
-        raise ValueError(f"`{where}` must be an integer >= 0 (0: a trial whose worker died is not run again), but "
-                         f"got {where.rpartition('.')[2]}={value!r}.")
+        raise ValueError(
+            f"`{where}` must be an integer >= 0 (0: a trial whose worker died is not run again), but "
+            f"got {where.rpartition('.')[2]}={value!r}."
+        )

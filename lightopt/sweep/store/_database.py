@@ -24,7 +24,15 @@ from typing import Any
 
 import optuna
 
-__all__ = ["open_database", "grpc_proxy", "redact", "database_error", "is_transient", "STORAGE_ENV", "CONNECT_TIMEOUT_S"]
+__all__ = [
+    "open_database",
+    "grpc_proxy",
+    "redact",
+    "database_error",
+    "is_transient",
+    "STORAGE_ENV",
+    "CONNECT_TIMEOUT_S",
+]
 
 STORAGE_ENV = "LIGHTOPT_STORAGE"
 """The environment variable ``lightopt sweep`` commands take ``--storage`` from when it is not given."""
@@ -68,8 +76,10 @@ def database_error(error: BaseException, url: str) -> str:
         missing = getattr(error.__cause__ or error, "name", None) or "a database driver"
         if missing == "grpc":
             return "the module 'grpc' is not installed: pip install grpcio"
-        return (f"the driver {missing!r} is not installed; install lightopt's `postgres` extra for PostgreSQL "
-                f"(pip install 'lightopt[postgres]') or the driver the URL names")
+        return (
+            f"the driver {missing!r} is not installed; install lightopt's `postgres` extra for PostgreSQL "
+            f"(pip install 'lightopt[postgres]') or the driver the URL names"
+        )
     text = str(error).strip()
     line = text.splitlines()[0] if text else ""
     if not line.startswith("("):  # SQLAlchemy's errors already start with "(driver.ErrorType)"
@@ -125,8 +135,12 @@ def open_database(url: str, **storage_kwargs: Any) -> optuna.storages.BaseStorag
     if sqlalchemy.engine.make_url(url).get_backend_name() != "postgresql":
         return _with_retry(lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **storage_kwargs))
     # One connection holds a session-level advisory lock while this process creates (or finds) the tables.
-    lock_engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, isolation_level="AUTOCOMMIT",
-                                           connect_args=engine_kwargs.get("connect_args", {}))
+    lock_engine = sqlalchemy.create_engine(
+        url,
+        poolclass=sqlalchemy.pool.NullPool,
+        isolation_level="AUTOCOMMIT",
+        connect_args=engine_kwargs.get("connect_args", {}),
+    )
     try:
         with lock_engine.connect() as connection:  # wrong credentials or no server: raises here
             connection.exec_driver_sql("SET lock_timeout = '120s'")

@@ -78,8 +78,10 @@ class HostLock:
                 if time.monotonic() - began >= 2.0 and (told is None or time.monotonic() - told >= 30.0):
                     told = time.monotonic()
                     holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "?"
-                    self.notify(f"waiting for the host lock {self.path}, held by pid {holder} (another worker of "
-                                f"this study claiming its trial; {told - began:.0f} s so far)")
+                    self.notify(
+                        f"waiting for the host lock {self.path}, held by pid {holder} (another worker of "
+                        f"this study claiming its trial; {told - began:.0f} s so far)"
+                    )
                 time.sleep(0.01)
             with contextlib.suppress(OSError):  # a read-only lock file still locks; it just names nobody
                 os.ftruncate(self._fd, 0)
@@ -116,5 +118,7 @@ def _open_lock_file(path: Path) -> int:
         except PermissionError:
             return os.open(path, os.O_RDONLY)  # flock works on a file opened for reading
     except OSError as error:
-        raise StorageError(f"cannot open the host lock {path}: {error.strerror}; its folder and file must be "
-                           f"writable (or the file at least readable)") from None
+        raise StorageError(
+            f"cannot open the host lock {path}: {error.strerror}; its folder and file must be "
+            f"writable (or the file at least readable)"
+        ) from None

@@ -70,8 +70,9 @@ class JournalLock:
         False
     """
 
-    def __init__(self, journal: str | os.PathLike[str], notify: Callable[[str], None] = stderr_line,
-                 grace_s: float = GRACE_S) -> None:
+    def __init__(
+        self, journal: str | os.PathLike[str], notify: Callable[[str], None] = stderr_line, grace_s: float = GRACE_S
+    ) -> None:
         self.path = os.path.abspath(os.fspath(journal)) + LOCK_SUFFIX
         self.notify, self.grace_s = notify, grace_s
         self._mine: bytes | None = None
@@ -87,8 +88,9 @@ class JournalLock:
             except FileExistsError:
                 pass
             except OSError as error:
-                raise StorageError(f"cannot take the study journal's lock {self.path}: {error.strerror}; the folder "
-                                   f"must be writable") from None
+                raise StorageError(
+                    f"cannot take the study journal's lock {self.path}: {error.strerror}; the folder must be writable"
+                ) from None
             else:
                 try:
                     os.write(fd, mine)
@@ -103,11 +105,15 @@ class JournalLock:
             if stale:
                 self._break(seen, holder)
                 continue
-            if seen is not None and time.monotonic() - began >= _TELL_AFTER_S and (
-                    told is None or time.monotonic() - told >= _TELL_EVERY_S):
+            if (
+                seen is not None
+                and time.monotonic() - began >= _TELL_AFTER_S
+                and (told is None or time.monotonic() - told >= _TELL_EVERY_S)
+            ):
                 told = time.monotonic()
-                self.notify(f"waiting for the study journal's lock {self.path}, held by {holder} "
-                            f"({told - began:.0f} s so far)")
+                self.notify(
+                    f"waiting for the study journal's lock {self.path}, held by {holder} ({told - began:.0f} s so far)"
+                )
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
@@ -214,8 +220,10 @@ class JournalFile(JournalFileBackend):
         if repair:
             self._repair(data)
         elif _complete_prefix(data)[0] != len(data):
-            raise StorageError(f"the study journal {self.path} ends with a damaged record and its folder is read-only: "
-                               f"make it writable and run again to repair it") from None
+            raise StorageError(
+                f"the study journal {self.path} ends with a damaged record and its folder is read-only: "
+                f"make it writable and run again to repair it"
+            ) from None
 
     def read_logs(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
         try:
@@ -225,8 +233,10 @@ class JournalFile(JournalFileBackend):
         except OSError as error:
             raise StorageError(f"cannot read the study journal {self.path}: {error.strerror}") from None
         except ValueError:  # a damaged record with more after it: written by something other than lightopt
-            raise StorageError(f"the study journal {self.path} has a damaged record followed by others; run the "
-                               f"same command again to cut the file back to its last complete record") from None
+            raise StorageError(
+                f"the study journal {self.path} has a damaged record followed by others; run the "
+                f"same command again to cut the file back to its last complete record"
+            ) from None
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         data = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode()
@@ -237,8 +247,10 @@ class JournalFile(JournalFileBackend):
             except FileNotFoundError:
                 raise StorageError(self._deleted()) from None
             except OSError as error:
-                raise StorageError(f"cannot write the study journal {self.path}: {error.strerror}; make it writable "
-                                   f"and run the same command again (nothing recorded is lost)") from None
+                raise StorageError(
+                    f"cannot write the study journal {self.path}: {error.strerror}; make it writable "
+                    f"and run the same command again (nothing recorded is lost)"
+                ) from None
             try:
                 size = os.fstat(fd).st_size
                 if size and os.pread(fd, 1, size - 1) != b"\n":  # a partial record: never build on it
@@ -264,9 +276,11 @@ class JournalFile(JournalFileBackend):
                 pass
             full = error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
             what = "no space left on its device" if full else error.strerror
-            raise StorageError(f"cannot write the study journal {self.path}: {what}. Nothing recorded before is "
-                               f"lost; {'free some space and ' if full else ''}run the same command again (the "
-                               f"trial cut off is retried)") from None
+            raise StorageError(
+                f"cannot write the study journal {self.path}: {what}. Nothing recorded before is "
+                f"lost; {'free some space and ' if full else ''}run the same command again (the "
+                f"trial cut off is retried)"
+            ) from None
 
     def _repair(self, data: bytes) -> None:
         """Cut ``data`` (the file, read under the lock) back to its last complete record, keeping a copy of the rest."""
@@ -279,15 +293,21 @@ class JournalFile(JournalFileBackend):
                 f.write(data[end:])
             os.truncate(self.path, end)
         except OSError as error:
-            raise StorageError(f"the study journal {self.path} ends with a damaged record (its last "
-                               f"{len(data) - end} bytes) and cannot be repaired: {error.strerror}") from None
-        self.notify(f"the study journal {self.path} ended with {len(data) - end} bytes that are not a complete record "
-                    f"(a write cut short): cut them off and kept them in {copy}; its {records} records before are "
-                    f"intact")
+            raise StorageError(
+                f"the study journal {self.path} ends with a damaged record (its last "
+                f"{len(data) - end} bytes) and cannot be repaired: {error.strerror}"
+            ) from None
+        self.notify(
+            f"the study journal {self.path} ended with {len(data) - end} bytes that are not a complete record "
+            f"(a write cut short): cut them off and kept them in {copy}; its {records} records before are "
+            f"intact"
+        )
 
     def _deleted(self) -> str:
-        return (f"the study journal {self.path} was deleted while the sweep ran: stopped without writing more; restore "
-                f"it from a copy to keep its trials, or run again to start the study afresh")
+        return (
+            f"the study journal {self.path} was deleted while the sweep ran: stopped without writing more; restore "
+            f"it from a copy to keep its trials, or run again to start the study afresh"
+        )
 
 
 class _NoWrites:
@@ -297,8 +317,10 @@ class _NoWrites:
         self.path = path
 
     def acquire(self) -> bool:
-        raise StorageError(f"cannot write the study journal {self.path}: its folder is read-only; make it writable "
-                           f"and run the same command again (nothing recorded is lost)")
+        raise StorageError(
+            f"cannot write the study journal {self.path}: its folder is read-only; make it writable "
+            f"and run the same command again (nothing recorded is lost)"
+        )
 
     def release(self) -> None:
         pass

@@ -40,8 +40,11 @@ def open_storage(
     if url is None or "://" not in url:
         path = default_dir / JOURNAL_NAME if url is None else Path(url)
         if path.is_dir():
-            raise ConfigError(f"`{where}` {str(path)!r} is a folder: give the journal file (such as "
-                              f"{path / '<study name>' / JOURNAL_NAME}) or a database URL.", file)
+            raise ConfigError(
+                f"`{where}` {str(path)!r} is a folder: give the journal file (such as "
+                f"{path / '<study name>' / JOURNAL_NAME}) or a database URL.",
+                file,
+            )
         if not create and not path.is_file():
             raise ConfigError(f"`{where}`: no study journal at {path}; give the sweep file or --storage.", file)
         try:
@@ -54,8 +57,12 @@ def open_storage(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             opened = open_database(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_PERIOD_S)
-    except Exception as error:  # noqa: BLE001 - drivers raise their own types; all mean "unreachable"
+    except Exception as error:
         raise ConfigError(f"`{where}` {redact(url)!r} cannot be opened: {database_error(error, url)}", file) from None
     # Optuna's cache over the database, as optuna.create_study would add; then outages are ridden out
-    return GuardedStorage(optuna.storages.get_storage(opened), redact(url), transient=is_transient,
-                          explain=lambda error: database_error(error.__cause__ or error, url)), redact(url)
+    return GuardedStorage(
+        optuna.storages.get_storage(opened),
+        redact(url),
+        transient=is_transient,
+        explain=lambda error: database_error(error.__cause__ or error, url),
+    ), redact(url)

@@ -76,9 +76,11 @@ class FinishedScan:
     def update(self, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
         """The newly finished among ``trials`` (the study's whole list, numbered from 0), in number order."""
         if len(trials) < self.frontier or (self.frontier and trials[self.frontier - 1].number != self.frontier - 1):
-            raise ValueError(f"`trials` must be a study's whole trial list in number order, but got {len(trials)} "
-                             f"trials where {self.frontier} were seen before.")
-        return self._update_tail(trials[self.frontier:])
+            raise ValueError(
+                f"`trials` must be a study's whole trial list in number order, but got {len(trials)} "
+                f"trials where {self.frontier} were seen before."
+            )
+        return self._update_tail(trials[self.frontier :])
 
     def _update_tail(self, tail: Sequence[FrozenTrial]) -> list[FrozenTrial]:
         if tail and tail[0].number != self.frontier:

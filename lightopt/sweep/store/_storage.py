@@ -43,12 +43,33 @@ OUTAGE_S = 120.0
 so that other machines do not take the running trials for dead meanwhile)."""
 
 _FORWARDED = (
-    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
-    "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
-    "get_all_studies", "set_trial_param", "get_trial_id_from_study_id_trial_number", "get_trial_number_from_id",
-    "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
-    "set_trial_system_attr", "get_trial", "get_all_trials", "get_n_trials", "get_best_trial", "get_trial_params",
-    "get_trial_user_attrs", "get_trial_system_attrs", "check_trial_is_updatable", "_get_stale_trial_ids",
+    "create_new_study",
+    "delete_study",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "get_study_id_from_name",
+    "get_study_name_from_id",
+    "get_study_directions",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "get_all_studies",
+    "set_trial_param",
+    "get_trial_id_from_study_id_trial_number",
+    "get_trial_number_from_id",
+    "get_trial_param",
+    "set_trial_state_values",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "get_trial",
+    "get_all_trials",
+    "get_n_trials",
+    "get_best_trial",
+    "get_trial_params",
+    "get_trial_user_attrs",
+    "get_trial_system_attrs",
+    "check_trial_is_updatable",
+    "_get_stale_trial_ids",
 )
 
 
@@ -76,9 +97,16 @@ class GuardedStorage(BaseStorage, BaseHeartbeat):
         explain: the one-line reason of an error in those lines (default: its type and first line).
     """
 
-    def __init__(self, inner: BaseStorage, described: str, *, transient: Callable[[BaseException], bool] | None = None,
-                 retry_for: float = OUTAGE_S, notify: Callable[[str], None] = stderr_line,
-                 explain: Callable[[BaseException], str] | None = None) -> None:
+    def __init__(
+        self,
+        inner: BaseStorage,
+        described: str,
+        *,
+        transient: Callable[[BaseException], bool] | None = None,
+        retry_for: float = OUTAGE_S,
+        notify: Callable[[str], None] = stderr_line,
+        explain: Callable[[BaseException], str] | None = None,
+    ) -> None:
         if retry_for < 0:
             raise ValueError(f"`retry_for` must be >= 0, but got retry_for={retry_for!r}.")
         self.inner, self.described = inner, described
@@ -105,7 +133,7 @@ class GuardedStorage(BaseStorage, BaseHeartbeat):
             return
         try:
             self.inner.record_heartbeat(trial_id)
-        except Exception as error:  # noqa: BLE001 - a heartbeat thread must not die with a traceback
+        except Exception as error:
             if self.transient is None or not self.transient(error):
                 raise
             self._outage_began(error)  # the next heartbeat comes soon; the main thread does the waiting
@@ -119,9 +147,17 @@ class GuardedStorage(BaseStorage, BaseHeartbeat):
             return self._call("create_new_trial", study_id, template_trial)
         token = uuid.uuid4().hex
         template = FrozenTrial(
-            number=-1, state=TrialState.RUNNING, value=None, values=None,
-            datetime_start=datetime.datetime.now(), datetime_complete=None, params={}, distributions={},
-            user_attrs={"worker": {**worker_identity(), "claim": token}}, system_attrs={}, intermediate_values={},
+            number=-1,
+            state=TrialState.RUNNING,
+            value=None,
+            values=None,
+            datetime_start=datetime.datetime.now(),
+            datetime_complete=None,
+            params={},
+            distributions={},
+            user_attrs={"worker": {**worker_identity(), "claim": token}},
+            system_attrs={},
+            intermediate_values={},
             trial_id=-1,
         )
         attempts = 0
@@ -155,9 +191,11 @@ class GuardedStorage(BaseStorage, BaseHeartbeat):
                 began = self._outage_began(error)
                 waited = time.monotonic() - began
                 if waited >= self.retry_for:
-                    self._gave_up = (f"the database {self.described} stayed unreachable for {waited:.0f} s "
-                                     f"({self.explain(error)}): stopped. The trials recorded so far are kept; run the same "
-                                     f"command again once it is back (a trial cut off is retried)")
+                    self._gave_up = (
+                        f"the database {self.described} stayed unreachable for {waited:.0f} s "
+                        f"({self.explain(error)}): stopped. The trials recorded so far are kept; run the same "
+                        f"command again once it is back (a trial cut off is retried)"
+                    )
                     raise StorageError(self._gave_up) from None
                 time.sleep(min(delay, self.retry_for - waited) * (0.75 + 0.5 * random.random()))
                 delay = min(delay * 2, 8.0)
@@ -169,8 +207,10 @@ class GuardedStorage(BaseStorage, BaseHeartbeat):
         with self._state:
             if self._outage is None:
                 self._outage = time.monotonic()
-                self.notify(f"database {self.described} unreachable ({self.explain(error)}); retrying for up to "
-                            f"{self.retry_for:g} s")
+                self.notify(
+                    f"database {self.described} unreachable ({self.explain(error)}); retrying for up to "
+                    f"{self.retry_for:g} s"
+                )
             return self._outage
 
     def _outage_ended(self) -> None:

@@ -80,12 +80,16 @@ def parse_devices(text: str) -> tuple[str, ...]:
     ids = tuple(part.strip() for part in text.split(","))
     bad = [part for part in ids if not _ID.match(part)]
     if bad:
-        raise ValueError(f"`--devices` must be 'auto' or device ids separated by commas (e.g. 0,1,2,3, or GPU UUIDs "
-                         f"as `nvidia-smi -L` prints them), but got devices={text!r}.")
+        raise ValueError(
+            f"`--devices` must be 'auto' or device ids separated by commas (e.g. 0,1,2,3, or GPU UUIDs "
+            f"as `nvidia-smi -L` prints them), but got devices={text!r}."
+        )
     twice = sorted({part for part in ids if ids.count(part) > 1})
     if twice:
-        raise ValueError(f"`--devices` lists {', '.join(twice)} more than once, but got devices={text!r}: list each "
-                         f"id once and give --trials-per-device to run several trials on one device.")
+        raise ValueError(
+            f"`--devices` lists {', '.join(twice)} more than once, but got devices={text!r}: list each "
+            f"id once and give --trials-per-device to run several trials on one device."
+        )
     return ids
 
 
@@ -95,14 +99,17 @@ def _visible_gpus() -> tuple[str, ...]:
 
     count = torch.cuda.device_count()
     if count == 0:
-        raise ValueError("`--devices auto` found no GPU here (torch.cuda.device_count() is 0): list the ids, e.g. "
-                         "--devices 0,1, or leave --devices out to run on the CPU.")
+        raise ValueError(
+            "`--devices auto` found no GPU here (torch.cuda.device_count() is 0): list the ids, e.g. "
+            "--devices 0,1, or leave --devices out to run on the CPU."
+        )
     visible = [part.strip() for part in os.environ.get(VISIBLE_ENV, "").split(",") if part.strip()]
     return tuple(visible[:count]) if len(visible) >= count else tuple(str(index) for index in range(count))
 
 
-def plan(devices: str | tuple[str, ...], *, trials_per_device: int = 1, per_trial: int = 1,
-         workers: int | None = None) -> DeviceSlots:
+def plan(
+    devices: str | tuple[str, ...], *, trials_per_device: int = 1, per_trial: int = 1, workers: int | None = None
+) -> DeviceSlots:
     """Share ``devices`` out between workers: see the module's docstring for the rule.
 
     ``per_trial`` is the ids one trial takes (:func:`lightopt.sweep.trial.trial_devices`);
@@ -116,20 +123,28 @@ def plan(devices: str | tuple[str, ...], *, trials_per_device: int = 1, per_tria
     """
     ids = parse_devices(devices) if isinstance(devices, str) else tuple(devices)
     if not _validation.is_integer(trials_per_device, low=1):
-        raise ValueError(f"`--trials-per-device` must be an integer >= 1, but got trials_per_device={trials_per_device!r}.")
+        raise ValueError(
+            f"`--trials-per-device` must be an integer >= 1, but got trials_per_device={trials_per_device!r}."
+        )
     if per_trial > len(ids):
-        raise ValueError(f"each trial takes {per_trial} devices (`trainer.devices`), but --devices lists "
-                         f"{len(ids)} ({','.join(ids)}): list at least {per_trial}, or lower `trainer.devices`.")
+        raise ValueError(
+            f"each trial takes {per_trial} devices (`trainer.devices`), but --devices lists "
+            f"{len(ids)} ({','.join(ids)}): list at least {per_trial}, or lower `trainer.devices`."
+        )
     if len(ids) % per_trial:
-        raise ValueError(f"--devices {','.join(ids)} cannot be cut into groups of {per_trial} (each trial takes "
-                         f"{per_trial} devices, `trainer.devices`): list a multiple of {per_trial} ids.")
-    groups = tuple(ids[start:start + per_trial] for start in range(0, len(ids), per_trial))
+        raise ValueError(
+            f"--devices {','.join(ids)} cannot be cut into groups of {per_trial} (each trial takes "
+            f"{per_trial} devices, `trainer.devices`): list a multiple of {per_trial} ids."
+        )
+    groups = tuple(ids[start : start + per_trial] for start in range(0, len(ids), per_trial))
     slots = len(groups) * trials_per_device
     if workers is None:
         workers = slots
     elif not _validation.is_integer(workers) or not len(groups) <= workers <= slots:
         shared = f"{len(groups)} group(s) of {per_trial} device(s)" if per_trial > 1 else f"{len(groups)} device(s)"
-        raise ValueError(f"`--workers` must be between {len(groups)} and {slots} with --devices {','.join(ids)} and "
-                         f"--trials-per-device {trials_per_device} ({shared}, at most {trials_per_device} trial(s) "
-                         f"each), but got workers={workers!r}: leave --workers out to run {slots}.")
+        raise ValueError(
+            f"`--workers` must be between {len(groups)} and {slots} with --devices {','.join(ids)} and "
+            f"--trials-per-device {trials_per_device} ({shared}, at most {trials_per_device} trial(s) "
+            f"each), but got workers={workers!r}: leave --workers out to run {slots}."
+        )
     return DeviceSlots(groups, trials_per_device, workers)

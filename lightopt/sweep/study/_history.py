@@ -41,8 +41,9 @@ _STATES = ("COMPLETE", "PRUNED", "FAIL")
 
 def restart_event(step: int) -> event_pb2.Event:
     """A ``SessionLog.START`` at ``step``: TensorBoard drops every point it holds at ``step`` or later."""
-    return event_pb2.Event(wall_time=time.time(), step=step,
-                           session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
+    return event_pb2.Event(
+        wall_time=time.time(), step=step, session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+    )
 
 
 class StudyHistory:
@@ -128,8 +129,7 @@ class StudyHistory:
 
     def _order_event(self, index: int) -> event_pb2.Event:
         end, (complete, pruned, failed), best = self._by_order[index]
-        values = [("study/trials_complete", complete), ("study/trials_pruned", pruned),
-                  ("study/trials_failed", failed)]
+        values = [("study/trials_complete", complete), ("study/trials_pruned", pruned), ("study/trials_failed", failed)]
         if best is not None:
             values.append(("study/best_value_by_time", best))
         return _scalars(values, end, index + 1)

@@ -73,8 +73,10 @@ class Interrupt:
 
     def __enter__(self) -> Interrupt:
         if threading.current_thread() is threading.main_thread():
-            self._previous = {signal.SIGINT: signal.signal(signal.SIGINT, self._on_int),
-                              signal.SIGTERM: signal.signal(signal.SIGTERM, self._on_term)}
+            self._previous = {
+                signal.SIGINT: signal.signal(signal.SIGINT, self._on_int),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, self._on_term),
+            }
             self._installed = True
         return self
 
@@ -155,8 +157,13 @@ def run_worker(
                 if not _room_for_one(study, total, tally, retries):
                     break
                 try:
-                    study.optimize(_Claimed(objective, me, host_lock, interrupt), n_trials=1, catch=(TrialFailed,),
-                                   callbacks=[_Callbacks(callbacks)], gc_after_trial=False)
+                    study.optimize(
+                        _Claimed(objective, me, host_lock, interrupt),
+                        n_trials=1,
+                        catch=(TrialFailed,),
+                        callbacks=[_Callbacks(callbacks)],
+                        gc_after_trial=False,
+                    )
                 except Exception as error:  # Optuna turns a failed final write into an AssertionError
                     failure = _storage_failure(error)
                     if failure is not None and failure is not error:
@@ -215,8 +222,9 @@ class _Callbacks:
 class _Claimed:
     """The objective as the worker runs it: claim the trial, free the lock, turn Ctrl-C into a recorded reason."""
 
-    def __init__(self, objective: Callable[[optuna.Trial], float], me: dict[str, Any], lock: HostLock,
-                 interrupt: Interrupt) -> None:
+    def __init__(
+        self, objective: Callable[[optuna.Trial], float], me: dict[str, Any], lock: HostLock, interrupt: Interrupt
+    ) -> None:
         self.objective, self.me, self.lock, self.interrupt = objective, me, lock, interrupt
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -229,18 +237,22 @@ class _Claimed:
                 return self.objective(trial)
         except (optuna.TrialPruned, TrialFailed, StorageError):
             raise  # recorded by Optuna; a storage that failed is reported as one line, nothing more is written
-        except BaseException as exc:  # noqa: BLE001 - Optuna records the trial FAIL and raises it again
+        except BaseException as exc:
             if isinstance(exc, SIGTERMException) and not self.interrupt.interrupted:
                 self.interrupt.stop("SIGTERM")  # Lightning stopped the fit on SIGTERM (e.g. a cluster's scheduler)
                 trial.set_user_attr("fail_reason", f"{INTERRUPTED} (SIGTERM)")
-                raise KeyboardInterrupt(f"trial {trial.number} recorded as failed (interrupted by SIGTERM); run "
-                                        f"the same command again to retry it") from None
+                raise KeyboardInterrupt(
+                    f"trial {trial.number} recorded as failed (interrupted by SIGTERM); run "
+                    f"the same command again to retry it"
+                ) from None
             if self.interrupt.interrupted or isinstance(exc, KeyboardInterrupt):
                 self.interrupt.stop()  # SystemExit from Lightning's own interrupt handling, or a KeyboardInterrupt
                 by = " (SIGTERM)" if self.interrupt.signal == "SIGTERM" else ""
                 trial.set_user_attr("fail_reason", f"{INTERRUPTED}{by}")
-                raise KeyboardInterrupt(f"trial {trial.number} recorded as failed (interrupted{' by SIGTERM' if by else ''}"
-                                        f"); run the same command again to retry it") from None
+                raise KeyboardInterrupt(
+                    f"trial {trial.number} recorded as failed (interrupted{' by SIGTERM' if by else ''}"
+                    f"); run the same command again to retry it"
+                ) from None
             if "fail_reason" not in trial.user_attrs:
                 trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
                 trial.set_user_attr("traceback", traceback.format_exc()[-8000:])

@@ -40,18 +40,28 @@ def open_study(
     spec = sweep.study
     name = name or spec.name
     url = storage_url if storage_url is not None else spec.storage
-    storage, described = open_storage(url, study_dir(spec.log_dir, name), where="--storage" if storage_url else "study.storage",
-                                       file=None if storage_url else sweep.path)
+    storage, described = open_storage(
+        url,
+        study_dir(spec.log_dir, name),
+        where="--storage" if storage_url else "study.storage",
+        file=None if storage_url else sweep.path,
+    )
     check_resume(storage, name, sweep)  # before anything is written
     study = optuna.create_study(
-        storage=storage, study_name=name, direction=spec.direction, load_if_exists=True,
-        sampler=sampler or spec.make_sampler(sweep.search), pruner=pruner or spec.make_pruner(),
+        storage=storage,
+        study_name=name,
+        direction=spec.direction,
+        load_if_exists=True,
+        sampler=sampler or spec.make_sampler(sweep.search),
+        pruner=pruner or spec.make_pruner(),
     )
     with warnings.catch_warnings():  # Optuna calls it experimental; optuna-dashboard then names the objective
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([spec.metric])
-    study.set_user_attr("lightopt", {"metric": spec.metric, "seed": spec.seed, "file": sweep.path,
-                                     "space": describe_space(sweep.search)})
+    study.set_user_attr(
+        "lightopt",
+        {"metric": spec.metric, "seed": spec.seed, "file": sweep.path, "space": describe_space(sweep.search)},
+    )
     return study, described
 
 

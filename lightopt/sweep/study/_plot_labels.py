@@ -152,20 +152,33 @@ def display_study(study: optuna.Study, labels: Mapping[str, str] | None = None) 
     for trial in trials:  # one display distribution per name, from the first trial that has it
         for name, distribution in trial.distributions.items():
             shown.setdefault(name, _display_distribution(distribution, values[name]))
-    copy = optuna.create_study(storage=optuna.storages.InMemoryStorage(), study_name=study.study_name,
-                               directions=study.directions)
+    copy = optuna.create_study(
+        storage=optuna.storages.InMemoryStorage(), study_name=study.study_name, directions=study.directions
+    )
     for key, value in study.user_attrs.items():
         copy.set_user_attr(key, value)
     renamed = []
     for trial in trials:
-        distributions = {labels[name]: shown[name] if _made_log(dist, shown[name]) else dist
-                         for name, dist in trial.distributions.items()}
-        renamed.append(FrozenTrial(
-            number=trial.number, state=trial.state, value=None, values=trial.values,
-            datetime_start=trial.datetime_start, datetime_complete=trial.datetime_complete,
-            params={labels[name]: value for name, value in trial.params.items()}, distributions=distributions,
-            user_attrs=dict(trial.user_attrs), system_attrs=dict(trial.system_attrs),
-            intermediate_values=dict(trial.intermediate_values), trial_id=trial._trial_id))
+        distributions = {
+            labels[name]: shown[name] if _made_log(dist, shown[name]) else dist
+            for name, dist in trial.distributions.items()
+        }
+        renamed.append(
+            FrozenTrial(
+                number=trial.number,
+                state=trial.state,
+                value=None,
+                values=trial.values,
+                datetime_start=trial.datetime_start,
+                datetime_complete=trial.datetime_complete,
+                params={labels[name]: value for name, value in trial.params.items()},
+                distributions=distributions,
+                user_attrs=dict(trial.user_attrs),
+                system_attrs=dict(trial.system_attrs),
+                intermediate_values=dict(trial.intermediate_values),
+                trial_id=trial._trial_id,
+            )
+        )
     copy.add_trials(renamed)
     return copy, {name: labels[name] for name in names}
 
@@ -194,8 +207,7 @@ def _figure_defaults(kind: str, n_params: int):
 
     # Optuna's slice plot makes its figure figure.figsize[0] / 2 wide per parameter
     size = (6.8, 4.8) if kind == "slice" else figure_size(kind, n_params)
-    with plt.rc_context({"figure.figsize": size, "figure.constrained_layout.use": True,
-                         "figure.autolayout": False}):
+    with plt.rc_context({"figure.figsize": size, "figure.constrained_layout.use": True, "figure.autolayout": False}):
         yield
 
 

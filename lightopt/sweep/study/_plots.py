@@ -13,9 +13,13 @@ from lightopt.sweep.store import optuna_quiet
 __all__ = ["plot_study"]
 
 # name -> (optuna.visualization.matplotlib function, least number of params)
-_PLOTS = (("optimization_history", "plot_optimization_history", 0), ("param_importances", "plot_param_importances", 2),
-          ("parallel_coordinate", "plot_parallel_coordinate", 1), ("slice", "plot_slice", 1),
-          ("contour", "plot_contour", 2))
+_PLOTS = (
+    ("optimization_history", "plot_optimization_history", 0),
+    ("param_importances", "plot_param_importances", 2),
+    ("parallel_coordinate", "plot_parallel_coordinate", 1),
+    ("slice", "plot_slice", 1),
+    ("contour", "plot_contour", 2),
+)
 
 
 def plot_study(study: optuna.Study, out_dir: str | Path) -> tuple[list[Path], list[str]]:

@@ -46,5 +46,6 @@ class Progress:
             f"[{done}/{self.total}] trial {trial.number}{where} {outcome} | {counts['COMPLETE']} complete, "
             f"{counts['PRUNED']} pruned, {counts['FAIL']} failed | {best_text} | "
             f"{time.perf_counter() - self.start:.1f} s",
-            file=self.out, flush=True,
+            file=self.out,
+            flush=True,
         )

@@ -38,8 +38,9 @@ def _trial_id(study: optuna.Study, number: int) -> int:
     return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
 
 
-def fail_dead_trials(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None,
-                     retries: int = RETRIES) -> list[int]:
+def fail_dead_trials(
+    study: optuna.Study, trials: Sequence[FrozenTrial] | None = None, retries: int = RETRIES
+) -> list[int]:
     """Fail every RUNNING trial of this host whose worker process is gone (a zombie included); returns their numbers.
 
     Each gets ``fail_reason: "worker died (pid P on host H)"`` and will be retried, unless workers
@@ -90,8 +91,10 @@ def enqueue_retries(study: optuna.Study, trials: Sequence[FrozenTrial], retries:
         if left < 0:
             continue  # a heartbeat-failed trial with no retry left when `retries` is 0
         attrs: dict[str, Any] = {
-            "retry_of": trial.number, "retry_reason": reason or "no heartbeat from its worker within the grace period",
-            "resume_from": _resume_point(trial), "deaths": trial.user_attrs.get("deaths", 0) + died,
+            "retry_of": trial.number,
+            "retry_reason": reason or "no heartbeat from its worker within the grace period",
+            "resume_from": _resume_point(trial),
+            "deaths": trial.user_attrs.get("deaths", 0) + died,
             "retries_left": left,
         }
         if "seed" in trial.user_attrs:

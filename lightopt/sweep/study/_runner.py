@@ -76,7 +76,9 @@ def run_sweep(
     out = sys.stdout if out is None else out
     spec = sweep.study
     if spec is None:
-        raise SweepConfigError("the file has no `study` block: add one (name, metric, n_trials, ...) to sweep.", sweep.path)
+        raise SweepConfigError(
+            "the file has no `study` block: add one (name, metric, n_trials, ...) to sweep.", sweep.path
+        )
     total = spec.n_trials if n_trials is None else n_trials
     try:
         check_n_trials("--n-trials", total)
@@ -103,18 +105,30 @@ def run_sweep(
             for trial in fail_dead_trials(study, retries=spec.retries):
                 reason = study.trials[trial].user_attrs.get("fail_reason", "")
                 if is_retryable(study.trials[trial]):
-                    print(f"trial {trial} was left RUNNING by a worker that died: recorded as failed; it will be "
-                          "retried (from its last checkpoint if it has one)", file=out, flush=True)
+                    print(
+                        f"trial {trial} was left RUNNING by a worker that died: recorded as failed; it will be "
+                        "retried (from its last checkpoint if it has one)",
+                        file=out,
+                        flush=True,
+                    )
                 else:  # it killed its worker every time (os._exit, a segfault, the OOM killer)
-                    print(f"trial {trial} was left RUNNING by a worker that died: recorded as failed, {reason} "
-                          "(study.retries sets how often it is retried)", file=out, flush=True)
+                    print(
+                        f"trial {trial} was left RUNNING by a worker that died: recorded as failed, {reason} "
+                        "(study.retries sets how often it is retried)",
+                        file=out,
+                        flush=True,
+                    )
         already = counted(study.get_trials(deepcopy=False))
         remaining = total - already
         if sampler is None and (already > 0 or "://" in described):
             study.sampler = spec.make_sampler(sweep.search, seed=run_sampler_seed(spec, already, "://" in described))
         limit = f", or for {timeout:g} s (timeout)" if timeout is not None and remaining > 0 else ""
-        print(f"study {name!r}: {already} trial(s) in {described}; running up to {max(remaining, 0)} more "
-              f"(n_trials={total}){limit}; logs in {directory}", file=out, flush=True)
+        print(
+            f"study {name!r}: {already} trial(s) in {described}; running up to {max(remaining, 0)} more "
+            f"(n_trials={total}){limit}; logs in {directory}",
+            file=out,
+            flush=True,
+        )
         started = time.monotonic()
         watch = board = None
         if remaining <= 0:
@@ -122,14 +136,34 @@ def run_sweep(
         elif workers > 1 or slots is not None:
             # the children get the URL with its password, through multiprocessing's pipe (never a command line)
             real = url if url is not None and "://" in url else described
-            ran = run_workers(study, sweep, workers, out=out, total=total, storage=real, timeout=timeout,
-                              threads=threads, sampler=sampler, pruner=pruner, slots=slots, retries=spec.retries)
+            ran = run_workers(
+                study,
+                sweep,
+                workers,
+                out=out,
+                total=total,
+                storage=real,
+                timeout=timeout,
+                threads=threads,
+                sampler=sampler,
+                pruner=pruner,
+                slots=slots,
+                retries=spec.retries,
+            )
         else:
             progress = Progress(out, total, spec.metric)
             watch = FailureWatch(spec.stop_after_same_failures)
             board = StudyRun(directory)  # TensorBoard's study-level run, appended after each trial
-            ran = run_worker(study, Objective(sweep, directory), total=total, lock=lock, timeout=timeout,
-                             callbacks=[progress, board], failures=watch, retries=spec.retries)
+            ran = run_worker(
+                study,
+                Objective(sweep, directory),
+                total=total,
+                lock=lock,
+                timeout=timeout,
+                callbacks=[progress, board],
+                failures=watch,
+                retries=spec.retries,
+            )
         if ran:
             (board or StudyRun(directory)).write(study, plots=True)
         if board is not None:
@@ -140,8 +174,12 @@ def run_sweep(
     if stopped:
         print(stopped, file=out, flush=True)
     elif timeout is not None and 0 <= ran < remaining and time.monotonic() - started >= timeout:
-        print(f"the timeout ({timeout:g} s) stopped the run: {ran} of the {remaining} trials it could run ran; "
-              f"the same command goes on", file=out, flush=True)
+        print(
+            f"the timeout ({timeout:g} s) stopped the run: {ran} of the {remaining} trials it could run ran; "
+            f"the same command goes on",
+            file=out,
+            flush=True,
+        )
     return SweepResult(study, directory, described, ran, stopped)
 
 
@@ -149,12 +187,18 @@ def _device_slots(sweep: SweepFile, devices: str | None, trials_per_device: int 
     """``--devices`` shared out between the workers (:func:`~lightopt.sweep.study.plan`), or None without it."""
     if devices is None:
         if trials_per_device is not None:
-            raise SweepConfigError("`--trials-per-device` needs --devices: add --devices 0,1,... (or auto) to place "
-                                   "trials on devices, or leave --trials-per-device out.")
+            raise SweepConfigError(
+                "`--trials-per-device` needs --devices: add --devices 0,1,... (or auto) to place "
+                "trials on devices, or leave --trials-per-device out."
+            )
         return None
     try:
-        return plan(devices, trials_per_device=1 if trials_per_device is None else trials_per_device,
-                    per_trial=trial_devices(sweep.run.get("trainer")), workers=workers)
+        return plan(
+            devices,
+            trials_per_device=1 if trials_per_device is None else trials_per_device,
+            per_trial=trial_devices(sweep.run.get("trainer")),
+            workers=workers,
+        )
     except (TypeError, ValueError) as error:
         raise SweepConfigError(str(error)) from None
 

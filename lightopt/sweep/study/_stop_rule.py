@@ -58,8 +58,9 @@ class FailureWatch:
         if self._healthy or self.stop_after == 0:
             return
         signature = failure_signature(trial.user_attrs.get("fail_reason"))
-        if signature is None or (self._first is not None
-                                 and signature != failure_signature(self._first.user_attrs.get("fail_reason"))):
+        if signature is None or (
+            self._first is not None and signature != failure_signature(self._first.user_attrs.get("fail_reason"))
+        ):
             self._healthy = True  # failures of different kinds: not one cause to report
             return
         self._first = self._first or trial

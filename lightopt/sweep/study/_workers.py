@@ -90,10 +90,25 @@ def run_workers(
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
     stop = context.Event()
-    args = dict(sweep=sweep, total=total, storage=storage, study_name=study.study_name, timeout=timeout,
-                threads=threads, sampler=sampler, pruner=pruner, parent=os.getpid(), stop=stop, retries=retries)
-    children = [context.Process(target=_child, args=(messages, index), kwargs=args, name=f"lightopt-worker-{index}",
-                                daemon=True) for index in range(0 if slots else 1, workers)]
+    args = dict(
+        sweep=sweep,
+        total=total,
+        storage=storage,
+        study_name=study.study_name,
+        timeout=timeout,
+        threads=threads,
+        sampler=sampler,
+        pruner=pruner,
+        parent=os.getpid(),
+        stop=stop,
+        retries=retries,
+    )
+    children = [
+        context.Process(
+            target=_child, args=(messages, index), kwargs=args, name=f"lightopt-worker-{index}", daemon=True
+        )
+        for index in range(0 if slots else 1, workers)
+    ]
     printing = threading.Lock()
 
     def emit(line: str) -> None:
@@ -115,19 +130,32 @@ def run_workers(
         if slots:  # every worker is a child, on its devices
             ran = _watch(study, children, pump, StudyRun(directory))
         else:
-            ran = run_worker(study, Objective(sweep, directory), **loop,
-                             callbacks=[Progress(_Lines(emit), total, spec.metric), StudyRun(directory)],
-                             failures=FailureWatch(spec.stop_after_same_failures))
+            ran = run_worker(
+                study,
+                Objective(sweep, directory),
+                **loop,
+                callbacks=[Progress(_Lines(emit), total, spec.metric), StudyRun(directory)],
+                failures=FailureWatch(spec.stop_after_same_failures),
+            )
         while any(child.is_alive() for child in children):  # their last trials
             for child in children:
                 child.join(timeout=0.2)
         left = None if timeout is None else timeout - (time.monotonic() - started)
         finish_here = not slots  # with --devices this process runs no trial: its CUDA state is not a worker's
-        if finish_here and not pump.errors and not pump.interrupted and not stop_requested(study) and (
-                left is None or left > 0):
+        if (
+            finish_here
+            and not pump.errors
+            and not pump.interrupted
+            and not stop_requested(study)
+            and (left is None or left > 0)
+        ):
             loop["timeout"] = left  # the trials of children that died, if any are left
-            ran += run_worker(study, Objective(sweep, directory), **loop,
-                              callbacks=[Progress(_Lines(emit), total, spec.metric), StudyRun(directory)])
+            ran += run_worker(
+                study,
+                Objective(sweep, directory),
+                **loop,
+                callbacks=[Progress(_Lines(emit), total, spec.metric), StudyRun(directory)],
+            )
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the children are told below; shut down without a second one
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -149,8 +177,9 @@ def run_workers(
         kind, text = pump.errors[0]
         raise (StorageError if kind == "storage" else SweepConfigError)(text)
     if interrupted or pump.interrupted:
-        raise KeyboardInterrupt("the running trials were recorded as failed (interrupted); run the same command "
-                                "again to retry them")
+        raise KeyboardInterrupt(
+            "the running trials were recorded as failed (interrupted); run the same command again to retry them"
+        )
     return ran + pump.ran
 
 
@@ -226,9 +255,22 @@ class _Pump(threading.Thread):
             self.join()
 
 
-def _child(messages: Any, index: int, *, sweep: SweepFile, total: int, storage: str, study_name: str,
-           timeout: float | None, threads: int | None, sampler: Any, pruner: Any, parent: int, stop: Any,
-           retries: int) -> None:
+def _child(
+    messages: Any,
+    index: int,
+    *,
+    sweep: SweepFile,
+    total: int,
+    storage: str,
+    study_name: str,
+    timeout: float | None,
+    threads: int | None,
+    sampler: Any,
+    pruner: Any,
+    parent: int,
+    stop: Any,
+    retries: int,
+) -> None:
     """One worker process: the single-worker loop, its progress lines sent to the parent."""
     noted = []  # outside the trial loop a signal is only noted; the loop's own handler takes over inside it
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -249,10 +291,20 @@ def _child(messages: Any, index: int, *, sweep: SweepFile, total: int, storage: 
             study, _ = open_study(sweep, storage, study_name, sampler=sampler, pruner=pruner)
             directory = study_dir(spec.log_dir, study_name)
             objective, callbacks = _on_devices(Objective(sweep, directory))
-            run_worker(study, objective, total=total, lock=lock_path(storage, study_name),
-                       timeout=timeout, callbacks=[Progress(_Lines(lambda line: messages.put(("trial", line))),
-                                                             total, spec.metric), *callbacks],
-                       should_stop=should_stop, failures=FailureWatch(spec.stop_after_same_failures), retries=retries)
+            run_worker(
+                study,
+                objective,
+                total=total,
+                lock=lock_path(storage, study_name),
+                timeout=timeout,
+                callbacks=[
+                    Progress(_Lines(lambda line: messages.put(("trial", line))), total, spec.metric),
+                    *callbacks,
+                ],
+                should_stop=should_stop,
+                failures=FailureWatch(spec.stop_after_same_failures),
+                retries=retries,
+            )
             if noted or stop.is_set():
                 raise KeyboardInterrupt
     except KeyboardInterrupt as interrupt:
@@ -261,9 +313,15 @@ def _child(messages: Any, index: int, *, sweep: SweepFile, total: int, storage: 
     except StorageError as error:
         messages.put(("storage", f"worker {index}: {error}"))
         raise SystemExit(1) from None
-    except Exception as error:  # noqa: BLE001 - sent to the parent, which reports it as one line
-        messages.put(("error", f"worker {index}: {type(error).__name__}: {error}" if not isinstance(
-            error, ValueError) else f"worker {index}: {error}"))
+    except Exception as error:
+        messages.put(
+            (
+                "error",
+                f"worker {index}: {type(error).__name__}: {error}"
+                if not isinstance(error, ValueError)
+                else f"worker {index}: {error}",
+            )
+        )
         raise SystemExit(1) from None
 
 
@@ -294,10 +352,13 @@ def _watch(study: optuna.Study, children: list[Any], pump: _Pump, board: StudyRu
     SIGTERM (a scheduler's) is handled as Ctrl-C while waiting: the children are told to record
     their trials. Returns 0: the children's trials are counted by ``pump``.
     """
+
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt) if threading.current_thread() is threading.main_thread() else None
+    previous = (
+        signal.signal(signal.SIGTERM, interrupt) if threading.current_thread() is threading.main_thread() else None
+    )
     seen = 0
     try:
         while any(child.is_alive() for child in children):
@@ -326,7 +387,9 @@ def _reseeded(spec: Any, index: int) -> Any:
     if index == 0:
         return spec
     seed = spec.sampler.get("seed", spec.seed)
-    return dataclasses.replace(spec, sampler={**spec.sampler, "seed": None if seed is None else derive_seed(seed, index)})
+    return dataclasses.replace(
+        spec, sampler={**spec.sampler, "seed": None if seed is None else derive_seed(seed, index)}
+    )
 
 
 def _signal_all(children: list[Any], signum: int) -> None:

@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     )
     from lightopt.sweep.trial._devices import (
         DEVICES_ENV,
-        DeviceObjective,
         VISIBLE_ENV,
+        DeviceObjective,
         assigned_devices,
         release_device,
     )
@@ -69,8 +69,8 @@ if TYPE_CHECKING:
         ATTRIBUTES,
         FIXED,
         METRICS,
-        STATES,
         STATE_NAMES,
+        STATES,
         experiment_summary,
         hparam_value,
         trial_hparams,
@@ -103,16 +103,45 @@ if TYPE_CHECKING:
 
 _LAZY = {
     **dict.fromkeys(("Run", "build", "fit", "quiet_lightning", "torch_threads"), "lightopt.sweep.trial._build"),
-    **dict.fromkeys(("CHECKPOINT_DIR", "EPOCH_END", "LAST", "StartPoint", "checkpoint_callbacks", "fallbacks", "last_checkpoint"), "lightopt.sweep.trial._checkpoints"),
-    **dict.fromkeys(("DEVICES_ENV", "DeviceObjective", "VISIBLE_ENV", "assigned_devices", "release_device"), "lightopt.sweep.trial._devices"),
-    **dict.fromkeys(("EXIT_GRACE", "RankFailed", "ddp_processes", "trial_devices", "trial_processes"), "lightopt.sweep.trial._distributed"),
+    **dict.fromkeys(
+        ("CHECKPOINT_DIR", "EPOCH_END", "LAST", "StartPoint", "checkpoint_callbacks", "fallbacks", "last_checkpoint"),
+        "lightopt.sweep.trial._checkpoints",
+    ),
+    **dict.fromkeys(
+        ("DEVICES_ENV", "DeviceObjective", "VISIBLE_ENV", "assigned_devices", "release_device"),
+        "lightopt.sweep.trial._devices",
+    ),
+    **dict.fromkeys(
+        ("EXIT_GRACE", "RankFailed", "ddp_processes", "trial_devices", "trial_processes"),
+        "lightopt.sweep.trial._distributed",
+    ),
     **dict.fromkeys(("is_global_zero", "write_events"), "lightopt.sweep.trial._events"),
-    **dict.fromkeys(("ERROR_LOG", "LossCheck", "NonFiniteLossError", "failure_reason", "is_out_of_memory", "write_error_log"), "lightopt.sweep.trial._failures"),
+    **dict.fromkeys(
+        ("ERROR_LOG", "LossCheck", "NonFiniteLossError", "failure_reason", "is_out_of_memory", "write_error_log"),
+        "lightopt.sweep.trial._failures",
+    ),
     **dict.fromkeys(("TRAINER_DEFAULTS", "fit_trial", "trial_config"), "lightopt.sweep.trial._fit"),
-    **dict.fromkeys(("ATTRIBUTES", "FIXED", "METRICS", "STATES", "STATE_NAMES", "experiment_summary", "hparam_value", "trial_hparams", "trial_run", "write_failure", "write_trial"), "lightopt.sweep.trial._hparams"),
+    **dict.fromkeys(
+        (
+            "ATTRIBUTES",
+            "FIXED",
+            "METRICS",
+            "STATES",
+            "STATE_NAMES",
+            "experiment_summary",
+            "hparam_value",
+            "trial_hparams",
+            "trial_run",
+            "write_failure",
+            "write_trial",
+        ),
+        "lightopt.sweep.trial._hparams",
+    ),
     **dict.fromkeys(("TrialCleanup", "free_memory"), "lightopt.sweep.trial._memory"),
     **dict.fromkeys(("Objective", "TrialFailed", "has_validation_step"), "lightopt.sweep.trial._objective"),
-    **dict.fromkeys(("MetricNotLoggedError", "PruningCallback", "PyTorchLightningPruningCallback"), "lightopt.sweep.trial._pruning"),
+    **dict.fromkeys(
+        ("MetricNotLoggedError", "PruningCallback", "PyTorchLightningPruningCallback"), "lightopt.sweep.trial._pruning"
+    ),
     **dict.fromkeys(("ERROR_MARK", "RANK_MODULE"), "lightopt.sweep.trial._rank_error"),
     **dict.fromkeys(("sanity_check_defaults", "sanity_check_passed"), "lightopt.sweep.trial._sanity"),
 }

@@ -42,8 +42,10 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 @contextlib.contextmanager
 def quiet_lightning() -> Iterator[None]:
     """Silence Lightning's per-run info lines and its small-data warnings for many short runs."""
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning",
-                                                    "lightning_fabric")]
+    loggers = [
+        logging.getLogger(name)
+        for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
+    ]
     levels = [log.level for log in loggers]
     try:
         for log in loggers:

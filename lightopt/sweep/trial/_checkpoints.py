@@ -71,8 +71,11 @@ def checkpoint_callbacks(config: Mapping[str, Any], trial_dir: str | Path) -> li
     directory = str(Path(trial_dir) / CHECKPOINT_DIR)
     kept: list[Callback] = [ModelCheckpoint(dirpath=directory, save_last=True)]
     if trainer.get("val_check_interval", 1.0) not in (None, 1.0):
-        kept.append(_EpochEndCheckpoint(dirpath=directory, filename=EPOCH_END, save_on_train_epoch_end=True,
-                                        enable_version_counter=False))
+        kept.append(
+            _EpochEndCheckpoint(
+                dirpath=directory, filename=EPOCH_END, save_on_train_epoch_end=True, enable_version_counter=False
+            )
+        )
     return kept
 
 

@@ -54,8 +54,11 @@ def trial_curves(config: Mapping[str, Any], pruning: PruningCallback, logger: Lo
 
 def has_lr_monitor(callbacks: Any) -> bool:
     """Whether one of ``callbacks`` is a ``LearningRateMonitor`` (of ``lightning.pytorch`` or ``pytorch_lightning``)."""
-    return any(cls.__name__ == "LearningRateMonitor" and cls.__module__.startswith(("lightning.", "pytorch_lightning."))
-               for callback in callbacks for cls in type(callback).__mro__)
+    return any(
+        cls.__name__ == "LearningRateMonitor" and cls.__module__.startswith(("lightning.", "pytorch_lightning."))
+        for callback in callbacks
+        for cls in type(callback).__mro__
+    )
 
 
 class TrialLearningRateMonitor(LearningRateMonitor):
@@ -69,8 +72,9 @@ class TrialLearningRateMonitor(LearningRateMonitor):
 
     @override
     def on_train_start(self, trainer: Trainer, *args: Any, **kwargs: Any) -> None:
-        self.log_momentum = any("momentum" in optimizer.defaults or "betas" in optimizer.defaults
-                                for optimizer in trainer.optimizers)
+        self.log_momentum = any(
+            "momentum" in optimizer.defaults or "betas" in optimizer.defaults for optimizer in trainer.optimizers
+        )
         super().on_train_start(trainer, *args, **kwargs)
 
 
@@ -110,9 +114,12 @@ class TrialCurves(Callback):
         if self.log_every_n_steps is None:  # Lightning's default: one that logs a curve
             trainer.log_every_n_steps = max(1, int(batches) // POINTS_PER_EPOCH)
         else:  # the sweep filters Lightning's warning out (lightopt.sweep.trial._build.quiet_lightning): say it here
-            rank_zero_warn(f"trainer.log_every_n_steps={every} (the config's) exceeds the {int(batches)} training "
-                           "batches of an epoch, so this trial logs training steps rarely or never; lower it, or "
-                           "leave it out and lightopt chooses one that logs.", category=UserWarning)
+            rank_zero_warn(
+                f"trainer.log_every_n_steps={every} (the config's) exceeds the {int(batches)} training "
+                "batches of an epoch, so this trial logs training steps rarely or never; lower it, or "
+                "leave it out and lightopt chooses one that logs.",
+                category=UserWarning,
+            )
 
     @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -86,7 +86,8 @@ def ddp_processes(trainer: Mapping[str, Any] | None) -> int:
         )
     if trainer.get("num_nodes", 1) != 1:
         raise ValueError(
-            f"`trainer.num_nodes` must be 1 for a DDP sweep trial, but got num_nodes={trainer['num_nodes']!r}.")
+            f"`trainer.num_nodes` must be 1 for a DDP sweep trial, but got num_nodes={trainer['num_nodes']!r}."
+        )
     devices = trainer.get("devices", "auto")
     if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
         devices = int(devices)
@@ -99,7 +100,8 @@ def ddp_processes(trainer: Mapping[str, Any] | None) -> int:
         return torch.cuda.device_count() if gpu else 1
     if not _validation.is_integer(devices, low=1):
         raise ValueError(
-            f"`trainer.devices` must be an int >= 1, a list of devices or 'auto', but got devices={devices!r}.")
+            f"`trainer.devices` must be an int >= 1, a list of devices or 'auto', but got devices={devices!r}."
+        )
     return devices
 
 
@@ -117,16 +119,20 @@ def trial_devices(trainer: Mapping[str, Any] | None) -> int:
     devices = trainer.get("devices", "auto")
     machine_dependent = devices in ("auto", -1, "-1")
     if machine_dependent and ddp_processes({**trainer, "devices": 1}):  # the strategy alone says DDP
-        raise ValueError(f"`trainer.devices` must be a number of devices for a DDP trial run with --devices (each "
-                         f"trial takes that many of the listed ids), but got devices={devices!r}.")
+        raise ValueError(
+            f"`trainer.devices` must be a number of devices for a DDP trial run with --devices (each "
+            f"trial takes that many of the listed ids), but got devices={devices!r}."
+        )
     processes = ddp_processes(trainer)
     if processes:
         return processes
     single = devices in ("auto", -1, "-1", 1, "1", None) or (isinstance(devices, (list, tuple)) and len(devices) == 1)
     if not single:
-        raise ValueError(f"`trainer.devices` must be 1 (or 'auto') unless `trainer.strategy` is 'ddp' with --devices "
-                         f"(lightopt spreads the ranks of DDP trials only), but got devices={devices!r}: set "
-                         f"`strategy: ddp`, or `devices: 1` to run one device per trial.")
+        raise ValueError(
+            f"`trainer.devices` must be 1 (or 'auto') unless `trainer.strategy` is 'ddp' with --devices "
+            f"(lightopt spreads the ranks of DDP trials only), but got devices={devices!r}: set "
+            f"`strategy: ddp`, or `devices: 1` to run one device per trial."
+        )
     return 1
 
 
@@ -149,8 +155,13 @@ def trial_processes(job: Mapping[str, Any]) -> Iterator[None]:
     _check_assigned(processes)
     saved = {key: os.environ.get(key) for key in _ENV}
     threads = torch.get_num_threads()
-    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(processes),
-           "NODE_RANK": "0", "OMP_NUM_THREADS": saved["OMP_NUM_THREADS"] or str(threads)}
+    env = {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "WORLD_SIZE": str(processes),
+        "NODE_RANK": "0",
+        "OMP_NUM_THREADS": saved["OMP_NUM_THREADS"] or str(threads),
+    }
     children: list[tuple[int, subprocess.Popen, Any]] = []
     interrupt_handler = signal.getsignal(signal.SIGINT)  # Lightning ignores Ctrl-C from its first one on
     try:
@@ -198,9 +209,11 @@ def _check_assigned(processes: int) -> None:
     """Under ``--devices``, refuse a trial that needs more devices than its worker was given."""
     ids = assigned_devices()
     if ids is not None and processes > len(ids):
-        raise ValueError(f"`trainer.devices` must be at most {len(ids)} in this trial, but got {processes}: its worker "
-                         f"holds devices {','.join(ids)} (--devices, sized by the file's `trainer.devices`), so a "
-                         f"search over `trainer.devices` must stay within the file's value.")
+        raise ValueError(
+            f"`trainer.devices` must be at most {len(ids)} in this trial, but got {processes}: its worker "
+            f"holds devices {','.join(ids)} (--devices, sized by the file's `trainer.devices`), so a "
+            f"search over `trainer.devices` must stay within the file's value."
+        )
 
 
 def _start(rank: int, env: Mapping[str, str], payload: str) -> tuple[subprocess.Popen, Any]:
@@ -210,9 +223,14 @@ def _start(rank: int, env: Mapping[str, str], payload: str) -> tuple[subprocess.
     outlive a sweep process that was killed. Its own session keeps Ctrl-C for the sweep, which stops it.
     """
     log = tempfile.TemporaryFile()
-    process = subprocess.Popen([sys.executable, "-m", RANK_MODULE], stdin=subprocess.PIPE, stdout=log,
-                               stderr=subprocess.STDOUT, env={**os.environ, **env, "LOCAL_RANK": str(rank)},
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", RANK_MODULE],
+        stdin=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **env, "LOCAL_RANK": str(rank)},
+        start_new_session=True,
+    )
     with contextlib.suppress(BrokenPipeError):
         process.stdin.write(payload.encode() + b"\n")  # type: ignore[union-attr]
         process.stdin.flush()  # type: ignore[union-attr]
@@ -253,7 +271,7 @@ def _failures(children: list[tuple[int, subprocess.Popen, Any]], same_as: str | 
         if process.returncode:
             log.seek(0)
             lines = [line.strip() for line in log.read().decode(errors="replace").splitlines() if line.strip()]
-            marked = [json.loads(line[len(ERROR_MARK):]) for line in lines if line.startswith(ERROR_MARK)]
+            marked = [json.loads(line[len(ERROR_MARK) :]) for line in lines if line.startswith(ERROR_MARK)]
             error = marked[-1] if marked else (lines[-1] if lines else "")
             errors.append(error)
             failed.append(f"rank {rank} exited with code {process.returncode}" + (f": {error}" if error else ""))

@@ -72,8 +72,9 @@ class LossCheck(Callback):
         self._bad, self._value, self._since = None, None, trainer.global_step
 
     @override
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if not isinstance(loss, torch.Tensor):
             pass
@@ -139,8 +140,9 @@ def write_error_log(log_dir: str | Path | None, reason: str, trace: str | None) 
     path = Path(log_dir) / ERROR_LOG
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"{reason}\n\n{trace or 'no traceback: the trial ended without an exception'}\n",
-                        encoding="utf-8")
+        path.write_text(
+            f"{reason}\n\n{trace or 'no traceback: the trial ended without an exception'}\n", encoding="utf-8"
+        )
     except OSError:
         return None  # the reason and the traceback are in the trial's attributes all the same
     return path

@@ -42,9 +42,17 @@ def trial_config(sweep: SweepFile, params: Mapping[str, Any], seed: int | None =
     return config
 
 
-def fit_trial(config: Mapping[str, Any], seed: int, pruning: PruningCallback, directory: Path, name: str,
-              callbacks: Sequence[Callback] = (), ckpt_path: str | None = None, checkpoints: bool = False,
-              cli: CliSpec = CliSpec()) -> Run:
+def fit_trial(
+    config: Mapping[str, Any],
+    seed: int,
+    pruning: PruningCallback,
+    directory: Path,
+    name: str,
+    callbacks: Sequence[Callback] = (),
+    ckpt_path: str | None = None,
+    checkpoints: bool = False,
+    cli: CliSpec = CliSpec(),
+) -> Run:
     """Fit one trial's ``config`` as a sweep does; logs in ``directory / name``; returns the fitted :class:`Run`.
 
     ``pruning`` watches the metric (its ``best`` is the trial's value); the Trainer gets the sweep's
@@ -66,15 +74,31 @@ def fit_trial(config: Mapping[str, Any], seed: int, pruning: PruningCallback, di
     logger = TensorBoardLogger(directory, name="", version=name, default_hp_metric=False)
     key = str(Path(directory).resolve())
     sanity = sanity_check_defaults(key)
-    job = {"config": config, "seed": seed, "directory": str(directory), "name": name, "monitor": pruning.monitor,
-           "report_at": pruning.report_at, "mode": pruning.mode, "skip_sanity_check": bool(sanity),
-           "checkpoints": checkpoints, "ckpt_path": ckpt_path}
+    job = {
+        "config": config,
+        "seed": seed,
+        "directory": str(directory),
+        "name": name,
+        "monitor": pruning.monitor,
+        "report_at": pruning.report_at,
+        "mode": pruning.mode,
+        "skip_sanity_check": bool(sanity),
+        "checkpoints": checkpoints,
+        "ckpt_path": ckpt_path,
+    }
     if checkpoints:
         callbacks = [*callbacks, *checkpoint_callbacks(config, Path(directory) / name)]
     with quiet_lightning(), trial_processes(job):
         curves = trial_curves(config, pruning, logger)  # lr and momentum, the metric by examples seen
-        run = build(config, spec=cli, seed=seed, callbacks=[pruning, LossCheck(), *callbacks, *curves], logger=logger,
-                    trainer_overrides=overrides, trainer_defaults={**TRAINER_DEFAULTS, **sanity})
+        run = build(
+            config,
+            spec=cli,
+            seed=seed,
+            callbacks=[pruning, LossCheck(), *callbacks, *curves],
+            logger=logger,
+            trainer_overrides=overrides,
+            trainer_defaults={**TRAINER_DEFAULTS, **sanity},
+        )
         run.fit(**({"ckpt_path": ckpt_path} if ckpt_path else {}))
     sanity_check_passed(key)
     return run

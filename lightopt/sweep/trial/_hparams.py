@@ -38,14 +38,28 @@ from tensorboard.plugins.hparams import summary_v2 as hp
 from lightopt.sweep.store import trial_dir
 from lightopt.sweep.trial._events import is_global_zero, write_events
 
-
-__all__ = ["ATTRIBUTES", "FIXED", "METRICS", "STATES", "STATE_NAMES", "experiment_summary", "hparam_value",
-           "trial_hparams", "trial_run", "write_failure", "write_trial"]
+__all__ = [
+    "ATTRIBUTES",
+    "FIXED",
+    "METRICS",
+    "STATES",
+    "STATE_NAMES",
+    "experiment_summary",
+    "hparam_value",
+    "trial_hparams",
+    "trial_run",
+    "write_failure",
+    "write_trial",
+]
 
 # Settings of the trial's config shown next to the searched parameters (when the config has them), with their type.
-FIXED = {"model.class_path": api_pb2.DATA_TYPE_STRING, "optimizer.class_path": api_pb2.DATA_TYPE_STRING,
-         "lr_scheduler.class_path": api_pb2.DATA_TYPE_STRING, "data.init_args.batch_size": api_pb2.DATA_TYPE_FLOAT64,
-         "seed_everything": api_pb2.DATA_TYPE_FLOAT64}
+FIXED = {
+    "model.class_path": api_pb2.DATA_TYPE_STRING,
+    "optimizer.class_path": api_pb2.DATA_TYPE_STRING,
+    "lr_scheduler.class_path": api_pb2.DATA_TYPE_STRING,
+    "data.init_args.batch_size": api_pb2.DATA_TYPE_FLOAT64,
+    "seed_everything": api_pb2.DATA_TYPE_FLOAT64,
+}
 # Trial attributes shown next to them (when the trial has them): ``device``, the ids a ``--devices`` sweep gave it.
 ATTRIBUTES = {"device": api_pb2.DATA_TYPE_STRING}
 # The trial's state as a category (``trial/state`` is the same as a number), and a failed trial's reason.
@@ -91,8 +105,7 @@ def trial_hparams(
     from lightopt.runconfig import get_key
 
     as_text = {param.name for param in space if param.kind == "categorical" and _choices(param)[1]}
-    values = {name: _text(value) if name in as_text else hparam_value(value)
-              for name, value in params.items()}
+    values = {name: _text(value) if name in as_text else hparam_value(value) for name, value in params.items()}
     for key in [*_converted_keys(space), *FIXED]:
         value = get_key(config or {}, key, None)
         if key not in values and value is not None and not isinstance(value, (dict, list)):
@@ -138,24 +151,41 @@ def experiment_summary(space: Iterable[Any], metric: str) -> summary_pb2.Summary
         domain.update_hparam_info(info)
         infos.append(info)
     names = {info.name for info in infos}
-    infos += [api_pb2.HParamInfo(name=key, type=api_pb2.DATA_TYPE_FLOAT64, differs=True)
-              for key in _converted_keys(space) if key not in names]
+    infos += [
+        api_pb2.HParamInfo(name=key, type=api_pb2.DATA_TYPE_FLOAT64, differs=True)
+        for key in _converted_keys(space)
+        if key not in names
+    ]
     names |= {info.name for info in infos}
-    infos += [api_pb2.HParamInfo(name=key, type=kind, differs=key in _DIFFERS)
-              for key, kind in {**FIXED, **ATTRIBUTES}.items() if key not in names]
+    infos += [
+        api_pb2.HParamInfo(name=key, type=kind, differs=key in _DIFFERS)
+        for key, kind in {**FIXED, **ATTRIBUTES}.items()
+        if key not in names
+    ]
     state = api_pb2.HParamInfo(name="state", differs=True)
     hp.Discrete(list(STATE_NAMES.values())).update_hparam_info(state)
     infos += [state, api_pb2.HParamInfo(name="fail_reason", type=api_pb2.DATA_TYPE_STRING)]
-    metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), description=text,
-                                  display_name=tag.split("/")[1].replace("_value", f" {metric}"))
-               for tag, text in METRICS.items()]
+    metrics = [
+        api_pb2.MetricInfo(
+            name=api_pb2.MetricName(tag=tag),
+            description=text,
+            display_name=tag.split("/")[1].replace("_value", f" {metric}"),
+        )
+        for tag, text in METRICS.items()
+    ]
     experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics, time_created_secs=time.time())
     return _plugin_summary(metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment))
 
 
 def write_trial(
-    directory: str | Path, hparams: Mapping[str, Any], metrics: Mapping[str, float | None], state: str, *,
-    experiment: summary_pb2.Summary | None = None, start: float | None = None, step: int = 0,
+    directory: str | Path,
+    hparams: Mapping[str, Any],
+    metrics: Mapping[str, float | None],
+    state: str,
+    *,
+    experiment: summary_pb2.Summary | None = None,
+    start: float | None = None,
+    step: int = 0,
 ) -> Path | None:
     """Write one trial's HParams session and ``metrics`` (tag -> value; None skipped) into its run ``directory``.
 
@@ -171,10 +201,18 @@ def write_trial(
     summaries = [] if experiment is None else [experiment]
     summaries.append(hp.hparams_pb(dict(hparams), trial_id=Path(directory).name, start_time_secs=start))
     values = {**metrics, "trial/state": STATES[state]}
-    summaries.append(summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=float(value))
-                                                for tag, value in values.items() if value is not None]))
-    end = plugin_data_pb2.HParamsPluginData(session_end_info=plugin_data_pb2.SessionEndInfo(
-        status=_STATUS[state], end_time_secs=now))
+    summaries.append(
+        summary_pb2.Summary(
+            value=[
+                summary_pb2.Summary.Value(tag=tag, simple_value=float(value))
+                for tag, value in values.items()
+                if value is not None
+            ]
+        )
+    )
+    end = plugin_data_pb2.HParamsPluginData(
+        session_end_info=plugin_data_pb2.SessionEndInfo(status=_STATUS[state], end_time_secs=now)
+    )
     summaries.append(_plugin_summary(metadata.SESSION_END_INFO_TAG, end))
     events = [event_pb2.Event(wall_time=now, step=step, summary=s) for s in summaries]
     # after Lightning's own event file of the run (same second: "hparams" sorts after its counter)
@@ -200,9 +238,12 @@ def trial_run(trial: optuna.Trial, sweep: Any, study_dir: str | Path) -> Iterato
         raise
     finally:
         attrs = trial.user_attrs
-        metrics = {"trial/best_value": attrs.get("best_value") if state != "FAIL" else None,
-                   "trial/final_value": attrs.get("final_value"), "trial/epochs": attrs.get("epochs"),
-                   "trial/duration_s": time.time() - start}
+        metrics = {
+            "trial/best_value": attrs.get("best_value") if state != "FAIL" else None,
+            "trial/final_value": attrs.get("final_value"),
+            "trial/epochs": attrs.get("epochs"),
+            "trial/duration_s": time.time() - start,
+        }
         hparams = trial_hparams(trial.params, attrs.get("config"), sweep.search)
         hparams.update({key: hparam_value(attrs[key]) for key in ATTRIBUTES if attrs.get(key) is not None})
         if attrs.get("seed") is not None:  # also where the trial failed before its config was recorded
@@ -210,15 +251,26 @@ def trial_run(trial: optuna.Trial, sweep: Any, study_dir: str | Path) -> Iterato
         hparams["state"] = STATE_NAMES[state]
         if state == "FAIL":
             hparams["fail_reason"] = str(attrs.get("fail_reason") or "see the trial's log")[:200]
-            write_failure(trial_dir(study_dir, trial.number), attrs.get("fail_reason"),
-                          attrs.get("traceback"), step=int(attrs.get("global_step") or 0))
-        write_trial(trial_dir(study_dir, trial.number), hparams, metrics, state, start=start,
-                    experiment=experiment_summary(sweep.search, sweep.study.metric),
-                    step=int(attrs.get("global_step") or 0))
+            write_failure(
+                trial_dir(study_dir, trial.number),
+                attrs.get("fail_reason"),
+                attrs.get("traceback"),
+                step=int(attrs.get("global_step") or 0),
+            )
+        write_trial(
+            trial_dir(study_dir, trial.number),
+            hparams,
+            metrics,
+            state,
+            start=start,
+            experiment=experiment_summary(sweep.search, sweep.study.metric),
+            step=int(attrs.get("global_step") or 0),
+        )
 
 
-def write_failure(directory: str | Path, reason: str | None, trace: str | None, *, step: int = 0,
-                  lines: int = 20) -> Path | None:
+def write_failure(
+    directory: str | Path, reason: str | None, trace: str | None, *, step: int = 0, lines: int = 20
+) -> Path | None:
     """Write a failed trial's reason and the last ``lines`` of its traceback as text (``trial/failure``) in its run."""
     if not is_global_zero():
         return None
@@ -226,19 +278,26 @@ def write_failure(directory: str | Path, reason: str | None, trace: str | None, 
 
     tail = "\n".join((trace or "").rstrip().splitlines()[-lines:])
     markdown = f"**failed:** {reason or 'no reason recorded'}" + (f"\n\n```\n{tail}\n```" if tail else "")
-    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[markdown.encode()],
-                                    tensor_shape=tensor_shape_pb2.TensorShapeProto(
-                                        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=1)]))
-    value = summary_pb2.Summary.Value(tag="trial/failure", tensor=tensor,
-                                      metadata=text_metadata.create_summary_metadata(display_name=None, description=None))
+    tensor = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING,
+        string_val=[markdown.encode()],
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=1)]),
+    )
+    value = summary_pb2.Summary.Value(
+        tag="trial/failure",
+        tensor=tensor,
+        metadata=text_metadata.create_summary_metadata(display_name=None, description=None),
+    )
     now = time.time()
     name = f"events.out.tfevents.{int(now):010d}.{socket.gethostname()}.{os.getpid()}.failure"
-    return write_events(Path(directory), name, [event_pb2.Event(wall_time=now, step=step,
-                                                                 summary=summary_pb2.Summary(value=[value]))])
+    return write_events(
+        Path(directory), name, [event_pb2.Event(wall_time=now, step=step, summary=summary_pb2.Summary(value=[value]))]
+    )
 
 
 def _plugin_summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> summary_pb2.Summary:
     """A summary holding HParams plugin ``data`` under ``tag``, as the plugin's own summaries do."""
-    value = summary_pb2.Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(data),
-                                      tensor=metadata.NULL_TENSOR)
+    value = summary_pb2.Summary.Value(
+        tag=tag, metadata=metadata.create_summary_metadata(data), tensor=metadata.NULL_TENSOR
+    )
     return summary_pb2.Summary(value=[value])

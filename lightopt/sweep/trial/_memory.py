@@ -57,8 +57,9 @@ class TrialCleanup:
         gc.freeze()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         if self._unfreeze:
             gc.unfreeze()
 

@@ -26,8 +26,11 @@ __all__ = ["Objective", "TrialFailed", "has_validation_step"]
 
 def has_validation_step(model: Any) -> bool:
     """Whether ``model``'s class (not Lightning's base, from either package) defines ``validation_step``."""
-    return any("validation_step" in vars(cls) for cls in type(model).__mro__
-               if not cls.__module__.startswith(("lightning.", "pytorch_lightning.")))
+    return any(
+        "validation_step" in vars(cls)
+        for cls in type(model).__mro__
+        if not cls.__module__.startswith(("lightning.", "pytorch_lightning."))
+    )
 
 
 class TrialFailed(Exception):
@@ -92,17 +95,26 @@ class Objective:
                         warnings.filterwarnings("ignore", ".*The dirpath has changed from.*")
                         if index:  # the failed attempt reported some validation rounds already
                             warnings.filterwarnings("ignore", ".*The reported value is ignored because this `step=")
-                        run = self.fit_trial(config, seed, pruning, self.study_dir, name, [start], ckpt,
-                                             checkpoints=True,
-                                            cli=self.sweep.cli)
+                        run = self.fit_trial(
+                            config,
+                            seed,
+                            pruning,
+                            self.study_dir,
+                            name,
+                            [start],
+                            ckpt,
+                            checkpoints=True,
+                            cli=self.sweep.cli,
+                        )
                     break
                 except BaseException as error:
                     if ckpt is None or index + 1 == len(starts) or _passes_through(error) or _interrupting(error):
                         raise
                     # e.g. a module whose epoch-start hooks build state that a mid-epoch checkpoint lacks
                     to = starts[index + 1]
-                    trial.set_user_attr("resume_fallback", {"failed": ckpt, "error": failure_reason(error),
-                                                            "to": to or "start"})
+                    trial.set_user_attr(
+                        "resume_fallback", {"failed": ckpt, "error": failure_reason(error), "to": to or "start"}
+                    )
             resume = ckpt
         except BaseException as error:
             if _passes_through(error) or _interrupting(error):
@@ -125,7 +137,8 @@ class Objective:
             if not has_validation_step(run.model):
                 raise MetricNotLoggedError(
                     f"{type(run.model).__name__} has no validation_step, so no validation round ran and "
-                    f"`study.metric` {spec.metric!r} was never computed: add a validation_step that logs it.")
+                    f"`study.metric` {spec.metric!r} was never computed: add a validation_step that logs it."
+                )
             reason = "no validation round ran: check the trainer's limit_val_batches and check_val_every_n_epoch"
             self._fail(trial, reason, None)
             raise TrialFailed(reason)

@@ -117,7 +117,9 @@ class PruningCallback(Callback):
         if not isinstance(monitor, str) or not monitor:
             raise TypeError(f"`monitor` must name a logged metric such as 'val_loss', but got monitor={monitor!r}.")
         if report_at not in _REPORT_AT:
-            raise ValueError(f"`report_at` must be one of 'validation_round', 'examples', but got report_at={report_at!r}.")
+            raise ValueError(
+                f"`report_at` must be one of 'validation_round', 'examples', but got report_at={report_at!r}."
+            )
         if mode not in ("min", "max"):
             raise ValueError(f"`mode` must be one of 'min', 'max', but got mode={mode!r}.")
         self.trial, self.monitor, self.report_at, self.mode = trial, monitor, report_at, mode
@@ -174,7 +176,9 @@ class PruningCallback(Callback):
             )
 
     @override
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._examples += _batch_size(batch) * trainer.world_size  # whatever report_at: see examples
 
     @override

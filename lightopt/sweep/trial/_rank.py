@@ -42,11 +42,18 @@ def main() -> int:
         if job.get("skip_sanity_check"):  # as rank 0 does, so every rank runs the same collectives
             sanity_check_passed(str(Path(job["directory"]).resolve()))
         pruning = PruningCallback(None, job["monitor"], job["report_at"], job["mode"])
-        fit_trial(job["config"], job["seed"], pruning, Path(job["directory"]), job["name"],
-                  ckpt_path=job.get("ckpt_path"), checkpoints=job.get("checkpoints", False))
+        fit_trial(
+            job["config"],
+            job["seed"],
+            pruning,
+            Path(job["directory"]),
+            job["name"],
+            ckpt_path=job.get("ckpt_path"),
+            checkpoints=job.get("checkpoints", False),
+        )
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    except BaseException as error:  # noqa: BLE001 - reported to rank 0 through the exit code and the last line
+    except BaseException as error:
         traceback.print_exc()
         print(ERROR_MARK + json.dumps(f"{type(error).__name__}: {error}"))
         return 1

@@ -31,4 +31,3 @@ def sanity_check_defaults(key: str) -> dict[str, Any]:
 def sanity_check_passed(key: str) -> None:
     """Record that a fit of study ``key`` finished (its sanity check, if it ran one, passed)."""
     _PASSED.add(key)
-

@@ -1,7 +1,6 @@
+import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset, random_split
-
-import lightning.pytorch as pl
 
 
 class SyntheticRegression(pl.LightningDataModule):

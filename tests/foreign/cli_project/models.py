@@ -1,10 +1,8 @@
 """A regression task with a swappable backbone, written the LightningCLI way (subclass mode)."""
 
-import torch
+import lightning.pytorch as pl
 import torch.nn.functional as F
 from torch import nn
-
-import lightning.pytorch as pl
 
 
 class MLPBackbone(nn.Module):

@@ -2,10 +2,9 @@
 
 import torch
 import torch.nn.functional as F
+from lightning import LightningDataModule, LightningModule
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-
-from lightning import LightningDataModule, LightningModule
 
 
 class Blobs(LightningDataModule):

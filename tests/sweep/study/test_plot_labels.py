@@ -12,32 +12,58 @@ import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.visualization import matplotlib as optuna_mpl
 
-from lightopt.sweep.study._plot_labels import display_study, draw, short_labels, spans_decades
 from lightopt.sweep.study import plot_study
+from lightopt.sweep.study._plot_labels import display_study, draw, short_labels, spans_decades
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-LR, SCHED_LR, HORIZON, ACCUMULATE = ("optimizer.init_args.lr", "lr_scheduler.init_args.lr",
-                                     "optimizer.init_args.momentum:horizon", "trainer.accumulate_grad_batches")
-LABELS = {LR: "optimizer.lr", SCHED_LR: "lr_scheduler.lr", HORIZON: "momentum:horizon",
-          ACCUMULATE: "accumulate_grad_batches"}
+LR, SCHED_LR, HORIZON, ACCUMULATE = (
+    "optimizer.init_args.lr",
+    "lr_scheduler.init_args.lr",
+    "optimizer.init_args.momentum:horizon",
+    "trainer.accumulate_grad_batches",
+)
+LABELS = {
+    LR: "optimizer.lr",
+    SCHED_LR: "lr_scheduler.lr",
+    HORIZON: "momentum:horizon",
+    ACCUMULATE: "accumulate_grad_batches",
+}
 
 
 def test_short_labels_are_the_last_segment_plus_what_tells_keys_apart():
-    names = [LR, SCHED_LR, HORIZON, "optimizer.init_args.momentum", "data.init_args.batch_size", "seed_everything",
-             "model.init_args.encoder.dropout", "model.init_args.decoder.dropout"]
+    names = [
+        LR,
+        SCHED_LR,
+        HORIZON,
+        "optimizer.init_args.momentum",
+        "data.init_args.batch_size",
+        "seed_everything",
+        "model.init_args.encoder.dropout",
+        "model.init_args.decoder.dropout",
+    ]
     assert short_labels(names) == {
-        LR: "optimizer.lr", SCHED_LR: "lr_scheduler.lr", HORIZON: "momentum:horizon",
-        "optimizer.init_args.momentum": "momentum", "data.init_args.batch_size": "batch_size",
-        "seed_everything": "seed_everything", "model.init_args.encoder.dropout": "encoder.dropout",
-        "model.init_args.decoder.dropout": "decoder.dropout"}
+        LR: "optimizer.lr",
+        SCHED_LR: "lr_scheduler.lr",
+        HORIZON: "momentum:horizon",
+        "optimizer.init_args.momentum": "momentum",
+        "data.init_args.batch_size": "batch_size",
+        "seed_everything": "seed_everything",
+        "model.init_args.encoder.dropout": "encoder.dropout",
+        "model.init_args.decoder.dropout": "decoder.dropout",
+    }
     # alone, a key is its last segment; the coordinate stays, and tells two coordinates of one key apart
     assert short_labels([LR]) == {LR: "lr"}
     assert short_labels([HORIZON, "optimizer.init_args.lr:effective", LR]) == {
-        HORIZON: "momentum:horizon", "optimizer.init_args.lr:effective": "lr:effective", LR: "lr"}
+        HORIZON: "momentum:horizon",
+        "optimizer.init_args.lr:effective": "lr:effective",
+        LR: "lr",
+    }
     assert short_labels([HORIZON, "trainer.momentum:horizon"]) == {
-        HORIZON: "optimizer.momentum:horizon", "trainer.momentum:horizon": "trainer.momentum:horizon"}
+        HORIZON: "optimizer.momentum:horizon",
+        "trainer.momentum:horizon": "trainer.momentum:horizon",
+    }
     # a key that is a suffix of another
     assert short_labels(["x.lr", "a.x.lr"]) == {"x.lr": "lr", "a.x.lr": "a.lr"}
     tricky = ["a.x.lr", "b.x.lr", "b.y.lr", "x.lr", "lr", "a.init_args.lr", "init_args.lr", "y.a.lr"]
@@ -50,7 +76,9 @@ def test_spans_decades():
     assert spans_decades([1e-4, 1e-3, 1e-2]) and spans_decades([1, 100]) and spans_decades([16, 2048])
     assert not spans_decades([1, 99]) and not spans_decades([0.1, 0.9]) and not spans_decades([5])
     assert not spans_decades([0.0, 1e-3, 1.0]) and not spans_decades([-1e-3, 1.0])  # no log of zero or below
-    assert not spans_decades(["sgd", "adam"]) and not spans_decades([True, 1000]) and not spans_decades([1, float("inf")])
+    assert (
+        not spans_decades(["sgd", "adam"]) and not spans_decades([True, 1000]) and not spans_decades([1, float("inf")])
+    )
 
 
 def _study() -> optuna.Study:
@@ -113,8 +141,9 @@ def test_display_study_renames_and_makes_decades_log_without_touching_the_study(
     for original, shown in zip(study.trials, copy.trials):
         assert shown.params == {LABELS[k]: v for k, v in original.params.items()}
     dist = copy.trials[0].distributions
-    assert dist["optimizer.lr"] == FloatDistribution(min(t.params[LR] for t in study.trials if LR in t.params), 1.0,
-                                                     log=True)
+    assert dist["optimizer.lr"] == FloatDistribution(
+        min(t.params[LR] for t in study.trials if LR in t.params), 1.0, log=True
+    )
     assert dist["lr_scheduler.lr"] == study.trials[0].distributions[SCHED_LR]  # not log: values within a decade
     assert dist["accumulate_grad_batches"] == IntDistribution(1, 4)
     assert not study.trials[0].distributions[LR].log
@@ -157,10 +186,14 @@ def test_parallel_coordinate_has_short_distinct_untruncated_labels_and_log_axis_
         # Optuna cuts labels of 20 characters or more ("accumulate_grad_b..."): restored
         assert names == ["Objective Value", *sorted(LABELS.values())]
         assert len(set(names)) == len(names) and not any("..." in n for n in names)
-        twins = figure.axes[-len(LABELS):]  # one y axis per parameter, in the order of the labels
+        twins = figure.axes[-len(LABELS) :]  # one y axis per parameter, in the order of the labels
         scales = dict(zip(sorted(LABELS.values()), (twin.get_yscale() for twin in twins)))
-        assert scales == {"accumulate_grad_batches": "linear", "lr_scheduler.lr": "linear",
-                          "momentum:horizon": "linear", "optimizer.lr": "log"}
+        assert scales == {
+            "accumulate_grad_batches": "linear",
+            "lr_scheduler.lr": "linear",
+            "momentum:horizon": "linear",
+            "optimizer.lr": "log",
+        }
         assert figure.get_size_inches()[0] >= 1.5 * (len(LABELS) + 1)
         _no_overlap(ticks)
     finally:
@@ -175,16 +208,27 @@ def test_plot_study_writes_readable_pngs(study, tmp_path, monkeypatch):
     try:
         written, notes = plot_study(study, tmp_path / "plots")
         assert notes == []
-        assert [p.name for p in written] == ["optimization_history.png", "param_importances.png",
-                                            "parallel_coordinate.png", "slice.png", "contour.png"]
+        assert [p.name for p in written] == [
+            "optimization_history.png",
+            "param_importances.png",
+            "parallel_coordinate.png",
+            "slice.png",
+            "contour.png",
+        ]
         assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
         _, importances, parallel, slices, contour = kept
-        assert [t.get_text() for t in parallel.axes[0].get_xticklabels()] == ["Objective Value",
-                                                                             *sorted(LABELS.values())]
+        assert [t.get_text() for t in parallel.axes[0].get_xticklabels()] == [
+            "Objective Value",
+            *sorted(LABELS.values()),
+        ]
         assert sorted(t.get_text() for t in importances.axes[0].get_yticklabels()) == sorted(LABELS.values())
         shown = {ax.get_xlabel(): ax.get_xscale() for ax in slices.axes if ax.get_xlabel()}
-        assert shown == {"accumulate_grad_batches": "linear", "lr_scheduler.lr": "linear",
-                         "momentum:horizon": "linear", "optimizer.lr": "log"}
+        assert shown == {
+            "accumulate_grad_batches": "linear",
+            "lr_scheduler.lr": "linear",
+            "momentum:horizon": "linear",
+            "optimizer.lr": "log",
+        }
         assert sorted(ax.get_xlabel() for ax in contour.axes if ax.get_xlabel()) == sorted(LABELS.values())
     finally:
         monkeypatch.undo()

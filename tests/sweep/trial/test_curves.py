@@ -13,14 +13,16 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightopt.sweep import load, run_sweep
-from lightopt.sweep.trial._curves import TrialLearningRateMonitor
 from lightopt.sweep.trial import PruningCallback, fit_trial
+from lightopt.sweep.trial._curves import TrialLearningRateMonitor
 from tests.sweep.helpers import sweep_dict, write
 
 TRAIN_SIZE = 1077  # DigitsDataModule's training split
 # trial number -> its parameters: the same lr, two batch sizes (34 and 17 batches an epoch, both under 50)
-PARAMS = [{"optimizer.init_args.lr": 0.1, "data.init_args.batch_size": 32},
-          {"optimizer.init_args.lr": 0.05, "data.init_args.batch_size": 64}]
+PARAMS = [
+    {"optimizer.init_args.lr": 0.1, "data.init_args.batch_size": 32},
+    {"optimizer.init_args.lr": 0.05, "data.init_args.batch_size": 64},
+]
 
 
 class FixedSampler(optuna.samplers.RandomSampler):
@@ -53,8 +55,7 @@ def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("curves")
     data = sweep_dict(root / "runs", n_trials=len(PARAMS))
     del data["trainer"]["limit_train_batches"]  # whole epochs: both batch sizes see the same examples
-    result = run_sweep(load(write(root / "sweep.yaml", data)), out=io.StringIO(),
-                       sampler=FixedSampler(PARAMS))
+    result = run_sweep(load(write(root / "sweep.yaml", data)), out=io.StringIO(), sampler=FixedSampler(PARAMS))
     trials = result.study.trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     return trials, [_scalars(t.user_attrs["log_dir"]) for t in trials]
@@ -77,7 +78,8 @@ def test_the_metric_by_examples_seen_lines_up_trials_of_different_batch_sizes(sw
     # on the step axis the batch-32 trial ran twice as far as the batch-64 one
     assert runs[0]["val_loss"][-1][0] != runs[1]["val_loss"][-1][0]
     assert [value for _, value in runs[0]["val_loss/by_examples"]] == pytest.approx(
-        [v for _, v in sorted(trials[0].intermediate_values.items())])
+        [v for _, v in sorted(trials[0].intermediate_values.items())]
+    )
 
 
 def test_a_trial_shorter_than_the_default_log_interval_logs_a_training_curve(sweep):
@@ -90,8 +92,7 @@ def test_a_trial_shorter_than_the_default_log_interval_logs_a_training_curve(swe
 
 def test_the_by_examples_steps_are_the_pruning_reports_with_report_at_examples(tmp_path):
     data = sweep_dict(tmp_path / "runs", n_trials=2, report_at="examples")
-    result = run_sweep(load(write(tmp_path / "sweep.yaml", data)), out=io.StringIO(),
-                       sampler=FixedSampler(PARAMS))
+    result = run_sweep(load(write(tmp_path / "sweep.yaml", data)), out=io.StringIO(), sampler=FixedSampler(PARAMS))
     for trial in result.study.trials:
         run = _scalars(trial.user_attrs["log_dir"])
         batch = trial.params["data.init_args.batch_size"]
@@ -101,8 +102,10 @@ def test_the_by_examples_steps_are_the_pruning_reports_with_report_at_examples(t
 
 
 def test_a_config_with_its_own_learning_rate_monitor_gets_no_second_one(tmp_path):
-    monitor = {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor",
-               "init_args": {"logging_interval": "step"}}  # no momentum
+    monitor = {
+        "class_path": "lightning.pytorch.callbacks.LearningRateMonitor",
+        "init_args": {"logging_interval": "step"},
+    }  # no momentum
     run = fit_trial(_run_config(callbacks=[monitor]), 0, PruningCallback(None, "val_loss"), tmp_path, "t")
     monitors = [c for c in run.trainer.callbacks if isinstance(c, LearningRateMonitor)]
     assert len(monitors) == 1 and not isinstance(monitors[0], TrialLearningRateMonitor)
@@ -111,7 +114,8 @@ def test_a_config_with_its_own_learning_rate_monitor_gets_no_second_one(tmp_path
 
     plain = fit_trial(_run_config(), 0, PruningCallback(None, "val_loss"), tmp_path, "u")
     assert [type(c) for c in plain.trainer.callbacks if isinstance(c, LearningRateMonitor)] == [
-        TrialLearningRateMonitor]
+        TrialLearningRateMonitor
+    ]
     assert plain.trainer.log_every_n_steps == 1  # 4 batches an epoch
     assert {"lr-SGD", "lr-SGD-momentum", "train_loss_step"} <= set(_scalars(tmp_path / "u"))
 
