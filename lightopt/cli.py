@@ -161,7 +161,8 @@ def _parser() -> argparse.ArgumentParser:
             "Run trial K again as the sweep ran it: the file's config with the trial's params and its recorded seed "
             "(given a NAME: the trial's recorded config), the same metric, the best over the validation rounds. "
             "Prints the recorded value, the new one and their absolute and relative difference. A pruned trial "
-            "is run to its full length; a failed one cannot be reproduced. Logs: <log_dir>/<name>-reproduce/reproduce_KKKK/, apart from the study's trials."
+            "is run to its full length; a failed one cannot be reproduced. "
+            "Logs: <log_dir>/<name>-reproduce/reproduce_KKKK/, apart from the study's trials."
         ),
     )
     reproduce.add_argument("target", metavar="FILE_or_NAME", help="the sweep file, or the study's name")
@@ -182,7 +183,8 @@ def _parser() -> argparse.ArgumentParser:
         help="Optuna's plots of the study as PNG files",
         description=(
             "Write Optuna's matplotlib plots as PNG files: optimization history, parameter importances (with 2 "
-            "complete trials and 2 params), parallel coordinates, slices and contours (with 2 params). Prints the paths."
+            "complete trials and 2 params), parallel coordinates, slices and contours (with 2 params). "
+            "Prints the paths."
         ),
     )
     plot.add_argument("target", metavar="FILE_or_NAME", help="the sweep file, or the study's name")
@@ -284,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.path.insert(0, os.getcwd())  # class paths such as examples.digits.DigitsMLP, as with `python -m`
     parser = _parser()
     previous = _terminate_as_interrupt()
+    prestarted = None
     try:
         regular, overrides = _split_overrides(list(sys.argv[1:] if argv is None else argv))
         args = parser.parse_args(regular)
@@ -305,6 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from lightopt.sweep.store import STORAGE_ENV
 
             args.storage = os.environ.get(STORAGE_ENV) or None
+        if args.sweep_command == "run" and args.devices is None:  # children import while this process does
+            from lightopt.sweep.study import prestart_workers
+
+            prestarted = prestart_workers(args.workers, [args.file, *args.config])
         commands = {
             "run": _sweep_run,
             "show": _sweep_show,
@@ -336,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return code
     finally:
+        if prestarted is not None:  # children no sweep took: killed, reaped
+            prestarted.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

@@ -201,7 +201,8 @@ def test_trial_overhead_reports_three_arms(trial_overhead, tmp_path, capsys):
         assert f"| {key} |" in stdout
 
     report = json.loads(out.read_text())
-    for arm in report["arms"].values():
+    assert sorted(report["jobs"]) == ["digits_lr", "digits_sgd"]  # the main job and digits_lr.yaml
+    for arm in (arm for job in report["jobs"].values() for arm in job["arms"].values()):
         assert len(arm["wall_rounds"]) == 2 and all(math.isfinite(w) and w > 0 for w in arm["wall_rounds"])
     losses = [arm["val_loss"] for arm in report["arms"].values()]
     assert max(losses) - min(losses) < 1e-4  # the same batches, the same weights: the same work in every arm
@@ -236,7 +237,8 @@ def test_workers_benchmark_reports_both_arms(workers_benchmark, tmp_path, capsys
     stdout = capsys.readouterr().out
     assert "| 1 |" in stdout and "| 2 |" in stdout and "| 2 workers / 1 worker |" in stdout
     report = json.loads(out.read_text())
-    for arm in report["arms"].values():
+    assert sorted(report["jobs"]) == ["digits_lr", "digits_sgd"]  # the main job and digits_lr.yaml
+    for arm in (arm for job in report["jobs"].values() for arm in job["arms"].values()):
         assert len(arm["rounds"]) == 1 and arm["rounds"][0]["states"] == {"COMPLETE": 2, "PRUNED": 0, "FAIL": 0}
         assert math.isfinite(arm["trials_per_min"]) and arm["trials_per_min"] > 0
     assert report["machine"]["cpu"] in stdout

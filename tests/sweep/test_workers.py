@@ -292,8 +292,9 @@ def test_ctrl_c_in_a_terminal_while_the_children_start_is_one_line_and_exit_130(
         time.sleep(0.01)
     time.sleep(0.3)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: every process of the group gets SIGINT
-    out, err = proc.communicate(timeout=120)
+    _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert len(err.strip().splitlines()) == 1 and err.startswith("interrupted") and "Traceback" not in err
     journal = tmp_path / "runs" / "s" / "study.journal"
-    assert all(t.state != TrialState.RUNNING for t in _journal(journal).trials)
+    if journal.is_file() and journal.stat().st_size:  # the children start before the study exists (study/_prestart.py)
+        assert all(t.state != TrialState.RUNNING for t in _journal(journal).trials)

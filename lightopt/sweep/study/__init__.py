@@ -40,6 +40,13 @@ if TYPE_CHECKING:
     from lightopt.sweep.study._plots import (
         plot_study,
     )
+    from lightopt.sweep.study._prestart import (
+        PRESTART_ENV,
+        Prestarted,
+        close_prestarted,
+        prestart_workers,
+        user_modules,
+    )
     from lightopt.sweep.study._progress import (
         Progress,
     )
@@ -70,6 +77,10 @@ _LAZY = {
     **dict.fromkeys(("Interrupt", "run_worker"), "lightopt.sweep.study._loop"),
     **dict.fromkeys(("open_study", "run_sampler_seed"), "lightopt.sweep.study._open"),
     **dict.fromkeys(("plot_study",), "lightopt.sweep.study._plots"),
+    **dict.fromkeys(
+        ("PRESTART_ENV", "Prestarted", "close_prestarted", "prestart_workers", "user_modules"),
+        "lightopt.sweep.study._prestart",
+    ),
     **dict.fromkeys(("Progress",), "lightopt.sweep.study._progress"),
     **dict.fromkeys(("enqueue_retries", "fail_dead_trials"), "lightopt.sweep.study._recovery"),
     **dict.fromkeys(("SweepResult", "run_sweep"), "lightopt.sweep.study._runner"),
@@ -84,23 +95,28 @@ __all__ = [
     "DeviceSlots",
     "FailureWatch",
     "Interrupt",
+    "PRESTART_ENV",
+    "Prestarted",
     "Progress",
     "StudyHistory",
     "StudyRun",
     "SweepResult",
     "enqueue_retries",
     "fail_dead_trials",
+    "close_prestarted",
     "failure_signature",
     "open_study",
     "parse_devices",
     "plan",
     "plot_study",
+    "prestart_workers",
     "restart_event",
     "run_sampler_seed",
     "run_sweep",
     "run_worker",
     "run_workers",
     "summary",
+    "user_modules",
 ]
 
 

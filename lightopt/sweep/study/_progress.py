@@ -20,9 +20,9 @@ class Progress:
     the same in a study of ten trials and of ten thousand.
     """
 
-    def __init__(self, out: TextIO, total: int, metric: str) -> None:
+    def __init__(self, out: TextIO, total: int, metric: str, start: float | None = None) -> None:
         self.out, self.total, self.metric = out, total, metric
-        self.start = time.perf_counter()
+        self.start = time.monotonic() if start is None else start  # the sweep's: one clock for every worker
         self.tally: StudyTally | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -45,7 +45,7 @@ class Progress:
         print(
             f"[{done}/{self.total}] trial {trial.number}{where} {outcome} | {counts['COMPLETE']} complete, "
             f"{counts['PRUNED']} pruned, {counts['FAIL']} failed | {best_text} | "
-            f"{time.perf_counter() - self.start:.1f} s",
+            f"{time.monotonic() - self.start:.1f} s",
             file=self.out,
             flush=True,
         )

@@ -149,9 +149,10 @@ def run_sweep(
                 pruner=pruner,
                 slots=slots,
                 retries=spec.retries,
+                start=started,
             )
         else:
-            progress = Progress(out, total, spec.metric)
+            progress = Progress(out, total, spec.metric, started)
             watch = FailureWatch(spec.stop_after_same_failures)
             board = StudyRun(directory)  # TensorBoard's study-level run, appended after each trial
             ran = run_worker(
@@ -204,7 +205,7 @@ def _device_slots(sweep: SweepFile, devices: str | None, trials_per_device: int 
 
 
 def _clean_scratch(directory: Path) -> None:
-    """Remove the plot-drawing scratch folders (``plots/.drawing-<pid>-*``) of processes that are gone (killed mid-draw)."""
+    """Remove the plot-drawing scratch folders (``plots/.drawing-<pid>-*``) of processes gone (killed mid-draw)."""
     for scratch in (directory / "plots").glob(".drawing-*"):
         pid = scratch.name.split("-")[1]
         if scratch.is_dir() and not (pid.isdigit() and process_alive({"pid": int(pid)})):

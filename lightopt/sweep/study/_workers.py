@@ -5,8 +5,8 @@ The process that runs ``lightopt sweep run`` is worker 0: it runs
 (``multiprocessing``'s spawn context, so nothing of the parent's torch state is shared) open the
 same study on the same storage and run the same loop. A child's sampler gets its own seed
 (``derive_seed(the study's, the worker's index)``, the sweep's one seed scheme) so that seeded
-samplers do not draw the same parameters in every worker. Children send their progress lines to the parent through a queue; a thread of the parent
-prints them as they arrive, between its own.
+samplers do not draw the same parameters in every worker. Children send their progress lines to
+the parent through a queue; a thread of the parent prints them as they arrive, between its own.
 
 The storage reaches the children through multiprocessing's pipe, never a command line: a database
 URL keeps its password (the parent prints it redacted only).
@@ -50,6 +50,7 @@ from lightopt.sweep.study._board import StudyRun
 from lightopt.sweep.study._devices import DeviceSlots
 from lightopt.sweep.study._loop import run_worker
 from lightopt.sweep.study._open import open_study
+from lightopt.sweep.study._prestart import take_prestarted
 from lightopt.sweep.study._progress import Progress
 from lightopt.sweep.study._recovery import fail_dead_trials
 from lightopt.sweep.study._stop_rule import FailureWatch
@@ -74,6 +75,7 @@ def run_workers(
     pruner: optuna.pruners.BasePruner | None = None,
     slots: DeviceSlots | None = None,
     retries: int | None = None,
+    start: float | None = None,
 ) -> int:
     """Run ``study`` here and in ``workers - 1`` children until it counts ``total`` trials; returns how many ran.
 
@@ -84,12 +86,17 @@ def run_workers(
     others and is raised here as :class:`~lightopt.sweep.spec.SweepConfigError` (a storage failure
     as :class:`~lightopt.sweep.store.StorageError`); Ctrl-C raises ``KeyboardInterrupt``.
     ``retries``: see :func:`~lightopt.sweep.study.run_worker` (default ``study.retries``).
+    ``start``: the ``time.monotonic()`` instant every worker's progress line counts its elapsed time
+    from (default: now): one clock for all. Children prestarted by the command line
+    (:func:`~lightopt.sweep.study.prestart_workers`) are used when there are ``workers - 1`` of them.
     """
     spec = sweep.study
     retries = spec.retries if retries is None else retries
     context = multiprocessing.get_context("spawn")
-    messages = context.Queue()
-    stop = context.Event()
+    ready = None if slots else take_prestarted(workers - 1)  # started with the command, imported by now
+    messages = ready.messages if ready else context.Queue()
+    stop = ready.stop if ready else context.Event()
+    start = time.monotonic() if start is None else start
     args = dict(
         sweep=sweep,
         total=total,
@@ -102,13 +109,18 @@ def run_workers(
         parent=os.getpid(),
         stop=stop,
         retries=retries,
+        start=start,
     )
-    children = [
-        context.Process(
-            target=_child, args=(messages, index), kwargs=args, name=f"lightopt-worker-{index}", daemon=True
-        )
-        for index in range(0 if slots else 1, workers)
-    ]
+    children = (
+        ready.children
+        if ready
+        else [
+            context.Process(
+                target=_child, args=(messages, index), kwargs=args, name=f"lightopt-worker-{index}", daemon=True
+            )
+            for index in range(0 if slots else 1, workers)
+        ]
+    )
     printing = threading.Lock()
 
     def emit(line: str) -> None:
@@ -124,8 +136,10 @@ def run_workers(
     started = time.monotonic()
     try:
         with _signals_ignored():  # the children inherit it: no traceback from an interrupt during their imports
-            for index, child in enumerate(children):
+            for index, child in enumerate(children if not ready else ()):
                 _start_child(child, index, slots)
+        if ready:
+            ready.send(_child, args)
         pump.start()
         if slots:  # every worker is a child, on its devices
             ran = _watch(study, children, pump, StudyRun(directory))
@@ -134,7 +148,7 @@ def run_workers(
                 study,
                 Objective(sweep, directory),
                 **loop,
-                callbacks=[Progress(_Lines(emit), total, spec.metric), StudyRun(directory)],
+                callbacks=[Progress(_Lines(emit), total, spec.metric, start), StudyRun(directory)],
                 failures=FailureWatch(spec.stop_after_same_failures),
             )
         while any(child.is_alive() for child in children):  # their last trials
@@ -154,7 +168,7 @@ def run_workers(
                 study,
                 Objective(sweep, directory),
                 **loop,
-                callbacks=[Progress(_Lines(emit), total, spec.metric), StudyRun(directory)],
+                callbacks=[Progress(_Lines(emit), total, spec.metric, start), StudyRun(directory)],
             )
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the children are told below; shut down without a second one
@@ -270,6 +284,7 @@ def _child(
     parent: int,
     stop: Any,
     retries: int,
+    start: float | None = None,
 ) -> None:
     """One worker process: the single-worker loop, its progress lines sent to the parent."""
     noted = []  # outside the trial loop a signal is only noted; the loop's own handler takes over inside it
@@ -298,7 +313,7 @@ def _child(
                 lock=lock_path(storage, study_name),
                 timeout=timeout,
                 callbacks=[
-                    Progress(_Lines(lambda line: messages.put(("trial", line))), total, spec.metric),
+                    Progress(_Lines(lambda line: messages.put(("trial", line))), total, spec.metric, start),
                     *callbacks,
                 ],
                 should_stop=should_stop,
@@ -395,10 +410,8 @@ def _reseeded(spec: Any, index: int) -> Any:
 def _signal_all(children: list[Any], signum: int) -> None:
     for child in children:
         if child.is_alive() and child.pid is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, signum)
-            except ProcessLookupError:
-                pass
 
 
 def _wait(children: list[Any]) -> None:
