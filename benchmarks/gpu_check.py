@@ -187,7 +187,7 @@ def part_oom(work: Path, log: io.TextIOBase, gpus: int) -> dict[str, Any]:
         return {"skipped": "a real out-of-memory needs a GPU"}
     devices = "0,1" if gpus >= 2 else "0"
     file, record = _sweep_file(work, "oom", 6 if gpus >= 2 else 3, {}, fill_on="trial_0000")
-    code, out, seconds = _run_sweep(file, log, "--devices", devices)
+    code, _out, seconds = _run_sweep(file, log, "--devices", devices)
     check(code == 0, f"the sweep exited with code {code}")
     trials = _trials(work, "oom")
     seen = _records(record)
@@ -506,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
             log.flush()
     (out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str))
     lines = [
-        f"# gpu_check on {', '.join(results['machine']['gpus']) or 'the CPU'} (torch {results['machine']['torch']}, CUDA "
+        f"# gpu_check on {', '.join(results['machine']['gpus']) or 'the CPU'} "
+        f"(torch {results['machine']['torch']}, CUDA "
         f"{results['machine']['cuda']}, {results['machine']['cores']} cores)",
         "",
     ]

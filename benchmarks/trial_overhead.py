@@ -73,6 +73,8 @@ except ImportError:  # run as a script: the repository root is not on sys.path
     from examples.digits import DigitsDataModule, DigitsMLP
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import itertools
+
 import _measure
 
 from lightopt.optim import SGD
@@ -124,7 +126,7 @@ def bare_trial(number: int, epochs: int, lr: float, seed: int) -> float:
     datamodule = DigitsDataModule(batch_size=BATCH_SIZE)
     datamodule.setup()
     widths = [64, HIDDEN]
-    body = [m for a, b in zip(widths, widths[1:]) for m in (torch.nn.Linear(a, b), torch.nn.ReLU())]
+    body = [m for a, b in itertools.pairwise(widths) for m in (torch.nn.Linear(a, b), torch.nn.ReLU())]
     net = torch.nn.Sequential(torch.nn.Flatten(), *body, torch.nn.Linear(widths[-1], 10))
     optimizer = SGD(net.parameters(), lr=lr)
     train, val = datamodule.train_dataloader(), datamodule.val_dataloader()
@@ -376,7 +378,7 @@ def profile(runner: _Runner, trials: int, top: int) -> dict[str, Any]:
     total = sum(tt for (_, _, _), (_, _, tt, _, _) in stats.stats.items())
     by_package: dict[str, float] = {}
     rows, own = [], []
-    for (filename, line, name), (cc, nc, tt, ct, _) in stats.stats.items():
+    for (filename, line, name), (_cc, nc, tt, ct, _) in stats.stats.items():
         package = _package(filename, name)
         by_package[package] = by_package.get(package, 0.0) + tt
         if package == "torch" or package == "this benchmark":
@@ -428,7 +430,8 @@ def format_machine(info: dict[str, Any], epochs: int, steps_per_epoch: int, lr: 
             f"- machine: {info['cpu']}, {info['cores']} cores; device cpu",
             f"- torch {info['torch']}, lightning {info['lightning']}, optuna {info['optuna']}, "
             f"{info['threads']} intra-op thread(s), Python {info['python']}",
-            f"- trial: DigitsMLP(hidden={HIDDEN}), {epochs} epoch(s) of {steps_per_epoch} steps (batch size {BATCH_SIZE}), "
+            f"- trial: DigitsMLP(hidden={HIDDEN}), {epochs} epoch(s) of {steps_per_epoch} steps "
+            f"(batch size {BATCH_SIZE}), "
             f"SGD lr={lr}, validation every epoch",
             f"- {rounds} rounds of {trials} trial(s) per arm, arms rotated each round",
             f"- load average at start / end: {info['loadavg_start']} / {info.get('loadavg_end')}",

@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             log.setLevel(level)
     plot(series, args.output)
     print(
-        f"Figure 8.1 on digits ({len(series['grad_norm'][0])} steps, {time.perf_counter() - start:.0f} s): {args.output}"
+        f"Figure 8.1 on digits ({len(series['grad_norm'][0])} steps, "
+        f"{time.perf_counter() - start:.0f} s): {args.output}"
     )
     for line in summarize(series):
         print("  " + line)

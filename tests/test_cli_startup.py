@@ -18,7 +18,8 @@ try:
     code = main({argv!r})
 except SystemExit as exit_:
     code = exit_.code
-print(json.dumps({{"code": code, "heavy": sorted(m for m in ("torch", "lightning", "pytorch_lightning") if m in sys.modules)}}))
+heavy = sorted(m for m in ("torch", "lightning", "pytorch_lightning") if m in sys.modules)
+print(json.dumps({{"code": code, "heavy": heavy}}))
 """
 
 

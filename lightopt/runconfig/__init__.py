@@ -5,7 +5,8 @@ One home for everything lightopt does with a run config, used by ``lightopt fit`
 
 * :func:`read_yaml` / :func:`parse_yaml` read YAML safely (YAML 1.2 numbers, bounded size and aliases,
   line numbers); ``--config`` files and dotted overrides merge in
-  LightningCLI's order (:func:`read_configs`, :func:`parse_overrides`, :func:`apply_overrides`); :func:`check_run_config` checks a config, first with lightopt's one-line
+  LightningCLI's order (:func:`read_configs`, :func:`parse_overrides`, :func:`apply_overrides`);
+  :func:`check_run_config` checks a config, first with lightopt's one-line
   messages ("did you mean"), then with the LightningCLI parser itself;
 * :func:`build` instantiates it through LightningCLI (``run=False``) and returns a :class:`Run`;
 * :func:`optimizers_from_config` builds an optimizer and its schedules from LightningCLI-style dicts;

@@ -68,7 +68,9 @@ def check_trusted(path: str, where: str) -> None:
 
 
 def import_object(path: Any, where: str) -> Any:
-    """The object ``path`` names (``"examples.digits.DigitsMLP"``), class or not; ``ValueError`` naming ``where`` if none.
+    """The object ``path`` names (``"examples.digits.DigitsMLP"``), class or not.
+
+    ``ValueError`` naming ``where`` if there is none.
 
     The one class-path importer: the trust guard, the missing module and the "did you mean" are here.
     """

@@ -24,7 +24,9 @@ def get_key(config: Any, key: str, default: Any = MISSING) -> Any:
     """The value at ``key``, or ``default`` where the path ends early (``KeyError`` without one)."""
     node = config
     for part in split_key(key):
-        if (isinstance(node, list) and isinstance(part, int) and part < len(node)) or (isinstance(node, dict) and part in node):
+        if (isinstance(node, list) and isinstance(part, int) and part < len(node)) or (
+            isinstance(node, dict) and part in node
+        ):
             node = node[part]
         elif default is MISSING:
             raise KeyError(key)

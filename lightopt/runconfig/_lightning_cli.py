@@ -22,7 +22,7 @@ import types
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from lightopt._compat import lightning_entry_points_read_once
 from lightopt.runconfig._classes import import_class, init_parameters, resolve_class
@@ -106,7 +106,8 @@ def _runner_class(base: type) -> type:
     """``base`` with ``instantiate_classes`` doing lightopt's build (or nothing, to check only)."""
 
     class _LightoptRun(base):  # type: ignore[misc, valid-type]
-        parsers: dict[Any, Any] = {}  # a sweep builds many configs with one parser: its set-up is most of the cost
+        # A sweep builds many configs with one parser: its set-up is most of the cost.
+        parsers: ClassVar[dict[Any, Any]] = {}
 
         def __init__(self, *args: Any, lightopt_job: dict[str, Any] | None = None, **kwargs: Any) -> None:
             self.lightopt_job = lightopt_job
@@ -180,7 +181,7 @@ def _trainer_kwargs(trainer: Mapping[str, Any], job: Mapping[str, Any]) -> dict[
 
 
 def _replace_configure_optimizers(model: Any, optimizer: Mapping[str, Any], lr_scheduler: Any) -> None:
-    """Give ``model`` a ``configure_optimizers`` that builds ``optimizer`` and ``lr_scheduler`` (LightningCLI's rule)."""
+    """Give ``model`` a ``configure_optimizers`` building ``optimizer`` and ``lr_scheduler`` (LightningCLI's rule)."""
 
     def configure_optimizers(self: Any) -> Any:
         return optimizers_from_config(self, optimizer, lr_scheduler)

@@ -1,4 +1,4 @@
-"""Projects beyond the subclass-mode one: LightningCLI(Model, DataModule), `pytorch_lightning` modules, no validation."""
+"""Projects beyond subclass mode: LightningCLI(Model, DataModule), `pytorch_lightning` modules, no validation."""
 
 from __future__ import annotations
 

@@ -88,7 +88,10 @@ class PostgresServer:
         return name
 
     def halt(self) -> None:
-        """Stop the server as an administrator restarting it would (``pg_ctl stop -m fast``: connections cut); keep its data."""
+        """Stop the server as an administrator restarting it would; keep its data.
+
+        ``pg_ctl stop -m fast``: connections are cut.
+        """
         subprocess.run(
             [*self.prefix, self.pg_ctl, "-D", str(self.base / "data"), "-m", "fast", "-w", "-t", str(_WAIT_S), "stop"],
             capture_output=True,

@@ -118,7 +118,10 @@ def test_bad_input(tmp_path, edit, match):
 
 
 def test_error_names_the_line(tmp_path):
-    text = "model:\n  class_path: examples.digits.DigitsMLP\nstudy: {n_trials: 2}\nsearch:\n  model.init_args.hidden: {low: 64, high: 8}\n"
+    text = (
+        "model:\n  class_path: examples.digits.DigitsMLP\nstudy: {n_trials: 2}\n"
+        "search:\n  model.init_args.hidden: {low: 64, high: 8}\n"
+    )
     (tmp_path / "f.yaml").write_text(text)
     with pytest.raises(SweepConfigError, match=r"f\.yaml:5: `search\.model\.init_args\.hidden\.low` must be <= `high`"):
         load(tmp_path / "f.yaml")
@@ -138,5 +141,5 @@ def test_malformed_file(tmp_path, text, match):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(SweepConfigError, match="nope.yaml: no such file"):
+    with pytest.raises(SweepConfigError, match=r"nope.yaml: no such file"):
         load(tmp_path / "nope.yaml")

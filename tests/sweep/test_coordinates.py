@@ -178,7 +178,8 @@ def test_resuming_with_other_coordinates_is_refused_by_name(tmp_path):
         (
             {"optimizer.init_args.lr": {"low": 0.1, "high": 1.0, "coordinate": "effectve"}},
             10,
-            r"`search.optimizer.init_args.lr.coordinate` must be one of .* but got coordinate='effectve'\. Did you mean 'effective'\?",
+            r"`search.optimizer.init_args.lr.coordinate` must be one of .* but got coordinate='effectve'\. "
+            r"Did you mean 'effective'\?",
         ),
         (
             {"optimizer.init_args.momentum": {"choices": [2.0, 10.0], "coordinate": "horizon"}},
@@ -214,7 +215,8 @@ def test_resuming_with_other_coordinates_is_refused_by_name(tmp_path):
                 }
             },
             10,
-            r"`search.optimizer.init_args.lr.scale_with_batch.reference` must be an integer >= 1, but got reference=0\.",
+            r"`search.optimizer.init_args.lr.scale_with_batch.reference` must be an integer >= 1, "
+            r"but got reference=0\.",
         ),
         (
             {
@@ -225,7 +227,8 @@ def test_resuming_with_other_coordinates_is_refused_by_name(tmp_path):
                 }
             },
             10,
-            r"`search.optimizer.init_args.lr.scale_with_batch.referense` is not a known key\. Did you mean 'reference'\?",
+            r"`search.optimizer.init_args.lr.scale_with_batch.referense` is not a known key\. "
+            r"Did you mean 'reference'\?",
         ),
         (
             {
@@ -233,7 +236,8 @@ def test_resuming_with_other_coordinates_is_refused_by_name(tmp_path):
                 "data.init_args.batch_size": {"choices": [16, 32], "when": {"optimizer.init_args.momentum": 0.9}},
             },
             11,
-            r"`search.data.init_args.batch_size.when` refers to `optimizer.init_args.momentum`, whose value is converted",
+            r"`search.data.init_args.batch_size.when` refers to `optimizer.init_args.momentum`, "
+            r"whose value is converted",
         ),
     ],
 )

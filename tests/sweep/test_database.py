@@ -6,6 +6,7 @@ The server is real (tests/sweep/postgres.py starts one on 127.0.0.1); each "mach
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -257,10 +258,8 @@ def test_workers_get_the_database_url_with_its_password_and_show_it_nowhere(post
     while stall.exists():
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         for pid in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split():
-            try:
+            with contextlib.suppress(OSError):
                 children.append(Path(f"/proc/{pid}/cmdline").read_text())
-            except OSError:
-                pass
         try:
             running = [
                 t for t in optuna.load_study(study_name="s", storage=storage).trials if t.state == TrialState.RUNNING
@@ -325,7 +324,7 @@ def test_a_database_restart_mid_sweep_is_waited_out_with_a_line_each_way(tmp_pat
 
 
 def test_no_trial_exists_without_its_worker(postgres_db):
-    """Optuna creates a trial, then the objective names its worker: a worker lost in between left a trial nobody owned."""
+    """Optuna creates a trial, then the objective names its worker: one lost in between left a trial nobody owned."""
     from lightopt.sweep.store import open_storage
 
     server, database = postgres_db

@@ -189,7 +189,8 @@ def test_failure_signature_ignores_numbers_only():
     [
         (
             -1,
-            "`study.stop_after_same_failures` must be an integer >= 0 \\(0: never stop\\), but got stop_after_same_failures=-1.",
+            "`study.stop_after_same_failures` must be an integer >= 0 \\(0: never stop\\), "
+            "but got stop_after_same_failures=-1.",
         ),
         (True, "but got stop_after_same_failures=True"),
         ("3", "but got stop_after_same_failures='3'"),

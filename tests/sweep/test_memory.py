@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import io
 import weakref
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning
 from optuna.trial import TrialState
@@ -23,10 +23,10 @@ class CountingMLP(BreakableMLP):
     Trainer) is among those that must be freed.
     """
 
-    made_modules: weakref.WeakSet = weakref.WeakSet()
-    made_trainers: weakref.WeakSet = weakref.WeakSet()
+    made_modules: ClassVar[weakref.WeakSet] = weakref.WeakSet()
+    made_trainers: ClassVar[weakref.WeakSet] = weakref.WeakSet()
     made = 0
-    earlier_alive: list[tuple[int, int]] = []
+    earlier_alive: ClassVar[list[tuple[int, int]]] = []
 
     def __init__(self, **kwargs: Any) -> None:
         type(self).made += 1

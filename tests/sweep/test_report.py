@@ -38,7 +38,7 @@ def test_pruned_trial_runs_to_full_length_and_failed_trial_is_refused(tmp_path, 
     broken = config.load(str(write(tmp_path / "b.yaml", {**data, "study": {**data["study"], "name": "b"}})))
     run_sweep(broken, n_trials=1)
     study, _, _ = find_study(broken.path)
-    with pytest.raises(SweepConfigError, match="trial 0 failed .*broken on purpose"):
+    with pytest.raises(SweepConfigError, match=r"trial 0 failed .*broken on purpose"):
         reproduce_trial(study, 0, broken)
 
 

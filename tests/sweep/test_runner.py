@@ -87,7 +87,7 @@ def test_trial_config_rebuilds_a_trial(tmp_path):
 
 def test_metric_never_logged_stops_with_the_logged_metrics(tmp_path):
     data = sweep_dict(tmp_path, metric="val_los")
-    with pytest.raises(MetricNotLoggedError, match="logged metrics: .*val_acc, val_loss"):
+    with pytest.raises(MetricNotLoggedError, match=r"logged metrics: .*val_acc, val_loss"):
         _run(data)
     study = optuna.load_study(
         study_name="s",

@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM outside a fit: while the command imports torch, while it waits for a lock, while it draws plots."""
+"""Ctrl-C and SIGTERM outside a fit: while the command imports torch, waits for a lock, or draws plots."""
 
 from __future__ import annotations
 

@@ -92,7 +92,7 @@ def test_condition_must_refer_to_an_earlier_key():
         },
         "optimizer.class_path": {"choices": ["lightopt.optim.SGD", "lightopt.optim.Adam"]},
     }
-    with pytest.raises(ValueError, match="refers to `optimizer.class_path`, which is searched at or after this entry"):
+    with pytest.raises(ValueError, match=r"refers to `optimizer.class_path`, which is searched at or after this entry"):
         parse_search(search, RUN)
 
 
@@ -142,5 +142,5 @@ def test_apply_sets_missing_init_args_and_rejects_unknown_names():
     config = space.apply(RUN, {"data.init_args.batch_size": 32, "trainer.max_epochs": 2})
     assert config["data"] == {"class_path": "examples.digits.DigitsDataModule", "init_args": {"batch_size": 32}}
     assert config["trainer"] == {"max_epochs": 2}
-    with pytest.raises(ValueError, match="Did you mean 'trainer.max_epochs'"):
+    with pytest.raises(ValueError, match=r"Did you mean 'trainer.max_epochs'"):
         space.apply(RUN, {"trainer.max_epoch": 2})

@@ -102,12 +102,13 @@ def sweep(tmp_path_factory):
     data["search"]["model.init_args.broken"] = {"choices": [False, True]}
     data["search"]["model.init_args.hidden"] = {"choices": [16, -1]}
     file = write(root / "sweep.yaml", data)
-    result = run_sweep(
-        config.load(file),
-        out=open(os.devnull, "w"),
-        pruner=PruneAt(1, 1),
-        sampler=FixedSampler([params for params, _ in TRIALS]),
-    )
+    with open(os.devnull, "w") as devnull:
+        result = run_sweep(
+            config.load(file),
+            out=devnull,
+            pruner=PruneAt(1, 1),
+            sampler=FixedSampler([params for params, _ in TRIALS]),
+        )
     assert [t.state.name for t in result.study.trials] == [state for _, state in TRIALS]
     return file, result
 
@@ -123,7 +124,7 @@ def _hparams_data(accumulator: EventAccumulator) -> dict[str, bytes]:
 
 
 def test_every_trial_run_has_its_hparams_session_and_metrics(sweep):
-    file, result = sweep
+    _file, result = sweep
     for trial, (params, state) in zip(result.study.trials, TRIALS):
         run = _load(result.study_dir / f"trial_{trial.number:04d}")
         data = _hparams_data(run)

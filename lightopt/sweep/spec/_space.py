@@ -48,7 +48,8 @@ Example:
     ...     "optimizer.init_args.lr": {"low": 0.01, "high": 10.0, "log": True, "coordinate": "effective"}}, run)
     >>> space.names
     ('optimizer.init_args.momentum:horizon', 'optimizer.init_args.lr:effective')
-    >>> config = space.apply(run, {"optimizer.init_args.momentum:horizon": 10.0, "optimizer.init_args.lr:effective": 0.5})
+    >>> config = space.apply(
+    ...     run, {"optimizer.init_args.momentum:horizon": 10.0, "optimizer.init_args.lr:effective": 0.5})
     >>> {k: round(v, 6) for k, v in config["optimizer"]["init_args"].items()}
     {'lr': 0.05, 'momentum': 0.9}
 """
@@ -129,7 +130,7 @@ class Param:
         if self.kind == "int" and not self.log:
             return list(range(self.low, self.high + 1, self.step or 1))
         if self.kind == "float" and self.step:
-            count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+            count = math.floor((self.high - self.low) / self.step + 1e-9) + 1
             return [round(self.low + i * self.step, 12) for i in range(count)]
         raise ValueError(
             f"`search.{self.name}` must have `choices` or a `step` (not `log`) for the grid sampler, which needs "

@@ -211,7 +211,8 @@ def _named(where: str, value: Any, table: Mapping[str, type]) -> dict[str, Any]:
     for key in value:
         if key != "name" and key not in parameters:
             raise ValueError(
-                f"`{where}.{key}` is not an argument of {table[name].__name__}.{_validation.did_you_mean(key, parameters)}"
+                f"`{where}.{key}` is not an argument of {table[name].__name__}."
+                f"{_validation.did_you_mean(key, parameters)}"
             )
     return {**value, "name": name}
 

@@ -39,7 +39,9 @@ _ID = re.compile(r"^(?:\d+|(?:GPU|MIG)-[0-9A-Za-z/:._-]+)$")  # an index, or a G
 
 @dataclass(frozen=True)
 class DeviceSlots:
-    """The device ids of a sweep's workers: ``groups`` of ``per_trial`` ids, each run by up to ``trials_per_device`` workers.
+    """The device ids of a sweep's workers.
+
+    ``groups`` of ``per_trial`` ids, each run by up to ``trials_per_device`` workers.
 
     Example:
         >>> slots = plan("0,1,2,3", trials_per_device=1, per_trial=2)

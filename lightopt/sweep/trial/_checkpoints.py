@@ -30,7 +30,7 @@ def last_checkpoint(trial_dir: str | Path) -> Path | None:
 
 
 def fallbacks(checkpoint: str | Path) -> list[str | None]:
-    """Where a retry goes on from when resuming ``checkpoint`` fails: the end-of-epoch checkpoint beside it, then the start.
+    """Where a retry resumes when resuming ``checkpoint`` fails: the end-of-epoch checkpoint beside it, then the start.
 
     Example:
         >>> fallbacks("runs/s/trial_0001/checkpoints/last.ckpt")  # no end-of-epoch checkpoint there

@@ -217,12 +217,13 @@ def _check_assigned(processes: int) -> None:
 
 
 def _start(rank: int, env: Mapping[str, str], payload: str) -> tuple[subprocess.Popen, Any]:
-    """Start rank ``rank`` (``python -m lightopt.sweep.trial._rank``) with the job on its stdin, its output to a temp file.
+    """Start rank ``rank`` (``python -m lightopt.sweep.trial._rank``), the job on its stdin, its output to a temp file.
 
     stdin stays open until the trial ends: the rank exits as soon as it sees end-of-file, so it cannot
     outlive a sweep process that was killed. Its own session keeps Ctrl-C for the sweep, which stops it.
     """
-    log = tempfile.TemporaryFile()
+    # Returned open: the caller reads the rank's output after it exits, then closes it.
+    log = tempfile.TemporaryFile()  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", RANK_MODULE],
         stdin=subprocess.PIPE,
