@@ -4,6 +4,7 @@ Retrying a trial killed mid-epoch: from its mid-epoch checkpoint, or, when that 
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import signal
 import subprocess
@@ -208,8 +209,48 @@ def test_a_retry_whose_mid_epoch_resume_fails_goes_on_from_the_last_end_of_epoch
 
 
 def test_the_digits_example_resumes_from_a_mid_epoch_checkpoint(tmp_path):
-    sweep, checkpoints = _mid_epoch_kill(tmp_path, epoch_state=False)
+    sweep, _checkpoints = _mid_epoch_kill(tmp_path, epoch_state=False)
     trials = run_sweep(sweep, out=io.StringIO()).study.trials
     retry = trials[1]
     assert retry.state == TrialState.COMPLETE and "resume_fallback" not in retry.user_attrs
     assert retry.user_attrs["resumed_at"]["global_step"] == 6 and retry.user_attrs["global_step"] == 12
+
+
+@pytest.mark.parametrize("storage", ["journal", "sqlite"])
+def test_a_fix_in_the_search_block_after_every_trial_failed_runs(tmp_path, monkeypatch, capsys, storage):
+    """A categorical's choices changed after an all-failed stop: Optuna cannot mix the draws in one study, so the
+    failed trials are kept as a study of their own, with their logs, and the fixed file runs."""
+    monkeypatch.chdir(tmp_path)
+    data = sweep_dict(tmp_path / "runs", n_trials=4)
+    if storage == "sqlite":
+        data["study"]["storage"] = f"sqlite:///{tmp_path / 's.db'}"
+    data["model"] = {"class_path": "tests.sweep.helpers.BreakableMLP", "init_args": {"hidden": 8}}
+    data["search"] = {
+        "model.init_args.broken": {"choices": [True]},
+        "optimizer.init_args.lr": {"low": 0.01, "high": 0.1},
+    }
+    path = write(tmp_path / "s.yaml", data)
+    assert main(["sweep", "run", str(path)]) == 1  # its first 3 trials all failed the same way
+    assert "broken on purpose" in capsys.readouterr().err
+    data["search"]["model.init_args.broken"] = {"choices": [False]}
+    write(path, data)
+
+    assert main(["sweep", "run", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "(model.init_args.broken: choices [True] -> [False])" in err and "kept as study 's-failed-1'" in err
+
+    url = data["study"].get("storage") or str(tmp_path / "runs" / "s" / "study.journal")
+    assert main(["sweep", "show", "s", "--storage", url, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [row["state"] for row in shown["trials"]] == ["COMPLETE"] * 4
+    aside_url = data["study"].get("storage") or str(tmp_path / "runs" / "s-failed-1" / "study.journal")
+    assert main(["sweep", "show", "s-failed-1", "--storage", aside_url, "--json"]) == 0
+    aside = json.loads(capsys.readouterr().out)["trials"]
+    assert [row["state"] for row in aside] == ["FAIL"] * 3
+    assert all(row["params"]["model.init_args.broken"] is True for row in aside)
+    for number in range(3):  # their logs moved with them; the new trials' logs are the new study's
+        assert (
+            "broken on purpose" in (tmp_path / "runs" / "s-failed-1" / f"trial_{number:04d}" / "error.txt").read_text()
+        )
+        assert not (tmp_path / "runs" / "s" / f"trial_{number:04d}" / "error.txt").exists()

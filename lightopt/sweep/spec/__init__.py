@@ -27,7 +27,7 @@ if TYPE_CHECKING:
         scale_lr_with_batch,
     )
     from lightopt.sweep.spec._file import SweepConfigError, SweepFile, load, parse
-    from lightopt.sweep.spec._resume import check_resume, describe_space
+    from lightopt.sweep.spec._resume import check_resume, describe_space, failed_only_clashes
     from lightopt.sweep.spec._seeds import derive_seed, trial_seed
     from lightopt.sweep.spec._space import Param, SearchSpace, parse_search
     from lightopt.sweep.spec._study import (
@@ -59,7 +59,7 @@ _LAZY = {
         "lightopt.sweep.spec._coordinates",
     ),
     **dict.fromkeys(("SweepConfigError", "SweepFile", "load", "parse"), "lightopt.sweep.spec._file"),
-    **dict.fromkeys(("check_resume", "describe_space"), "lightopt.sweep.spec._resume"),
+    **dict.fromkeys(("check_resume", "describe_space", "failed_only_clashes"), "lightopt.sweep.spec._resume"),
     **dict.fromkeys(("derive_seed", "trial_seed"), "lightopt.sweep.spec._seeds"),
     **dict.fromkeys(("Param", "SearchSpace", "parse_search"), "lightopt.sweep.spec._space"),
     **dict.fromkeys(
@@ -103,6 +103,7 @@ __all__ = [
     "config_values",
     "derive_seed",
     "describe_space",
+    "failed_only_clashes",
     "load",
     "lr_from_effective",
     "momentum_from_horizon",

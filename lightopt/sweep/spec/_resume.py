@@ -7,6 +7,12 @@ since the trials recorded so far would then measure something else, or come from
 and the sampler would mix them silently. The message names what changed and how to go on
 (``--study-name NEW`` starts a new study). A study recorded without a ``space`` (made by hand,
 or by an older lightopt) is accepted and gets one.
+
+While every trial so far has failed, a corrected metric or search space goes on with the same
+study ("fix the cause and run again"). Optuna itself refuses one change there: a parameter whose
+distribution cannot mix with the one its earlier trials recorded (a categorical's choices changed,
+a float became a categorical). :func:`failed_only_clashes` names those parameters, and the study
+layer then sets the failed trials aside as a study of their own and starts the study again.
 """
 
 from __future__ import annotations
@@ -16,12 +22,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from optuna.distributions import check_distribution_compatibility
 from optuna.storages import BaseStorage
+from optuna.trial import TrialState
 
 from lightopt.sweep.spec._file import SweepConfigError, SweepFile
 from lightopt.sweep.spec._space import SearchSpace
 
-__all__ = ["check_resume", "describe_space"]
+__all__ = ["check_resume", "describe_space", "failed_only_clashes"]
 
 
 def describe_space(space: SearchSpace) -> dict[str, dict[str, Any]]:
@@ -110,3 +118,37 @@ def _space_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     if changed:
         parts.append("changed " + "; ".join(changed))
     return "; ".join(parts)
+
+
+def failed_only_clashes(storage: BaseStorage, name: str, space: SearchSpace) -> list[str]:
+    """The parameters of ``space`` that Optuna cannot record in the stored study ``name``, when all its trials failed.
+
+    ``[]`` when the study does not exist, when a trial of it completed, was pruned or still runs
+    (then :func:`check_resume` has refused a changed space), or when every recorded distribution
+    mixes with ``space``'s. Each entry reads ``"a.b: choices [True] -> [False]"``.
+    """
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return []
+    trials = storage.get_all_trials(study_id, deepcopy=False)
+    if not trials or any(t.state != TrialState.FAIL for t in trials):
+        return []
+    wanted = {param.name: param.distribution() for param in space}
+    clashes: dict[str, str] = {}
+    for trial in trials:
+        for key, recorded in trial.distributions.items():
+            if key not in wanted or key in clashes:
+                continue
+            try:
+                check_distribution_compatibility(recorded, wanted[key])
+            except ValueError:
+                clashes[key] = f"{key}: {_change(recorded, wanted[key])}"
+    return list(clashes.values())
+
+
+def _change(old: Any, new: Any) -> str:
+    """``"choices [True] -> [False]"``, or ``"Float -> Categorical"`` when the kind changed."""
+    if hasattr(old, "choices") and hasattr(new, "choices"):
+        return f"choices {list(old.choices)} -> {list(new.choices)}"
+    return f"{type(old).__name__.removesuffix('Distribution')} -> {type(new).__name__.removesuffix('Distribution')}"

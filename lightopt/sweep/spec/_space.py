@@ -65,6 +65,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from lightopt import _validation
 from lightopt._validation import did_you_mean
@@ -114,6 +115,14 @@ class Param:
         if self.kind == "int":
             return trial.suggest_int(self.name, self.low, self.high, step=self.step or 1, log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
+
+    def distribution(self) -> BaseDistribution:
+        """The Optuna distribution :meth:`suggest` draws from (what a study records for this parameter)."""
+        if self.kind == "categorical":
+            return CategoricalDistribution(list(self.choices))
+        if self.kind == "int":
+            return IntDistribution(self.low, self.high, log=self.log, step=self.step or 1)
+        return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
 
     def config_value(self, value: Any) -> Any:
         """What the config gets for the recorded ``value`` (a mapping choice's value for its label)."""

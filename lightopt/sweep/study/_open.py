@@ -13,13 +13,15 @@ their worker recorded; a database outage retried for a bounded time).
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import sys
 import warnings
 import zlib
 
 import optuna
 
-from lightopt.sweep.spec import StudySpec, SweepFile, check_resume, derive_seed, describe_space
+from lightopt.sweep.spec import StudySpec, SweepFile, check_resume, derive_seed, describe_space, failed_only_clashes
 from lightopt.sweep.store import open_storage, study_dir
 
 __all__ = ["open_study", "run_sampler_seed"]
@@ -47,6 +49,16 @@ def open_study(
         file=None if storage_url else sweep.path,
     )
     check_resume(storage, name, sweep)  # before anything is written
+    clashes = failed_only_clashes(storage, name, sweep.search)
+    if clashes:  # Optuna cannot mix them with the failed trials' draws: those become a study of their own
+        aside = _set_aside(storage, url, name, spec.log_dir)
+        print(
+            f"study {name!r} had only failed trials, and `search` changed how they were drawn "
+            f"({'; '.join(clashes)}), which one Optuna study cannot mix: they are kept as study {aside!r} "
+            f"(logs in {study_dir(spec.log_dir, aside)}), and {name!r} starts again.",
+            file=sys.stderr,
+            flush=True,
+        )
     study = optuna.create_study(
         storage=storage,
         study_name=name,
@@ -85,3 +97,26 @@ def run_sampler_seed(spec: StudySpec, already: int, shared: bool) -> int | None:
         return seed
     host = [zlib.crc32(socket.gethostname().encode()), os.getpid()] if shared else []
     return derive_seed(seed, already, *host)
+
+
+def _set_aside(storage: optuna.storages.BaseStorage, url: str | None, name: str, log_dir: str) -> str:
+    """Move the study ``name`` to a new name, ``<name>-failed-K``, with its trials' logs; returns the new name.
+
+    The study is copied (Optuna's ``copy_study``: trials, attributes) into the same storage, or with
+    the default journal (``url`` None) into the new name's own journal, then deleted; its
+    ``trial_NNNN/`` folders and its TensorBoard study run move to the new name's folder. Nothing
+    is lost, and ``lightopt sweep show <name>-failed-K`` reads it back.
+    """
+    existing = set(optuna.get_all_study_names(storage))
+    number = 1
+    while f"{name}-failed-{number}" in existing or study_dir(log_dir, f"{name}-failed-{number}").exists():
+        number += 1
+    aside = f"{name}-failed-{number}"
+    target = storage if url is not None else open_storage(None, study_dir(log_dir, aside))[0]
+    optuna.copy_study(from_study_name=name, from_storage=storage, to_storage=target, to_study_name=aside)
+    optuna.delete_study(study_name=name, storage=storage)
+    source, destination = study_dir(log_dir, name), study_dir(log_dir, aside)
+    destination.mkdir(parents=True, exist_ok=True)
+    for path in sorted(source.glob("trial_*")) + [p for p in (source / "study", source / "plots") if p.exists()]:
+        shutil.move(str(path), str(destination / path.name))
+    return aside
