@@ -349,7 +349,7 @@ def sampler_scale(sizes: list[int], repeats: int, save: Any = None) -> list[dict
         samplers = {name: make for name, make in samplers.items() if not name.startswith("cmaes")}
     rng = random.Random(SEED)
     history = []
-    for number in range(max(sizes)):
+    for _number in range(max(sizes)):
         params = {
             "optimizer.init_args.lr": 10 ** rng.uniform(-3, 0),
             "optimizer.init_args.momentum": rng.uniform(0, 0.99),

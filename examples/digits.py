@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import functools
 import inspect
+import itertools
 import logging
 import sys
 import time
@@ -259,7 +260,7 @@ class DigitsMLP(_DigitsClassifier):
         super().__init__()
         self.save_hyperparameters()
         widths = [64] + [hidden] * layers
-        body = [m for a, b in zip(widths, widths[1:]) for m in (torch.nn.Linear(a, b), torch.nn.ReLU())]
+        body = [m for a, b in itertools.pairwise(widths) for m in (torch.nn.Linear(a, b), torch.nn.ReLU())]
         self.net = torch.nn.Sequential(torch.nn.Flatten(), *body, torch.nn.Linear(widths[-1], 10))
 
 

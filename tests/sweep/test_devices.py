@@ -253,7 +253,7 @@ def test_ddp_trials_take_two_ids_each_and_two_run_at_once(tmp_path, capsys):
 
 
 def test_out_of_memory_on_one_device_fails_its_trials_only(tmp_path, capsys):
-    data, record = _recording_sweep(tmp_path, n_trials=6, wait_for=2, oom_on="1")
+    data, _record = _recording_sweep(tmp_path, n_trials=6, wait_for=2, oom_on="1")
     file = write(tmp_path / "s.yaml", data)
     assert main(["sweep", "run", str(file), "--devices", "0,1"]) == 0
     trials = _journal(tmp_path / "runs" / "s" / "study.journal").trials
@@ -309,7 +309,7 @@ def test_a_killed_worker_has_its_trial_retried_on_another_device(tmp_path):
     victim = next(t for t in trials if t.user_attrs["device"] == "1")
     os.kill(victim.user_attrs["worker"]["pid"], signal.SIGKILL)  # the worker of device 1 is gone
     stall.unlink()
-    out, err = proc.communicate(timeout=300)
+    _out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     trials = _journal(journal).trials
     retry = next(t for t in trials if t.user_attrs.get("retry_of") == victim.number)
@@ -320,7 +320,7 @@ def test_a_killed_worker_has_its_trial_retried_on_another_device(tmp_path):
 
 
 def test_sigterm_to_the_command_records_every_running_trial_and_the_next_run_retries_them(tmp_path, capsys):
-    proc, journal, stall, data, trials = _stalled_device_sweep(tmp_path, n_trials=2)
+    proc, journal, stall, _data, trials = _stalled_device_sweep(tmp_path, n_trials=2)
     proc.send_signal(signal.SIGTERM)  # to the command only, as `kill` or a scheduler's batch-shell signal does
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and err.strip().splitlines() == [

@@ -57,7 +57,7 @@ def two_trials(tmp_path):
 
 @pytest.mark.parametrize("kind", list(HOLD))
 def test_a_lock_whose_holder_was_killed_is_broken_at_once_with_one_line(two_trials, tmp_path, kind):
-    file, journal = two_trials
+    _file, journal = two_trials
     holder = _hold(tmp_path, kind, "runs/s/study.journal")
     holder.send_signal(signal.SIGKILL)
     holder.wait()
@@ -78,7 +78,7 @@ def test_a_lock_whose_holder_was_killed_is_broken_at_once_with_one_line(two_tria
 
 
 def test_a_live_holder_is_waited_for_with_a_line_naming_it_then_broken_once_killed(two_trials, tmp_path):
-    file, journal = two_trials
+    _file, journal = two_trials
     holder = _hold(tmp_path, "lightopt, mid-write", str(journal))
     err = tmp_path / "err.txt"
     with open(err, "w") as stderr:
@@ -87,7 +87,7 @@ def test_a_live_holder_is_waited_for_with_a_line_naming_it_then_broken_once_kill
         assert sweep.poll() is None  # it waits, and says so
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-        out, _ = sweep.communicate(timeout=120)
+        _out, _ = sweep.communicate(timeout=120)
     lines = err.read_text().splitlines()
     assert sweep.returncode == 0, lines
     assert lines[0].startswith(f"waiting for the study journal's lock {journal}.lock, held by pid {holder.pid} on host")
@@ -98,7 +98,7 @@ def test_a_live_holder_is_waited_for_with_a_line_naming_it_then_broken_once_kill
 
 @pytest.mark.parametrize("damage", ["cut mid-record", "garbage appended", "a garbage line"])
 def test_a_damaged_tail_is_cut_off_kept_and_the_sweep_goes_on(two_trials, tmp_path, monkeypatch, capsys, damage):
-    file, journal = two_trials
+    _file, journal = two_trials
     data = journal.read_bytes()
     before = {t.number: t.value for t in _study(journal).trials}
     if damage == "cut mid-record":
@@ -137,7 +137,7 @@ def _mounted(where: Path, *options: str):
 
 
 def test_a_full_disk_is_one_line_and_loses_nothing_recorded(tmp_path):
-    file = write(tmp_path / "s.yaml", sweep_dict(Path("runs"), n_trials=4))
+    write(tmp_path / "s.yaml", sweep_dict(Path("runs"), n_trials=4))
     with _mounted(tmp_path / "disk", "-t", "tmpfs", "-o", "size=1m", "tmpfs"):
         journal = tmp_path / "disk" / "study.journal"
         done = lightopt("sweep", "run", "s.yaml", "--storage", str(journal), "--n-trials", "2", cwd=tmp_path)
@@ -162,7 +162,7 @@ def test_a_full_disk_is_one_line_and_loses_nothing_recorded(tmp_path):
 
 
 def test_a_read_only_journal_is_one_line_and_still_shows(two_trials, tmp_path):
-    file, journal = two_trials
+    _file, journal = two_trials
     with _mounted(journal.parent, "--bind", str(journal.parent)):
         subprocess.run(["mount", "-o", "remount,bind,ro", str(journal.parent)], check=True)
         done = lightopt("sweep", "run", "s.yaml", "--n-trials", "3", cwd=tmp_path)

@@ -25,6 +25,7 @@ what a sweep killed at any moment needs and Optuna's backend lacks:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -120,10 +121,8 @@ class JournalLock:
     def release(self) -> None:
         mine, self._mine = self._mine, None
         if mine is not None and _read(self.path) == mine:  # not ours any more only if it was broken as stale
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
-            except FileNotFoundError:
-                pass
 
     def _inspect(self) -> tuple[bytes | None, str, bool]:
         """``(what the lock holds, who holds it, whether that holder is gone)``; None: no lock right now."""
@@ -158,10 +157,8 @@ class JournalLock:
         except FileNotFoundError:
             return  # released, or broken by another process, meanwhile
         if _read(aside) != seen:  # a new holder took it in between: give it back
-            try:
+            with contextlib.suppress(OSError):
                 os.link(aside, self.path, follow_symlinks=False)
-            except OSError:
-                pass
             os.unlink(aside)
             return
         os.unlink(aside)
@@ -270,10 +267,8 @@ class JournalFile(JournalFileBackend):
                 done += os.write(fd, data[done:])
             os.fsync(fd)
         except OSError as error:
-            try:
+            with contextlib.suppress(OSError):
                 os.ftruncate(fd, size)
-            except OSError:
-                pass
             full = error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
             what = "no space left on its device" if full else error.strerror
             raise StorageError(
