@@ -354,10 +354,13 @@ def test_a_ddp_trial_that_needs_more_devices_than_its_worker_holds_fails_before_
         "mode": "min",
     }
     started = []
-    with pytest.raises(
-        ValueError,
-        match=r"`trainer.devices` must be at most 2 in this trial, but got 4: its worker "
-        r"holds devices 2,3",
-    ), trial_processes(job):
+    with (
+        pytest.raises(
+            ValueError,
+            match=r"`trainer.devices` must be at most 2 in this trial, but got 4: its worker "
+            r"holds devices 2,3",
+        ),
+        trial_processes(job),
+    ):
         started.append(True)
     assert started == [] and "LOCAL_RANK" not in os.environ and "MASTER_PORT" not in os.environ
