@@ -202,3 +202,29 @@ def test_fit_into_a_file_where_its_log_folder_goes_is_one_line(tmp_path):
         f"error: {tmp_path}/a_file/lightning_logs: Not a directory (a file is in "
         f"the way of a folder: remove it or choose another path)"
     )
+
+
+_OUTSIDE = """
+import sys
+from lightopt.cli import main
+sys.path[:] = [p for p in sys.path if p not in ({root!r}, "")]  # lightopt is imported; the repository is left
+raise SystemExit(main({argv!r}))
+"""
+
+
+def test_a_shipped_sweep_run_from_outside_the_repository_says_where_classes_come_from(tmp_path):
+    """`examples.digits` is imported from the current directory and PYTHONPATH: from elsewhere it is not found."""
+    argv = ["sweep", "run", str(ROOT / "sweeps" / "digits_sgd.yaml"), "--n-trials", "1"]
+    done = subprocess.run(
+        [sys.executable, "-c", _OUTSIDE.format(root=str(ROOT), argv=argv)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "no module 'examples'" in done.stderr
+    assert "class paths are imported from the current directory and PYTHONPATH" in done.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
