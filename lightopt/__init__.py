@@ -1,10 +1,9 @@
 """lightopt: chapter 8 of Goodfellow, Bengio & Courville's *Deep Learning* for PyTorch Lightning."""
 
-import importlib
 import signal
 import sys
-from typing import Any
 
+from lightopt._lazy import lazy_attributes
 from lightopt._version import __version__
 
 _COMMAND = sys.argv[0].endswith("lightopt") or sys.orig_argv[1:3] == ["-m", "lightopt"]
@@ -40,15 +39,4 @@ __all__ = [
     "schedules",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'lightopt' has no attribute {name!r}")
-    module = importlib.import_module(_LAZY[name])
-    value = module if _LAZY[name].endswith("." + name) else getattr(module, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__)

@@ -14,9 +14,7 @@ One home for everything lightopt does with a run config, used by ``lightopt fit`
 * errors are :class:`ConfigError`: ``FILE:LINE: message`` on one line.
 """
 
-import importlib
-from typing import Any
-
+from lightopt._lazy import lazy_attributes
 from lightopt.runconfig._classes import (
     REFUSED_MODULES,
     did_you_mean,
@@ -91,10 +89,4 @@ _LAZY = {
     ),
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'lightopt.runconfig' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__)

@@ -20,8 +20,9 @@ What a user types is here:
 * :func:`run_sweep` creates or resumes the study and runs its trials, as ``lightopt sweep run`` does.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lightopt._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from lightopt.sweep.readback import best_config, find_study
@@ -77,14 +78,4 @@ __all__ = [
     "trial_seed",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'lightopt.sweep' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__)

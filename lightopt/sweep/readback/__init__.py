@@ -9,8 +9,9 @@
 Loaded on first use (a ``_LAZY`` table): ``sweep show NAME`` imports neither torch nor Lightning.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lightopt._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from lightopt.sweep.readback._export import (
@@ -59,14 +60,4 @@ __all__ = [
     "trial_value",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__)

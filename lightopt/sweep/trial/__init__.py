@@ -14,8 +14,9 @@
 Loaded on first use (a ``_LAZY`` table): these modules import torch and Lightning.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lightopt._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from lightopt.sweep.trial._build import (
@@ -205,14 +206,4 @@ __all__ = [
     "write_trial",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__)
