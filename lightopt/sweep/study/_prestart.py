@@ -43,7 +43,15 @@ import signal
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-__all__ = ["PRESTART_ENV", "Prestarted", "close_prestarted", "prestart_workers", "take_prestarted", "user_modules"]
+__all__ = [
+    "PRESTART_ENV",
+    "Prestarted",
+    "close_prestarted",
+    "prestart_workers",
+    "signals_ignored",
+    "take_prestarted",
+    "user_modules",
+]
 
 PRESTART_ENV = "LIGHTOPT_PRESTART"
 
@@ -63,7 +71,7 @@ class Prestarted:
         self.children: list[Any] = []
         self._pipes: list[Any] = []
         self.sent = False
-        with _signals_ignored():  # the children inherit it: no traceback from an interrupt during their imports
+        with signals_ignored():  # the children inherit it: no traceback from an interrupt during their imports
             for index in range(1, workers):
                 reader, writer = context.Pipe(duplex=False)
                 child = context.Process(
@@ -151,7 +159,8 @@ def close_prestarted() -> None:
 
 
 @contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
+def signals_ignored() -> Iterator[None]:
+    """Ignore SIGINT and SIGTERM inside the block: children started there inherit it (no traceback mid-import)."""
     saved = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield

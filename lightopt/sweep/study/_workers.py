@@ -38,7 +38,6 @@ import queue as queue_module
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any, TextIO
 
 import optuna
@@ -50,7 +49,7 @@ from lightopt.sweep.study._board import StudyRun
 from lightopt.sweep.study._devices import DeviceSlots
 from lightopt.sweep.study._loop import run_worker
 from lightopt.sweep.study._open import open_study
-from lightopt.sweep.study._prestart import take_prestarted
+from lightopt.sweep.study._prestart import signals_ignored, take_prestarted
 from lightopt.sweep.study._progress import Progress
 from lightopt.sweep.study._recovery import fail_dead_trials
 from lightopt.sweep.study._stop_rule import FailureWatch
@@ -135,7 +134,7 @@ def run_workers(
     loop = dict(total=total, lock=lock, timeout=timeout, should_stop=pump.failed.is_set, retries=retries)
     started = time.monotonic()
     try:
-        with _signals_ignored():  # the children inherit it: no traceback from an interrupt during their imports
+        with signals_ignored():  # the children inherit it: no traceback from an interrupt during their imports
             for index, child in enumerate(children if not ready else ()):
                 _start_child(child, index, slots)
         if ready:
@@ -195,16 +194,6 @@ def run_workers(
             "the running trials were recorded as failed (interrupted); run the same command again to retry them"
         )
     return ran + pump.ran
-
-
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    saved = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
 
 
 class _Lines:

@@ -20,7 +20,7 @@ from lightopt.sweep.spec import parse
 from lightopt.sweep.study import _prestart
 from tests.sweep.helpers import sweep_dict, write
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 _LINE = re.compile(r"^\[\d+/\d+\] trial (\d+) .* \| ([0-9.]+) s$")
 
 
