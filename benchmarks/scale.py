@@ -129,6 +129,7 @@ def _stub_fit(stamps: Stamps):
 
     def fit_trial(config, seed, pruning, directory, name, callbacks=(), ckpt_path=None, checkpoints=False, cli=None):
         stamps(int(name.rsplit("_", 1)[1]))
+        pruning._set_up = True  # as its setup() in a fit: this process decides (no read of the trial back)
         lr, momentum = config["optimizer"]["init_args"]["lr"], config["optimizer"]["init_args"]["momentum"]
         batch = config["data"]["init_args"]["batch_size"]
         step = 0
@@ -137,8 +138,9 @@ def _stub_fit(stamps: Stamps):
             pruning.history.append((step, loss))
             pruning.best = loss if pruning.best is None else min(pruning.best, loss)
             pruning.trial.report(loss, step)
-            if pruning.trial.should_prune():
-                pruning.pruned = step
+            if pruning.trial.should_prune():  # as PruningCallback decides: the step kept, in the trial too
+                pruning.trial.set_user_attr("pruned_at", step)
+                pruning._pruned = step
                 break
         return SimpleNamespace(trainer=SimpleNamespace(current_epoch=step, global_step=step))
 

@@ -58,3 +58,23 @@ def test_the_stub_fit_reports_through_the_pruning_callback(scale):
     assert [step for step, _ in pruning.history] == list(range(1, scale.ROUNDS + 1))
     assert pruning.best == pytest.approx(scale.value(0.03, 0.9, 64, scale.ROUNDS))
     assert run.trainer.current_epoch == scale.ROUNDS and stamps.starts[0][1] == 7
+
+
+class _AlwaysPrune(__import__("optuna").pruners.BasePruner):
+    def prune(self, study, trial):
+        return True
+
+
+def test_the_stub_fit_prunes_as_the_pruning_callback_does(scale):
+    """A pruned stub trial is PRUNED with ``pruned_at``, not FAIL (an AttributeError on the ``pruned`` property)."""
+    import optuna
+
+    from lightopt.sweep import PruningCallback
+
+    study = optuna.create_study(pruner=_AlwaysPrune())
+    trial = study.ask()
+    pruning = PruningCallback(trial, "val_loss")
+    config = {"optimizer": {"init_args": {"lr": 0.03, "momentum": 0.9}}, "data": {"init_args": {"batch_size": 64}}}
+    run = scale._stub_fit(scale.Stamps())(config, 0, pruning, Path("."), "trial_0000")
+    assert pruning.pruned == 1 and run.trainer.current_epoch == 1
+    assert study.trials[0].user_attrs["pruned_at"] == 1
