@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import sqlalchemy  # noqa: E402
+import sqlalchemy
 
-import benchmarks.scale as scale  # noqa: E402
+import benchmarks.scale as scale
 
 
 def _caller() -> str:
@@ -49,11 +49,10 @@ def _caller() -> str:
 
 def _kind(statement: str) -> str:
     text = " ".join(statement.split())
-    match = re.match(r"(SELECT|INSERT INTO|UPDATE|DELETE FROM)\b.*?\b(?:FROM|INTO|UPDATE)?\s*(\w+)", text)
     if text.startswith("SELECT"):
         tables = re.findall(r"FROM (\w+)", text)
         return "SELECT " + ",".join(dict.fromkeys(tables))
-    return " ".join(text.split()[:3]) if match is None else " ".join(text.split()[:3])
+    return " ".join(text.split()[:3])
 
 
 def main() -> int:
@@ -73,7 +72,7 @@ def main() -> int:
     by_caller: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
 
     @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "before_cursor_execute")
-    def count(conn, cursor, statement, parameters, context, executemany):  # noqa: ARG001
+    def count(conn, cursor, statement, parameters, context, executemany):
         per_trial[trial_now[0]][_kind(statement)] += 1
         by_caller[trial_now[0]][_caller()] += 1
 
@@ -106,6 +105,7 @@ def main() -> int:
         )
         stop = optuna.study.MaxTrialsCallback(args.trials, states=None)
         study.optimize(scale._objective(stamps), callbacks=[stop], gc_after_trial=False)
+
     profiler = cProfile.Profile() if args.cprofile else None
     try:
         with tempfile.TemporaryDirectory(prefix="scale-profile-", dir="/dev/shm") as scratch:

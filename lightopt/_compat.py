@@ -87,6 +87,36 @@ def study_storage(study: optuna.Study) -> optuna.storages.BaseStorage:
     return study._storage
 
 
+def cached_trials_from(
+    storage: optuna.storages.BaseStorage, study_id: int, start: int
+) -> list[optuna.trial.FrozenTrial] | None:
+    """The trials numbered ``start`` and up from Optuna's cache in front of a database; None if not one.
+
+    Optuna wraps every ``RDBStorage`` a study opens in ``_CachedStorage`` (lightopt's
+    ``GuardedStorage`` and the like keep the storage they wrap as ``inner``). Its refresh reads from
+    the database only the trials not seen finished yet: one query (plus one per relation when rows
+    come back), whatever the study's size, where ``get_trial`` of a trial not finished is a round trip
+    of its own. Its cache holds the trials by number; they are returned as they are, not copied.
+    """
+    from optuna.storages._cached_storage import _CachedStorage
+
+    for _ in range(4):
+        if isinstance(storage, _CachedStorage):
+            break
+        storage = storage.__dict__.get("inner")
+        if storage is None:
+            return None
+    else:
+        return None
+    storage._read_trials_from_remote_storage(study_id)
+    with storage._lock:
+        cached = storage._studies[study_id].trials
+        trials = []
+        while start + len(trials) in cached:
+            trials.append(cached[start + len(trials)])
+    return trials
+
+
 def stop_requested(study: optuna.Study) -> bool:
     """Whether ``study.stop()`` was called in the last ``study.optimize`` (e.g. by a finished ``GridSampler``).
 

@@ -110,3 +110,24 @@ def test_compat_strong_wolfe_returns_a_step_that_satisfies_both_conditions():
     assert f_new <= f + 1e-4 * t * float(gtd)
     assert abs(float(g_new.dot(d))) <= 0.1 * abs(float(gtd))
     assert t == pytest.approx(0.25, rel=1e-12)  # cubic interpolation of a quadratic is exact
+
+
+def test_cached_trials_from_sees_trials_another_handle_finished_and_skips_other_storages(tmp_path):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=url, study_name="s")
+    other = optuna.load_study(storage=url, study_name="s")
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    running = other.ask()
+    study_id = _compat.study_storage(study).get_study_id_from_name("s")
+    wrapper = type("Wrapper", (), {})()  # as lightopt's GuardedStorage keeps the storage it wraps
+    wrapper.inner = _compat.study_storage(study)
+    assert [(t.number, t.state.name) for t in _compat.cached_trials_from(wrapper, study_id, 1)] == [
+        (1, "COMPLETE"),
+        (2, "RUNNING"),
+    ]
+    other.tell(running, 0.5)  # finished by another handle: the next look sees it
+    assert [t.state.name for t in _compat.cached_trials_from(wrapper, study_id, 2)] == ["COMPLETE"]
+    assert _compat.cached_trials_from(wrapper, study_id, 3) == []
+    assert _compat.cached_trials_from(optuna.storages.InMemoryStorage(), 0, 0) is None

@@ -171,3 +171,60 @@ def test_tally_updated_piece_by_piece_equals_one_computed_from_all_trials(tmp_pa
         assert sorted(t.number for t in tally.unretried) == [
             t.number for t in trials if recovery.is_retryable(t) and t.number not in retried
         ]
+
+
+def _rdb_study(tmp_path, size: int) -> optuna.Study:
+    """The study of :func:`_study` in a SQLite database: Optuna's RDBStorage, as on PostgreSQL, behind its cache."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+    study = optuna.create_study(storage=storage, study_name="s", sampler=optuna.samplers.RandomSampler(seed=0))
+    rng = random.Random(size)
+    study.add_trials([_trial(rng, number) for number in range(size)])
+    return study
+
+
+def _statements_per_trial(tmp_path, size: int, trials: int = 6) -> tuple[float, float]:
+    """SQL statements per trial of the worker loop's ``trials`` trials after ``size``: in all, and in its scans."""
+    import sqlalchemy
+
+    study = _rdb_study(tmp_path, size)
+    out = io.StringIO()
+    progress, board = _Progress(out, size + 100, "val_loss"), StudyRun(tmp_path / "runs", plot_every=3600)
+
+    def run(total: int) -> int:
+        return run_worker(
+            study,
+            lambda trial: trial.suggest_float("x", 0, 1),
+            total=total,
+            lock=tmp_path / "lock",
+            callbacks=[progress, board],
+            failures=FailureWatch(3),
+        )
+
+    run(size + 1)  # the first write of the run reads all; the retries of the trials stopped from outside
+    statements, scans = [], []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+        if any(frame.function == "trials_from" for frame in inspect.stack()[1:40]):
+            scans.append(statement)
+
+    engine = study._storage._backend.engine
+    sqlalchemy.event.listen(engine, "before_cursor_execute", count)
+    try:
+        ran = run(size + 1 + trials)
+    finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", count)
+    assert ran == trials
+    return len(statements) / ran, len(scans) / ran
+
+
+def test_per_trial_sql_statements_do_not_grow_with_the_study(tmp_path):
+    """On a database (here SQLite; PostgreSQL runs the same statements) the loop's statements per trial stay flat."""
+    small, small_scans = _statements_per_trial(tmp_path / "small", 50)
+    large, large_scans = _statements_per_trial(tmp_path / "large", 500)
+    assert small == large and small_scans == large_scans
+    # 3 scans per trial (the tally twice, the study run): each one refresh of Optuna's cache (the study, the
+    # trials changed, their 5 relations when any), not a look-up per trial number and 6 statements per open
+    # trial (22 per trial before)
+    assert large_scans <= 12
