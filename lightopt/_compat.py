@@ -117,6 +117,44 @@ def cached_trials_from(
     return trials
 
 
+def rdb_set_trial_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int, attrs: dict[str, Any]) -> bool:
+    """Write ``attrs`` to the trial in one transaction if ``storage`` is (Optuna's cache in front of) an ``RDBStorage``.
+
+    Returns whether it did (False: not a database; nothing written). ``RDBStorage`` has no call
+    for several attributes: each ``set_trial_user_attr`` is a transaction of its own (a read of
+    the trial, the upsert, a commit); here the trial is read once per attribute in one session
+    and committed once, with the same checks (a finished trial is refused).
+    """
+    from optuna.storages import RDBStorage
+    from optuna.storages._cached_storage import _CachedStorage
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    if isinstance(storage, _CachedStorage):
+        storage = storage._backend
+    if not isinstance(storage, RDBStorage):
+        return False
+    with _create_scoped_session(storage.scoped_session, True) as session:
+        for key, value in attrs.items():
+            storage._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+    return True
+
+
+def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    """``trial.set_user_attr`` for each of ``attrs``, in one write where the storage offers one.
+
+    lightopt's ``GuardedStorage`` offers ``set_trial_user_attrs`` (one transaction on a
+    database); the trial's own copy of its attributes is updated as ``set_user_attr`` does.
+    """
+    write = getattr(trial.storage, "set_trial_user_attrs", None)
+    if write is None or len(attrs) < 2:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return
+    write(trial._trial_id, dict(attrs))
+    trial._cached_frozen_trial.user_attrs.update(attrs)
+
+
 def stop_requested(study: optuna.Study) -> bool:
     """Whether ``study.stop()`` was called in the last ``study.optimize`` (e.g. by a finished ``GridSampler``).
 

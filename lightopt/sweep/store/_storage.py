@@ -33,7 +33,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from lightopt._compat import heartbeat_base
+from lightopt._compat import heartbeat_base, rdb_set_trial_user_attrs
 from lightopt.sweep.store._processes import worker_identity
 
 __all__ = ["StorageError", "GuardedStorage", "OUTAGE_S", "stderr_line"]
@@ -172,6 +172,16 @@ class GuardedStorage(BaseStorage, BaseHeartbeat):
             return self.inner.create_new_trial(study_id, template)
 
         return self._retry(create)
+
+    def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
+        """Several user attributes of a trial: on a database one transaction, not one per attribute."""
+
+        def write() -> None:
+            if not rdb_set_trial_user_attrs(self.inner, trial_id, attrs):
+                for key, value in attrs.items():
+                    self.inner.set_trial_user_attr(trial_id, key, value)
+
+        self._retry(write)
 
     # -- everything else: forwarded, retried through outages ----------------------------------------------------
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:

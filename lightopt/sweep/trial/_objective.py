@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lightopt._compat import set_user_attrs
 from lightopt.runconfig import CliSpec
 from lightopt.sweep.spec import SweepFile, trial_seed
 from lightopt.sweep.store import StorageError, trial_dir
@@ -123,13 +124,15 @@ class Objective:
             self._fail(trial, reason, traceback.format_exc())
             raise TrialFailed(reason) from error
         trainer = run.trainer
+        fitted: dict[str, Any] = {}  # written together: on a database one transaction, not one per attribute
         if resume is not None:
-            trial.set_user_attr("resumed_at", {"epoch": start.epoch, "global_step": start.global_step})
-        trial.set_user_attr("epochs", trainer.current_epoch)
-        trial.set_user_attr("global_step", trainer.global_step)
-        trial.set_user_attr("validation_rounds", len(pruning.history))
+            fitted["resumed_at"] = {"epoch": start.epoch, "global_step": start.global_step}
+        fitted["epochs"] = trainer.current_epoch
+        fitted["global_step"] = trainer.global_step
+        fitted["validation_rounds"] = len(pruning.history)
         if pruning.history:
-            trial.set_user_attr("final_value", pruning.history[-1][1])
+            fitted["final_value"] = pruning.history[-1][1]
+        set_user_attrs(trial, fitted)
         if pruning.failure is not None:
             self._fail(trial, pruning.failure, None)
             raise TrialFailed(pruning.failure)
@@ -144,7 +147,8 @@ class Objective:
             raise TrialFailed(reason)
         trial.set_user_attr("best_value", pruning.best)
         if pruning.pruned is not None:
-            trial.set_user_attr("pruned_at", pruning.pruned)
+            if trial.user_attrs.get("pruned_at") != pruning.pruned:  # the callback recorded it in this process
+                trial.set_user_attr("pruned_at", pruning.pruned)
             raise optuna.TrialPruned(f"pruned at step {pruning.pruned}")
         return pruning.best
 
