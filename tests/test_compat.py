@@ -131,3 +131,21 @@ def test_cached_trials_from_sees_trials_another_handle_finished_and_skips_other_
     assert [t.state.name for t in _compat.cached_trials_from(wrapper, study_id, 2)] == ["COMPLETE"]
     assert _compat.cached_trials_from(wrapper, study_id, 3) == []
     assert _compat.cached_trials_from(optuna.storages.InMemoryStorage(), 0, 0) is None
+
+
+def test_set_user_attrs_writes_through_the_storage_batch_call_or_one_by_one(tmp_path):
+    import optuna
+
+    from lightopt.sweep.store import GuardedStorage
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    attrs = {"epochs": 3, "global_step": 30, "final_value": 0.25}
+    trial = optuna.create_study(storage=GuardedStorage(optuna.storages.get_storage(url), "db"), study_name="s").ask()
+    _compat.set_user_attrs(trial, attrs)
+    assert {k: trial.user_attrs[k] for k in attrs} == attrs  # the trial's own copy, as set_user_attr keeps it
+    stored = optuna.load_study(storage=url, study_name="s").trials[0].user_attrs
+    assert {k: stored[k] for k in attrs} == attrs
+    other = optuna.create_study().ask()  # no batch call: one set_user_attr each
+    _compat.set_user_attrs(other, attrs)
+    assert {k: other.user_attrs[k] for k in attrs} == attrs
+    assert not _compat.rdb_set_trial_user_attrs(optuna.storages.InMemoryStorage(), 0, attrs)

@@ -234,7 +234,6 @@ def test_user_attrs_set_together_are_one_transaction_on_a_database(tmp_path):
     """The attributes a trial records after its fit: one commit on a database (one per attribute before)."""
     import sqlalchemy
 
-    from lightopt._compat import set_user_attrs
     from lightopt.sweep.store import GuardedStorage
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
@@ -250,17 +249,12 @@ def test_user_attrs_set_together_are_one_transaction_on_a_database(tmp_path):
     sqlalchemy.event.listen(engine, "commit", committed)
     attrs = {"epochs": 3, "global_step": 30, "validation_rounds": 3, "final_value": 0.25}
     try:
-        set_user_attrs(trial, attrs)
+        guarded.set_trial_user_attrs(trial._trial_id, attrs)
     finally:
         sqlalchemy.event.remove(engine, "commit", committed)
     assert len(commits) == 1
-    assert {k: trial.user_attrs[k] for k in attrs} == attrs  # the trial's own copy, as set_user_attr keeps it
     stored = optuna.load_study(storage=url, study_name="s").trials[0].user_attrs
     assert {k: stored[k] for k in attrs} == attrs
     study.tell(trial, 1.0)
     with pytest.raises(RuntimeError):  # a finished trial is refused, as by set_user_attr
         guarded.set_trial_user_attrs(trial._trial_id, {"late": 1})
-    plain = optuna.create_study()  # no batch write: one set_user_attr each
-    other = plain.ask()
-    set_user_attrs(other, attrs)
-    assert {k: other.user_attrs[k] for k in attrs} == attrs
