@@ -113,3 +113,11 @@ def wait_for(condition: Any, what: str, timeout: float = 120) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids of process ``pid``'s direct children (none once it has gone)."""
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []

@@ -83,3 +83,9 @@ class StallingMLP(DigitsMLP):
         ):  # Lightning stops the fit after this step on SIGTERM
             time.sleep(0.05)
         return super().training_step(batch, batch_idx)
+
+
+def load_journal(path: Path, name: str = "s") -> optuna.Study:
+    """The study ``name`` in the journal file at ``path``, opened with Optuna alone (no lightopt in between)."""
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    return optuna.load_study(study_name=name, storage=storage)

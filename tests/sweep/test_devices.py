@@ -15,7 +15,6 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
@@ -26,14 +25,9 @@ from lightopt.cli import main
 from lightopt.sweep.study import parse_devices, plan
 from lightopt.sweep.trial import DEVICES_ENV, VISIBLE_ENV, assigned_devices, trial_devices
 from tests.sweep.device_helpers import most_at_once, records
-from tests.sweep.helpers import sweep_dict, write
+from tests.sweep.helpers import load_journal, sweep_dict, write
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _journal(path: Path) -> optuna.Study:
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-    return optuna.load_study(study_name="s", storage=storage)
 
 
 def _recording_sweep(tmp_path: Path, n_trials: int, wait_for: int, **init_args) -> tuple[dict, Path]:
@@ -214,7 +208,7 @@ def test_two_trials_per_device_share_each_listed_id_and_no_more(tmp_path, capsys
     assert os.getpid() not in pids  # the command's own process ran no trial
     assert sorted(len([p for p, ids in pids.items() if i in ids]) for i in ("0", "1")) == [2, 2]
 
-    trials = _journal(tmp_path / "runs" / "s" / "study.journal").trials
+    trials = load_journal(tmp_path / "runs" / "s" / "study.journal").trials
     assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
     by_dir = {Path(r["log_dir"]).name: r["visible"] for r in seen}
     assert all(t.user_attrs["device"] == by_dir[f"trial_{t.number:04d}"] for t in trials)
@@ -246,7 +240,7 @@ def test_ddp_trials_take_two_ids_each_and_two_run_at_once(tmp_path, capsys):
     ]  # every rank of a trial sees its trial's two ids
     rank0 = [r for r in seen if r["rank"] == 0]
     assert most_at_once([(r["start"], r["end"]) for r in rank0]) == 2
-    trials = _journal(tmp_path / "runs" / "s" / "study.journal").trials
+    trials = load_journal(tmp_path / "runs" / "s" / "study.journal").trials
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert sorted(t.user_attrs["device"] for t in trials) == ["0,1", "2,3"]
     assert "on devices 0,1 complete" in capsys.readouterr().out
@@ -256,7 +250,7 @@ def test_out_of_memory_on_one_device_fails_its_trials_only(tmp_path, capsys):
     data, _record = _recording_sweep(tmp_path, n_trials=6, wait_for=2, oom_on="1")
     file = write(tmp_path / "s.yaml", data)
     assert main(["sweep", "run", str(file), "--devices", "0,1"]) == 0
-    trials = _journal(tmp_path / "runs" / "s" / "study.journal").trials
+    trials = load_journal(tmp_path / "runs" / "s" / "study.journal").trials
     assert len(trials) == 6 and {t.user_attrs["device"] for t in trials} == {"0", "1"}
     for trial in trials:
         if trial.user_attrs["device"] == "1":
@@ -295,7 +289,7 @@ def _stalled_device_sweep(tmp_path: Path, n_trials: int) -> tuple[subprocess.Pop
     while time.monotonic() < deadline and proc.poll() is None:
         checkpoints = [journal.parent / f"trial_{n:04d}" / "checkpoints" / "last.ckpt" for n in (0, 1)]
         if journal.is_file() and all(c.is_file() for c in checkpoints):
-            trials = _journal(journal).trials
+            trials = load_journal(journal).trials
             if len(trials) == 2 and all(t.state == TrialState.RUNNING for t in trials):
                 time.sleep(0.5)  # last.ckpt is complete once the fit moved on to the stall
                 return proc, journal, stall, data, trials
@@ -311,7 +305,7 @@ def test_a_killed_worker_has_its_trial_retried_on_another_device(tmp_path):
     stall.unlink()
     _out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    trials = _journal(journal).trials
+    trials = load_journal(journal).trials
     retry = next(t for t in trials if t.user_attrs.get("retry_of") == victim.number)
     assert trials[victim.number].state == TrialState.FAIL
     assert trials[victim.number].user_attrs["fail_reason"].startswith("worker died")
@@ -327,14 +321,14 @@ def test_sigterm_to_the_command_records_every_running_trial_and_the_next_run_ret
         "interrupted: the running trials were recorded as failed (interrupted); run the same command again to retry "
         "them"
     ]
-    trials = _journal(journal).trials
+    trials = load_journal(journal).trials
     assert [(t.state, t.user_attrs["fail_reason"]) for t in trials] == [(TrialState.FAIL, "interrupted")] * 2
     for pid in {t.user_attrs["worker"]["pid"] for t in trials}:
         with pytest.raises(ProcessLookupError):  # no worker left behind
             os.kill(pid, 0)
     stall.unlink()
     assert main(["sweep", "run", str(tmp_path / "s.yaml"), "--devices", "0,1"]) == 0  # the requeued job
-    trials = _journal(journal).trials
+    trials = load_journal(journal).trials
     retries = sorted((t.user_attrs["retry_of"], t.state) for t in trials[2:])
     assert retries == [(0, TrialState.COMPLETE), (1, TrialState.COMPLETE)]
     assert all(t.user_attrs["resumed_at"]["epoch"] >= 1 for t in trials[2:])  # from their checkpoints

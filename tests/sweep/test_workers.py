@@ -21,14 +21,10 @@ from lightopt.cli import main
 from lightopt.sweep import run_sweep
 from lightopt.sweep.spec import parse
 from lightopt.sweep.study import run_worker
-from tests.sweep.helpers import sweep_dict, write
+from tests.sweep.fault_helpers import children_of
+from tests.sweep.helpers import load_journal, sweep_dict, write
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _journal(path: Path) -> optuna.Study:
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-    return optuna.load_study(study_name="s", storage=storage)
 
 
 def _stalling_sweep(tmp_path: Path, **study) -> tuple[dict, Path]:
@@ -62,7 +58,7 @@ def _wait_stalled(proc: subprocess.Popen, journal: Path, *numbers: int) -> Path:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
         if all(c.is_file() for c in checkpoints) and journal.is_file():
-            trials = _journal(journal).trials
+            trials = load_journal(journal).trials
             if len(trials) > max(numbers) and all(trials[n].state == TrialState.RUNNING for n in numbers):
                 time.sleep(0.5)  # the checkpoint file is complete once the fit moved on to the stall
                 return checkpoints[-1]
@@ -74,7 +70,7 @@ def _wait_stalled(proc: subprocess.Popen, journal: Path, *numbers: int) -> Path:
 def test_workers_run_the_study_to_exactly_n_trials(tmp_path):
     out = io.StringIO()
     result = run_sweep(parse(sweep_dict(tmp_path, n_trials=5)), workers=2, out=out)
-    trials = _journal(tmp_path / "s" / "study.journal").trials
+    trials = load_journal(tmp_path / "s" / "study.journal").trials
     assert [t.number for t in trials] == [0, 1, 2, 3, 4] and result.ran == 5
     assert all(t.state == TrialState.COMPLETE for t in trials)  # nothing RUNNING after
     assert len({t.user_attrs["worker"]["pid"] for t in trials}) <= 2  # this process and one child
@@ -89,14 +85,14 @@ def test_kill_9_mid_trial_then_rerun_retries_it_from_its_checkpoint(tmp_path):
     sweep = parse(data, str(file))
     run_sweep(sweep, n_trials=1, out=io.StringIO())  # trial 0 completes
     journal = tmp_path / "runs" / "s" / "study.journal"
-    before = _journal(journal).trials[0]
+    before = load_journal(journal).trials[0]
 
     stall.touch()
     proc = _start(file)
     checkpoint = _wait_stalled(proc, journal, 1)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
-    assert _journal(journal).trials[1].state == TrialState.RUNNING  # as the dead worker left it
+    assert load_journal(journal).trials[1].state == TrialState.RUNNING  # as the dead worker left it
 
     stall.unlink()
     out = io.StringIO()
@@ -137,7 +133,7 @@ def test_ctrl_c_records_the_trial_as_interrupted_and_exits_130(tmp_path):
     assert err.strip().splitlines() == [
         "interrupted: trial 0 recorded as failed (interrupted); run the same command again to retry it"
     ]
-    trials = _journal(journal).trials  # the journal still loads
+    trials = load_journal(journal).trials  # the journal still loads
     assert [t.state for t in trials] == [TrialState.FAIL] and trials[0].user_attrs["fail_reason"] == "interrupted"
 
 
@@ -153,7 +149,7 @@ def test_sigterm_is_recorded_as_an_interruption_and_retried(tmp_path):
     assert proc.returncode == 130 and err.strip().splitlines() == [
         "interrupted: trial 0 recorded as failed (interrupted by SIGTERM); run the same command again to retry it"
     ]
-    assert _journal(journal).trials[0].user_attrs["fail_reason"] == "interrupted (SIGTERM)"
+    assert load_journal(journal).trials[0].user_attrs["fail_reason"] == "interrupted (SIGTERM)"
     stall.unlink()
     trials = run_sweep(parse(data), out=io.StringIO()).study.trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE] and trials[1].user_attrs["retry_of"] == 0
@@ -172,7 +168,7 @@ def test_ctrl_c_with_two_workers_stops_both_and_leaves_no_process(tmp_path):
         "interrupted: the running trials were recorded as failed (interrupted); run the same command again to retry "
         "them"
     ]
-    trials = _journal(journal).trials
+    trials = load_journal(journal).trials
     assert [(t.state, t.user_attrs["fail_reason"]) for t in trials] == [(TrialState.FAIL, "interrupted")] * 2
     pids = {t.user_attrs["worker"]["pid"] for t in trials}
     assert proc.pid in pids and len(pids) == 2
@@ -233,13 +229,6 @@ def test_a_zombie_counts_as_dead():
     child.wait()
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
 def test_kill_9_of_one_child_under_two_workers_retries_its_trial_and_completes_the_study(tmp_path):
     data, stall = _stalling_sweep(tmp_path, n_trials=3)
     file = write(tmp_path / "s.yaml", data)
@@ -247,7 +236,7 @@ def test_kill_9_of_one_child_under_two_workers_retries_its_trial_and_completes_t
     proc = _start(file, "--workers", "2")
     journal = tmp_path / "runs" / "s" / "study.journal"
     _wait_stalled(proc, journal, 0, 1)
-    running = {t.number: t.user_attrs["worker"]["pid"] for t in _journal(journal).trials}
+    running = {t.number: t.user_attrs["worker"]["pid"] for t in load_journal(journal).trials}
     ((number, child),) = [(n, pid) for n, pid in running.items() if pid != proc.pid]
     os.kill(child, signal.SIGKILL)
     time.sleep(1.0)  # reaped at once: the parent does not keep a zombie that would look alive
@@ -257,7 +246,7 @@ def test_kill_9_of_one_child_under_two_workers_retries_its_trial_and_completes_t
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert f"worker 1 (pid {child}) was killed (SIGKILL); its trial will be retried" in out
-    trials = _journal(journal).trials
+    trials = load_journal(journal).trials
     killed = trials[number]
     assert killed.state == TrialState.FAIL and killed.user_attrs["fail_reason"].startswith(f"worker died (pid {child} ")
     (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == number]
@@ -278,7 +267,7 @@ def test_sigterm_to_the_parent_of_two_workers_is_one_line_and_exit_130(tmp_path)
         "interrupted: the running trials were recorded as failed (interrupted); run the same command again to retry "
         "them"
     ]
-    assert all(t.state == TrialState.FAIL for t in _journal(journal).trials)
+    assert all(t.state == TrialState.FAIL for t in load_journal(journal).trials)
 
 
 def test_ctrl_c_in_a_terminal_while_the_children_start_is_one_line_and_exit_130(tmp_path):
@@ -287,7 +276,7 @@ def test_ctrl_c_in_a_terminal_while_the_children_start_is_one_line_and_exit_130(
     stall.touch()
     proc = _start(file, "--workers", "3", start_new_session=True)  # its own process group, as a terminal's job
     deadline = time.monotonic() + 180
-    while len(_children(proc.pid)) < 2:  # the two children are starting (importing torch)
+    while len(children_of(proc.pid)) < 2:  # the two children are starting (importing torch)
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.01)
     time.sleep(0.3)
@@ -297,4 +286,4 @@ def test_ctrl_c_in_a_terminal_while_the_children_start_is_one_line_and_exit_130(
     assert len(err.strip().splitlines()) == 1 and err.startswith("interrupted") and "Traceback" not in err
     journal = tmp_path / "runs" / "s" / "study.journal"
     if journal.is_file() and journal.stat().st_size:  # the children start before the study exists (study/_prestart.py)
-        assert all(t.state != TrialState.RUNNING for t in _journal(journal).trials)
+        assert all(t.state != TrialState.RUNNING for t in load_journal(journal).trials)

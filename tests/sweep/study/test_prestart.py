@@ -12,21 +12,16 @@ import sys
 import time
 from pathlib import Path
 
-import optuna
 from optuna.trial import TrialState
 
 from lightopt.sweep import run_sweep
 from lightopt.sweep.spec import parse
 from lightopt.sweep.study import _prestart
-from tests.sweep.helpers import sweep_dict, write
+from tests.sweep.fault_helpers import children_of
+from tests.sweep.helpers import load_journal, sweep_dict, write
 
 ROOT = Path(__file__).resolve().parents[3]
 _LINE = re.compile(r"^\[\d+/\d+\] trial (\d+) .* \| ([0-9.]+) s$")
-
-
-def _journal(path: Path) -> optuna.Study:
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-    return optuna.load_study(study_name="s", storage=storage)
 
 
 def _start(file: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
@@ -63,20 +58,13 @@ def _no_process_left(sid: int) -> None:
     assert _session(sid) == []
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
 def test_two_workers_on_a_short_sweep_both_run_trials(tmp_path):
     # Trials of a fraction of a second: before, the child was still importing torch when the parent had run them all.
     file = write(tmp_path / "s.yaml", sweep_dict(tmp_path / "runs", n_trials=10))
     proc = _start(file, "--workers", "2")
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
-    trials = _journal(tmp_path / "runs" / "s" / "study.journal").trials
+    trials = load_journal(tmp_path / "runs" / "s" / "study.journal").trials
     assert len(trials) == 10 and all(t.state == TrialState.COMPLETE for t in trials)
     pids = {t.user_attrs["worker"]["pid"] for t in trials}
     assert proc.pid in pids and len(pids) == 2, out  # the command's process and its child both ran trials
@@ -120,7 +108,7 @@ def test_ctrl_c_while_the_prestarted_children_import_is_one_line_exit_130_and_le
     file = write(tmp_path / "s.yaml", sweep_dict(tmp_path / "runs", n_trials=20))
     proc = _start(file, "--workers", "3")
     deadline = time.monotonic() + 120
-    while len(_children(proc.pid)) < 2:  # the children start before the command imports torch
+    while len(children_of(proc.pid)) < 2:  # the children start before the command imports torch
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.01)
     time.sleep(0.5)
@@ -131,7 +119,7 @@ def test_ctrl_c_while_the_prestarted_children_import_is_one_line_exit_130_and_le
     _no_process_left(proc.pid)
     journal = tmp_path / "runs" / "s" / "study.journal"
     if journal.is_file() and journal.stat().st_size:
-        assert all(t.state != TrialState.RUNNING for t in _journal(journal).trials)
+        assert all(t.state != TrialState.RUNNING for t in load_journal(journal).trials)
 
 
 def test_prestart_is_off_for_one_worker_and_unused_children_are_killed_at_close(monkeypatch):
