@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,25 +16,15 @@ from optuna.trial import TrialState
 from lightopt.sweep import run_sweep
 from lightopt.sweep.spec import parse
 from lightopt.sweep.study import _prestart
-from tests.sweep.fault_helpers import children_of
+from tests.sweep.fault_helpers import children_of, start
 from tests.sweep.helpers import load_journal, sweep_dict, write
 
-ROOT = Path(__file__).resolve().parents[3]
 _LINE = re.compile(r"^\[\d+/\d+\] trial (\d+) .* \| ([0-9.]+) s$")
 
 
-def _start(file: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+def _start(file: Path, *args: str) -> subprocess.Popen:
     """``lightopt sweep run FILE ARGS`` in its own session (a terminal's job), from the repository root."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **(env or {})}
-    return subprocess.Popen(
-        [sys.executable, "-m", "lightopt", "sweep", "run", str(file), *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    return start("sweep", "run", str(file), *args, start_new_session=True)
 
 
 def _session(sid: int) -> list[int]:
