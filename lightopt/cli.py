@@ -153,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
         else:
             sub.add_argument("--export", metavar="PATH", help="write the config here instead of printing it")
+            _add_seeds_arguments(sub)
 
     reproduce = sweep_commands.add_parser(
         "reproduce",
@@ -208,6 +209,29 @@ def _parser() -> argparse.ArgumentParser:
 
     add_tensorboard_parser(commands)
     return parser
+
+
+def _add_seeds_arguments(best: argparse.ArgumentParser) -> None:
+    """``sweep best``'s noise-aware options: --seeds, --top, --json, --threads."""
+    best.add_argument(
+        "--seeds",
+        type=int,
+        default=0,
+        metavar="N",
+        help="train the top K trials with N other seeds each (the seeds of `sweep reproduce --seeds N`) and "
+        "recommend the best mean over each trial's N+1 runs; runs recorded in the study by an earlier call are "
+        "reused; logs in <log_dir>/<name>-seeds/ (default 0: the best trial by value, as recorded)",
+    )
+    best.add_argument(
+        "--top", type=int, metavar="K", help="with --seeds: how many of the best trials to train again (default 3)"
+    )
+    best.add_argument("--json", action="store_true", help="with --seeds: print the candidates' table as JSON")
+    best.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="with --seeds: torch CPU threads per run (default: study.threads, else torch's)",
+    )
 
 
 def _add_run_config_arguments(parser: argparse.ArgumentParser, overrides: bool = True) -> None:
@@ -497,27 +521,94 @@ def _sweep_show(args: argparse.Namespace) -> int:
 
 
 def _sweep_best(args: argparse.Namespace) -> int:
-    from lightopt.sweep.readback import best_config, dump_config, find_study
+    from lightopt.sweep.readback import best_config, dump_config, find_study, seed_runs_note
 
+    if args.seeds != 0 or args.top is not None or args.json or args.threads is not None:
+        return _sweep_best_by_seeds(args)
     study, sweep, _ = find_study(args.target, args.storage, args.log_dir, args.config, _cli_classes(args))
     config, trial = best_config(study, sweep)
-    text = dump_config(config, study, trial)
+    note = seed_runs_note(study, f"lightopt sweep best {args.target}")
+    text = dump_config(config, study, trial, comments=[f"note: {note}"] if note else [])
     if args.export is None:
         print(text, end="")
         return 0
-    try:
-        Path(args.export).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.export).write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise _UsageError(
-            f"lightopt sweep best: `--export` {args.export!r} cannot be written: {error.strerror or error}"
-        ) from None
+    _write_export(args.export, text)
     print(f"best trial {trial.number} written to {args.export}; run it with: lightopt fit {args.export}")
+    if note is not None:
+        print(f"note: {note}")
+        return 0
     print(
         f"its value is the best of {len(study.trials)} trials, each with its own seed; to see how much of it was "
         f"the seed: lightopt sweep reproduce {args.target} --trial {trial.number} --seeds 5"
     )
     return 0
+
+
+def _sweep_best_by_seeds(args: argparse.Namespace) -> int:
+    """``sweep best --seeds N``: the top K trials trained with N other seeds, the best mean recommended."""
+    import json
+
+    from lightopt.sweep.readback import dump_config, find_study, recommend_by_seeds, trial_run_config
+    from lightopt.sweep.spec import check_threads
+
+    if args.seeds < 0:
+        raise _UsageError(f"lightopt sweep best: `--seeds` must be >= 0, but got seeds={args.seeds}.")
+    if args.seeds == 0:
+        flag = "--top" if args.top is not None else "--json" if args.json else "--threads"
+        raise _UsageError(
+            f"lightopt sweep best: `{flag}` goes with --seeds N (N >= 1, the other seeds each top trial is "
+            f"trained with); without --seeds, sweep best exports the best trial as recorded."
+        )
+    if args.top is not None and args.top < 1:
+        raise _UsageError(f"lightopt sweep best: `--top` must be >= 1, but got top={args.top}.")
+    try:
+        check_threads("--threads", args.threads)
+    except ValueError as error:
+        raise _UsageError(f"lightopt sweep best: {error}") from None
+    study, sweep, _ = find_study(args.target, args.storage, args.log_dir, args.config, _cli_classes(args))
+    if args.export is not None:  # a path that cannot be written fails now, not after the training
+        _write_export(args.export, None)
+    result = recommend_by_seeds(
+        study,
+        args.seeds,
+        3 if args.top is None else args.top,
+        sweep,
+        log_dir=args.log_dir,
+        threads=args.threads,
+        report=lambda line: print(line, file=sys.stderr if args.json else sys.stdout, flush=True),
+    )
+    print(json.dumps(result.as_dict(), indent=2) if args.json else result.summary())
+    if args.export is None:
+        if not args.json:
+            print(f"its config: lightopt sweep best {args.target} --seeds {args.seeds} --export PATH")
+        return 0
+    chosen = result.recommended
+    title = (
+        f"Trial {chosen.trial.number} of study {study.study_name!r}, chosen by the mean {result.metric} over "
+        f"{chosen.n} runs (its own seed and {args.seeds} others: sweep best --seeds {args.seeds}); its own run"
+    )
+    comments = [f"mean {chosen.mean:.6g} ± {chosen.std:.4g} over the {chosen.n} runs", result.verdict()]
+    _write_export(args.export, dump_config(trial_run_config(chosen.trial, sweep), study, chosen.trial, title, comments))
+    print(
+        f"trial {chosen.trial.number} written to {args.export}; run it with: lightopt fit {args.export}",
+        file=sys.stderr if args.json else sys.stdout,
+    )
+    return 0
+
+
+def _write_export(path: str, text: str | None) -> None:
+    """Write ``text`` to ``path``, its folder made first; None: only make the folder (and check the path)."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if text is None:
+            if Path(path).is_dir():
+                raise IsADirectoryError(21, "Is a directory")
+            return
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise _UsageError(
+            f"lightopt sweep best: `--export` {path!r} cannot be written: {error.strerror or error}"
+        ) from None
 
 
 def _sweep_reproduce(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -15,9 +15,10 @@ from lightopt.sweep.readback._show import trial_value
 from lightopt.sweep.store import is_better, is_minimize, study_dir
 
 if TYPE_CHECKING:  # the spec's file module imports torch: imported when a trial is run again
+    from lightopt.runconfig import CliSpec
     from lightopt.sweep.spec import SweepFile
 
-__all__ = ["Reproduction", "reproduce_trial"]
+__all__ = ["Reproduction", "TrialRerun", "prepare_rerun", "reproduce_trial"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,116 @@ class Reproduction:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class TrialRerun:
+    """How a recorded trial is trained again, as the sweep trained it: one source for ``sweep reproduce`` and
+    ``sweep best --seeds``.
+
+    ``config`` is the run config (``seed_everything`` replaced per run), ``study_dir`` the study's own
+    log folder (reruns log beside it, never in it), ``notes`` what the user should know about the config.
+    """
+
+    trial: optuna.trial.FrozenTrial
+    config: dict[str, Any]
+    config_from: str
+    metric: str
+    minimize: bool
+    report_at: str
+    threads: int | None
+    cli: CliSpec
+    study_dir: Path
+    notes: tuple[str, ...] = ()
+
+    def run(self, seed: int, directory: Path, name: str) -> float:
+        """Train the config with ``seed``, logs in ``directory / name``; the metric's best over validation rounds.
+
+        Raises :class:`SweepConfigError` when the fit fails (a non-finite metric) or validates never.
+        """
+        from lightopt.sweep.trial import PruningCallback, fit_trial, torch_threads
+
+        number = self.trial.number
+        pruning = PruningCallback(
+            None, self.metric, self.report_at, "min" if self.minimize else "max"
+        )  # reports nothing, never prunes
+        with torch_threads(self.threads):
+            fit_trial({**self.config, "seed_everything": seed}, seed, pruning, directory, name, cli=self.cli)
+        if pruning.failure is not None:
+            raise SweepConfigError(f"trial {number} failed when run again with seed {seed}: {pruning.failure}.")
+        if pruning.best is None:
+            raise SweepConfigError(f"trial {number} ran no validation round when run again.")
+        return float(pruning.best)
+
+
+def prepare_rerun(
+    study: optuna.Study,
+    number: int,
+    sweep: SweepFile | None = None,
+    *,
+    log_dir: str = "runs",
+    threads: int | None = None,
+) -> TrialRerun:
+    """How trial ``number`` of ``study`` is trained again (see :func:`reproduce_trial` for the rules).
+
+    Raises :class:`SweepConfigError` for a trial that is not there, failed, is still running, or
+    has no recorded seed, value or metric (or config, without a file).
+    """
+    from lightopt.runconfig import CliSpec
+    from lightopt.sweep.trial import trial_config
+
+    trials = {t.number: t for t in study.trials}
+    if number not in trials:
+        last = f"0 to {len(trials) - 1}" if trials else "none"
+        raise SweepConfigError(
+            f"`--trial` must be a trial of study {study.study_name!r}, but got {number}; its trials: {last}."
+        )
+    trial = trials[number]
+    state = trial.state.name
+    if state == "FAIL":
+        reason = trial.user_attrs.get("fail_reason", "no reason recorded")
+        raise SweepConfigError(
+            f"trial {number} failed ({reason}), so it has no value to reproduce; "
+            f"`lightopt sweep show` lists the complete ones."
+        )
+    if state not in ("COMPLETE", "PRUNED"):
+        raise SweepConfigError(f"trial {number} is {state}, not finished, so it has no value to reproduce.")
+    seed = trial.user_attrs.get("seed")
+    if seed is None:
+        raise SweepConfigError(f"trial {number} has no recorded seed, so it cannot be reproduced.")
+    if trial_value(trial) is None:
+        raise SweepConfigError(f"trial {number} has no recorded value to compare with.")
+    meta = study.user_attrs.get("lightopt", {})
+    metric = meta.get("metric") or (sweep.study.metric if sweep and sweep.study else None)
+    if metric is None:
+        raise SweepConfigError(f"study {study.study_name!r} records no metric; give the sweep file.")
+    notes = []
+    if sweep is not None:
+        config = trial_config(sweep, trial.params, seed)
+        config_from = f"{sweep.path} with the trial's params"
+        recorded_config = trial.user_attrs.get("config")
+        if recorded_config is not None and recorded_config != config:
+            notes.append(
+                "the file's config with these params differs from the trial's recorded config "
+                "(the file changed since the sweep?); reproducing from the file"
+            )
+    else:
+        config = trial.user_attrs.get("config")
+        if config is None:
+            raise SweepConfigError(f"trial {number} has no recorded config; give the sweep file instead of the name.")
+        config_from = "the trial's recorded config"
+    if sweep is not None and sweep.study is not None:
+        directory = study_dir(sweep.study.log_dir, study.study_name)
+        report_at = sweep.study.report_at
+        threads = sweep.study.threads if threads is None else threads
+    else:
+        recorded_dir = trial.user_attrs.get("log_dir")
+        directory = Path(recorded_dir).parent if recorded_dir else study_dir(log_dir, study.study_name)
+        report_at = "validation_round"
+    cli = sweep.cli if sweep is not None else CliSpec(**trial.user_attrs.get("lightning_cli", {}))
+    return TrialRerun(
+        trial, config, config_from, metric, is_minimize(study), report_at, threads, cli, directory, tuple(notes)
+    )
+
+
 def reproduce_trial(
     study: optuna.Study,
     number: int,
@@ -103,95 +214,35 @@ def reproduce_trial(
     Raises :class:`SweepConfigError` for a trial that is not there, failed, is still running, or
     has no recorded seed (or config, without a file).
     """
-    from lightopt.runconfig import CliSpec
     from lightopt.sweep.spec import trial_seed
-    from lightopt.sweep.trial import PruningCallback, fit_trial, torch_threads, trial_config
 
-    trials = {t.number: t for t in study.trials}
-    if number not in trials:
-        last = f"0 to {len(trials) - 1}" if trials else "none"
-        raise SweepConfigError(
-            f"`--trial` must be a trial of study {study.study_name!r}, but got {number}; its trials: {last}."
-        )
-    trial = trials[number]
-    state = trial.state.name
-    if state == "FAIL":
-        reason = trial.user_attrs.get("fail_reason", "no reason recorded")
-        raise SweepConfigError(
-            f"trial {number} failed ({reason}), so it has no value to reproduce; "
-            f"`lightopt sweep show` lists the complete ones."
-        )
-    if state not in ("COMPLETE", "PRUNED"):
-        raise SweepConfigError(f"trial {number} is {state}, not finished, so it has no value to reproduce.")
-    seed = trial.user_attrs.get("seed")
-    if seed is None:
-        raise SweepConfigError(f"trial {number} has no recorded seed, so it cannot be reproduced.")
-    recorded = trial_value(trial)
-    if recorded is None:
-        raise SweepConfigError(f"trial {number} has no recorded value to compare with.")
-    meta = study.user_attrs.get("lightopt", {})
-    metric = meta.get("metric") or (sweep.study.metric if sweep and sweep.study else None)
-    if metric is None:
-        raise SweepConfigError(f"study {study.study_name!r} records no metric; give the sweep file.")
-    notes = []
-    if sweep is not None:
-        config = trial_config(sweep, trial.params, seed)
-        config_from = f"{sweep.path} with the trial's params"
-        recorded_config = trial.user_attrs.get("config")
-        if recorded_config is not None and recorded_config != config:
-            notes.append(
-                "the file's config with these params differs from the trial's recorded config "
-                "(the file changed since the sweep?); reproducing from the file"
-            )
-    else:
-        config = trial.user_attrs.get("config")
-        if config is None:
-            raise SweepConfigError(f"trial {number} has no recorded config; give the sweep file instead of the name.")
-        config_from = "the trial's recorded config"
-    if state == "PRUNED":
+    rerun = prepare_rerun(study, number, sweep, log_dir=log_dir, threads=threads)
+    trial = rerun.trial
+    seed = trial.user_attrs["seed"]
+    notes = list(rerun.notes)
+    if trial.state.name == "PRUNED":
         notes.append(
             f"trial {number} was pruned at step {trial.user_attrs.get('pruned_at', '?')}; it is run to its "
             f"full length now, so the recorded value (its best before pruning) may differ"
         )
-    if sweep is not None and sweep.study is not None:
-        directory = study_dir(sweep.study.log_dir, study.study_name)
-        report_at = sweep.study.report_at
-        threads = sweep.study.threads if threads is None else threads
-    else:
-        recorded_dir = trial.user_attrs.get("log_dir")
-        directory = Path(recorded_dir).parent if recorded_dir else study_dir(log_dir, study.study_name)
-        report_at = "validation_round"
     # beside the study's directory, not in it: `lightopt tensorboard` shows the study's trials only
-    directory = directory.parent / f"{directory.name}-reproduce"
-    minimize = is_minimize(study)
+    directory = rerun.study_dir.parent / f"{rerun.study_dir.name}-reproduce"
     name = f"reproduce_{number:04d}"
-
-    def run(seed: int, name: str) -> float:
-        pruning = PruningCallback(
-            None, metric, report_at, "min" if minimize else "max"
-        )  # reports nothing, never prunes
-        with torch_threads(threads):
-            fit_trial(
-                {**config, "seed_everything": seed},
-                seed,
-                pruning,
-                directory,
-                name,
-                cli=sweep.cli if sweep is not None else CliSpec(**trial.user_attrs.get("lightning_cli", {})),
-            )
-        if pruning.failure is not None:
-            raise SweepConfigError(f"trial {number} failed when run again with seed {seed}: {pruning.failure}.")
-        if pruning.best is None:
-            raise SweepConfigError(f"trial {number} ran no validation round when run again.")
-        return float(pruning.best)
-
-    value = run(seed, name)
+    value = rerun.run(seed, directory, name)
     reseeded = []
     for other in (trial_seed(seed, i) for i in range(1, seeds + 1)):
         try:  # another seed may diverge where the recorded one did not: that is a result, not an error
-            reseeded.append((other, run(other, f"{name}_seed_{other}")))
+            reseeded.append((other, rerun.run(other, directory, f"{name}_seed_{other}")))
         except Exception as error:
             reseeded.append((other, str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__))
     return Reproduction(
-        trial, metric, float(recorded), value, config_from, directory / name, tuple(notes), minimize, tuple(reseeded)
+        trial,
+        rerun.metric,
+        float(trial_value(trial)),
+        value,
+        rerun.config_from,
+        directory / name,
+        tuple(notes),
+        rerun.minimize,
+        tuple(reseeded),
     )

@@ -8,12 +8,12 @@ show``, ``sweep best``, ``lightopt tensorboard``) starts in a fraction of a seco
   :class:`StorageError`;
 * who: :func:`worker_identity`, :func:`process_alive`; :class:`HostLock` between the workers of a host;
 * what the records mean: :func:`is_retryable`, :func:`counted`, :class:`StudyTally` (the running
-  counts and best), :func:`best_of` / :func:`best_trial` / :func:`is_better` (the one rule for
+  counts and best), :func:`best_of` / :func:`best_trial` / :func:`top_trials` / :func:`is_better` (the one rule for
   "better" in a direction) and :func:`trial_dir` (the one trial-folder name);
 * :func:`optuna_quiet`: Optuna's log lines silenced while lightopt prints its own.
 """
 
-from lightopt.sweep.store._best import TRIAL_DIR, best_of, best_trial, is_better, is_minimize, trial_dir
+from lightopt.sweep.store._best import TRIAL_DIR, best_of, best_trial, is_better, is_minimize, top_trials, trial_dir
 from lightopt.sweep.store._database import (
     CONNECT_TIMEOUT_S,
     STORAGE_ENV,
@@ -71,6 +71,7 @@ __all__ = [
     "redact",
     "stderr_line",
     "study_dir",
+    "top_trials",
     "trial_dir",
     "trials_from",
     "worker_identity",

@@ -1,8 +1,8 @@
 """The one rule for "better" in a study's direction, the best trial, and the one trial-directory name.
 
 Every place that compares values (the running tally, the end-of-sweep summary, the study's
-TensorBoard run, the pruning callback's best value, ``sweep reproduce``'s spread) asks
-:func:`is_better`; every place that names a trial's folder asks :func:`trial_dir`.
+TensorBoard run, the pruning callback's best value, ``sweep reproduce``'s spread, ``sweep best --seeds``'s
+candidates) asks :func:`is_better`; every place that names a trial's folder asks :func:`trial_dir`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["TRIAL_DIR", "best_of", "best_trial", "is_better", "is_minimize", "trial_dir"]
+__all__ = ["TRIAL_DIR", "best_of", "best_trial", "is_better", "is_minimize", "top_trials", "trial_dir"]
 
 #: The name of trial ``number``'s folder under the study's directory (TensorBoard run, checkpoints, error.txt).
 TRIAL_DIR = "trial_{number:04d}"
@@ -74,3 +74,17 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     best = best_of(complete, is_minimize(study))
     return None if best is None else copy.deepcopy(best)
+
+
+def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
+    """The ``k`` best COMPLETE trials with a value, best first, by :func:`best_of`'s rule (ties: the lower number).
+
+    ``top_trials(study, 1)`` is ``[best_trial(study)]``; fewer than ``k`` when fewer are complete.
+    """
+    left = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    minimize, top = is_minimize(study), []
+    while left and len(top) < k:  # k is small (``sweep best --seeds``'s candidates): k passes of the one rule
+        best = best_of(left, minimize)
+        top.append(copy.deepcopy(best))
+        left = [t for t in left if t is not best]
+    return top
