@@ -9,10 +9,12 @@ is printed.
 from __future__ import annotations
 
 import json
+import signal
 import statistics
 from pathlib import Path
 
 import lightning as L
+import optuna
 import pytest
 import torch
 import yaml
@@ -172,3 +174,83 @@ def test_the_best_mean_is_recommended_and_recorded_runs_are_reused(noisy_sweep, 
     assert out.startswith(f"# Best trial {top[0].number} of study 'noisy'")
     assert f"# note: trial {chosen} is the best by mean over 4 runs" in out
     assert "lightopt sweep best noisy --seeds 3 --export PATH` exports it" in out
+
+
+BAD_INPUT = [
+    (["--seeds", "-1"], "lightopt sweep best: `--seeds` must be >= 0, but got seeds=-1."),
+    (["--seeds", "2", "--top", "0"], "lightopt sweep best: `--top` must be >= 1, but got top=0."),
+    (["--top", "2"], "lightopt sweep best: `--top` goes with --seeds N (N >= 1,"),
+    (["--json"], "lightopt sweep best: `--json` goes with --seeds N (N >= 1,"),
+    (["--seeds", "1", "--threads", "0"], "lightopt sweep best: `--threads` must be"),
+    (
+        ["--seeds", "1", "--export", "a_file/x.yaml"],
+        "lightopt sweep best: `--export` 'a_file/x.yaml' cannot be written",
+    ),
+]
+
+
+def test_bad_input_and_ctrl_c_are_one_line_and_keep_the_finished_runs(noisy_sweep, tmp_path, capsys):
+    sweep_file, runs_file = noisy_sweep
+    (tmp_path / "a_file").write_text("")
+    for argv, line in BAD_INPUT:  # checked before any training
+        assert main(["sweep", "best", str(sweep_file), *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(line) and err.count("\n") == 1, (argv, err)
+    assert not runs_file.exists() and not (tmp_path / "runs/noisy-seeds").exists()
+
+    # Ctrl-C in the third run: the two finished are recorded, and the next command trains the other four
+    data = yaml.safe_load(sweep_file.read_text())
+    data["model"]["init_args"]["interrupt_after"] = 2
+    interrupting = write(tmp_path / "interrupting.yaml", data)
+    assert main(["sweep", "best", str(interrupting), "--seeds", "2"]) == 130
+    err = capsys.readouterr().err
+    assert err.endswith(
+        "interrupted: 2 of 6 seed run(s) finished and are recorded in the study; the same command again trains "
+        "only the rest\n"
+    )
+    assert len(_trained(runs_file)) == 2
+    recorded = load_journal(tmp_path / "runs/noisy/study.journal", "noisy").user_attrs["seed_runs"]
+    assert sum(len(runs) for runs in recorded.values()) == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Lightning's SIG_IGN undone
+
+    assert main(["sweep", "best", str(sweep_file), "--seeds", "2"]) == 0
+    assert "(4 run(s) trained now, 2 reused from earlier `--seeds` runs)" in capsys.readouterr().out
+    assert len(_trained(runs_file)) == 6 and len(set(_trained(runs_file))) == 6  # none trained twice
+
+
+def test_a_study_without_a_complete_trial_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs/empty").mkdir(parents=True)
+    journal = optuna.storages.journal.JournalFileBackend(str(tmp_path / "runs/empty/study.journal"))
+    study = optuna.create_study(study_name="empty", storage=optuna.storages.JournalStorage(journal))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    assert main(["sweep", "best", "empty", "--seeds", "2"]) == 2
+    assert capsys.readouterr().err == (
+        "error: study 'empty' has no completed trial yet, so there is nothing to train with other seeds; "
+        "`lightopt sweep show` lists its trials.\n"
+    )
+
+
+def test_without_seeds_the_recorded_runs_are_a_note(tmp_path, monkeypatch, capsys):
+    """Recorded runs of trials other than the best now: the note says so and how to train the best's."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs/s").mkdir(parents=True)
+    journal = optuna.storages.journal.JournalFileBackend(str(tmp_path / "runs/s/study.journal"))
+    study = optuna.create_study(study_name="s", storage=optuna.storages.JournalStorage(journal))
+    for x in (0.5, 0.2, 0.4):
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=x,
+                params={"x": x},
+                user_attrs={"config": {"x": x}, "seed": 1},
+                distributions={"x": optuna.distributions.FloatDistribution(0, 2)},
+            )
+        )
+    study.set_user_attr("seed_runs", {"0": {"7": 0.3, "8": 0.4}, "2": {"7": 0.9}})
+    assert main(["sweep", "best", "s", "--export", "best.yaml"]) == 0
+    note = (
+        "note: seed runs are recorded for trial(s) 0, 2 (the best mean: trial 0, 0.4 over 3 runs), not for "
+        "trial 1, the best now; `lightopt sweep best s --seeds 2` trains them"
+    )
+    assert capsys.readouterr().out.splitlines()[1] == note
+    assert f"# {note}\n" in (tmp_path / "best.yaml").read_text()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import signal
 import statistics
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,16 +102,28 @@ class TrialRerun:
     def run(self, seed: int, directory: Path, name: str) -> float:
         """Train the config with ``seed``, logs in ``directory / name``; the metric's best over validation rounds.
 
-        Raises :class:`SweepConfigError` when the fit fails (a non-finite metric) or validates never.
+        Raises :class:`SweepConfigError` when the fit fails (a non-finite metric) or validates never, and
+        ``KeyboardInterrupt`` on Ctrl-C or SIGTERM (which Lightning turns into ``sys.exit(1)`` after its
+        shutdown, leaving Ctrl-C ignored: the handler before the fit is restored).
         """
-        from lightopt.sweep.trial import PruningCallback, fit_trial, torch_threads
+        from lightopt.sweep.trial import PruningCallback, fit_trial, is_interrupt, torch_threads
 
         number = self.trial.number
         pruning = PruningCallback(
             None, self.metric, self.report_at, "min" if self.minimize else "max"
         )  # reports nothing, never prunes
-        with torch_threads(self.threads):
-            fit_trial({**self.config, "seed_everything": seed}, seed, pruning, directory, name, cli=self.cli)
+        main = threading.current_thread() is threading.main_thread()
+        handler = signal.getsignal(signal.SIGINT) if main else None
+        try:
+            with torch_threads(self.threads):
+                fit_trial({**self.config, "seed_everything": seed}, seed, pruning, directory, name, cli=self.cli)
+        except BaseException as error:
+            if is_interrupt(error) and not isinstance(error, KeyboardInterrupt):
+                raise KeyboardInterrupt from error
+            raise
+        finally:
+            if handler is not None:
+                signal.signal(signal.SIGINT, handler)
         if pruning.failure is not None:
             raise SweepConfigError(f"trial {number} failed when run again with seed {seed}: {pruning.failure}.")
         if pruning.best is None:

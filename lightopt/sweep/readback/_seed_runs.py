@@ -246,7 +246,7 @@ def recommend_by_seeds(
                 runs.append((seed, value))
                 report(f"[{done}/{missing}] trial {number}, seed {seed}: {rerun.metric}={value:.6g}")
             candidates.append(SeedCandidate(rerun.trial, tuple(runs), tuple(failed)))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # TrialRerun.run turns Lightning's exit after Ctrl-C or SIGTERM into this
         raise KeyboardInterrupt(
             f"{trained} of {missing} seed run(s) finished and are recorded in the study; the same command "
             f"again trains only the rest"

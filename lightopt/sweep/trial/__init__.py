@@ -87,6 +87,7 @@ if TYPE_CHECKING:
         Objective,
         TrialFailed,
         has_validation_step,
+        is_interrupt,
     )
     from lightopt.sweep.trial._pruning import (
         MetricNotLoggedError,
@@ -139,7 +140,9 @@ _LAZY = {
         "lightopt.sweep.trial._hparams",
     ),
     **dict.fromkeys(("TrialCleanup", "free_memory"), "lightopt.sweep.trial._memory"),
-    **dict.fromkeys(("Objective", "TrialFailed", "has_validation_step"), "lightopt.sweep.trial._objective"),
+    **dict.fromkeys(
+        ("Objective", "TrialFailed", "has_validation_step", "is_interrupt"), "lightopt.sweep.trial._objective"
+    ),
     **dict.fromkeys(
         ("MetricNotLoggedError", "PruningCallback", "PyTorchLightningPruningCallback"), "lightopt.sweep.trial._pruning"
     ),
@@ -187,6 +190,7 @@ __all__ = [
     "free_memory",
     "has_validation_step",
     "hparam_value",
+    "is_interrupt",
     "is_global_zero",
     "is_out_of_memory",
     "last_checkpoint",

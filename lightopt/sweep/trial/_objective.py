@@ -22,7 +22,7 @@ from lightopt.sweep.trial._fit import fit_trial
 from lightopt.sweep.trial._hparams import trial_run
 from lightopt.sweep.trial._pruning import MetricNotLoggedError, PruningCallback
 
-__all__ = ["Objective", "TrialFailed", "has_validation_step"]
+__all__ = ["Objective", "TrialFailed", "has_validation_step", "is_interrupt"]
 
 
 def has_validation_step(model: Any) -> bool:
@@ -109,7 +109,7 @@ class Objective:
                         )
                     break
                 except BaseException as error:
-                    if ckpt is None or index + 1 == len(starts) or _passes_through(error) or _interrupting(error):
+                    if ckpt is None or index + 1 == len(starts) or _passes_through(error) or is_interrupt(error):
                         raise
                     # e.g. a module whose epoch-start hooks build state that a mid-epoch checkpoint lacks
                     to = starts[index + 1]
@@ -118,7 +118,7 @@ class Objective:
                     )
             resume = ckpt
         except BaseException as error:
-            if _passes_through(error) or _interrupting(error):
+            if _passes_through(error) or is_interrupt(error):
                 raise
             reason = failure_reason(error)
             self._fail(trial, reason, traceback.format_exc())
@@ -165,7 +165,7 @@ def _passes_through(error: BaseException) -> bool:
     return isinstance(error, (MetricNotLoggedError, StorageError))
 
 
-def _interrupting(error: BaseException) -> bool:
+def is_interrupt(error: BaseException) -> bool:
     """Ctrl-C or SIGTERM, as raised or as Lightning turns them into ``SystemExit`` after its own shutdown.
 
     A ``SystemExit`` of the user's code (``sys.exit()`` in a hook) is not one: it fails the trial.
