@@ -95,6 +95,8 @@ def test_show_and_best_of_a_stored_study_import_no_torch(tmp_path):
         ["sweep", "best", "s", "--storage", storage],
     ):
         assert _modules_after(argv, tmp_path) == {"code": 0, "heavy": []}, argv
+    study.set_user_attr("seed_runs", {"0": {"5": 0.75}})  # `sweep best --seeds 1` ran: its note reads them
+    assert _modules_after(["sweep", "best", "s", "--storage", storage], tmp_path) == {"code": 0, "heavy": []}
 
 
 def test_show_before_the_first_run_says_how_to_run_it(tmp_path, capsys):
@@ -165,6 +167,7 @@ BAD_PATHS = [
     (["sweep", "show", "s", "--log-dir", "a_file"], "error: study 's' has not been run yet"),
     (["tensorboard", "s", "--storage", "runs"], "error: `--storage` 'runs' is a folder"),
     (["sweep", "best", "s", "--export", "a_file/best.yaml"], "`--export` 'a_file/best.yaml' cannot be written"),
+    (["sweep", "best", "s", "--seeds", "1", "--export", "a_file/b.yaml"], "`--export` 'a_file/b.yaml' cannot be"),
 ]
 
 

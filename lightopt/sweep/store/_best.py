@@ -80,6 +80,13 @@ def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
     """The ``k`` best COMPLETE trials with a value, best first, by :func:`best_of`'s rule (ties: the lower number).
 
     ``top_trials(study, 1)`` is ``[best_trial(study)]``; fewer than ``k`` when fewer are complete.
+
+    Example:
+        >>> study = optuna.create_study(direction="minimize")
+        >>> for value in (3.0, 1.0, 2.0, 1.0):
+        ...     study.add_trial(optuna.trial.create_trial(value=value))
+        >>> [t.number for t in top_trials(study, 3)], best_trial(study).number
+        ([1, 3, 2], 1)
     """
     left = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
     minimize, top = is_minimize(study), []
