@@ -9,6 +9,7 @@ is printed.
 from __future__ import annotations
 
 import json
+import math
 import signal
 import statistics
 from pathlib import Path
@@ -32,13 +33,17 @@ def seed_part(seed: int) -> float:
 class SeedNoise(L.LightningModule):
     """``val_loss = a + (seed % 97) / 97``, the seed read back from torch (set by ``seed_everything``).
 
-    Each fit appends ``"a seed"`` to ``runs_file``, so a test counts the runs that trained.
+    Each fit appends ``"a seed"`` to ``runs_file``, so a test counts the runs that trained; the fit after
+    ``interrupt_after`` of them is interrupted as by Ctrl-C; a seed in ``nan_seeds`` validates NaN.
     """
 
-    def __init__(self, a: float = 0.0, runs_file: str = "", interrupt_after: int = 0) -> None:
+    def __init__(
+        self, a: float = 0.0, runs_file: str = "", interrupt_after: int = 0, nan_seeds: list[int] | None = None
+    ) -> None:
         super().__init__()
         self.a, self.runs_file, self.interrupt_after = a, runs_file, interrupt_after
         self.seed = torch.initial_seed()
+        self.nan = self.seed in (nan_seeds or [])
         self.layer = torch.nn.Linear(1, 1)
 
     def on_fit_start(self) -> None:
@@ -54,7 +59,7 @@ class SeedNoise(L.LightningModule):
         return self.layer(batch[0]).pow(2).mean()
 
     def validation_step(self, batch, batch_idx):
-        self.log("val_loss", torch.tensor(self.a + seed_part(self.seed)))
+        self.log("val_loss", torch.tensor(math.nan if self.nan else self.a + seed_part(self.seed)))
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
@@ -213,9 +218,23 @@ def test_bad_input_and_ctrl_c_are_one_line_and_keep_the_finished_runs(noisy_swee
     assert sum(len(runs) for runs in recorded.values()) == 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Lightning's SIG_IGN undone
 
-    assert main(["sweep", "best", str(sweep_file), "--seeds", "2"]) == 0
-    assert "(4 run(s) trained now, 2 reused from earlier `--seeds` runs)" in capsys.readouterr().out
-    assert len(_trained(runs_file)) == 6 and len(set(_trained(runs_file))) == 6  # none trained twice
+    # a seed whose run fails (NaN) is listed, not recorded, and its trial is recommended after the others
+    study = load_journal(tmp_path / "runs/noisy/study.journal", "noisy")
+    second = sorted(study.trials, key=lambda t: (t.value, t.number))[1]  # the interrupted command left its runs
+    failing = trial_seed(second.user_attrs["seed"], 2)
+    data["model"]["init_args"].update(interrupt_after=0, nan_seeds=[failing])
+    assert main(["sweep", "best", str(write(tmp_path / "nan.yaml", data)), "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "(3 run(s) trained now, 2 reused from earlier `--seeds` runs)" in out
+    assert f"  trial {second.number}, seed {failing} failed: trial {second.number} failed when run again" in out
+    row = next(line for line in out.splitlines() if line.split()[:1] == [str(second.number)])
+    assert row.endswith("2  (1 failed)") and f"recommended: trial {second.number} " not in out
+    recorded = load_journal(tmp_path / "runs/noisy/study.journal", "noisy").user_attrs["seed_runs"]
+    assert sum(len(runs) for runs in recorded.values()) == 5 and str(failing) not in recorded[str(second.number)]
+
+    assert main(["sweep", "best", str(sweep_file), "--seeds", "2"]) == 0  # only the failed one is tried again
+    assert "(1 run(s) trained now, 5 reused from earlier `--seeds` runs)" in capsys.readouterr().out
+    assert len(_trained(runs_file)) == 7 and len(set(_trained(runs_file))) == 6  # only the failed seed twice
 
 
 def test_a_study_without_a_complete_trial_is_one_line(tmp_path, monkeypatch, capsys):

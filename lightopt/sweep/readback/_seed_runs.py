@@ -142,9 +142,9 @@ class SeedRecommendation:
         return line + f"; the single best trial {best.trial.number} has mean {best.mean:.6g} over {best.n} runs"
 
     def summary(self) -> str:
-        """The table of the candidates, the verdict, the failed runs and where the logs are."""
-        lines = [f"note: {note}" for note in self.notes]
-        lines += [
+        """The table of the candidates, the verdict, the failed runs and where the logs are (the notes are reported
+        before the training)."""
+        lines = [
             f"study {self.study_name!r}: the top {len(self.candidates)} trial(s) by {self.metric}, each trained with "
             f"its own seed and {self.seeds} other(s) ({self.trained} run(s) trained now, {self.reused} reused "
             f"from earlier `--seeds` runs)",
@@ -175,6 +175,7 @@ class SeedRecommendation:
             "trained": self.trained,
             "reused": self.reused,
             "log_dir": str(self.log_dir),
+            "notes": list(self.notes),
         }
 
 
@@ -194,7 +195,7 @@ def recommend_by_seeds(
     Logs go to ``<log_dir>/<study>-seeds/trial_NNNN_seed_S``, beside the study's folder, never among
     its trials (a folder an interrupted run left is replaced). The config, metric and threads are
     :func:`~lightopt.sweep.readback.reproduce_trial`'s: the sweep file's with the trial's params, else
-    the trial's recorded config. ``report`` gets one line per run.
+    the trial's recorded config. ``report`` gets the notes on the configs, then one line per run.
 
     Raises :class:`SweepConfigError` for ``seeds`` < 1, ``top`` < 1, a study without a COMPLETE trial or a
     candidate that cannot be run again (checked before any training), and ``KeyboardInterrupt``, saying
@@ -221,6 +222,9 @@ def recommend_by_seeds(
     }
     missing = sum(seed not in recorded.get(number, {}) for number, others in planned.items() for seed in others)
     reused, trained, done = len(reruns) * seeds - missing, 0, 0
+    notes = tuple(f"trial {rerun.trial.number}: {note}" for rerun in reruns for note in rerun.notes)
+    for note in notes:  # before the training, which they are about
+        report(f"note: {note}")
     candidates = []
     try:
         for rerun in reruns:
@@ -251,7 +255,6 @@ def recommend_by_seeds(
             f"{trained} of {missing} seed run(s) finished and are recorded in the study; the same command "
             f"again trains only the rest"
         ) from None
-    notes = tuple(f"trial {rerun.trial.number}: {note}" for rerun in reruns for note in rerun.notes)
     minimize = reruns[0].minimize
     return SeedRecommendation(
         study.study_name,
