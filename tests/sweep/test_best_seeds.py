@@ -12,6 +12,7 @@ import json
 import math
 import signal
 import statistics
+import time
 from pathlib import Path
 
 import lightning as L
@@ -23,6 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightopt.cli import main
 from lightopt.sweep.spec import trial_seed
+from tests.sweep.fault_helpers import start, wait_for
 from tests.sweep.helpers import load_journal, write
 
 
@@ -34,14 +36,21 @@ class SeedNoise(L.LightningModule):
     """``val_loss = a + (seed % 97) / 97``, the seed read back from torch (set by ``seed_everything``).
 
     Each fit appends ``"a seed"`` to ``runs_file``, so a test counts the runs that trained; the fit after
-    ``interrupt_after`` of them is interrupted as by Ctrl-C; a seed in ``nan_seeds`` validates NaN.
+    ``interrupt_after`` of them raises ``KeyboardInterrupt``, the fit after ``stall_after`` of them waits for a
+    real Ctrl-C (``<runs_file>.stalled`` says it waits); a seed in ``nan_seeds`` validates NaN.
     """
 
     def __init__(
-        self, a: float = 0.0, runs_file: str = "", interrupt_after: int = 0, nan_seeds: list[int] | None = None
+        self,
+        a: float = 0.0,
+        runs_file: str = "",
+        interrupt_after: int = 0,
+        stall_after: int = 0,
+        nan_seeds: list[int] | None = None,
     ) -> None:
         super().__init__()
-        self.a, self.runs_file, self.interrupt_after = a, runs_file, interrupt_after
+        self.a, self.runs_file = a, runs_file
+        self.interrupt_after, self.stall_after = interrupt_after, stall_after
         self.seed = torch.initial_seed()
         self.nan = self.seed in (nan_seeds or [])
         self.layer = torch.nn.Linear(1, 1)
@@ -52,6 +61,10 @@ class SeedNoise(L.LightningModule):
             trained = len(runs.read_text().splitlines()) if runs.exists() else 0
             if self.interrupt_after and trained >= self.interrupt_after:
                 raise KeyboardInterrupt  # as Ctrl-C in the middle of the command
+            if self.stall_after and trained >= self.stall_after:
+                Path(f"{runs}.stalled").touch()
+                while True:  # until the test sends SIGINT
+                    time.sleep(0.05)
             with runs.open("a") as file:
                 file.write(f"{self.a} {self.seed}\n")
 
@@ -235,6 +248,28 @@ def test_bad_input_and_ctrl_c_are_one_line_and_keep_the_finished_runs(noisy_swee
     assert main(["sweep", "best", str(sweep_file), "--seeds", "2"]) == 0  # only the failed one is tried again
     assert "(1 run(s) trained now, 5 reused from earlier `--seeds` runs)" in capsys.readouterr().out
     assert len(_trained(runs_file)) == 7 and len(set(_trained(runs_file))) == 6  # only the failed seed twice
+
+
+def test_ctrl_c_of_the_command_exits_130_and_keeps_the_finished_runs(noisy_sweep, tmp_path):
+    sweep_file, runs_file = noisy_sweep
+    data = yaml.safe_load(sweep_file.read_text())
+    data["model"]["init_args"]["stall_after"] = 1
+    stalling = write(tmp_path / "stalling.yaml", data)
+    process = start("sweep", "best", str(stalling), "--seeds", "1", "--threads", "1", cwd=tmp_path)
+    try:
+        wait_for(lambda: Path(f"{runs_file}.stalled").exists(), "the second run to start", timeout=240)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and "Traceback" not in err, err
+    assert err.splitlines()[-1] == (
+        "interrupted: 1 of 3 seed run(s) finished and are recorded in the study; the same command again trains "
+        "only the rest"
+    )
+    assert "[1/3] trial" in out and len(_trained(runs_file)) == 1
+    recorded = load_journal(tmp_path / "runs/noisy/study.journal", "noisy").user_attrs["seed_runs"]
+    assert [len(runs) for runs in recorded.values()] == [1]
 
 
 def test_a_study_without_a_complete_trial_is_one_line(tmp_path, monkeypatch, capsys):
