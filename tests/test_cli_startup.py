@@ -78,6 +78,8 @@ def test_unknown_attribute_is_an_attribute_error():
 def test_show_and_best_of_a_stored_study_import_no_torch(tmp_path):
     import optuna
 
+    from lightopt.sweep.spec import trial_seed
+
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal")))
     study = optuna.create_study(study_name="s", storage=storage)
     study.add_trial(
@@ -95,8 +97,13 @@ def test_show_and_best_of_a_stored_study_import_no_torch(tmp_path):
         ["sweep", "best", "s", "--storage", storage],
     ):
         assert _modules_after(argv, tmp_path) == {"code": 0, "heavy": []}, argv
-    study.set_user_attr("seed_runs", {"0": {"5": 0.75}})  # `sweep best --seeds 1` ran: its note reads them
-    assert _modules_after(["sweep", "best", "s", "--storage", storage], tmp_path) == {"code": 0, "heavy": []}
+    study.set_user_attr("lightopt", {"metric": "val_loss"})
+    study.set_user_attr("seed_runs", {"0": {str(trial_seed(3, 1)): 0.75}})  # as `sweep best --seeds 1` records
+    for argv in (
+        ["sweep", "best", "s", "--storage", storage],  # a note of the recorded runs
+        ["sweep", "best", "s", "--storage", storage, "--seeds", "1"],  # every run recorded: nothing to train
+    ):
+        assert _modules_after(argv, tmp_path) == {"code": 0, "heavy": []}, argv
 
 
 def test_show_before_the_first_run_says_how_to_run_it(tmp_path, capsys):

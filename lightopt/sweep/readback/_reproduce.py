@@ -85,7 +85,10 @@ class TrialRerun:
     ``sweep best --seeds``.
 
     ``config`` is the run config (``seed_everything`` replaced per run), ``study_dir`` the study's own
-    log folder (reruns log beside it, never in it), ``notes`` what the user should know about the config.
+    log folder (reruns log beside it, never in it), ``notes`` what the user should know about the config,
+    ``sweep_cli`` the sweep file's LightningCLI classes (None: the trial's recorded ``lightning_cli``, read
+    when a run starts: preparing imports no torch, so ``sweep best NAME --seeds N`` with every run recorded
+    starts as fast as ``sweep show``).
     """
 
     trial: optuna.trial.FrozenTrial
@@ -95,7 +98,7 @@ class TrialRerun:
     minimize: bool
     report_at: str
     threads: int | None
-    cli: CliSpec
+    sweep_cli: CliSpec | None
     study_dir: Path
     notes: tuple[str, ...] = ()
 
@@ -106,9 +109,13 @@ class TrialRerun:
         ``KeyboardInterrupt`` on Ctrl-C or SIGTERM (which Lightning turns into ``sys.exit(1)`` after its
         shutdown, leaving Ctrl-C ignored: the handler before the fit is restored).
         """
+        from lightopt.runconfig import CliSpec
         from lightopt.sweep.trial import PruningCallback, fit_trial, is_interrupt, torch_threads
 
         number = self.trial.number
+        cli = self.sweep_cli
+        if cli is None:
+            cli = CliSpec(**self.trial.user_attrs.get("lightning_cli", {}))
         pruning = PruningCallback(
             None, self.metric, self.report_at, "min" if self.minimize else "max"
         )  # reports nothing, never prunes
@@ -116,7 +123,7 @@ class TrialRerun:
         handler = signal.getsignal(signal.SIGINT) if main else None
         try:
             with torch_threads(self.threads):
-                fit_trial({**self.config, "seed_everything": seed}, seed, pruning, directory, name, cli=self.cli)
+                fit_trial({**self.config, "seed_everything": seed}, seed, pruning, directory, name, cli=cli)
         except BaseException as error:
             if is_interrupt(error) and not isinstance(error, KeyboardInterrupt):
                 raise KeyboardInterrupt from error
@@ -144,9 +151,6 @@ def prepare_rerun(
     Raises :class:`SweepConfigError` for a trial that is not there, failed, is still running, or
     has no recorded seed, value or metric (or config, without a file).
     """
-    from lightopt.runconfig import CliSpec
-    from lightopt.sweep.trial import trial_config
-
     trials = {t.number: t for t in study.trials}
     if number not in trials:
         last = f"0 to {len(trials) - 1}" if trials else "none"
@@ -174,6 +178,8 @@ def prepare_rerun(
         raise SweepConfigError(f"study {study.study_name!r} records no metric; give the sweep file.")
     notes = []
     if sweep is not None:
+        from lightopt.sweep.trial import trial_config  # imports Lightning, which the sweep file's classes did
+
         config = trial_config(sweep, trial.params, seed)
         config_from = f"{sweep.path} with the trial's params"
         recorded_config = trial.user_attrs.get("config")
@@ -195,7 +201,7 @@ def prepare_rerun(
         recorded_dir = trial.user_attrs.get("log_dir")
         directory = Path(recorded_dir).parent if recorded_dir else study_dir(log_dir, study.study_name)
         report_at = "validation_round"
-    cli = sweep.cli if sweep is not None else CliSpec(**trial.user_attrs.get("lightning_cli", {}))
+    cli = sweep.cli if sweep is not None else None
     return TrialRerun(
         trial, config, config_from, metric, is_minimize(study), report_at, threads, cli, directory, tuple(notes)
     )
