@@ -192,6 +192,13 @@ class SearchSpace:
     def names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.params)
 
+    def param(self, name: str) -> Param:
+        """The parameter named ``name`` (as in :attr:`names`); ``KeyError`` when there is none."""
+        for param in self.params:
+            if param.name == name:
+                return param
+        raise KeyError(name)
+
     def suggest(self, trial: optuna.Trial, config: Mapping[str, Any]) -> dict[str, Any]:
         """A copy of ``config`` with each active parameter suggested by ``trial`` and set."""
         config = copy.deepcopy(dict(config))

@@ -172,11 +172,6 @@ def parse_study(
     values["pruner"] = _named("study.pruner", values.get("pruner", "median"), PRUNERS)
     values["enqueue"] = parse_enqueue(check_enqueue(values.get("enqueue")), space, run or {}, folder)
     values["warm_start"] = parse_warm_start(values.get("warm_start"))
-    if values["warm_start"] is not None and values["warm_start"].study == name:
-        raise ValueError(
-            f"`study.warm_start.study` must name another study than this one ({name!r}): a study resumes its own "
-            "trials by itself."
-        )
     return StudySpec(**values)
 
 

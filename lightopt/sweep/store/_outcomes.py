@@ -21,6 +21,7 @@ __all__ = [
     "GRACE_PERIOD_S",
     "HEARTBEAT_S",
     "INTERRUPTED",
+    "WARM_START",
     "counted",
     "is_copied",
     "is_retryable",
@@ -37,6 +38,8 @@ INTERRUPTED = "interrupted"
 COPIED_FROM = "copied_from"
 # The user attribute of a trial that `study.enqueue` set: the entry's label ("#1", or the run config's path).
 ENQUEUED = "enqueued"
+# The study's user attribute that records its warm start, done once: {"study", "storage", "copied", "skipped"}.
+WARM_START = "warm_start"
 
 
 def is_copied(trial: FrozenTrial) -> bool:
