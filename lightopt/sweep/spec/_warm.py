@@ -174,7 +174,8 @@ def _copy_with(run: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, A
 
 def _in_range(param: Param, value: Any, given: Any, where: str) -> Any:
     """``value`` (sampled coordinate) checked by :meth:`Param.refuses`; a conversion's rounding past a bound undone."""
-    shown = f"`{param.key}`={given!r}" + (f" (as {param.name.partition(':')[2]} {value!r})" if value != given else "")
+    coordinate = param.name.partition(":")[2]
+    shown = f"`{param.key}`={given!r}" + (f" (as {coordinate} {value:.6g})" if coordinate and value != given else "")
     if _validation.is_real(value) and param.kind == "float":
         value = float(value)
         for bound in (param.low, param.high):  # outside by a rounding of the conversion: on the bound
