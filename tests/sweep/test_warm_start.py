@@ -16,6 +16,7 @@ import pytest
 import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightopt.cli import main
 from lightopt.sweep.spec import Coordinate, parse_search
@@ -216,6 +217,11 @@ def test_warm_start_from_a_database_never_makes_a_copy_the_best(tmp_path, monkey
     assert "best trial 2: val_loss=" in out
     new = optuna.load_study(study_name="new", storage=url)
     assert new.best_trial.number == 1 and new.trials[1].intermediate_values == {1: -100.0}  # Optuna's own rule
+    board = EventAccumulator(str(tmp_path / "runs" / "new" / "study"), size_guidance={"scalars": 0})
+    board.Reload()  # TensorBoard's study run: the trial run here, not the copies
+    assert [e.step for e in board.Scalars("study/best_value")] == [2]
+    assert board.Scalars("study/best_value")[0].value == pytest.approx(new.trials[2].value)
+    assert [e.value for e in board.Scalars("study/trials_complete")] == [0, 0, 1]
 
     assert main(["sweep", "best", "new", "--storage", url, "--export", "best.yaml"]) == 0
     assert "best trial 2 written to best.yaml" in capsys.readouterr().out
