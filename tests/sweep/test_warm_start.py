@@ -242,6 +242,11 @@ def test_sweep_best_does_not_export_a_copy_when_no_trial_ran_here(tmp_path, caps
     _journal_study(runs / "new" / "study.journal", "new", [copy], attrs={"lightopt": {"metric": "val_loss"}})
     assert main(["sweep", "best", "new", "--log-dir", str(runs)]) == 2
     assert capsys.readouterr().err == "error: study 'new' has no completed trial yet.\n"
+    assert main(["sweep", "reproduce", "new", "--log-dir", str(runs), "--trial", "0"]) == 2
+    assert capsys.readouterr().err == (
+        "error: trial 0 was copied from trial 0 of study 'old' (study.warm_start) and never ran here: reproduce it "
+        "in its own study, with `lightopt sweep reproduce old --trial 0`.\n"
+    )
 
 
 def _stored_direction(path):

@@ -12,7 +12,7 @@ import optuna
 
 from lightopt.runconfig import ConfigError as SweepConfigError
 from lightopt.sweep.readback._show import trial_value
-from lightopt.sweep.store import is_better, is_minimize, study_dir
+from lightopt.sweep.store import COPIED_FROM, is_better, is_copied, is_minimize, study_dir
 
 if TYPE_CHECKING:  # the spec's file module imports torch: imported when a trial is run again
     from lightopt.sweep.spec import SweepFile
@@ -100,8 +100,8 @@ def reproduce_trial(
     came from its seed. A sweep's best trial is the best of many noisy values, so it is usually
     luckier than its params.
 
-    Raises :class:`SweepConfigError` for a trial that is not there, failed, is still running, or
-    has no recorded seed (or config, without a file).
+    Raises :class:`SweepConfigError` for a trial that is not there, failed, is still running, was
+    copied from another study (``study.warm_start``), or has no recorded seed (or config, without a file).
     """
     from lightopt.runconfig import CliSpec
     from lightopt.sweep.spec import trial_seed
@@ -123,6 +123,13 @@ def reproduce_trial(
         )
     if state not in ("COMPLETE", "PRUNED"):
         raise SweepConfigError(f"trial {number} is {state}, not finished, so it has no value to reproduce.")
+    if is_copied(trial):
+        source = trial.user_attrs[COPIED_FROM]
+        raise SweepConfigError(
+            f"trial {number} was copied from trial {source.get('trial')} of study {source.get('study')!r} "
+            f"(study.warm_start) and never ran here: reproduce it in its own study, with "
+            f"`lightopt sweep reproduce {source.get('study')} --trial {source.get('trial')}`."
+        )
     seed = trial.user_attrs.get("seed")
     if seed is None:
         raise SweepConfigError(f"trial {number} has no recorded seed, so it cannot be reproduced.")
