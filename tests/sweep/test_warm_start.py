@@ -364,3 +364,16 @@ def test_the_books_values_come_back_exactly(momentum, lr):
     horizon, effective = Coordinate("horizon"), Coordinate("effective", "o.momentum", "d.b", 64)
     assert horizon.to_config(horizon.from_config(momentum, config), config) == momentum
     assert effective.to_config(effective.from_config(lr, config), config) == lr
+
+
+def test_workers_share_one_warm_start_and_one_enqueued_setting(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _journal_study(tmp_path / "runs" / "old" / "study.journal", "old", [_trial(1.0, lr=0.1, batch=32)])
+    data = sweep_dict("runs", n_trials=2, warm_start={"study": "old"}, enqueue=[{LR: 0.2, BATCH: 64}])
+    assert main(["sweep", "run", str(write(tmp_path / "s.yaml", data)), "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("warm start: 1 of 1 complete trials of study 'old' copied\n") == 1
+    study = load_journal(tmp_path / "runs" / "s" / "study.journal")
+    assert [t.user_attrs.get("copied_from") for t in study.trials].count({"study": "old", "trial": 0}) == 1
+    assert [t.params for t in study.trials if t.user_attrs.get("enqueued") == "#1"] == [{LR: 0.2, BATCH: 64}]
+    assert counted(study.trials) == 2 and len(study.trials) == 3
