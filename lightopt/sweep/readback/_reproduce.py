@@ -14,7 +14,7 @@ import optuna
 
 from lightopt.runconfig import ConfigError as SweepConfigError
 from lightopt.sweep.readback._show import trial_value
-from lightopt.sweep.store import is_better, is_minimize, study_dir
+from lightopt.sweep.store import COPIED_FROM, is_better, is_copied, is_minimize, study_dir
 
 if TYPE_CHECKING:  # the spec's file module imports torch: imported when a trial is run again
     from lightopt.runconfig import CliSpec
@@ -148,8 +148,9 @@ def prepare_rerun(
 ) -> TrialRerun:
     """How trial ``number`` of ``study`` is trained again (see :func:`reproduce_trial` for the rules).
 
-    Raises :class:`SweepConfigError` for a trial that is not there, failed, is still running, or
-    has no recorded seed, value or metric (or config, without a file).
+    Raises :class:`SweepConfigError` for a trial that is not there, failed, is still running, was
+    copied from another study (``study.warm_start``), or has no recorded seed, value or metric (or
+    config, without a file).
     """
     trials = {t.number: t for t in study.trials}
     if number not in trials:
@@ -167,6 +168,13 @@ def prepare_rerun(
         )
     if state not in ("COMPLETE", "PRUNED"):
         raise SweepConfigError(f"trial {number} is {state}, not finished, so it has no value to reproduce.")
+    if is_copied(trial):
+        source = trial.user_attrs[COPIED_FROM]
+        raise SweepConfigError(
+            f"trial {number} was copied from trial {source.get('trial')} of study {source.get('study')!r} "
+            f"(study.warm_start) and never ran here: reproduce it in its own study, with "
+            f"`lightopt sweep reproduce {source.get('study')} --trial {source.get('trial')}`."
+        )
     seed = trial.user_attrs.get("seed")
     if seed is None:
         raise SweepConfigError(f"trial {number} has no recorded seed, so it cannot be reproduced.")
@@ -231,8 +239,8 @@ def reproduce_trial(
     came from its seed. A sweep's best trial is the best of many noisy values, so it is usually
     luckier than its params.
 
-    Raises :class:`SweepConfigError` for a trial that is not there, failed, is still running, or
-    has no recorded seed (or config, without a file).
+    Raises :class:`SweepConfigError` for a trial that is not there, failed, is still running, was
+    copied from another study (``study.warm_start``), or has no recorded seed (or config, without a file).
     """
     from lightopt.sweep.spec import trial_seed
 

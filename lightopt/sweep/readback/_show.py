@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 
 from lightopt.sweep.spec import config_values
-from lightopt.sweep.store import best_trial
+from lightopt.sweep.store import COPIED_FROM, ENQUEUED, best_trial
 
 __all__ = ["format_table", "study_json", "trial_rows", "trial_value"]
 
@@ -29,7 +29,9 @@ def trial_value(trial: optuna.trial.FrozenTrial) -> float | None:
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """One dict per trial: number, state, value, params, the config values of params sampled in another
-    coordinate (``config_values``), duration (s), seed, and a failed trial's reason and traceback."""
+    coordinate (``config_values``), duration (s), seed, a failed trial's reason and traceback, and where
+    the trial came from: ``copied_from`` (``{study, trial}``, a ``study.warm_start`` copy, never run
+    here) or ``enqueued`` (the ``study.enqueue`` entry's label)."""
     rows = []
     for trial in study.trials:
         duration = trial.duration.total_seconds() if trial.duration is not None else None
@@ -43,7 +45,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
                 "config_values": config_values(trial.params, attrs.get("config")),
                 "duration": duration,
                 "seed": attrs.get("seed"),
-                **{key: attrs[key] for key in ("fail_reason", "traceback") if key in attrs},
+                **{key: attrs[key] for key in ("fail_reason", "traceback", COPIED_FROM, ENQUEUED) if key in attrs},
             }
         )
     return rows
@@ -63,7 +65,12 @@ def study_json(study: optuna.Study) -> str:
 
 
 def format_table(study: optuna.Study) -> str:
-    """The trial table as text, then the best trial."""
+    """The trial table as text, then the best trial.
+
+    A ``from`` column says where a trial came from when one did not come from the sampler:
+    ``copied old#12`` (copied by ``study.warm_start`` from trial 12 of study ``old``; never the best)
+    or ``enqueued #1`` (``study.enqueue``'s entry).
+    """
     rows = trial_rows(study)
     names = list(dict.fromkeys(name for row in rows for name in row["params"]))
     converted = {name for row in rows for name in row["config_values"]}
@@ -80,6 +87,7 @@ def format_table(study: optuna.Study) -> str:
         *(name if kind == "params" else "= " + name.partition(":")[0] for name, kind in columns),
         "duration_s",
         "seed",
+        *(["from"] if any(_origin(row) for row in rows) else []),
     ]
     body = [
         [
@@ -89,6 +97,7 @@ def format_table(study: optuna.Study) -> str:
             *(_fmt(row[kind].get(n, "-")) for n, kind in columns),
             _fmt(row["duration"], 2),
             str(row["seed"]),
+            *([_origin(row) or "-"] if any(_origin(r) for r in rows) else []),
         ]
         for row in rows
     ]
@@ -98,6 +107,13 @@ def format_table(study: optuna.Study) -> str:
     metric = study.user_attrs.get("lightopt", {}).get("metric") or "value"
     lines.append(f"best: trial {best.number}, {metric}={best.value:.6g}" if best else "best: no completed trial")
     return "\n".join(lines)
+
+
+def _origin(row: dict[str, Any]) -> str:
+    """``copied old#12``, ``enqueued #1``, or ``""`` for a trial the sampler drew."""
+    if COPIED_FROM in row:
+        return f"copied {row[COPIED_FROM].get('study')}#{row[COPIED_FROM].get('trial')}"
+    return f"enqueued {row[ENQUEUED]}" if ENQUEUED in row else ""
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

@@ -6,7 +6,10 @@
   flags share: :func:`check_threads`, :func:`check_timeout`, :func:`check_n_trials`);
 * :class:`SearchSpace` is the ``search`` block: ``trial.suggest_*`` calls and back;
 * the search coordinates of Chapter 8 (:func:`momentum_from_horizon`, :func:`lr_from_effective`,
-  :func:`scale_lr_with_batch`, :func:`config_values`);
+  :func:`scale_lr_with_batch`, :func:`config_values`, and the inverses :func:`horizon_from_momentum`,
+  :func:`effective_from_lr`);
+* warm starts: ``study.enqueue`` as :class:`Enqueued` trial params (:func:`parse_enqueue`),
+  ``study.warm_start`` as a :class:`WarmStart`;
 * :func:`check_resume`: whether a stored study can be resumed with this file;
 * the one seed scheme (:func:`derive_seed`, :func:`trial_seed`).
 
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
         RAW,
         Coordinate,
         config_values,
+        effective_from_lr,
+        horizon_from_momentum,
         lr_from_effective,
         momentum_from_horizon,
         parse_coordinate,
@@ -45,6 +50,7 @@ if TYPE_CHECKING:
         check_timeout,
         parse_study,
     )
+    from lightopt.sweep.spec._warm import Enqueued, WarmStart, parse_enqueue, parse_warm_start
 
 _LAZY = {
     **dict.fromkeys(
@@ -52,6 +58,8 @@ _LAZY = {
             "RAW",
             "Coordinate",
             "config_values",
+            "effective_from_lr",
+            "horizon_from_momentum",
             "lr_from_effective",
             "momentum_from_horizon",
             "parse_coordinate",
@@ -80,6 +88,7 @@ _LAZY = {
         ),
         "lightopt.sweep.spec._study",
     ),
+    **dict.fromkeys(("Enqueued", "WarmStart", "parse_enqueue", "parse_warm_start"), "lightopt.sweep.spec._warm"),
 }
 
 __all__ = [
@@ -90,11 +99,13 @@ __all__ = [
     "STOP_AFTER_SAME_FAILURES",
     "STUDY_NAME",
     "Coordinate",
+    "Enqueued",
     "Param",
     "SearchSpace",
     "StudySpec",
     "SweepConfigError",
     "SweepFile",
+    "WarmStart",
     "check_n_trials",
     "check_resume",
     "check_retries",
@@ -104,14 +115,18 @@ __all__ = [
     "config_values",
     "derive_seed",
     "describe_space",
+    "effective_from_lr",
     "failed_only_clashes",
+    "horizon_from_momentum",
     "load",
     "lr_from_effective",
     "momentum_from_horizon",
     "parse",
     "parse_coordinate",
+    "parse_enqueue",
     "parse_search",
     "parse_study",
+    "parse_warm_start",
     "scale_lr_with_batch",
     "trial_seed",
 ]

@@ -43,6 +43,8 @@ __all__ = [
     "Coordinate",
     "RAW",
     "config_values",
+    "effective_from_lr",
+    "horizon_from_momentum",
     "momentum_from_horizon",
     "lr_from_effective",
     "scale_lr_with_batch",
@@ -64,6 +66,20 @@ def momentum_from_horizon(horizon: float) -> float:
     return 1.0 - 1.0 / float(horizon)
 
 
+def horizon_from_momentum(momentum: float) -> float:
+    """h = 1/(1 − α), the inverse of :func:`momentum_from_horizon`.
+
+    Example:
+        >>> [round(horizon_from_momentum(a), 6) for a in (0.0, 0.5, 0.9, 0.99)]
+        [1.0, 2.0, 10.0, 100.0]
+    """
+    if not _validation.is_real(momentum) or not 0 <= momentum < 1:
+        raise ValueError(
+            f"`momentum` must be in [0, 1) to have a horizon 1/(1 - momentum), but got momentum={momentum!r}."
+        )
+    return 1.0 / (1.0 - float(momentum))
+
+
 def lr_from_effective(effective: float, momentum: float) -> float:
     """ε = eff·(1 − α): the learning rate whose terminal step ε/(1 − α) equals ``effective``.
 
@@ -74,6 +90,18 @@ def lr_from_effective(effective: float, momentum: float) -> float:
     if not _validation.is_real(momentum) or not 0 <= momentum < 1:
         raise ValueError(f"`momentum` must be in [0, 1) for an effective learning rate, but got momentum={momentum!r}.")
     return float(effective) * (1.0 - float(momentum))
+
+
+def effective_from_lr(lr: float, momentum: float) -> float:
+    """eff = ε/(1 − α), the inverse of :func:`lr_from_effective`.
+
+    Example:
+        >>> round(effective_from_lr(0.05, 0.9), 6)
+        0.5
+    """
+    if not _validation.is_real(momentum) or not 0 <= momentum < 1:
+        raise ValueError(f"`momentum` must be in [0, 1) for an effective learning rate, but got momentum={momentum!r}.")
+    return float(lr) / (1.0 - float(momentum))
 
 
 def scale_lr_with_batch(lr: float, batch_size: int, reference: int) -> float:
@@ -125,6 +153,42 @@ class Coordinate:
         if self.batch_key is not None:
             lr = scale_lr_with_batch(lr, get_key(config, self.batch_key, None), self.batch_reference)
         return lr
+
+    def from_config(self, value: Any, config: Mapping[str, Any]) -> float:
+        """The sampled value whose :meth:`to_config` is the config ``value``, reading momentum and batch size
+        from ``config``: the inverse, built from the inverses of the same functions.
+
+        A float division may miss ``value`` by an ulp on the way back; the sampled value is then moved by
+        a few ulps so that :meth:`to_config` gives ``value`` exactly, where one does.
+
+        Example:
+            >>> Coordinate("horizon").from_config(0.9, {})
+            10.000000000000002
+            >>> Coordinate("horizon").to_config(10.000000000000002, {})
+            0.9
+        """
+        if self.kind == "horizon":
+            sampled = horizon_from_momentum(value)
+        else:
+            sampled = float(value)
+            if self.batch_key is not None:  # ε·B/B_ref undone: ε·B_ref/B
+                sampled = scale_lr_with_batch(sampled, self.batch_reference, get_key(config, self.batch_key, None))
+            if self.kind == "effective":
+                sampled = effective_from_lr(sampled, get_key(config, self.momentum_key, None))
+        return _exact(sampled, value, lambda x: self.to_config(x, config))
+
+
+def _exact(sampled: float, target: float, forward: Any, ulps: int = 4) -> float:
+    """``sampled``, or a float within ``ulps`` of it that ``forward`` maps to ``target`` exactly."""
+    if forward(sampled) == target:
+        return sampled
+    below = above = sampled
+    for _ in range(ulps):
+        below, above = math.nextafter(below, -math.inf), math.nextafter(above, math.inf)
+        for candidate in (below, above):
+            if forward(candidate) == target:
+                return candidate
+    return sampled
 
 
 RAW = Coordinate()

@@ -113,7 +113,8 @@ def parse(
     try:
         spec = _parse_cli(cli or (data.get("lightning_cli") if isinstance(data, Mapping) else None))
         data = {k: v for k, v in data.items() if k != "lightning_cli"} if isinstance(data, Mapping) else data
-        return dataclasses.replace(_parse(data, default_name, spec), path=file, cli=spec, configs=configs)
+        folder = Path(file).parent if file is not None else None
+        return dataclasses.replace(_parse(data, default_name, spec, folder), path=file, cli=spec, configs=configs)
     except (TypeError, ValueError) as error:
         if isinstance(error, ConfigError):
             raise
@@ -150,13 +151,13 @@ def _parse_cli(block: Any) -> CliSpec:
     return CliSpec(**values)
 
 
-def _parse(data: Any, default_name: str, spec: CliSpec) -> SweepFile:
+def _parse(data: Any, default_name: str, spec: CliSpec, folder: Path | None = None) -> SweepFile:
     if not isinstance(data, Mapping):
         raise TypeError(f"the file must be a mapping with `model` (and `data`, `trainer`, ...), but got {data!r}.")
     run = {k: v for k, v in data.items() if k not in _SWEEP_KEYS}
     check_run_config({**run, **{k: data[k] for k in ("study", "search") if k in data}}, spec, ("study", "search"))
-    study = parse_study(data["study"], default_name) if data.get("study") is not None else None
     search = parse_search(data.get("search"), run)
+    study = parse_study(data["study"], default_name, search, run, folder) if data.get("study") is not None else None
     for param in search:  # a choice's class paths are imported when a trial draws it: check them now
         if param.key.endswith("class_path") and param.values is None:
             for choice in param.choices:

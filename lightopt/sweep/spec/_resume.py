@@ -4,8 +4,10 @@ A study created by lightopt stores ``user_attrs["lightopt"]``: the ``metric``, t
 file and ``space`` (:func:`describe_space`). Running a file again resumes its study; before
 anything is written, :func:`check_resume` refuses a different direction, metric or search space,
 since the trials recorded so far would then measure something else, or come from another space,
-and the sampler would mix them silently. The message names what changed and how to go on
-(``--study-name NEW`` starts a new study). A study recorded without a ``space`` (made by hand,
+and the sampler would mix them silently. The message names what changed and how to go on: a
+changed search space goes on in a new study that copies the old one's trials that fit
+(``study.name: NEW`` or ``--study-name NEW``, with ``study.warm_start: {study: OLD}``). A study
+recorded without a ``space`` (made by hand,
 or by an older lightopt) is accepted and gets one.
 
 While every trial so far has failed, a corrected metric or search space goes on with the same
@@ -92,7 +94,8 @@ def check_resume(storage: BaseStorage, name: str, sweep: SweepFile) -> bool:
         if changes:
             raise SweepConfigError(
                 f"`search` must match the stored study {name!r}, but it changed: {changes}. The trials so far "
-                "come from the old space: restore it, or start a new study with --study-name NEW.",
+                f"come from the old space: restore it, or start a new study (`study.name: NEW` or --study-name NEW) "
+                f"with `study.warm_start: {{study: {name}}}`, which copies in its trials that fit the new space.",
                 file,
                 "search",
             )

@@ -124,6 +124,35 @@ class Param:
             return IntDistribution(self.low, self.high, log=self.log, step=self.step or 1)
         return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
 
+    def refuses(self, value: Any) -> str | None:
+        """Why :meth:`suggest` could not have recorded ``value`` (``"outside [0.01, 0.5]"``), or None when it could.
+
+        The one check of a value given from outside the sampler: a ``study.enqueue`` entry, a trial
+        copied by ``study.warm_start``.
+
+        Example:
+            >>> param = Param("lr", "float", 0.01, 0.5, step=0.01)
+            >>> param.refuses(0.2), param.refuses(0.6), param.refuses(0.205)
+            (None, 'outside [0.01, 0.5]', 'not on the grid 0.01 + k * 0.01')
+        """
+        if self.kind == "categorical":
+            return (
+                None
+                if any(type(c) is type(value) and c == value for c in self.choices)
+                else (f"not one of {list(self.choices)}")
+            )
+        if not _validation.is_real(value) or not math.isfinite(value):
+            return "not a finite number"
+        if self.kind == "int" and not float(value).is_integer():
+            return "not an integer"
+        if not self.low <= value <= self.high:
+            return f"outside [{self.low}, {self.high}]"
+        if self.step is not None:
+            steps = (value - self.low) / self.step
+            if abs(steps - round(steps)) > 1e-6:
+                return f"not on the grid {self.low} + k * {self.step}"
+        return None
+
     def config_value(self, value: Any) -> Any:
         """What the config gets for the recorded ``value`` (a mapping choice's value for its label)."""
         if self.values is None:
@@ -162,6 +191,13 @@ class SearchSpace:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.params)
+
+    def param(self, name: str) -> Param:
+        """The parameter named ``name`` (as in :attr:`names`); ``KeyError`` when there is none."""
+        for param in self.params:
+            if param.name == name:
+                return param
+        raise KeyError(name)
 
     def suggest(self, trial: optuna.Trial, config: Mapping[str, Any]) -> dict[str, Any]:
         """A copy of ``config`` with each active parameter suggested by ``trial`` and set."""

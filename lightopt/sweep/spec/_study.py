@@ -13,12 +13,14 @@ import inspect
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
 
 from lightopt import _validation
 from lightopt.sweep.spec._space import SearchSpace
+from lightopt.sweep.spec._warm import Enqueued, WarmStart, check_enqueue, parse_enqueue, parse_warm_start
 
 __all__ = [
     "PRUNERS",
@@ -53,6 +55,8 @@ STUDY_KEYS = (
     "threads",
     "stop_after_same_failures",
     "retries",
+    "enqueue",
+    "warm_start",
 )
 SAMPLERS = {
     "tpe": optuna.samplers.TPESampler,
@@ -90,7 +94,9 @@ class StudySpec:
     ``threads`` sets ``torch.set_num_threads`` during the sweep (None: torch's default); tiny
     models train several times faster on 1 thread, above all on a busy machine.
     ``stop_after_same_failures`` stops a run whose first that many trials all failed the same way
-    (0: never); see :class:`lightopt.sweep.study.FailureWatch`.
+    (0: never); see :class:`lightopt.sweep.study.FailureWatch`. ``enqueue`` are the settings tried
+    first (:class:`~lightopt.sweep.spec.Enqueued`), ``warm_start`` the study whose trials are
+    copied in before the first trial (:class:`~lightopt.sweep.spec.WarmStart`).
     """
 
     name: str
@@ -107,6 +113,8 @@ class StudySpec:
     threads: int | None = None
     stop_after_same_failures: int = STOP_AFTER_SAME_FAILURES
     retries: int = RETRIES  # how often a trial whose worker died (os._exit, a segfault, the OOM killer) runs again
+    enqueue: tuple[Enqueued, ...] = ()
+    warm_start: WarmStart | None = None
 
     def make_sampler(self, space: SearchSpace, seed: Any = ...) -> optuna.samplers.BaseSampler:
         """A fresh sampler; its seed is ``seed`` if given, else the block's, else the study's; ``grid``
@@ -126,7 +134,15 @@ class StudySpec:
         return PRUNERS[self.pruner["name"]](**args)
 
 
-def parse_study(study: Any, default_name: str) -> StudySpec:
+def parse_study(
+    study: Any,
+    default_name: str,
+    space: SearchSpace = SearchSpace(),
+    run: Mapping[str, Any] | None = None,
+    folder: Path | None = None,
+) -> StudySpec:
+    """Check the ``study`` block; ``study.enqueue`` is checked against ``space`` over the run config ``run``,
+    its paths relative to ``folder`` (the sweep file's)."""
     if not isinstance(study, Mapping):
         raise TypeError(f"`study` must be a mapping (name, metric, n_trials, ...), but got {study!r}.")
     _validation.check_known_keys(study, STUDY_KEYS, "study")
@@ -154,6 +170,8 @@ def parse_study(study: Any, default_name: str) -> StudySpec:
     values["log_dir"] = values["log_dir"] or "runs"
     values["sampler"] = _named("study.sampler", values.get("sampler", "tpe"), SAMPLERS)
     values["pruner"] = _named("study.pruner", values.get("pruner", "median"), PRUNERS)
+    values["enqueue"] = parse_enqueue(check_enqueue(values.get("enqueue")), space, run or {}, folder)
+    values["warm_start"] = parse_warm_start(values.get("warm_start"))
     return StudySpec(**values)
 
 

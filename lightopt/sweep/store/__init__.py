@@ -7,9 +7,10 @@ show``, ``sweep best``, ``lightopt tensorboard``) starts in a fraction of a seco
   database, :func:`open_database`), both wrapped in :class:`GuardedStorage`; failures are
   :class:`StorageError`;
 * who: :func:`worker_identity`, :func:`process_alive`; :class:`HostLock` between the workers of a host;
-* what the records mean: :func:`is_retryable`, :func:`counted`, :class:`StudyTally` (the running
-  counts and best), :func:`best_of` / :func:`best_trial` / :func:`top_trials` / :func:`is_better` (the one rule for
-  "better" in a direction) and :func:`trial_dir` (the one trial-folder name);
+* what the records mean: :func:`is_retryable`, :func:`is_copied` (a ``study.warm_start`` copy),
+  :func:`counted`, :class:`StudyTally` (the running counts and best), :func:`best_of` /
+  :func:`best_trial` / :func:`top_trials` / :func:`is_better` (the one rule for "better" in a direction)
+  and :func:`trial_dir` (the one trial-folder name);
 * :func:`optuna_quiet`: Optuna's log lines silenced while lightopt prints its own.
 """
 
@@ -27,7 +28,18 @@ from lightopt.sweep.store._host_lock import HostLock, lock_path
 from lightopt.sweep.store._journal import GRACE_S, LOCK_SUFFIX, JournalFile, JournalLock
 from lightopt.sweep.store._locate import JOURNAL_NAME, open_storage, study_dir
 from lightopt.sweep.store._optuna_log import optuna_quiet
-from lightopt.sweep.store._outcomes import DIED, GRACE_PERIOD_S, HEARTBEAT_S, INTERRUPTED, counted, is_retryable
+from lightopt.sweep.store._outcomes import (
+    COPIED_FROM,
+    DIED,
+    ENQUEUED,
+    GRACE_PERIOD_S,
+    HEARTBEAT_S,
+    INTERRUPTED,
+    WARM_START,
+    counted,
+    is_copied,
+    is_retryable,
+)
 from lightopt.sweep.store._processes import describe_worker, on_this_host, process_alive, worker_identity
 from lightopt.sweep.store._scan import FinishedScan, trials_from
 from lightopt.sweep.store._storage import OUTAGE_S, GuardedStorage, StorageError, stderr_line
@@ -35,7 +47,9 @@ from lightopt.sweep.store._tally import StudyTally
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
+    "COPIED_FROM",
     "DIED",
+    "ENQUEUED",
     "GRACE_PERIOD_S",
     "GRACE_S",
     "HEARTBEAT_S",
@@ -45,6 +59,7 @@ __all__ = [
     "OUTAGE_S",
     "STORAGE_ENV",
     "TRIAL_DIR",
+    "WARM_START",
     "FinishedScan",
     "GuardedStorage",
     "HostLock",
@@ -59,6 +74,7 @@ __all__ = [
     "describe_worker",
     "grpc_proxy",
     "is_better",
+    "is_copied",
     "is_minimize",
     "is_retryable",
     "is_transient",

@@ -14,6 +14,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from lightopt.sweep.store._outcomes import is_copied
+
 __all__ = ["TRIAL_DIR", "best_of", "best_trial", "is_better", "is_minimize", "top_trials", "trial_dir"]
 
 #: The name of trial ``number``'s folder under the study's directory (TensorBoard run, checkpoints, error.txt).
@@ -50,6 +52,10 @@ def is_better(value: float, best: float | None, minimize: bool) -> bool:
 def best_of(trials: Iterable[FrozenTrial], minimize: bool, best: FrozenTrial | None = None) -> FrozenTrial | None:
     """The best COMPLETE trial with a value among ``trials`` and ``best`` (ties: the lower number), or None.
 
+    Trials copied from another study (``study.warm_start``, :func:`~lightopt.sweep.store.is_copied`)
+    are never the best: the best trial is chosen among the trials run in this study, the ones with
+    a run config and logs here. (Optuna's own ``study.best_trial`` and its samplers see them all.)
+
     Example:
         >>> from optuna.trial import create_trial
         >>> trials = [create_trial(value=v) for v in (3.0, 1.0, 1.0)]
@@ -59,7 +65,7 @@ def best_of(trials: Iterable[FrozenTrial], minimize: bool, best: FrozenTrial | N
         (1, 0)
     """
     for trial in trials:
-        if trial.state != TrialState.COMPLETE or trial.value is None:
+        if trial.state != TrialState.COMPLETE or trial.value is None or is_copied(trial):
             continue
         if best is None:
             best = trial
@@ -70,7 +76,7 @@ def best_of(trials: Iterable[FrozenTrial], minimize: bool, best: FrozenTrial | N
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The best COMPLETE trial (ties: the lower number), or None; only that trial is copied."""
+    """The best COMPLETE trial run in this study (ties: the lower number), or None; only that trial is copied."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     best = best_of(complete, is_minimize(study))
     return None if best is None else copy.deepcopy(best)
@@ -88,7 +94,11 @@ def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
         >>> [t.number for t in top_trials(study, 3)], best_trial(study).number
         ([1, 3, 2], 1)
     """
-    left = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    left = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None and not is_copied(t)
+    ]
     minimize, top = is_minimize(study), []
     while left and len(top) < k:  # k is small (``sweep best --seeds``'s candidates): k passes of the one rule
         best = best_of(left, minimize)

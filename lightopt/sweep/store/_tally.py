@@ -21,7 +21,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from lightopt.sweep.store._best import best_of, is_minimize
-from lightopt.sweep.store._outcomes import is_retryable
+from lightopt.sweep.store._outcomes import is_copied, is_retryable
 from lightopt.sweep.store._scan import FinishedScan
 
 __all__ = ["StudyTally"]
@@ -34,7 +34,8 @@ class StudyTally:
     the attributes then describe the whole study, every worker's trials included:
     :attr:`counts` per state name, :attr:`total`, :attr:`best`, :attr:`running`, :attr:`counted`
     (the trials that count toward ``n_trials``, as :func:`~lightopt.sweep.store.counted`
-    defines them) and :attr:`unretried` (stopped trials with no retry yet). Each update reads
+    defines them) and :attr:`unretried` (stopped trials with no retry yet). Trials copied from
+    another study (``study.warm_start``) are only in :attr:`copied` and :attr:`total`. Each update reads
     the open and the new trials, whatever the size of the study.
 
     Example:
@@ -60,6 +61,7 @@ class StudyTally:
         self.running: list[FrozenTrial] = []
         self.counted = 0
         self.unretried: list[FrozenTrial] = []
+        self.copied = 0
 
     def update(self, trials: Sequence[FrozenTrial] | None = None) -> None:
         """Bring the tally up to date: from ``trials`` (the study's whole list), else from its storage.
@@ -68,6 +70,9 @@ class StudyTally:
         """
         new = self._scan.read(self.study) if trials is None else self._scan.update(trials)
         for trial in new:
+            if is_copied(trial):
+                self.copied += 1
+                continue
             self._finished[trial.state.name] += 1
             retry_of = trial.user_attrs.get("retry_of")
             if retry_of is not None:
@@ -82,7 +87,7 @@ class StudyTally:
         for trial in opened:
             self.counts[trial.state.name] += 1
         self.running = [t for t in opened if t.state == TrialState.RUNNING]
-        self.counted = self.total - self.counts["WAITING"] - self._retryable_total
+        self.counted = self.total - self.counts["WAITING"] - self._retryable_total - self.copied
         retried = self._retried | {t.user_attrs.get("retry_of") for t in opened}
         for number in [n for n in self._retryable if n in self._retried]:
             del self._retryable[number]  # retried by a finished trial: never again a candidate

@@ -5,6 +5,8 @@
   :class:`Progress` line per trial and the :func:`summary`;
 * crash handling: :func:`fail_dead_trials`, :func:`enqueue_retries`; the early stop of a sweep
   whose first trials all fail alike (:class:`FailureWatch`);
+* warm starts, once before the first trial: :func:`warm_start` copies another study's trials,
+  :func:`enqueue_settings` enqueues ``study.enqueue``;
 * ``--devices``: :func:`plan` shares the ids out between the workers;
 * the study"s TensorBoard run (:class:`StudyRun`, over :class:`StudyHistory`) and Optuna"s plots
   (:func:`plot_study`).
@@ -66,6 +68,12 @@ if TYPE_CHECKING:
     from lightopt.sweep.study._summary import (
         summary,
     )
+    from lightopt.sweep.study._warm import (
+        copyable,
+        enqueue_settings,
+        find_source,
+        warm_start,
+    )
     from lightopt.sweep.study._workers import (
         GRACE_S,
         run_workers,
@@ -87,6 +95,7 @@ _LAZY = {
     **dict.fromkeys(("SweepResult", "run_sweep"), "lightopt.sweep.study._runner"),
     **dict.fromkeys(("FailureWatch", "failure_signature"), "lightopt.sweep.study._stop_rule"),
     **dict.fromkeys(("summary",), "lightopt.sweep.study._summary"),
+    **dict.fromkeys(("copyable", "enqueue_settings", "find_source", "warm_start"), "lightopt.sweep.study._warm"),
     **dict.fromkeys(("GRACE_S", "run_workers"), "lightopt.sweep.study._workers"),
 }
 
@@ -102,10 +111,13 @@ __all__ = [
     "StudyHistory",
     "StudyRun",
     "SweepResult",
+    "copyable",
     "enqueue_retries",
+    "enqueue_settings",
     "fail_dead_trials",
     "close_prestarted",
     "failure_signature",
+    "find_source",
     "open_study",
     "parse_devices",
     "plan",
@@ -118,6 +130,7 @@ __all__ = [
     "run_workers",
     "summary",
     "user_modules",
+    "warm_start",
 ]
 
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__)

@@ -18,7 +18,8 @@ append, so each trial costs the same whatever the size of the study:
   from that step on, followed by those points again. That costs the trials finished since, not
   the study.
 
-Fed all trials at once, a fresh history gives the whole run, the same points that the
+Trials copied from another study (``study.warm_start``) were not run here: they have no point
+and are not counted. Fed all trials at once, a fresh history gives the whole run, the same points that the
 incremental events leave TensorBoard with.
 """
 
@@ -32,7 +33,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
-from lightopt.sweep.store import FinishedScan, is_better
+from lightopt.sweep.store import FinishedScan, is_better, is_copied
 
 __all__ = ["StudyHistory", "restart_event"]
 
@@ -94,7 +95,7 @@ class StudyHistory:
             key = (_ended(trial), trial.number)
             index = bisect.bisect_right(self._order, key)
             self._order.insert(index, key)
-            self._outcomes.insert(index, (trial.state.name, _value(trial)))
+            self._outcomes.insert(index, ("COPIED" if is_copied(trial) else trial.state.name, _value(trial)))
             first_index = min(first_index, index)
         self._recount(first_index)
         events = []
@@ -136,6 +137,9 @@ class StudyHistory:
 
 
 def _value(trial: FrozenTrial) -> float | None:
+    """A COMPLETE trial's value; None for the others and for a copy from another study (``study.warm_start``)."""
+    if is_copied(trial):
+        return None
     return trial.value if trial.state == TrialState.COMPLETE and trial.value is not None else None
 
 

@@ -22,7 +22,8 @@ import zlib
 import optuna
 
 from lightopt.sweep.spec import StudySpec, SweepFile, check_resume, derive_seed, describe_space, failed_only_clashes
-from lightopt.sweep.store import open_storage, study_dir
+from lightopt.sweep.store import WARM_START, open_storage, study_dir
+from lightopt.sweep.study._warm import find_source
 
 __all__ = ["open_study", "run_sampler_seed"]
 
@@ -37,7 +38,9 @@ def open_study(
 ) -> tuple[optuna.Study, str]:
     """Create the sweep's study, or load it when it exists (same direction, metric and search space required).
 
-    ``sampler``/``pruner`` objects replace the file's ``study.sampler``/``study.pruner``.
+    ``sampler``/``pruner`` objects replace the file's ``study.sampler``/``study.pruner``. The study
+    that ``study.warm_start`` names is found and checked here, before anything is written; the copy
+    itself is :func:`~lightopt.sweep.study.warm_start`'s.
     """
     spec = sweep.study
     name = name or spec.name
@@ -48,7 +51,10 @@ def open_study(
         where="--storage" if storage_url else "study.storage",
         file=None if storage_url else sweep.path,
     )
-    check_resume(storage, name, sweep)  # before anything is written
+    exists = check_resume(storage, name, sweep)  # before anything is written
+    done = exists and WARM_START in storage.get_study_user_attrs(storage.get_study_id_from_name(name))
+    if spec.warm_start is not None and not done:
+        find_source(sweep, storage_url, name)  # the study to warm start from, checked before any write
     clashes = failed_only_clashes(storage, name, sweep.search)
     if clashes:  # Optuna cannot mix them with the failed trials' draws: those become a study of their own
         aside = _set_aside(storage, url, name, spec.log_dir)

@@ -8,7 +8,7 @@ from typing import TextIO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from lightopt.sweep.store import StudyTally
+from lightopt.sweep.store import ENQUEUED, StudyTally
 
 __all__ = ["Progress"]
 
@@ -42,6 +42,8 @@ class Progress:
         best_text = f"best {best.value:.4g} (trial {best.number})" if best else "best -"
         device = trial.user_attrs.get("device")  # --devices: the ids the trial ran on
         where = f" on device{'s' if ',' in device else ''} {device}" if device else ""
+        if trial.user_attrs.get(ENQUEUED):  # a setting from study.enqueue
+            where = f" (study.enqueue {trial.user_attrs[ENQUEUED]}){where}"
         print(
             f"[{done}/{self.total}] trial {trial.number}{where} {outcome} | {counts['COMPLETE']} complete, "
             f"{counts['PRUNED']} pruned, {counts['FAIL']} failed | {best_text} | "

@@ -2,9 +2,11 @@
 
 The pass, top to bottom: the flags are checked (:mod:`lightopt.sweep.spec`'s checks), the study
 is opened (:func:`~lightopt.sweep.study.open_study`) under the host lock, dead workers' trials are
-failed (:mod:`lightopt.sweep.study`'s recovery), the sampler is reseeded for a resumed study, then
-the trial loop runs in this process (:func:`~lightopt.sweep.study.run_worker`) or in worker
-processes (:func:`~lightopt.sweep.study.run_workers`), each trial an
+failed (:mod:`lightopt.sweep.study`'s recovery), a warm start copies another study's trials and
+``study.enqueue`` queues known settings (:func:`~lightopt.sweep.study.warm_start`), the sampler
+is reseeded for a resumed study, then the trial loop runs in this process
+(:func:`~lightopt.sweep.study.run_worker`) or in worker processes
+(:func:`~lightopt.sweep.study.run_workers`), each trial an
 :class:`~lightopt.sweep.trial.Objective`; the study's TensorBoard run and the summary close it.
 """
 
@@ -30,6 +32,7 @@ from lightopt.sweep.study._progress import Progress
 from lightopt.sweep.study._recovery import fail_dead_trials
 from lightopt.sweep.study._stop_rule import FailureWatch
 from lightopt.sweep.study._summary import summary
+from lightopt.sweep.study._warm import enqueue_settings, warm_start
 from lightopt.sweep.study._workers import run_workers
 from lightopt.sweep.trial import Objective, torch_threads, trial_devices
 
@@ -118,6 +121,14 @@ def run_sweep(
                         file=out,
                         flush=True,
                     )
+            copied = warm_start(study, sweep, storage)  # once, before the first trial; then the known settings
+            if copied:
+                print(copied, file=out, flush=True)
+            enqueued = enqueue_settings(study, spec.enqueue)
+            if enqueued:
+                print(
+                    f"study.enqueue: {len(enqueued)} setting(s) run first ({', '.join(enqueued)})", file=out, flush=True
+                )
         already = counted(study.get_trials(deepcopy=False))
         remaining = total - already
         if sampler is None and (already > 0 or "://" in described):
