@@ -7,6 +7,8 @@
 * :class:`SearchSpace` is the ``search`` block: ``trial.suggest_*`` calls and back;
 * the search coordinates of Chapter 8 (:func:`momentum_from_horizon`, :func:`lr_from_effective`,
   :func:`scale_lr_with_batch`, :func:`config_values`);
+* the learning rate a range test ramps (:func:`lr_entry`) and the bounds a study recorded
+  (:func:`recorded_range_test`, :func:`with_recorded_bounds`);
 * :func:`check_resume`: whether a stored study can be resumed with this file;
 * the one seed scheme (:func:`derive_seed`, :func:`trial_seed`).
 
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
         scale_lr_with_batch,
     )
     from lightopt.sweep.spec._file import SweepConfigError, SweepFile, load, parse
+    from lightopt.sweep.spec._lr_entry import LrEntry, lr_entry, recorded_range_test, with_recorded_bounds
     from lightopt.sweep.spec._resume import check_resume, describe_space, failed_only_clashes
     from lightopt.sweep.spec._seeds import derive_seed, trial_seed
     from lightopt.sweep.spec._space import Param, SearchSpace, parse_search
@@ -60,6 +63,9 @@ _LAZY = {
         "lightopt.sweep.spec._coordinates",
     ),
     **dict.fromkeys(("SweepConfigError", "SweepFile", "load", "parse"), "lightopt.sweep.spec._file"),
+    **dict.fromkeys(
+        ("LrEntry", "lr_entry", "recorded_range_test", "with_recorded_bounds"), "lightopt.sweep.spec._lr_entry"
+    ),
     **dict.fromkeys(("check_resume", "describe_space", "failed_only_clashes"), "lightopt.sweep.spec._resume"),
     **dict.fromkeys(("derive_seed", "trial_seed"), "lightopt.sweep.spec._seeds"),
     **dict.fromkeys(("Param", "SearchSpace", "parse_search"), "lightopt.sweep.spec._space"),
@@ -77,6 +83,7 @@ _LAZY = {
             "check_threads",
             "check_timeout",
             "parse_study",
+    "recorded_range_test",
         ),
         "lightopt.sweep.spec._study",
     ),
@@ -90,6 +97,7 @@ __all__ = [
     "STOP_AFTER_SAME_FAILURES",
     "STUDY_NAME",
     "Coordinate",
+    "LrEntry",
     "Param",
     "SearchSpace",
     "StudySpec",
@@ -106,14 +114,17 @@ __all__ = [
     "describe_space",
     "failed_only_clashes",
     "load",
+    "lr_entry",
     "lr_from_effective",
     "momentum_from_horizon",
     "parse",
     "parse_coordinate",
     "parse_search",
     "parse_study",
+    "recorded_range_test",
     "scale_lr_with_batch",
     "trial_seed",
+    "with_recorded_bounds",
 ]
 
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__)
