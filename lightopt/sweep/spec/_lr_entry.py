@@ -139,4 +139,3 @@ def with_recorded_bounds(sweep: SweepFile, record: Mapping[str, Any]) -> SweepFi
         return sweep
     low, high = float(record["low"]), float(record["high"])
     return dataclasses.replace(sweep, search=sweep.search.with_bounds({record["name"]: (low, high)}))
-

@@ -5,6 +5,7 @@
   :class:`Progress` line per trial and the :func:`summary`;
 * crash handling: :func:`fail_dead_trials`, :func:`enqueue_retries`; the early stop of a sweep
   whose first trials all fail alike (:class:`FailureWatch`);
+* a ``{range_test: true}`` entry's bounds (:func:`settle_range_test`);
 * ``--devices``: :func:`plan` shares the ids out between the workers;
 * the study"s TensorBoard run (:class:`StudyRun`, over :class:`StudyHistory`) and Optuna"s plots
   (:func:`plot_study`).
@@ -51,6 +52,10 @@ if TYPE_CHECKING:
     from lightopt.sweep.study._progress import (
         Progress,
     )
+    from lightopt.sweep.study._range_bounds import (
+        RANGE_TEST_PNG,
+        settle_range_test,
+    )
     from lightopt.sweep.study._recovery import (
         enqueue_retries,
         fail_dead_trials,
@@ -83,6 +88,7 @@ _LAZY = {
         "lightopt.sweep.study._prestart",
     ),
     **dict.fromkeys(("Progress",), "lightopt.sweep.study._progress"),
+    **dict.fromkeys(("RANGE_TEST_PNG", "settle_range_test"), "lightopt.sweep.study._range_bounds"),
     **dict.fromkeys(("enqueue_retries", "fail_dead_trials"), "lightopt.sweep.study._recovery"),
     **dict.fromkeys(("SweepResult", "run_sweep"), "lightopt.sweep.study._runner"),
     **dict.fromkeys(("FailureWatch", "failure_signature"), "lightopt.sweep.study._stop_rule"),
@@ -98,6 +104,7 @@ __all__ = [
     "Interrupt",
     "PRESTART_ENV",
     "Prestarted",
+    "RANGE_TEST_PNG",
     "Progress",
     "StudyHistory",
     "StudyRun",
@@ -116,6 +123,7 @@ __all__ = [
     "run_sweep",
     "run_worker",
     "run_workers",
+    "settle_range_test",
     "summary",
     "user_modules",
 ]

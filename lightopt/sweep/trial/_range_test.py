@@ -54,6 +54,7 @@ __all__ = ["DIVERGENCE", "RangeTest", "range_test", "run_range_test", "suggest_r
 DIVERGENCE = 4.0  # the test stops once the smoothed loss exceeds this multiple of its lowest value
 _DECADES = 2  # the lower end is this many decades below the upper end
 _SKIP = 10  # the first steps' smoothed losses average few batches: the lowest is looked for after them
+_PLAIN = LrEntry()  # the learning rate itself, no momentum reported
 _NEVER = 10**9  # check_val_every_n_epoch: no validation during the test
 
 
@@ -203,7 +204,7 @@ def _check(min_lr: float, max_lr: float, steps: int) -> None:
 
 
 def run_range_test(
-    run: Run, entry: LrEntry = LrEntry(), *, min_lr: float = 1e-6, max_lr: float = 10.0, steps: int = 100
+    run: Run, entry: LrEntry = _PLAIN, *, min_lr: float = 1e-6, max_lr: float = 10.0, steps: int = 100
 ) -> RangeTest:
     """The range test on a built :class:`~lightopt.runconfig.Run` (its model, datamodule and Trainer).
 
@@ -241,7 +242,7 @@ def run_range_test(
 
 def range_test(
     config: Mapping[str, Any],
-    entry: LrEntry = LrEntry(),
+    entry: LrEntry = _PLAIN,
     *,
     cli: CliSpec = CliSpec(),
     min_lr: float = 1e-6,
@@ -299,4 +300,3 @@ def _several_devices(trainer: Mapping[str, Any]) -> str | None:
         return None
     shown = {"devices": devices, "num_nodes": nodes, "strategy": strategy}
     return ", ".join(f"{k}={v}" for k, v in shown.items() if v is not None)
-

@@ -37,9 +37,7 @@ class SmallMLP(pl.LightningModule):
     def __init__(self, features: int = 8, hidden: int = 32, lr: float = 0.01) -> None:
         super().__init__()
         self.lr = lr
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(features, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1)
-        )
+        self.net = torch.nn.Sequential(torch.nn.Linear(features, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1))
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
