@@ -83,7 +83,6 @@ _LAZY = {
             "check_threads",
             "check_timeout",
             "parse_study",
-            "recorded_range_test",
         ),
         "lightopt.sweep.spec._study",
     ),

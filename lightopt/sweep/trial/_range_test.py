@@ -108,7 +108,8 @@ class RangeTest:
         """The curve as text, about ``rows`` rows (every k-th step, the lowest loss and divergence marked)."""
         every = max(1, math.ceil(len(self.values) / rows))
         shown = sorted({*range(0, len(self.values), every), len(self.values) - 1, self.best})
-        momentum = self.entry.momentum is not None
+        # the effective step is its own column unless it is the tested coordinate
+        momentum = self.entry.momentum is not None and self.entry.coordinate != "effective"
         coordinate = self.entry.coordinate != "lr"
         header = ["step", "lr"] + ([self.entry.coordinate] if coordinate else []) + (["lr/(1-α)"] if momentum else [])
         lines = ["  ".join(f"{h:>10}" for h in header) + "  smoothed loss"]
@@ -126,12 +127,16 @@ class RangeTest:
         entry = self.entry
         what = entry.name or entry.key or "the learning rate"
         parts = [f"suggested range for {what}: [{self.low:.3g}, {self.high:.3g}]"]
+        if entry.coordinate == "effective":
+            parts.append(f"(the effective step lr/(1-α) at the file's momentum α={entry.momentum:g})")
+        elif entry.coordinate != "lr":
+            parts.append(f"({entry.coordinate})")
         if entry.coordinate != "lr":
-            parts.append(f"({entry.coordinate}; lr [{entry.lr(self.low):.3g}, {entry.lr(self.high):.3g}])")
-        if entry.momentum is not None:
+            parts.append(f"= lr [{entry.lr(self.low):.3g}, {entry.lr(self.high):.3g}]")
+        if entry.momentum is not None and entry.coordinate != "effective":
             parts.append(
-                f"(effective step lr/(1-α) at α={entry.momentum:g}: "
-                f"[{entry.effective(self.low):.3g}, {entry.effective(self.high):.3g}])"
+                f"= effective step lr/(1-α) at α={entry.momentum:g}: "
+                f"[{entry.effective(self.low):.3g}, {entry.effective(self.high):.3g}]"
             )
         rule = f"upper = the lowest smoothed loss (step {self.best}), lower = upper / 100"
         if self.diverged is not None:
