@@ -343,6 +343,8 @@ def _parse_param(name: str, spec: Any, where: str) -> Param:
         )
     _validation.check_known_keys(spec, _SPEC_KEYS, where, named=False)
     when = _parse_when(spec.get("when"), f"{where}.when")
+    if spec.get("range_test", False) is not False:
+        return _parse_range_test(name, spec, where, when)
     if "choices" in spec:
         extra = [k for k in ("low", "high", "log", "step", "type") if k in spec]
         if extra:
@@ -350,8 +352,6 @@ def _parse_param(name: str, spec: Any, where: str) -> Param:
                 f"`{where}` must have either `choices` or `low` and `high`, but got both `choices` and `{extra[0]}`."
             )
         return _parse_choices(name, spec["choices"], f"{where}.choices", when)
-    if spec.get("range_test", False) is not False:
-        return _parse_range_test(name, spec, where, when)
     for bound in ("low", "high"):
         if bound not in spec:
             raise ValueError(f"`{where}` must have `low` and `high`, or `choices`, but `{bound}` is missing.")
