@@ -21,7 +21,7 @@ def test_entry_waits_for_its_bounds_then_draws_from_them():
     (param,) = space.deferred
     assert (param.kind, param.log, param.low, param.high) == ("float", True, None, None)
     assert describe_space(space) == {LR: {"kind": "float", "log": True, "range_test": True}}
-    with pytest.raises(ValueError, match="range_test: true.*run the sweep first"):
+    with pytest.raises(ValueError, match=r"range_test: true.*run the sweep first"):
         param.distribution()
     bounded = space.with_bounds({LR: (0.001, 0.1)})
     assert bounded.deferred == ()

@@ -14,10 +14,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lightopt.runconfig import get_key
-from lightopt.sweep.spec._file import SweepConfigError, SweepFile
+from lightopt.runconfig import ConfigError, get_key
+
+if TYPE_CHECKING:  # reading a study's record back imports no torch (``sweep show NAME``)
+    from lightopt.sweep.spec._file import SweepFile
 
 __all__ = ["LrEntry", "lr_entry", "recorded_range_test", "with_recorded_bounds"]
 
@@ -67,7 +69,7 @@ def lr_entry(sweep: SweepFile) -> LrEntry:
     the momentum beside it; α is the file's momentum, 0 when the file sets none (a note says so).
 
     Example:
-        >>> from lightopt.sweep.spec import parse_search
+        >>> from lightopt.sweep.spec import SweepFile, parse_search
         >>> run = {"optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1, "momentum": 0.9}}}
         >>> search = parse_search({"optimizer.init_args.lr": {"range_test": True, "coordinate": "effective"}}, run)
         >>> entry = lr_entry(SweepFile(run, search=search))
@@ -91,7 +93,7 @@ def lr_entry(sweep: SweepFile) -> LrEntry:
             momentum = 0.0
             notes.append(f"the file sets no `{momentum_key}`: the test runs at momentum 0")
         if not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
-            raise SweepConfigError(
+            raise ConfigError(
                 f"`{momentum_key}` must be in [0, 1) for the range test's effective step, but got {momentum!r}.",
                 sweep.path,
                 momentum_key,
@@ -127,7 +129,7 @@ def with_recorded_bounds(sweep: SweepFile, record: Mapping[str, Any]) -> SweepFi
     A file whose entry the record does not name (the search changed) keeps its deferred bounds.
 
     Example:
-        >>> from lightopt.sweep.spec import parse_search
+        >>> from lightopt.sweep.spec import SweepFile, parse_search
         >>> run = {"optimizer": {"lr": 0.1}}
         >>> sweep = SweepFile(run, search=parse_search({"optimizer.lr": {"range_test": True}}, run))
         >>> bounded = with_recorded_bounds(sweep, {"name": "optimizer.lr", "low": 0.001, "high": 0.1})
