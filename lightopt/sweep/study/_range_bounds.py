@@ -81,8 +81,14 @@ def settle_range_test(
 def _stored_attrs(sweep: SweepFile, storage_url: str | None, name: str) -> Mapping[str, Any] | None:
     """The stored study's user attributes, or None when there is no such study (or storage) yet."""
     url = storage_url if storage_url is not None else sweep.study.storage
+    database = url is not None and "://" in url  # a database that cannot be opened fails now, before the test
     try:
-        storage, _ = open_storage(url, study_dir(sweep.study.log_dir, name), create=False, file=sweep.path)
+        storage, _ = open_storage(url, study_dir(sweep.study.log_dir, name), create=database, file=sweep.path)
+    except ConfigError:
+        if database:
+            raise
+        return None  # no journal file yet
+    try:
         return storage.get_study_user_attrs(storage.get_study_id_from_name(name))
-    except (ConfigError, KeyError):
+    except KeyError:
         return None
