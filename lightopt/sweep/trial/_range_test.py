@@ -27,9 +27,10 @@ goes on has its weights back). What lightopt adds, and why ``lr_find`` alone doe
 * **one device**: ``lr_find`` under DDP runs on every rank; here the Trainer is built with
   ``devices=1``, ``num_nodes=1`` and strategy ``auto``, so the test of a DDP config runs in this
   process on one device (the result says so), with the config's accelerator;
-* the Trainer is built for the test only: ``max_epochs=-1`` (a small dataset repeats until the
-  steps are done), no logger, no checkpoints and none of the config's callbacks, and its root
-  folder is a temporary directory, so nothing lands in the user's logs or checkpoints;
+* the Trainer is built for the test only: ``max_epochs=-1`` and whole epochs (a small dataset
+  repeats until the steps are done), no validation (``lr_find`` would validate at each epoch
+  end), no logger, no checkpoints and none of the config's callbacks, and its root folder is a
+  temporary directory, so nothing lands in the user's logs or checkpoints;
 * the suggested range (above; ``lr_find``'s own suggestion is the steepest descent point, a
   single rate) and the table and plot.
 """
@@ -237,8 +238,9 @@ def run_range_test(
     values = tuple(lr / entry.scale for lr in lrs[:n])
     losses = [float(loss) for loss in losses[:n]]
     diverged = next((i for i, loss in enumerate(losses) if not math.isfinite(loss)), None)
-    if diverged is None and n < steps:
-        diverged = n - 1  # Lightning stopped on the 4x rule
+    finite = [loss for loss in losses if math.isfinite(loss)]
+    if diverged is None and (n < steps or (finite and losses[-1] > DIVERGENCE * min(finite))):
+        diverged = n - 1  # Lightning stopped on the 4x rule (at the last step, the steps ran out as it did)
     if diverged is not None:
         values, losses = values[: diverged + 1], losses[: diverged + 1]
     low, high, best = suggest_range(values, losses, (min_lr, max_lr))
@@ -275,8 +277,6 @@ def range_test(
             "max_epochs": -1,
             "max_steps": -1,
             "max_time": None,
-            "limit_train_batches": 1.0,
-            "val_check_interval": 1.0,
             "check_val_every_n_epoch": _NEVER,
             "logger": False,
             "enable_checkpointing": False,
@@ -285,6 +285,8 @@ def range_test(
             "num_sanity_val_steps": 0,
             "fast_dev_run": False,
         }
+        # a short epoch of the config's would only add epoch ends: the whole dataset repeats instead
+        overrides.update({key: 1.0 for key in ("limit_train_batches", "val_check_interval") if key in trainer})
         with quiet_lightning():
             run = build(config, spec=cli, seed=seed, trainer_overrides=overrides)
         result = run_range_test(run, entry, min_lr=min_lr, max_lr=max_lr, steps=steps)
