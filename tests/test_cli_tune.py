@@ -95,3 +95,24 @@ def test_missing_file_and_subprocess_exit_code(tmp_path):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "absent.yaml" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"range_test": True, "step": 0.1}, "must not have both `range_test` and `step`"),
+        ({"range_test": True, "low": 0.1}, "takes both `low` and `high`"),
+    ],
+)
+def test_bad_range_test_entry_is_one_line_before_any_study(tmp_path, capsys, entry, message):
+    data = {
+        **run_config(),
+        "study": {"name": "s", "log_dir": str(tmp_path / "runs")},
+        "search": {"model.init_args.lr": entry},
+    }
+    path = write(tmp_path / "sweep.yaml", data)
+    for command in (["sweep", "run"], ["tune", "lr"]):
+        assert main([*command, str(path)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and f"{path}:" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
