@@ -217,11 +217,11 @@ def _parser() -> argparse.ArgumentParser:
             "The learning-rate range test of the book's §8.3.1: train the file's model on its data with its "
             "optimizer for --steps batches while the learning rate grows exponentially from --min-lr to --max-lr "
             "(the config's schedule is set aside), stop once the smoothed loss exceeds 4x its lowest, and print the "
-            "curve, a suggested range (upper end: the lr of the lowest smoothed loss, the largest before the loss "
-            "rises; lower end: two decades below) and write a PNG of it. For a sweep file the range is the search "
-            "entry's (a coordinate: effective entry is tested in the effective step lr/(1-momentum) at the file's "
-            "momentum; both are shown). The test runs in this process on one device, with no logger, checkpoint or "
-            "callback of the config; nothing of the run is kept."
+            "curve, a suggested range (upper end: the lr of the lowest smoothed loss after the first 10 steps, the "
+            "largest before the loss rises; lower end: two decades below) and write a PNG of it. For a sweep file "
+            "the range is the search entry's (a coordinate: effective entry is tested in the effective step "
+            "lr/(1-momentum) at the file's momentum; both are shown). The test runs in this process on one device, "
+            "with no logger, checkpoint or callback of the config; nothing of the run is kept."
         ),
     )
     lr.add_argument("file", metavar="FILE", nargs="?", help="a run config or a sweep file (optional with --config)")

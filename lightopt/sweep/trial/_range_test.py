@@ -9,8 +9,9 @@ records the smoothed loss, stops once it diverges, and suggests a range (:func:`
 1. the smoothed loss is Lightning's: an exponential average with β = 0.98, bias-corrected;
 2. the test stops early (diverges) at the first step whose smoothed loss exceeds 4× the lowest
    so far, or is not finite;
-3. the **upper end** is the learning rate at the lowest smoothed loss: the largest rate before the
-   loss rises again, so it is below the divergence point, and, the loss falling fastest just
+3. the **upper end** is the learning rate at the lowest smoothed loss, looked for after the first
+   10 steps (a quarter of a shorter test), whose averages hold few batches: the largest rate
+   before the loss rises again, so it is below the divergence point, and, the loss falling fastest just
    before it, above the rate that is best after the first iterations;
 4. the **lower end** is two decades below it (``upper / 100``), so a log-scale search spans the
    rates that are slower but safe; both are clipped to the tested range.
