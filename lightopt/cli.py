@@ -1,5 +1,5 @@
-"""The ``lightopt`` command line: ``lightopt fit FILE``, ``lightopt sweep run|show|best|reproduce|plot`` and
-``lightopt tensorboard``.
+"""The ``lightopt`` command line: ``lightopt fit FILE``, ``lightopt sweep run|show|best|reproduce|plot``,
+``lightopt tune lr FILE`` and ``lightopt tensorboard``.
 
 User errors (a bad file, a bad option, a study that is not there) print one line on stderr and
 exit with code 2; nothing is written to a study before its file has been checked. A sweep that
@@ -205,6 +205,44 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="torch CPU threads (default: study.threads, else torch's); the sweep's count gives the closest match",
     )
+    tune = commands.add_parser(
+        "tune",
+        help="the learning-rate range test (lightopt tune lr FILE)",
+        description="Tuning aids run on a config's model, data and optimizer.",
+    )
+    tune_commands = tune.add_subparsers(dest="tune_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    lr = tune_commands.add_parser(
+        "lr",
+        help="a learning-rate range test: the loss as the lr grows, and a suggested range",
+        description=(
+            "The learning-rate range test of the book's §8.3.1: train the file's model on its data with its "
+            "optimizer for --steps batches while the learning rate grows exponentially from --min-lr to --max-lr "
+            "(the config's schedule is set aside), stop once the smoothed loss exceeds 4x its lowest, and print the "
+            "curve, a suggested range (upper end: the lr of the lowest smoothed loss after the first 10 steps, the "
+            "largest before the loss rises; lower end: two decades below) and write a PNG of it. For a sweep file "
+            "the range is the search entry's (a coordinate: effective entry is tested in the effective step "
+            "lr/(1-momentum) at the file's momentum; both are shown). The test runs in this process on one device, "
+            "with no logger, checkpoint or callback of the config; nothing of the run is kept."
+        ),
+    )
+    lr.add_argument("file", metavar="FILE", nargs="?", help="a run config or a sweep file (optional with --config)")
+    _add_run_config_arguments(lr)
+    lr.add_argument("--steps", type=int, default=100, metavar="N", help="training batches of the test (default 100)")
+    lr.add_argument(
+        "--min-lr",
+        type=float,
+        metavar="LR",
+        help="where the test starts (default: the search entry's low, else 1e-6); in the entry's coordinate",
+    )
+    lr.add_argument(
+        "--max-lr",
+        type=float,
+        metavar="LR",
+        help="where it ends (default: the search entry's high, else 10); in the entry's coordinate",
+    )
+    lr.add_argument("--out", metavar="PNG", help="the plot's path (default: <FILE's stem>-lr-range-test.png)")
+    lr.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: study.threads, else torch's)")
+
     from lightopt.sweep.readback import add_parser as add_tensorboard_parser
 
     add_tensorboard_parser(commands)
@@ -315,7 +353,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         regular, overrides = _split_overrides(list(sys.argv[1:] if argv is None else argv))
         args = parser.parse_args(regular)
         args.overrides = overrides
-        if overrides and not (args.command == "fit" or getattr(args, "sweep_command", None) == "run"):
+        if overrides and not (
+            args.command == "fit"
+            or getattr(args, "sweep_command", None) == "run"
+            or getattr(args, "tune_command", None) == "lr"
+        ):
             parser.error(f"unrecognized arguments: {' '.join(overrides)}")
         if args.command is None:
             parser.print_help()
@@ -324,6 +366,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.parse_args(["sweep", "--help"])
         if args.command == "fit":
             return _fit(args)
+        if args.command == "tune":
+            if args.tune_command is None:
+                parser.parse_args(["tune", "--help"])
+            return _tune_lr(args)
         if args.command == "tensorboard":
             from lightopt.sweep.readback import serve
 
@@ -440,6 +486,55 @@ def _fit(args: argparse.Namespace) -> int:
     print(f"fit done: {shown}")
     if log_dir:
         print(f"logs: {log_dir}")
+    return 0
+
+
+def _tune_lr(args: argparse.Namespace) -> int:
+    import math
+
+    from lightopt.sweep.spec import check_threads, lr_entry
+    from lightopt.sweep.trial import range_test, torch_threads
+
+    run_file = _load(args, args.file, args.overrides)
+    entry = lr_entry(run_file)
+    low = args.min_lr if args.min_lr is not None else entry.low if entry.low is not None else 1e-6
+    high = args.max_lr if args.max_lr is not None else entry.high if entry.high is not None else 10.0
+    try:
+        check_threads("--threads", args.threads)
+    except ValueError as error:
+        raise _UsageError(f"lightopt tune lr: {error}") from None
+    if args.steps < 2:
+        raise _UsageError(f"lightopt tune lr: `--steps` must be an integer >= 2, but got steps={args.steps}.")
+    if not (math.isfinite(low) and math.isfinite(high) and 0 < low < high):
+        raise _UsageError(
+            "lightopt tune lr: the range must satisfy 0 < --min-lr < --max-lr, "
+            f"but got min-lr={low:g}, max-lr={high:g}."
+        )
+    out = (
+        Path(args.out) if args.out is not None else Path(f"{Path(args.file or args.config[-1]).stem}-lr-range-test.png")
+    )
+    if out.suffix.lower() != ".png":
+        raise _UsageError(f"lightopt tune lr: `--out` must be a .png file, but got {str(out)!r}.")
+    study = run_file.study
+    threads = args.threads if args.threads is not None else getattr(study, "threads", None)
+    print(
+        f"lr range test of {entry.name or entry.key or 'the optimizer'}: {args.steps} batches, {entry.coordinate} "
+        f"from {low:g} to {high:g}",
+        flush=True,
+    )
+    with torch_threads(threads):
+        result = range_test(
+            run_file.run,
+            entry,
+            cli=run_file.cli,
+            min_lr=low,
+            max_lr=high,
+            steps=args.steps,
+            seed=getattr(study, "seed", None),
+        )
+    print(result.table())
+    print(result.describe())
+    print(f"plot: {result.plot(out)}")
     return 0
 
 

@@ -73,4 +73,9 @@ def find_study(
             raise ConfigError(
                 f"no study named {name!r} in {described}; studies there: {', '.join(names) or 'none'}."
             ) from None
+    if sweep is not None and sweep.search.deferred:  # a {range_test: true} entry: the bounds its study recorded
+        from lightopt.sweep.spec import recorded_range_test, with_recorded_bounds
+
+        record = recorded_range_test(study.user_attrs)
+        sweep = sweep if record is None else with_recorded_bounds(sweep, record)
     return study, sweep, described

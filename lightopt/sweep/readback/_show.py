@@ -8,7 +8,7 @@ from typing import Any
 
 import optuna
 
-from lightopt.sweep.spec import config_values
+from lightopt.sweep.spec import config_values, recorded_range_test
 from lightopt.sweep.store import COPIED_FROM, ENQUEUED, best_trial
 
 __all__ = ["format_table", "study_json", "trial_rows", "trial_value"]
@@ -58,6 +58,7 @@ def study_json(study: optuna.Study) -> str:
         "study": study.study_name,
         "direction": study.direction.name.lower(),
         "metric": study.user_attrs.get("lightopt", {}).get("metric"),
+        "range_test": recorded_range_test(study.user_attrs),
         "trials": rows,
         "best": None if best is None else next(r for r in rows if r["number"] == best.number),
     }
@@ -65,7 +66,7 @@ def study_json(study: optuna.Study) -> str:
 
 
 def format_table(study: optuna.Study) -> str:
-    """The trial table as text, then the best trial.
+    """The trial table as text, then the best trial; first the bounds a range test set, if one did.
 
     A ``from`` column says where a trial came from when one did not come from the sampler:
     ``copied old#12`` (copied by ``study.warm_start`` from trial 12 of study ``old``; never the best)
@@ -106,6 +107,9 @@ def format_table(study: optuna.Study) -> str:
     best = best_trial(study)
     metric = study.user_attrs.get("lightopt", {}).get("metric") or "value"
     lines.append(f"best: trial {best.number}, {metric}={best.value:.6g}" if best else "best: no completed trial")
+    tested = recorded_range_test(study.user_attrs)
+    if tested is not None:
+        lines.insert(0, _range_test_line(tested))
     return "\n".join(lines)
 
 
@@ -114,6 +118,22 @@ def _origin(row: dict[str, Any]) -> str:
     if COPIED_FROM in row:
         return f"copied {row[COPIED_FROM].get('study')}#{row[COPIED_FROM].get('trial')}"
     return f"enqueued {row[ENQUEUED]}" if ENQUEUED in row else ""
+
+
+def _range_test_line(record: dict[str, Any]) -> str:
+    """One line for a recorded range test: the entry's bounds, the coordinate, where it diverged.
+
+    Example:
+        >>> _range_test_line({"name": "optimizer.init_args.lr", "low": 0.001, "high": 0.1, "diverged_at": 1.2})
+        'range test (run when the study was created): optimizer.init_args.lr in [0.001, 0.1]; it diverged at 1.2'
+    """
+    bounds = f"[{record['low']:.3g}, {record['high']:.3g}]"
+    line = f"range test (run when the study was created): {record.get('name')} in {bounds}"
+    if record.get("momentum") is not None:
+        line += f" at momentum {record['momentum']:g}"
+    if record.get("diverged_at") is not None:
+        line += f"; it diverged at {record['diverged_at']:.3g}"
+    return line
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

@@ -10,6 +10,8 @@
   :func:`effective_from_lr`);
 * warm starts: ``study.enqueue`` as :class:`Enqueued` trial params (:func:`parse_enqueue`),
   ``study.warm_start`` as a :class:`WarmStart`;
+* the learning rate a range test ramps (:func:`lr_entry`) and the bounds a study recorded
+  (:func:`recorded_range_test`, :func:`with_recorded_bounds`);
 * :func:`check_resume`: whether a stored study can be resumed with this file;
 * the one seed scheme (:func:`derive_seed`, :func:`trial_seed`).
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
         scale_lr_with_batch,
     )
     from lightopt.sweep.spec._file import SweepConfigError, SweepFile, load, parse
+    from lightopt.sweep.spec._lr_entry import LrEntry, lr_entry, recorded_range_test, with_recorded_bounds
     from lightopt.sweep.spec._resume import check_resume, describe_space, failed_only_clashes
     from lightopt.sweep.spec._seeds import derive_seed, trial_seed
     from lightopt.sweep.spec._space import Param, SearchSpace, parse_search
@@ -68,6 +71,9 @@ _LAZY = {
         "lightopt.sweep.spec._coordinates",
     ),
     **dict.fromkeys(("SweepConfigError", "SweepFile", "load", "parse"), "lightopt.sweep.spec._file"),
+    **dict.fromkeys(
+        ("LrEntry", "lr_entry", "recorded_range_test", "with_recorded_bounds"), "lightopt.sweep.spec._lr_entry"
+    ),
     **dict.fromkeys(("check_resume", "describe_space", "failed_only_clashes"), "lightopt.sweep.spec._resume"),
     **dict.fromkeys(("derive_seed", "trial_seed"), "lightopt.sweep.spec._seeds"),
     **dict.fromkeys(("Param", "SearchSpace", "parse_search"), "lightopt.sweep.spec._space"),
@@ -100,6 +106,7 @@ __all__ = [
     "STUDY_NAME",
     "Coordinate",
     "Enqueued",
+    "LrEntry",
     "Param",
     "SearchSpace",
     "StudySpec",
@@ -119,6 +126,7 @@ __all__ = [
     "failed_only_clashes",
     "horizon_from_momentum",
     "load",
+    "lr_entry",
     "lr_from_effective",
     "momentum_from_horizon",
     "parse",
@@ -127,8 +135,10 @@ __all__ = [
     "parse_search",
     "parse_study",
     "parse_warm_start",
+    "recorded_range_test",
     "scale_lr_with_batch",
     "trial_seed",
+    "with_recorded_bounds",
 ]
 
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__)

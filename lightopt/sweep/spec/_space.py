@@ -37,6 +37,19 @@ another coordinate and convert it for the config::
 * Converted values are set after the other parameters (momenta before learning rates), so a
   ``when`` condition sees the file's value at a converted key.
 
+The chapter's learning-rate test (§8.3.1, see :mod:`lightopt.sweep.spec._lr_entry`) may set a
+learning rate's bounds::
+
+    optimizer.init_args.lr: {range_test: true}                          # bounds from the range test
+    optimizer.init_args.lr: {range_test: true, low: 1.0e-4, high: 1.0}  # ... which searches only [low, high]
+
+* ``range_test: true`` defers ``low``/``high`` to the range test that ``lightopt sweep run`` runs
+  when it creates the study; the study records them, so a resumed study never runs it again. The
+  entry is a float on a log scale unless it says ``log: false``; it takes ``coordinate: effective``
+  and ``scale_with_batch`` (its bounds are then in that coordinate), not ``step`` or ``choices``.
+  Given ``low`` and ``high`` too, the test searches only that range, so its bounds lie inside it.
+  One entry of a search may have it.
+
 The trial's parameter names are the dotted keys, with ``:coordinate`` appended for a converted
 one (``optimizer.init_args.momentum:horizon``, ``optimizer.init_args.lr:effective_at_batch_64``),
 so ``trial.params`` rebuilds the trial's config with :meth:`SearchSpace.apply`.
@@ -74,7 +87,18 @@ from lightopt.sweep.spec._coordinates import RAW, Coordinate, parse_coordinate
 
 __all__ = ["Param", "SearchSpace", "parse_search"]
 
-_SPEC_KEYS = ("low", "high", "log", "step", "type", "choices", "when", "coordinate", "scale_with_batch")
+_SPEC_KEYS = (
+    "low",
+    "high",
+    "log",
+    "step",
+    "type",
+    "choices",
+    "when",
+    "coordinate",
+    "scale_with_batch",
+    "range_test",
+)
 _SCALARS = (type(None), bool, int, float, str)
 
 
@@ -85,7 +109,9 @@ class Param:
     ``choices`` are what Optuna sees (scalars, or the labels of a mapping); ``values`` are what
     the config gets for each choice when the file gave a mapping, else None. ``name`` is the
     trial's parameter name: ``key``, the dotted key into the config, plus ``:suffix`` when
-    ``coordinate`` converts the sampled value.
+    ``coordinate`` converts the sampled value. ``range_test`` is True while the bounds wait for the
+    learning-rate range test (``low``/``high`` are then the test's own range, or None): such a
+    parameter cannot be suggested until :meth:`SearchSpace.with_bounds` sets them.
     """
 
     name: str
@@ -99,6 +125,7 @@ class Param:
     when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     coordinate: Coordinate = RAW
     key: str = ""
+    range_test: bool = False
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -110,6 +137,7 @@ class Param:
 
     def suggest(self, trial: optuna.Trial) -> Any:
         """Ask ``trial`` for this parameter; returns the value Optuna records."""
+        self._check_bounds()
         if self.kind == "categorical":
             return trial.suggest_categorical(self.name, list(self.choices))
         if self.kind == "int":
@@ -118,6 +146,7 @@ class Param:
 
     def distribution(self) -> BaseDistribution:
         """The Optuna distribution :meth:`suggest` draws from (what a study records for this parameter)."""
+        self._check_bounds()
         if self.kind == "categorical":
             return CategoricalDistribution(list(self.choices))
         if self.kind == "int":
@@ -128,7 +157,8 @@ class Param:
         """Why :meth:`suggest` could not have recorded ``value`` (``"outside [0.01, 0.5]"``), or None when it could.
 
         The one check of a value given from outside the sampler: a ``study.enqueue`` entry, a trial
-        copied by ``study.warm_start``.
+        copied by ``study.warm_start``. A ``range_test`` entry whose bounds are not settled yet refuses
+        only values that are not positive finite numbers (Optuna checks the settled range).
 
         Example:
             >>> param = Param("lr", "float", 0.01, 0.5, step=0.01)
@@ -145,6 +175,8 @@ class Param:
             return "not a finite number"
         if self.kind == "int" and not float(value).is_integer():
             return "not an integer"
+        if self.range_test and self.low is None:
+            return None if value > 0 else "not > 0"
         if not self.low <= value <= self.high:
             return f"outside [{self.low}, {self.high}]"
         if self.step is not None:
@@ -152,6 +184,13 @@ class Param:
             if abs(steps - round(steps)) > 1e-6:
                 return f"not on the grid {self.low} + k * {self.step}"
         return None
+
+    def _check_bounds(self) -> None:
+        if self.range_test:
+            raise ValueError(
+                f"`search.{self.key}` has `range_test: true`: its bounds come from the learning-rate range test, "
+                "which runs when `lightopt sweep run` creates the study; run the sweep first."
+            )
 
     def config_value(self, value: Any) -> Any:
         """What the config gets for the recorded ``value`` (a mapping choice's value for its label)."""
@@ -226,6 +265,35 @@ class SearchSpace:
     def grid(self) -> dict[str, list[Any]]:
         return {p.name: p.grid() for p in self.params}
 
+    @property
+    def deferred(self) -> tuple[Param, ...]:
+        """The parameters whose bounds wait for the learning-rate range test (``range_test: true``)."""
+        return tuple(p for p in self.params if p.range_test)
+
+    def with_bounds(self, bounds: Mapping[str, tuple[float, float]]) -> SearchSpace:
+        """This space with the range test's ``(low, high)`` set on the deferred parameters named in ``bounds``.
+
+        Example:
+            >>> space = parse_search({"optimizer.lr": {"range_test": True}}, {"optimizer": {"lr": 0.1}})
+            >>> space.deferred[0].name, space.with_bounds({"optimizer.lr": (0.01, 1.0)}).params[0].distribution()
+            ('optimizer.lr', FloatDistribution(high=1.0, log=True, low=0.01, step=None))
+        """
+        unknown = [name for name in bounds if name not in {p.name for p in self.deferred}]
+        if unknown:
+            raise ValueError(f"`bounds` must name parameters with `range_test: true`, but got {unknown[0]!r}.")
+        params = []
+        for param in self.params:
+            if param.name in bounds:
+                low, high = (float(v) for v in bounds[param.name])
+                if not 0 < low <= high or not math.isfinite(high):
+                    raise ValueError(
+                        f"`search.{param.key}` range-test bounds must satisfy 0 < low <= high, "
+                        f"but got low={low!r}, high={high!r}."
+                    )
+                param = dataclasses.replace(param, low=low, high=high, range_test=False)
+            params.append(param)
+        return SearchSpace(tuple(params))
+
 
 def _set(config: dict[str, Any], param: Param, value: Any) -> list[tuple[Param, Any]]:
     """Set a raw parameter now; return a converted one for :func:`_convert`."""
@@ -259,6 +327,12 @@ def parse_search(search: Any, run: Mapping[str, Any], where: str = "search") -> 
         if not isinstance(name, str) or not name:
             raise TypeError(f"`{where}` keys must be dotted keys such as optimizer.init_args.lr, but got {name!r}.")
     keys = tuple(search)
+    tested = [name for name, spec in search.items() if isinstance(spec, Mapping) and spec.get("range_test") is True]
+    if len(tested) > 1:
+        raise ValueError(
+            f"`{where}.{tested[1]}.range_test` is the second entry with `range_test: true` (after `{tested[0]}`): "
+            "the range test finds one learning rate; give the other entry `low` and `high`."
+        )
     for name, spec in search.items():
         param = _parse_param(name, spec, f"{where}.{name}")
         coordinate = parse_coordinate(name, spec, run, keys, f"{where}.{name}")
@@ -308,6 +382,8 @@ def _parse_param(name: str, spec: Any, where: str) -> Param:
         )
     _validation.check_known_keys(spec, _SPEC_KEYS, where, named=False)
     when = _parse_when(spec.get("when"), f"{where}.when")
+    if spec.get("range_test", False) is not False:
+        return _parse_range_test(name, spec, where, when)
     if "choices" in spec:
         extra = [k for k in ("low", "high", "log", "step", "type") if k in spec]
         if extra:
@@ -354,6 +430,51 @@ def _parse_param(name: str, spec: Any, where: str) -> Param:
             raise ValueError(f"`{where}` must not have both `step` and `log: true` (Optuna samples one or the other).")
         step = step if kind == "int" else float(step)
     return Param(name, kind, low, high, log, step, when=when)
+
+
+def _parse_range_test(name: str, spec: Mapping[str, Any], where: str, when: tuple) -> Param:
+    """``{range_test: true}``: a float on a log scale (unless ``log: false``) whose bounds the range test sets.
+
+    Explicit ``low``/``high`` (both or neither) are the range the test searches, so the bounds it
+    suggests lie inside them.
+    """
+    if spec["range_test"] is not True:
+        raise TypeError(f"`{where}.range_test` must be true or false, but got range_test={spec['range_test']!r}.")
+    last = name.rpartition(".")[2].lower()
+    if "lr" not in last and "learning_rate" not in last:
+        raise ValueError(
+            f"`{where}.range_test` is for a learning rate (a key such as optimizer.init_args.lr), but got `{name}`."
+        )
+    for field in ("step", "choices"):
+        if field in spec:
+            raise ValueError(f"`{where}` must not have both `range_test` and `{field}`: the test sets a float range.")
+    if spec.get("type", "float") != "float":
+        raise ValueError(f"`{where}.type` must be float with range_test, but got type={spec['type']!r}.")
+    if spec.get("coordinate") == "horizon":
+        raise ValueError(f"`{where}.range_test` is for a learning rate, not a momentum (coordinate: horizon).")
+    log = spec.get("log", True)
+    if not isinstance(log, bool):
+        raise TypeError(f"`{where}.log` must be true or false, but got log={log!r}.")
+    given = [bound for bound in ("low", "high") if bound in spec]
+    if len(given) == 1:
+        other = "high" if given[0] == "low" else "low"
+        raise ValueError(
+            f"`{where}` with range_test takes both `low` and `high` (the range the test searches) or neither, "
+            f"but `{other}` is missing."
+        )
+    low = high = None
+    if given:
+        for bound in given:
+            value = spec[bound]
+            if not _validation.is_real(value) or not math.isfinite(value):
+                raise TypeError(f"`{where}.{bound}` must be a finite number, but got {bound}={value!r}.")
+        low, high = float(spec["low"]), float(spec["high"])
+        if not 0 < low < high:
+            raise ValueError(
+                f"`{where}` with range_test must have 0 < low < high (the range the test searches), "
+                f"but got low={low!r}, high={high!r}."
+            )
+    return Param(name, "float", low, high, log, when=when, range_test=True)
 
 
 def _parse_choices(name: str, choices: Any, where: str, when: tuple) -> Param:

@@ -7,6 +7,7 @@
   whose first trials all fail alike (:class:`FailureWatch`);
 * warm starts, once before the first trial: :func:`warm_start` copies another study's trials,
   :func:`enqueue_settings` enqueues ``study.enqueue``;
+* a ``{range_test: true}`` entry's bounds (:func:`settle_range_test`);
 * ``--devices``: :func:`plan` shares the ids out between the workers;
 * the study"s TensorBoard run (:class:`StudyRun`, over :class:`StudyHistory`) and Optuna"s plots
   (:func:`plot_study`).
@@ -53,6 +54,10 @@ if TYPE_CHECKING:
     from lightopt.sweep.study._progress import (
         Progress,
     )
+    from lightopt.sweep.study._range_bounds import (
+        RANGE_TEST_PNG,
+        settle_range_test,
+    )
     from lightopt.sweep.study._recovery import (
         enqueue_retries,
         fail_dead_trials,
@@ -91,6 +96,7 @@ _LAZY = {
         "lightopt.sweep.study._prestart",
     ),
     **dict.fromkeys(("Progress",), "lightopt.sweep.study._progress"),
+    **dict.fromkeys(("RANGE_TEST_PNG", "settle_range_test"), "lightopt.sweep.study._range_bounds"),
     **dict.fromkeys(("enqueue_retries", "fail_dead_trials"), "lightopt.sweep.study._recovery"),
     **dict.fromkeys(("SweepResult", "run_sweep"), "lightopt.sweep.study._runner"),
     **dict.fromkeys(("FailureWatch", "failure_signature"), "lightopt.sweep.study._stop_rule"),
@@ -107,6 +113,7 @@ __all__ = [
     "Interrupt",
     "PRESTART_ENV",
     "Prestarted",
+    "RANGE_TEST_PNG",
     "Progress",
     "StudyHistory",
     "StudyRun",
@@ -128,6 +135,7 @@ __all__ = [
     "run_sweep",
     "run_worker",
     "run_workers",
+    "settle_range_test",
     "summary",
     "user_modules",
     "warm_start",

@@ -18,10 +18,20 @@ import socket
 import sys
 import warnings
 import zlib
+from collections.abc import Mapping
+from typing import Any
 
 import optuna
 
-from lightopt.sweep.spec import StudySpec, SweepFile, check_resume, derive_seed, describe_space, failed_only_clashes
+from lightopt.sweep.spec import (
+    StudySpec,
+    SweepFile,
+    check_resume,
+    derive_seed,
+    describe_space,
+    failed_only_clashes,
+    recorded_range_test,
+)
 from lightopt.sweep.store import WARM_START, open_storage, study_dir
 from lightopt.sweep.study._warm import find_source
 
@@ -35,12 +45,15 @@ def open_study(
     *,
     sampler: optuna.samplers.BaseSampler | None = None,
     pruner: optuna.pruners.BasePruner | None = None,
+    range_test: Mapping[str, Any] | None = None,
 ) -> tuple[optuna.Study, str]:
     """Create the sweep's study, or load it when it exists (same direction, metric and search space required).
 
     ``sampler``/``pruner`` objects replace the file's ``study.sampler``/``study.pruner``. The study
     that ``study.warm_start`` names is found and checked here, before anything is written; the copy
-    itself is :func:`~lightopt.sweep.study.warm_start`'s.
+    itself is :func:`~lightopt.sweep.study.warm_start`'s. ``range_test`` is the record of a range
+    test run for this study (:func:`~lightopt.sweep.study.settle_range_test`); a record stored
+    earlier is kept when none is given.
     """
     spec = sweep.study
     name = name or spec.name
@@ -76,10 +89,11 @@ def open_study(
     with warnings.catch_warnings():  # Optuna calls it experimental; optuna-dashboard then names the objective
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([spec.metric])
-    study.set_user_attr(
-        "lightopt",
-        {"metric": spec.metric, "seed": spec.seed, "file": sweep.path, "space": describe_space(sweep.search)},
-    )
+    attrs = {"metric": spec.metric, "seed": spec.seed, "file": sweep.path, "space": describe_space(sweep.search)}
+    recorded = range_test if range_test is not None else recorded_range_test(study.user_attrs)
+    if recorded is not None:
+        attrs["range_test"] = dict(recorded)
+    study.set_user_attr("lightopt", attrs)
     return study, described
 
 

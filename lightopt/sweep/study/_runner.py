@@ -1,7 +1,9 @@
 """``lightopt sweep run``: create or resume a study from a sweep file and run its trials, one line per trial.
 
-The pass, top to bottom: the flags are checked (:mod:`lightopt.sweep.spec`'s checks), the study
-is opened (:func:`~lightopt.sweep.study.open_study`) under the host lock, dead workers' trials are
+The pass, top to bottom: the flags are checked (:mod:`lightopt.sweep.spec`'s checks), a
+``{range_test: true}`` entry gets its bounds (:func:`~lightopt.sweep.study.settle_range_test`: the
+range test when the study is created, the recorded bounds after), the study is opened
+(:func:`~lightopt.sweep.study.open_study`) under the host lock, dead workers' trials are
 failed (:mod:`lightopt.sweep.study`'s recovery), a warm start copies another study's trials and
 ``study.enqueue`` queues known settings (:func:`~lightopt.sweep.study.warm_start`), the sampler
 is reseeded for a resumed study, then the trial loop runs in this process
@@ -29,6 +31,7 @@ from lightopt.sweep.study._devices import plan
 from lightopt.sweep.study._loop import run_worker
 from lightopt.sweep.study._open import open_study, run_sampler_seed
 from lightopt.sweep.study._progress import Progress
+from lightopt.sweep.study._range_bounds import settle_range_test
 from lightopt.sweep.study._recovery import fail_dead_trials
 from lightopt.sweep.study._stop_rule import FailureWatch
 from lightopt.sweep.study._summary import summary
@@ -100,7 +103,8 @@ def run_sweep(
         threads = 1  # N workers on N cores
     url = storage if storage is not None else spec.storage
     with optuna_quiet(), torch_threads(threads):
-        study, described = open_study(sweep, storage, name, sampler=sampler, pruner=pruner)
+        sweep, tested = settle_range_test(sweep, storage, name, out)  # a {range_test: true} entry's bounds
+        study, described = open_study(sweep, storage, name, sampler=sampler, pruner=pruner, range_test=tested)
         directory = study_dir(spec.log_dir, name)
         lock = lock_path(described, name)
         with HostLock(lock):

@@ -8,6 +8,8 @@
   (:func:`checkpoint_callbacks`, :func:`last_checkpoint`);
 * a DDP trial"s other ranks (:func:`trial_processes`, ``python -m lightopt.sweep.trial._rank``)
   and a ``--devices`` worker"s own ids (:func:`assigned_devices`);
+* the learning-rate range test of §8.3.1 (:func:`range_test`, :class:`RangeTest`), which sets a
+  ``{range_test: true}`` entry's bounds and runs ``lightopt tune lr``;
 * the trial"s TensorBoard HParams session (:func:`trial_run`), and the memory freed after it
   (:class:`TrialCleanup`).
 
@@ -94,6 +96,13 @@ if TYPE_CHECKING:
         PruningCallback,
         PyTorchLightningPruningCallback,
     )
+    from lightopt.sweep.trial._range_test import (
+        DIVERGENCE,
+        RangeTest,
+        range_test,
+        run_range_test,
+        suggest_range,
+    )
     from lightopt.sweep.trial._rank_error import (
         ERROR_MARK,
         RANK_MODULE,
@@ -146,6 +155,9 @@ _LAZY = {
     **dict.fromkeys(
         ("MetricNotLoggedError", "PruningCallback", "PyTorchLightningPruningCallback"), "lightopt.sweep.trial._pruning"
     ),
+    **dict.fromkeys(
+        ("DIVERGENCE", "RangeTest", "range_test", "run_range_test", "suggest_range"), "lightopt.sweep.trial._range_test"
+    ),
     **dict.fromkeys(("ERROR_MARK", "RANK_MODULE"), "lightopt.sweep.trial._rank_error"),
     **dict.fromkeys(("sanity_check_defaults", "sanity_check_passed"), "lightopt.sweep.trial._sanity"),
 }
@@ -154,6 +166,7 @@ __all__ = [
     "ATTRIBUTES",
     "CHECKPOINT_DIR",
     "DEVICES_ENV",
+    "DIVERGENCE",
     "EPOCH_END",
     "ERROR_LOG",
     "ERROR_MARK",
@@ -173,6 +186,7 @@ __all__ = [
     "Objective",
     "PruningCallback",
     "PyTorchLightningPruningCallback",
+    "RangeTest",
     "RankFailed",
     "Run",
     "StartPoint",
@@ -195,9 +209,12 @@ __all__ = [
     "is_out_of_memory",
     "last_checkpoint",
     "quiet_lightning",
+    "range_test",
     "release_device",
+    "run_range_test",
     "sanity_check_defaults",
     "sanity_check_passed",
+    "suggest_range",
     "torch_threads",
     "trial_config",
     "trial_devices",
