@@ -27,6 +27,7 @@ __all__ = [
     "STOP_AFTER_SAME_FAILURES",
     "STUDY_KEYS",
     "STUDY_NAME",
+    "TRIAL_METRICS",
     "StudySpec",
     "check_makers",
     "check_n_trials",
@@ -61,6 +62,7 @@ SAMPLERS = {
     "gp": optuna.samplers.GPSampler,
     "qmc": optuna.samplers.QMCSampler,
     "grid": optuna.samplers.GridSampler,
+    "nsgaii": optuna.samplers.NSGAIISampler,
 }
 PRUNERS = {
     "median": optuna.pruners.MedianPruner,
@@ -71,6 +73,9 @@ PRUNERS = {
     "none": optuna.pruners.NopPruner,
 }
 _SAMPLER_NEEDS = {"cmaes": "cmaes", "gp": "scipy"}
+# Objectives lightopt measures itself rather than reads from the module's logged metrics: allowed
+# after the first metric of a study with several objectives (the first is pruned on, round by round).
+TRIAL_METRICS = {"trial/duration_s": "the trial's wall time in seconds, from its start to the end of its fit"}
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a study name that is also a folder name
 # Three identical failures in a row, with nothing else before them: one is a fluke (an unlucky
 # learning rate), two can be a coincidence, three at the start of a sweep are almost always the
@@ -91,6 +96,10 @@ class StudySpec:
     models train several times faster on 1 thread, above all on a busy machine.
     ``stop_after_same_failures`` stops a run whose first that many trials all failed the same way
     (0: never); see :class:`lightopt.sweep.study.FailureWatch`.
+
+    Several objectives: ``metrics`` and ``directions`` hold one entry per objective (a file's
+    ``metric: [val_loss, n_params]``); ``metric`` and ``direction`` are then the first one's, the
+    metric trials are pruned on. A single-objective study has one entry in each.
     """
 
     name: str
@@ -107,6 +116,19 @@ class StudySpec:
     threads: int | None = None
     stop_after_same_failures: int = STOP_AFTER_SAME_FAILURES
     retries: int = RETRIES  # how often a trial whose worker died (os._exit, a segfault, the OOM killer) runs again
+    metrics: tuple[str, ...] = ()  # every objective's metric, the first one `metric` (filled in from it if empty)
+    directions: tuple[str, ...] = ()  # and their directions, the first one `direction`
+
+    def __post_init__(self) -> None:
+        if not self.metrics:
+            object.__setattr__(self, "metrics", (self.metric,))
+        if not self.directions:
+            object.__setattr__(self, "directions", (self.direction,) * len(self.metrics))
+
+    @property
+    def multi_objective(self) -> bool:
+        """Whether the study has several objectives (``study.metric`` a list)."""
+        return len(self.metrics) > 1
 
     def make_sampler(self, space: SearchSpace, seed: Any = ...) -> optuna.samplers.BaseSampler:
         """A fresh sampler; its seed is ``seed`` if given, else the block's, else the study's; ``grid``
@@ -134,11 +156,8 @@ def parse_study(study: Any, default_name: str) -> StudySpec:
     name = values.setdefault("name", default_name)
     if not isinstance(name, str) or not STUDY_NAME.match(name):
         raise ValueError(f"`study.name` must be letters, digits, '_', '-' or '.', but got name={name!r}.")
-    check_one_of("study.direction", values.get("direction", "minimize"), ("minimize", "maximize"))
     check_one_of("study.report_at", values.get("report_at", "validation_round"), ("validation_round", "examples"))
-    metric = values.get("metric", "val_loss")
-    if not isinstance(metric, str) or not metric:
-        raise TypeError(f"`study.metric` must name a logged metric such as 'val_loss', but got metric={metric!r}.")
+    values.update(_objectives(values.get("metric", "val_loss"), values.get("direction", "minimize")))
     check_n_trials("study.n_trials", values.get("n_trials", 20))
     check_timeout("study.timeout", values.get("timeout"))
     check_threads("study.threads", values.get("threads"))
@@ -155,6 +174,45 @@ def parse_study(study: Any, default_name: str) -> StudySpec:
     values["sampler"] = _named("study.sampler", values.get("sampler", "tpe"), SAMPLERS)
     values["pruner"] = _named("study.pruner", values.get("pruner", "median"), PRUNERS)
     return StudySpec(**values)
+
+
+def _objectives(metric: Any, direction: Any) -> dict[str, Any]:
+    """``metric`` and ``direction`` as given (one objective) or lists (several): the StudySpec fields they set.
+
+    A list of metrics takes a list of directions of the same length, or one direction for all of them.
+    """
+    several = isinstance(metric, (list, tuple))
+    metrics = list(metric) if several else [metric]
+    for name in metrics:
+        if not isinstance(name, str) or not name:
+            raise TypeError(
+                "`study.metric` must name a logged metric such as 'val_loss', or list several, "
+                f"but got metric={metric!r}."
+            )
+    if several and not metrics:
+        raise ValueError("`study.metric` must list at least one metric, but got metric=[].")
+    if metrics[0] in TRIAL_METRICS:
+        raise ValueError(
+            f"`study.metric` must start with a metric the module logs at each validation round (trials are pruned "
+            f"on it), but got {metrics[0]!r}, which lightopt measures once per trial: put it after such a metric."
+        )
+    if several and len(set(metrics)) < len(metrics):
+        raise ValueError(f"`study.metric` must list each metric once, but got metric={metrics!r}.")
+    if isinstance(direction, (list, tuple)):
+        if len(direction) != len(metrics):
+            raise ValueError(
+                f"`study.direction` must list one direction per metric ({len(metrics)}: {', '.join(metrics)}), "
+                f"or be one direction for all, but got direction={list(direction)!r}."
+            )
+        directions = list(direction)
+    else:
+        directions = [direction] * len(metrics)
+    for value in directions:
+        check_one_of("study.direction", value, ("minimize", "maximize"))
+    if not several:
+        return {"metric": metrics[0], "direction": directions[0]}
+    first = {"metric": metrics[0], "direction": directions[0]}
+    return {**first, "metrics": tuple(metrics), "directions": tuple(directions)}
 
 
 def check_makers(spec: StudySpec, space: SearchSpace) -> None:

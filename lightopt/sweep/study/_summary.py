@@ -8,7 +8,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from lightopt.sweep.spec import config_values
-from lightopt.sweep.store import best_of, is_minimize
+from lightopt.sweep.store import best_of, is_minimize, minimizes, objective_names, pareto_front
 
 __all__ = ["summary"]
 
@@ -19,6 +19,8 @@ def summary(
     """The end-of-sweep report: counts, the best trial with its parameters and seed, where the logs are.
 
     ``view`` is the command that opens the logs in TensorBoard (default: TensorBoard's own on ``directory``).
+    With several objectives the best trial is the Pareto front: one line per trial on it, with its
+    values, parameters and seed, then the command that exports one of them.
     """
     trials = study.get_trials(deepcopy=False)
     counts = _counts(trials)
@@ -26,8 +28,10 @@ def summary(
         f"study {study.study_name!r}: {len(trials)} trials: {counts['COMPLETE']} complete, "
         f"{counts['PRUNED']} pruned, {counts['FAIL']} failed"
     ]
-    best = best_of(trials, is_minimize(study))
-    if best is None:
+    best = None if len(study.directions) > 1 else best_of(trials, is_minimize(study))
+    if len(study.directions) > 1:
+        lines += _front_lines(study, trials)
+    elif best is None:
         lines.append("no completed trial yet")
     else:
         lines.append(f"best trial {best.number}: {metric}={best.value:.6g}  seed={best.user_attrs.get('seed')}")
@@ -43,6 +47,22 @@ def summary(
     if storage is not None:
         lines.append(f"storage: {storage}")
     return "\n".join(lines)
+
+
+def _front_lines(study: optuna.Study, trials: list[FrozenTrial]) -> list[str]:
+    """The Pareto front, one line per trial, and how to export one of them."""
+    front = pareto_front(trials, minimizes(study))
+    if not front:
+        return ["no completed trial yet"]
+    names = objective_names(study)
+    goals = ", ".join(f"{n} ({d.name.lower()})" for n, d in zip(names, study.directions))
+    lines = [f"Pareto front: {len(front)} trial{'s' if len(front) != 1 else ''} ({goals})"]
+    for trial in front:
+        values = ", ".join(f"{n}={v:.6g}" for n, v in zip(names, trial.values))
+        params = ", ".join(f"{key}={value!r}" for key, value in trial.params.items())
+        lines.append(f"  trial {trial.number}: {values}  seed={trial.user_attrs.get('seed')}  {params}".rstrip())
+    lines.append(f"  choose one: lightopt sweep best {study.study_name} --trial K --export PATH")
+    return lines
 
 
 def _counts(trials: list[FrozenTrial]) -> dict[str, int]:
