@@ -153,6 +153,13 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
         else:
             sub.add_argument("--export", metavar="PATH", help="write the config here instead of printing it")
+            sub.add_argument(
+                "--trial",
+                type=int,
+                metavar="K",
+                help="trial K's config instead of the best trial's (required with several objectives: "
+                "one of the Pareto front's trials, see `sweep show`)",
+            )
 
     reproduce = sweep_commands.add_parser(
         "reproduce",
@@ -500,8 +507,8 @@ def _sweep_best(args: argparse.Namespace) -> int:
     from lightopt.sweep.readback import best_config, dump_config, find_study
 
     study, sweep, _ = find_study(args.target, args.storage, args.log_dir, args.config, _cli_classes(args))
-    config, trial = best_config(study, sweep)
-    text = dump_config(config, study, trial)
+    config, trial = best_config(study, sweep, args.trial)
+    text = dump_config(config, study, trial, chosen=args.trial is not None)
     if args.export is None:
         print(text, end="")
         return 0
@@ -512,7 +519,10 @@ def _sweep_best(args: argparse.Namespace) -> int:
         raise _UsageError(
             f"lightopt sweep best: `--export` {args.export!r} cannot be written: {error.strerror or error}"
         ) from None
-    print(f"best trial {trial.number} written to {args.export}; run it with: lightopt fit {args.export}")
+    which = "trial" if args.trial is not None else "best trial"
+    print(f"{which} {trial.number} written to {args.export}; run it with: lightopt fit {args.export}")
+    if args.trial is not None:
+        return 0
     print(
         f"its value is the best of {len(study.trials)} trials, each with its own seed; to see how much of it was "
         f"the seed: lightopt sweep reproduce {args.target} --trial {trial.number} --seeds 5"
