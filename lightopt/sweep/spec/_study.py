@@ -73,6 +73,7 @@ PRUNERS = {
     "none": optuna.pruners.NopPruner,
 }
 _SAMPLER_NEEDS = {"cmaes": "cmaes", "gp": "scipy"}
+_SINGLE_OBJECTIVE_SAMPLERS = ("cmaes",)  # Optuna's CmaEsSampler refuses a study with several objectives
 # Objectives lightopt measures itself rather than reads from the module's logged metrics: allowed
 # after the first metric of a study with several objectives (the first is pruned on, round by round).
 TRIAL_METRICS = {"trial/duration_s": "the trial's wall time in seconds, from its start to the end of its fit"}
@@ -173,6 +174,12 @@ def parse_study(study: Any, default_name: str) -> StudySpec:
     values["log_dir"] = values["log_dir"] or "runs"
     values["sampler"] = _named("study.sampler", values.get("sampler", "tpe"), SAMPLERS)
     values["pruner"] = _named("study.pruner", values.get("pruner", "median"), PRUNERS)
+    if "metrics" in values and values["sampler"]["name"] in _SINGLE_OBJECTIVE_SAMPLERS:
+        usable = ", ".join(repr(name) for name in SAMPLERS if name not in _SINGLE_OBJECTIVE_SAMPLERS)
+        raise ValueError(
+            f"`study.sampler.name` {values['sampler']['name']!r} samples for one objective only, but `study.metric` "
+            f"lists {len(values['metrics'])}: use one of {usable} (default 'tpe')."
+        )
     return StudySpec(**values)
 
 
