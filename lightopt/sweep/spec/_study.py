@@ -172,14 +172,16 @@ def parse_study(study: Any, default_name: str) -> StudySpec:
             raise TypeError(f"`study.{key}` must be a string, but got {key}={values[key]!r}.")
     values.setdefault("log_dir", "runs")
     values["log_dir"] = values["log_dir"] or "runs"
-    values["sampler"] = _named("study.sampler", values.get("sampler", "tpe"), SAMPLERS)
-    values["pruner"] = _named("study.pruner", values.get("pruner", "median"), PRUNERS)
-    if "metrics" in values and values["sampler"]["name"] in _SINGLE_OBJECTIVE_SAMPLERS:
+    sampler = values.get("sampler", "tpe")
+    sampler_name = sampler.get("name") if isinstance(sampler, Mapping) else sampler
+    if "metrics" in values and sampler_name in _SINGLE_OBJECTIVE_SAMPLERS:
         usable = ", ".join(repr(name) for name in SAMPLERS if name not in _SINGLE_OBJECTIVE_SAMPLERS)
         raise ValueError(
-            f"`study.sampler.name` {values['sampler']['name']!r} samples for one objective only, but `study.metric` "
+            f"`study.sampler.name` {sampler_name!r} samples for one objective only, but `study.metric` "
             f"lists {len(values['metrics'])}: use one of {usable} (default 'tpe')."
         )
+    values["sampler"] = _named("study.sampler", sampler, SAMPLERS)
+    values["pruner"] = _named("study.pruner", values.get("pruner", "median"), PRUNERS)
     return StudySpec(**values)
 
 
