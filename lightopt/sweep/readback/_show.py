@@ -111,11 +111,11 @@ def format_table(study: optuna.Study) -> str:
         for c in ([(name, "params"), (name, "config_values")] if name in converted else [(name, "params")])
     ]
     several = len(study.directions) > 1
-    names = objective_names(study)
+    objectives = objective_names(study)
     header = [
         "number",
         "state",
-        *([*names, "front"] if several else ["value"]),
+        *([*objectives, "front"] if several else ["value"]),
         *(name if kind == "params" else "= " + name.partition(":")[0] for name, kind in columns),
         "duration_s",
         "seed",
@@ -124,11 +124,7 @@ def format_table(study: optuna.Study) -> str:
         [
             str(row["number"]),
             row["state"],
-            *(
-                [*(_fmt(v) for v in (row["values"] or [None] * len(names))), "*" if row["pareto"] else ""]
-                if several
-                else [_fmt(row["value"])]
-            ),
+            *(_value_cells(row, len(objectives)) if several else [_fmt(row["value"])]),
             *(_fmt(row[kind].get(n, "-")) for n, kind in columns),
             _fmt(row["duration"], 2),
             str(row["seed"]),
@@ -150,6 +146,11 @@ def format_table(study: optuna.Study) -> str:
     metric = study.user_attrs.get("lightopt", {}).get("metric") or "value"
     lines.append(f"best: trial {best.number}, {metric}={best.value:.6g}" if best else "best: no completed trial")
     return "\n".join(lines)
+
+
+def _value_cells(row: dict[str, Any], count: int) -> list[str]:
+    """A row's value of each of ``count`` objectives, then ``*`` if it is on the Pareto front."""
+    return [*(_fmt(value) for value in (row["values"] or [None] * count)), "*" if row["pareto"] else ""]
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

@@ -320,6 +320,8 @@ class PyTorchLightningPruningCallback(PruningCallback):
         * Reports go through ``trial.report`` on rank 0 in every case (no copy in system attributes),
           and the decision is kept in the trial's user attribute ``pruned_at`` (the epoch).
         * The state (rounds, history) is saved in checkpoints, as :class:`PruningCallback`'s.
+        * In a study with several objectives it prunes on ``monitor`` with the study's pruner, as
+          :class:`PruningCallback` does (theirs fails: Optuna refuses ``trial.report`` there).
 
     Example:
         >>> import optuna
