@@ -6,6 +6,7 @@ runs (learning rate 0) are clearly bad from the first round, so the median prune
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import random
@@ -24,7 +25,7 @@ from lightopt.cli import main
 from lightopt.sweep import run_sweep
 from lightopt.sweep import spec as config
 from lightopt.sweep.store import minimizes, pareto_front
-from lightopt.sweep.study import plot_study
+from lightopt.sweep.study import StudyHistory, plot_study
 from tests.sweep.helpers import load_journal, sweep_dict, write
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -322,3 +323,47 @@ def test_sweep_best_exports_a_chosen_trial_of_a_single_objective_study(tmp_path,
     assert text.startswith("# Trial 1 of study 's' (complete): val_loss=")
     study = load_journal(Path("runs/s/study.journal"))
     assert yaml.safe_load(text) == study.trials[1].user_attrs["config"]
+
+
+def _points(events) -> dict[tuple[str, int], float]:
+    """What TensorBoard keeps of ``events``: the last value per (tag, step), a restart dropping its step and later."""
+    points: dict[tuple[str, int], float] = {}
+    for event in events:
+        if event.HasField("session_log"):
+            points = {key: value for key, value in points.items() if key[1] < event.step}
+        for value in event.summary.value:
+            points[(value.tag, event.step)] = value.simple_value
+    return points
+
+
+def test_the_study_runs_front_grows_trial_by_trial_as_a_fresh_history_gives_it():
+    rng = random.Random(1)
+    start = datetime.datetime(2026, 1, 1)
+    trials = []
+    for number in range(12):  # trial 5 finishes last: its points come after later trials' were written
+        state = TrialState.PRUNED if number % 4 == 3 else TrialState.COMPLETE
+        trials.append(
+            optuna.trial.FrozenTrial(
+                number=number,
+                state=state,
+                value=None,
+                values=[rng.randint(0, 6), rng.randint(0, 6)] if state == TrialState.COMPLETE else None,
+                datetime_start=start,
+                datetime_complete=start + datetime.timedelta(seconds=100 if number == 5 else number),
+                params={},
+                distributions={},
+                user_attrs={},
+                system_attrs={},
+                intermediate_values={},
+                trial_id=number,
+            )
+        )
+    incremental = StudyHistory((True, False), ["loss", "acc"])
+    events = [event for k in range(1, len(trials) + 1) for event in incremental.add(trials[:k])]
+    fresh = StudyHistory((True, False), ["loss", "acc"]).add(trials)
+    assert _points(events) == _points(fresh)
+    final = _points(fresh)
+    assert final[("study/pareto_front_size", len(trials) - 1)] == len(pareto_front(trials, (True, False)))
+    assert final[("study/pareto_front_size_by_time", len(trials))] == len(pareto_front(trials, (True, False)))
+    assert final[("study/trial_value/acc", 0)] == trials[0].values[1]
+    assert not any(tag.startswith("study/best_value") for tag, _ in final)
