@@ -57,9 +57,9 @@ def check_resume(storage: BaseStorage, name: str, sweep: SweepFile) -> bool:
     """Raise :class:`SweepConfigError` unless the stored study ``name`` (if any) matches ``sweep``.
 
     Reads only: returns whether the study exists. Checked: the number of objectives and their
-    directions, ``study.metric`` (each one's) and the
-    search space recorded when the study was created; the last two only once a trial completed or
-    was pruned, so that "fix the cause and run again" holds after trials that all failed.
+    directions, ``study.metric`` (each one's) and the search space recorded when the study was
+    created; the last two only once a trial completed or was pruned, so that "fix the cause and run
+    again" holds after trials that all failed.
     """
     try:
         study_id = storage.get_study_id_from_name(name)

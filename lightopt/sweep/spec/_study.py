@@ -174,7 +174,7 @@ def parse_study(study: Any, default_name: str) -> StudySpec:
     values["log_dir"] = values["log_dir"] or "runs"
     sampler = values.get("sampler", "tpe")
     sampler_name = sampler.get("name") if isinstance(sampler, Mapping) else sampler
-    if "metrics" in values and sampler_name in _SINGLE_OBJECTIVE_SAMPLERS:
+    if len(values.get("metrics", ())) > 1 and sampler_name in _SINGLE_OBJECTIVE_SAMPLERS:
         usable = ", ".join(repr(name) for name in SAMPLERS if name not in _SINGLE_OBJECTIVE_SAMPLERS)
         raise ValueError(
             f"`study.sampler.name` {sampler_name!r} samples for one objective only, but `study.metric` "
