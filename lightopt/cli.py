@@ -154,6 +154,13 @@ def _parser() -> argparse.ArgumentParser:
         else:
             sub.add_argument("--export", metavar="PATH", help="write the config here instead of printing it")
             _add_seeds_arguments(sub)
+            sub.add_argument(
+                "--trial",
+                type=int,
+                metavar="K",
+                help="trial K's config instead of the best trial's (required with several objectives: "
+                "one of the Pareto front's trials, see `sweep show`)",
+            )
 
     reproduce = sweep_commands.add_parser(
         "reproduce",
@@ -621,16 +628,21 @@ def _sweep_best(args: argparse.Namespace) -> int:
     if args.seeds != 0 or args.top is not None or args.json or args.threads is not None:
         return _sweep_best_by_seeds(args)
     study, sweep, _ = find_study(args.target, args.storage, args.log_dir, args.config, _cli_classes(args))
-    config, trial = best_config(study, sweep)
-    note = seed_runs_note(study, f"lightopt sweep best {args.target}")
-    text = dump_config(config, study, trial, comments=[f"note: {note}"] if note else [])
+    several = len(study.directions) > 1
+    config, trial = best_config(study, sweep, args.trial)
+    note = None if several else seed_runs_note(study, f"lightopt sweep best {args.target}")
+    if args.trial is not None:
+        note = None
+    text = dump_config(config, study, trial, chosen=args.trial is not None, comments=[f"note: {note}"] if note else [])
     if args.export is None:
         print(text, end="")
         return 0
     _write_export(args.export, text)
-    print(f"best trial {trial.number} written to {args.export}; run it with: lightopt fit {args.export}")
+    which = "trial" if args.trial is not None else "best trial"
+    print(f"{which} {trial.number} written to {args.export}; run it with: lightopt fit {args.export}")
     if note is not None:
         print(f"note: {note}")
+    if args.trial is not None:
         return 0
     print(
         f"its value is the best of {len(study.trials)} trials, each with its own seed; to see how much of it was "
@@ -656,11 +668,21 @@ def _sweep_best_by_seeds(args: argparse.Namespace) -> int:
         )
     if args.top is not None and args.top < 1:
         raise _UsageError(f"lightopt sweep best: `--top` must be >= 1, but got top={args.top}.")
+    if args.trial is not None:
+        raise _UsageError(
+            "lightopt sweep best: `--trial` and `--seeds` do not go together: --seeds recommends among the top "
+            "trials by their mean over other seeds; --trial K exports trial K as recorded."
+        )
     try:
         check_threads("--threads", args.threads)
     except ValueError as error:
         raise _UsageError(f"lightopt sweep best: {error}") from None
     study, sweep, _ = find_study(args.target, args.storage, args.log_dir, args.config, _cli_classes(args))
+    if len(study.directions) > 1:
+        raise _UsageError(
+            f"lightopt sweep best: `--seeds` ranks trials by one value, but study {study.study_name!r} has "
+            f"{len(study.directions)} objectives: choose a trial of its Pareto front with --trial K (see sweep show)."
+        )
     if args.export is not None:  # a path that cannot be written fails now, not after the training
         _write_export(args.export, None)
     result = recommend_by_seeds(

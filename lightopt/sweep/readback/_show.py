@@ -1,4 +1,10 @@
-"""``lightopt sweep show``: a stored study's trials as a table or as JSON, and the best trial."""
+"""``lightopt sweep show``: a stored study's trials as a table or as JSON, and the best trial.
+
+With several objectives: a column per metric, the trials on the Pareto front marked ``*``, and
+the front listed where the best trial would be; in JSON each row also has ``values`` (one per
+metric) and ``pareto`` (whether it is on the front), and ``best`` is null beside ``best_trials``
+(the front's rows), ``metrics`` and ``directions``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from typing import Any
 import optuna
 
 from lightopt.sweep.spec import config_values, recorded_range_test
-from lightopt.sweep.store import COPIED_FROM, ENQUEUED, best_trial
+from lightopt.sweep.store import COPIED_FROM, ENQUEUED, best_trial, minimizes, objective_names, pareto_front
 
 __all__ = ["format_table", "study_json", "trial_rows", "trial_value"]
 
@@ -19,12 +25,28 @@ def trial_value(trial: optuna.trial.FrozenTrial) -> float | None:
 
     For a COMPLETE trial that is the value Optuna ranks. A PRUNED trial's Optuna value is its last
     report; lightopt shows the best it reached before it was pruned (recorded as ``best_value``), the
-    number TensorBoard's HParams row and ``sweep reproduce`` show too. A FAIL trial has none.
+    number TensorBoard's HParams row and ``sweep reproduce`` show too. A FAIL trial has none. With
+    several objectives it is the first one's (see :func:`trial_values` for all).
     """
     if trial.state.name == "FAIL":
         return None
     recorded = trial.user_attrs.get("best_value")
+    if trial.state.name == "COMPLETE" and trial.values is not None and len(trial.values) > 1:
+        return trial.values[0]
     return trial.value if recorded is None or trial.state.name == "COMPLETE" else recorded
+
+
+def trial_values(trial: optuna.trial.FrozenTrial) -> list[float] | None:
+    """A trial's value of each objective: Optuna's for a COMPLETE trial; for a PRUNED one, those it recorded.
+
+    Optuna keeps no values for a pruned trial of a study with several objectives; lightopt records
+    them (``objective_values``: all from the round where the first metric was best). FAIL: None.
+    """
+    if trial.state.name == "COMPLETE" and trial.values is not None:
+        return list(trial.values)
+    if trial.state.name == "FAIL":
+        return None
+    return trial.user_attrs.get("objective_values")
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
@@ -33,6 +55,8 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     the trial came from: ``copied_from`` (``{study, trial}``, a ``study.warm_start`` copy, never run
     here) or ``enqueued`` (the ``study.enqueue`` entry's label)."""
     rows = []
+    several = len(study.directions) > 1
+    front = {t.number for t in pareto_front(study.get_trials(deepcopy=False), minimizes(study))} if several else set()
     for trial in study.trials:
         duration = trial.duration.total_seconds() if trial.duration is not None else None
         attrs = trial.user_attrs
@@ -48,12 +72,25 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
                 **{key: attrs[key] for key in ("fail_reason", "traceback", COPIED_FROM, ENQUEUED) if key in attrs},
             }
         )
+        if several:
+            rows[-1]["values"] = trial_values(trial)
+            rows[-1]["pareto"] = trial.number in front
     return rows
 
 
 def study_json(study: optuna.Study) -> str:
-    best = best_trial(study)
     rows = trial_rows(study)
+    if len(study.directions) > 1:
+        data = {
+            "study": study.study_name,
+            "directions": [d.name.lower() for d in study.directions],
+            "metrics": objective_names(study),
+            "trials": rows,
+            "best": None,
+            "best_trials": [row for row in rows if row["pareto"]],
+        }
+        return json.dumps(data, indent=2, default=str)
+    best = best_trial(study)
     data = {
         "study": study.study_name,
         "direction": study.direction.name.lower(),
@@ -81,10 +118,12 @@ def format_table(study: optuna.Study) -> str:
         for name in names
         for c in ([(name, "params"), (name, "config_values")] if name in converted else [(name, "params")])
     ]
+    several = len(study.directions) > 1
+    objectives = objective_names(study)
     header = [
         "number",
         "state",
-        "value",
+        *([*objectives, "front"] if several else ["value"]),
         *(name if kind == "params" else "= " + name.partition(":")[0] for name, kind in columns),
         "duration_s",
         "seed",
@@ -94,7 +133,7 @@ def format_table(study: optuna.Study) -> str:
         [
             str(row["number"]),
             row["state"],
-            _fmt(row["value"]),
+            *(_value_cells(row, len(objectives)) if several else [_fmt(row["value"])]),
             *(_fmt(row[kind].get(n, "-")) for n, kind in columns),
             _fmt(row["duration"], 2),
             str(row["seed"]),
@@ -104,6 +143,15 @@ def format_table(study: optuna.Study) -> str:
     ]
     widths = [max(len(cell) for cell in column) for column in zip(header, *body)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [header, *body]]
+    if several:
+        front = [str(row["number"]) for row in rows if row["pareto"]]
+        lines.append(
+            f"Pareto front (*): trial{'s' if len(front) > 1 else ''} {', '.join(front)}; export one with "
+            f"`lightopt sweep best {study.study_name} --trial K --export PATH`"
+            if front
+            else "Pareto front: no completed trial"
+        )
+        return "\n".join(lines)
     best = best_trial(study)
     metric = study.user_attrs.get("lightopt", {}).get("metric") or "value"
     lines.append(f"best: trial {best.number}, {metric}={best.value:.6g}" if best else "best: no completed trial")
@@ -134,6 +182,11 @@ def _range_test_line(record: dict[str, Any]) -> str:
     if record.get("diverged_at") is not None:
         line += f"; it diverged at {record['diverged_at']:.3g}"
     return line
+
+
+def _value_cells(row: dict[str, Any], count: int) -> list[str]:
+    """A row's value of each of ``count`` objectives, then ``*`` if it is on the Pareto front."""
+    return [*(_fmt(value) for value in (row["values"] or [None] * count)), "*" if row["pareto"] else ""]
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

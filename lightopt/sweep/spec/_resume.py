@@ -58,25 +58,35 @@ def describe_space(space: SearchSpace) -> dict[str, dict[str, Any]]:
 def check_resume(storage: BaseStorage, name: str, sweep: SweepFile) -> bool:
     """Raise :class:`SweepConfigError` unless the stored study ``name`` (if any) matches ``sweep``.
 
-    Reads only: returns whether the study exists. Checked: the direction, ``study.metric`` and the
-    search space recorded when the study was created; the last two only once a trial completed or
-    was pruned, so that "fix the cause and run again" holds after trials that all failed.
+    Reads only: returns whether the study exists. Checked: the number of objectives and their
+    directions, ``study.metric`` (each one's) and the search space recorded when the study was
+    created; the last two only once a trial completed or was pruned, so that "fix the cause and run
+    again" holds after trials that all failed.
     """
     try:
         study_id = storage.get_study_id_from_name(name)
     except KeyError:
         return False
     spec, file = sweep.study, sweep.path
-    directions = storage.get_study_directions(study_id)
-    stored_direction = directions[0].name.lower() if len(directions) == 1 else "multi-objective"
-    if stored_direction != spec.direction:
+    directions = [d.name.lower() for d in storage.get_study_directions(study_id)]
+    stored = storage.get_study_user_attrs(study_id).get("lightopt") or {}
+    if len(directions) != len(spec.directions):
+        raise SweepConfigError(
+            f"`study.metric` must match the stored study {name!r}, which has {_objectives(len(directions))}"
+            f"{_named(stored, directions)}, but got {_objectives(len(spec.metrics))} "
+            f"({', '.join(spec.metrics)}). Restore the metrics, or start a new study with --study-name NEW.",
+            file,
+            "study.metric",
+        )
+    if directions != list(spec.directions):
+        stored_direction = directions[0] if len(directions) == 1 else directions
+        given = spec.direction if len(directions) == 1 else list(spec.directions)
         raise SweepConfigError(
             f"`study.direction` must match the stored study {name!r}, which is {stored_direction}, "
-            f"but got direction={spec.direction!r}.",
+            f"but got direction={given!r}.",
             file,
             "study.direction",
         )
-    stored = storage.get_study_user_attrs(study_id).get("lightopt") or {}
     if not any(
         t.state.is_finished() and t.state.name != "FAIL" for t in storage.get_all_trials(study_id, deepcopy=False)
     ):
@@ -85,6 +95,14 @@ def check_resume(storage: BaseStorage, name: str, sweep: SweepFile) -> bool:
         raise SweepConfigError(
             f"`study.metric` must match the stored study {name!r}, which is {stored['metric']!r}, but got "
             f"metric={spec.metric!r}; its trials' values are {stored['metric']}. Restore the metric, or start a "
+            f"new study with --study-name NEW.",
+            file,
+            "study.metric",
+        )
+    if spec.multi_objective and stored.get("metrics", list(spec.metrics)) != list(spec.metrics):
+        raise SweepConfigError(
+            f"`study.metric` must match the stored study {name!r}, which is {stored['metrics']!r}, but got "
+            f"metric={list(spec.metrics)!r}; its trials' values are those metrics. Restore them, or start a "
             f"new study with --study-name NEW.",
             file,
             "study.metric",
@@ -100,6 +118,16 @@ def check_resume(storage: BaseStorage, name: str, sweep: SweepFile) -> bool:
                 "search",
             )
     return True
+
+
+def _objectives(count: int) -> str:
+    return "one objective" if count == 1 else f"{count} objectives"
+
+
+def _named(stored: Mapping[str, Any], directions: list[str]) -> str:
+    """`` (val_loss, n_params)``: the stored study's metrics, where recorded."""
+    names = stored.get("metrics") or ([stored["metric"]] if "metric" in stored and len(directions) == 1 else None)
+    return f" ({', '.join(names)})" if names else ""
 
 
 def _space_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:

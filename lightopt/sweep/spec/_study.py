@@ -29,6 +29,7 @@ __all__ = [
     "STOP_AFTER_SAME_FAILURES",
     "STUDY_KEYS",
     "STUDY_NAME",
+    "TRIAL_METRICS",
     "StudySpec",
     "check_makers",
     "check_n_trials",
@@ -65,6 +66,7 @@ SAMPLERS = {
     "gp": optuna.samplers.GPSampler,
     "qmc": optuna.samplers.QMCSampler,
     "grid": optuna.samplers.GridSampler,
+    "nsgaii": optuna.samplers.NSGAIISampler,
 }
 PRUNERS = {
     "median": optuna.pruners.MedianPruner,
@@ -75,6 +77,10 @@ PRUNERS = {
     "none": optuna.pruners.NopPruner,
 }
 _SAMPLER_NEEDS = {"cmaes": "cmaes", "gp": "scipy"}
+_SINGLE_OBJECTIVE_SAMPLERS = ("cmaes",)  # Optuna's CmaEsSampler refuses a study with several objectives
+# Objectives lightopt measures itself rather than reads from the module's logged metrics: allowed
+# after the first metric of a study with several objectives (the first is pruned on, round by round).
+TRIAL_METRICS = {"trial/duration_s": "the trial's wall time in seconds, from its start to the end of its fit"}
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a study name that is also a folder name
 # Three identical failures in a row, with nothing else before them: one is a fluke (an unlucky
 # learning rate), two can be a coincidence, three at the start of a sweep are almost always the
@@ -97,6 +103,10 @@ class StudySpec:
     (0: never); see :class:`lightopt.sweep.study.FailureWatch`. ``enqueue`` are the settings tried
     first (:class:`~lightopt.sweep.spec.Enqueued`), ``warm_start`` the study whose trials are
     copied in before the first trial (:class:`~lightopt.sweep.spec.WarmStart`).
+
+    Several objectives: ``metrics`` and ``directions`` hold one entry per objective (a file's
+    ``metric: [val_loss, n_params]``); ``metric`` and ``direction`` are then the first one's, the
+    metric trials are pruned on. A single-objective study has one entry in each.
     """
 
     name: str
@@ -115,6 +125,19 @@ class StudySpec:
     retries: int = RETRIES  # how often a trial whose worker died (os._exit, a segfault, the OOM killer) runs again
     enqueue: tuple[Enqueued, ...] = ()
     warm_start: WarmStart | None = None
+    metrics: tuple[str, ...] = ()  # every objective's metric, the first one `metric` (filled in from it if empty)
+    directions: tuple[str, ...] = ()  # and their directions, the first one `direction`
+
+    def __post_init__(self) -> None:
+        if not self.metrics:
+            object.__setattr__(self, "metrics", (self.metric,))
+        if not self.directions:
+            object.__setattr__(self, "directions", (self.direction,) * len(self.metrics))
+
+    @property
+    def multi_objective(self) -> bool:
+        """Whether the study has several objectives (``study.metric`` a list)."""
+        return len(self.metrics) > 1
 
     def make_sampler(self, space: SearchSpace, seed: Any = ...) -> optuna.samplers.BaseSampler:
         """A fresh sampler; its seed is ``seed`` if given, else the block's, else the study's; ``grid``
@@ -150,11 +173,8 @@ def parse_study(
     name = values.setdefault("name", default_name)
     if not isinstance(name, str) or not STUDY_NAME.match(name):
         raise ValueError(f"`study.name` must be letters, digits, '_', '-' or '.', but got name={name!r}.")
-    check_one_of("study.direction", values.get("direction", "minimize"), ("minimize", "maximize"))
     check_one_of("study.report_at", values.get("report_at", "validation_round"), ("validation_round", "examples"))
-    metric = values.get("metric", "val_loss")
-    if not isinstance(metric, str) or not metric:
-        raise TypeError(f"`study.metric` must name a logged metric such as 'val_loss', but got metric={metric!r}.")
+    values.update(_objectives(values.get("metric", "val_loss"), values.get("direction", "minimize")))
     check_n_trials("study.n_trials", values.get("n_trials", 20))
     check_timeout("study.timeout", values.get("timeout"))
     check_threads("study.threads", values.get("threads"))
@@ -168,11 +188,58 @@ def parse_study(
             raise TypeError(f"`study.{key}` must be a string, but got {key}={values[key]!r}.")
     values.setdefault("log_dir", "runs")
     values["log_dir"] = values["log_dir"] or "runs"
-    values["sampler"] = _named("study.sampler", values.get("sampler", "tpe"), SAMPLERS)
+    sampler = values.get("sampler", "tpe")
+    sampler_name = sampler.get("name") if isinstance(sampler, Mapping) else sampler
+    if len(values.get("metrics", ())) > 1 and sampler_name in _SINGLE_OBJECTIVE_SAMPLERS:
+        usable = ", ".join(repr(name) for name in SAMPLERS if name not in _SINGLE_OBJECTIVE_SAMPLERS)
+        raise ValueError(
+            f"`study.sampler.name` {sampler_name!r} samples for one objective only, but `study.metric` "
+            f"lists {len(values['metrics'])}: use one of {usable} (default 'tpe')."
+        )
+    values["sampler"] = _named("study.sampler", sampler, SAMPLERS)
     values["pruner"] = _named("study.pruner", values.get("pruner", "median"), PRUNERS)
     values["enqueue"] = parse_enqueue(check_enqueue(values.get("enqueue")), space, run or {}, folder)
     values["warm_start"] = parse_warm_start(values.get("warm_start"))
     return StudySpec(**values)
+
+
+def _objectives(metric: Any, direction: Any) -> dict[str, Any]:
+    """``metric`` and ``direction`` as given (one objective) or lists (several): the StudySpec fields they set.
+
+    A list of metrics takes a list of directions of the same length, or one direction for all of them.
+    """
+    several = isinstance(metric, (list, tuple))
+    metrics = list(metric) if several else [metric]
+    for name in metrics:
+        if not isinstance(name, str) or not name:
+            raise TypeError(
+                "`study.metric` must name a logged metric such as 'val_loss', or list several, "
+                f"but got metric={metric!r}."
+            )
+    if several and not metrics:
+        raise ValueError("`study.metric` must list at least one metric, but got metric=[].")
+    if metrics[0] in TRIAL_METRICS:
+        raise ValueError(
+            f"`study.metric` must start with a metric the module logs at each validation round (trials are pruned "
+            f"on it), but got {metrics[0]!r}, which lightopt measures once per trial: put it after such a metric."
+        )
+    if several and len(set(metrics)) < len(metrics):
+        raise ValueError(f"`study.metric` must list each metric once, but got metric={metrics!r}.")
+    if isinstance(direction, (list, tuple)):
+        if len(direction) != len(metrics):
+            raise ValueError(
+                f"`study.direction` must list one direction per metric ({len(metrics)}: {', '.join(metrics)}), "
+                f"or be one direction for all, but got direction={list(direction)!r}."
+            )
+        directions = list(direction)
+    else:
+        directions = [direction] * len(metrics)
+    for value in directions:
+        check_one_of("study.direction", value, ("minimize", "maximize"))
+    if not several:
+        return {"metric": metrics[0], "direction": directions[0]}
+    first = {"metric": metrics[0], "direction": directions[0]}
+    return {**first, "metrics": tuple(metrics), "directions": tuple(directions)}
 
 
 def check_makers(spec: StudySpec, space: SearchSpace) -> None:

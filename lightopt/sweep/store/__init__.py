@@ -9,12 +9,25 @@ show``, ``sweep best``, ``lightopt tensorboard``) starts in a fraction of a seco
 * who: :func:`worker_identity`, :func:`process_alive`; :class:`HostLock` between the workers of a host;
 * what the records mean: :func:`is_retryable`, :func:`is_copied` (a ``study.warm_start`` copy),
   :func:`counted`, :class:`StudyTally` (the running counts and best), :func:`best_of` /
-  :func:`best_trial` / :func:`top_trials` / :func:`is_better` (the one rule for "better" in a direction)
+  :func:`best_trial` / :func:`top_trials` / :func:`is_better` (the one rule for "better" in a direction),
+  :func:`pareto_front` / :func:`dominates` (several objectives, named by :func:`objective_names`)
   and :func:`trial_dir` (the one trial-folder name);
 * :func:`optuna_quiet`: Optuna's log lines silenced while lightopt prints its own.
 """
 
-from lightopt.sweep.store._best import TRIAL_DIR, best_of, best_trial, is_better, is_minimize, top_trials, trial_dir
+from lightopt.sweep.store._best import (
+    TRIAL_DIR,
+    best_of,
+    best_trial,
+    dominates,
+    is_better,
+    is_minimize,
+    minimizes,
+    objective_names,
+    pareto_front,
+    top_trials,
+    trial_dir,
+)
 from lightopt.sweep.store._database import (
     CONNECT_TIMEOUT_S,
     STORAGE_ENV,
@@ -71,6 +84,7 @@ __all__ = [
     "best_trial",
     "counted",
     "database_error",
+    "dominates",
     "describe_worker",
     "grpc_proxy",
     "is_better",
@@ -79,10 +93,13 @@ __all__ = [
     "is_retryable",
     "is_transient",
     "lock_path",
+    "minimizes",
+    "objective_names",
     "on_this_host",
     "open_database",
     "open_storage",
     "optuna_quiet",
+    "pareto_front",
     "process_alive",
     "redact",
     "stderr_line",

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from lightopt.sweep.store._best import best_of, is_minimize
+from lightopt.sweep.store._best import best_of, is_minimize, minimizes, pareto_front
 from lightopt.sweep.store._outcomes import is_copied, is_retryable
 from lightopt.sweep.store._scan import FinishedScan
 
@@ -34,8 +34,9 @@ class StudyTally:
     the attributes then describe the whole study, every worker's trials included:
     :attr:`counts` per state name, :attr:`total`, :attr:`best`, :attr:`running`, :attr:`counted`
     (the trials that count toward ``n_trials``, as :func:`~lightopt.sweep.store.counted`
-    defines them) and :attr:`unretried` (stopped trials with no retry yet). Trials copied from
-    another study (``study.warm_start``) are only in :attr:`copied` and :attr:`total`. Each update reads
+    defines them), :attr:`front` (with several objectives, the Pareto front; :attr:`best` is then
+    None) and :attr:`unretried` (stopped trials with no retry yet). Trials copied from another
+    study (``study.warm_start``) are only in :attr:`copied` and :attr:`total`. Each update reads
     the open and the new trials, whatever the size of the study.
 
     Example:
@@ -50,7 +51,9 @@ class StudyTally:
     def __init__(self, study: optuna.Study) -> None:
         self.study = study
         self.minimize = is_minimize(study)
+        self.minimizes = minimizes(study)
         self.best: FrozenTrial | None = None
+        self.front: list[FrozenTrial] = []
         self.total = 0
         self._scan = FinishedScan()
         self._finished = {state.name: 0 for state in TrialState if state.is_finished()}
@@ -80,7 +83,10 @@ class StudyTally:
             if is_retryable(trial):
                 self._retryable[trial.number] = trial
                 self._retryable_total += 1
-        self.best = best_of(new, self.minimize, self.best)
+        if len(self.minimizes) > 1:
+            self.front = pareto_front(new, self.minimizes, self.front)
+        else:
+            self.best = best_of(new, self.minimize, self.best)
         self.total = self._scan.total
         opened = self._scan.open
         self.counts = {**dict.fromkeys(self.counts, 0), **self._finished}

@@ -28,7 +28,7 @@ from tensorboard.summary.writer.record_writer import RecordWriter
 
 from lightopt import _validation
 from lightopt.runconfig import ConfigError
-from lightopt.sweep.store import is_minimize
+from lightopt.sweep.store import minimizes, objective_names
 from lightopt.sweep.study._history import StudyHistory, restart_event
 from lightopt.sweep.study._plots import plot_study
 from lightopt.sweep.trial import is_global_zero, write_events
@@ -49,7 +49,10 @@ class StudyRun:
     Scalars: ``study/best_value`` (best so far, step = trial number), ``study/best_value_by_time``
     (best so far in the order trials finished; its wall times are the trials' ends: use the
     Relative or Wall axis), ``study/trial_value`` (each complete trial's value) and
-    ``study/trials_complete|pruned|failed`` (counts as trials finish). Every worker's trials are
+    ``study/trials_complete|pruned|failed`` (counts as trials finish). With several objectives:
+    ``study/trial_value/<metric>`` per objective and the Pareto front's size
+    (``study/pareto_front_size``, ``study/pareto_front_size_by_time``) instead of the best value,
+    and Optuna's Pareto-front plot among the images. Every worker's trials are
     there: each write reads the study's trials from the first one not yet finished on, and
     appends the trials that finished since, whoever ran them (:class:`~lightopt.sweep.study.StudyHistory`), so a write
     costs the same in a study of ten trials and of ten thousand. A step by trial number appears
@@ -145,7 +148,7 @@ class StudyRun:
         """A new event file with the whole history of ``trials``, kept open to append to."""
         if self._file is not None:
             self._file.close()
-        self._history = StudyHistory(is_minimize(study))
+        self._history = StudyHistory(minimizes(study), objective_names(study))
         self._study = (id(study), study.study_name)
         self._path = _replace_run(self.study_dir / "study", self._history.add(trials))
         self._file = open(self._path, "ab")  # noqa: SIM115 - closed in close() or by the next _start

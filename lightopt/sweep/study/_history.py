@@ -21,6 +21,11 @@ append, so each trial costs the same whatever the size of the study:
 Trials copied from another study (``study.warm_start``) were not run here: they have no point
 and are not counted. Fed all trials at once, a fresh history gives the whole run, the same points that the
 incremental events leave TensorBoard with.
+
+With several objectives there is no best value: each complete trial's values are
+``study/trial_value/<metric>`` (by number), and ``study/pareto_front_size`` (by number: the
+front of the trials numbered up to the step) and ``study/pareto_front_size_by_time`` (by finish
+order) take the place of the best value.
 """
 
 from __future__ import annotations
@@ -28,12 +33,13 @@ from __future__ import annotations
 import bisect
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
-from lightopt.sweep.store import FinishedScan, is_better, is_copied
+from lightopt.sweep.store import FinishedScan, dominates, is_better, is_copied
 
 __all__ = ["StudyHistory", "restart_event"]
 
@@ -50,6 +56,8 @@ def restart_event(step: int) -> event_pb2.Event:
 class StudyHistory:
     """The study run's scalar events, trial by trial (``minimize``: the study's direction).
 
+    With several objectives ``minimize`` has one entry per objective and ``names`` names their metrics.
+
     Example:
         >>> import optuna
         >>> study = optuna.create_study()
@@ -61,14 +69,19 @@ class StudyHistory:
         []
     """
 
-    def __init__(self, minimize: bool) -> None:
+    def __init__(self, minimize: bool | Sequence[bool], names: Sequence[str] = ()) -> None:
         self.minimize = minimize
+        self.several = not isinstance(minimize, bool) and len(minimize) > 1
+        if not isinstance(minimize, bool) and not self.several:
+            self.minimize = bool(minimize[0])
+        self.names = list(names) or [f"value_{i}" for i in range(len(minimize) if self.several else 1)]
         self.scan = FinishedScan()
         self._waiting: dict[int, FrozenTrial] = {}  # finished past the number frontier
-        self._by_number: list[tuple[float, float | None, float | None]] = []  # (end, value, best so far)
+        # (end, value, best so far); with several objectives (end, values, Pareto front so far)
+        self._by_number: list[tuple[float, Any, Any]] = []
         self._order: list[tuple[float, int]] = []  # (end, number) in finish order
-        self._outcomes: list[tuple[str, float | None]] = []  # (state, value) in finish order
-        self._by_order: list[tuple[float, tuple[int, int, int], float | None]] = []  # (end, counts, best)
+        self._outcomes: list[tuple[str, Any]] = []  # (state, value) in finish order
+        self._by_order: list[tuple[float, tuple[int, int, int], Any]] = []  # (end, counts, best or front)
 
     def add(self, trials: Sequence[FrozenTrial]) -> list[event_pb2.Event]:
         """The events to append for the trials of ``trials`` (the study's whole list) that finished since."""
@@ -86,7 +99,7 @@ class StudyHistory:
             self._waiting[trial.number] = trial
         while len(self._by_number) in self._waiting:
             trial = self._waiting.pop(len(self._by_number))
-            value = _value(trial)
+            value = self._value(trial)
             best = self._by_number[-1][2] if self._by_number else None
             self._by_number.append((_ended(trial), value, self._better(best, value)))
         written = len(self._order)
@@ -95,7 +108,7 @@ class StudyHistory:
             key = (_ended(trial), trial.number)
             index = bisect.bisect_right(self._order, key)
             self._order.insert(index, key)
-            self._outcomes.insert(index, ("COPIED" if is_copied(trial) else trial.state.name, _value(trial)))
+            self._outcomes.insert(index, ("COPIED" if is_copied(trial) else trial.state.name, self._value(trial)))
             first_index = min(first_index, index)
         self._recount(first_index)
         events = []
@@ -107,7 +120,21 @@ class StudyHistory:
         events += [self._order_event(i) for i in range(first_index, len(self._order))]
         return events
 
-    def _better(self, best: float | None, value: float | None) -> float | None:
+    def _value(self, trial: FrozenTrial) -> Any:
+        """A COMPLETE trial's value (with several objectives: its values as a tuple), else None.
+
+        None too for a copy from another study (``study.warm_start``): it was not run here.
+        """
+        if trial.state != TrialState.COMPLETE or trial.values is None or is_copied(trial):
+            return None
+        return tuple(trial.values) if self.several else trial.values[0]
+
+    def _better(self, best: Any, value: Any) -> Any:
+        if self.several:  # the Pareto front of the values so far, a new tuple of value tuples
+            front = best or ()
+            if value is None or any(dominates(other, value, self.minimize) for other in front):
+                return best
+            return (*(other for other in front if not dominates(value, other, self.minimize)), value)
         if value is None or best is None:
             return best if value is None else value
         return value if is_better(value, best, self.minimize) else best
@@ -123,6 +150,11 @@ class StudyHistory:
 
     def _number_event(self, number: int) -> event_pb2.Event:
         end, value, best = self._by_number[number]
+        if self.several:
+            values = [(f"study/trial_value/{name}", v) for name, v in zip(self.names, value or ())]
+            if best is not None:
+                values.append(("study/pareto_front_size", len(best)))
+            return _scalars(values, end, number)
         values = [("study/trial_value", value)] if value is not None else []
         if best is not None:
             values.append(("study/best_value", best))
@@ -132,15 +164,9 @@ class StudyHistory:
         end, (complete, pruned, failed), best = self._by_order[index]
         values = [("study/trials_complete", complete), ("study/trials_pruned", pruned), ("study/trials_failed", failed)]
         if best is not None:
-            values.append(("study/best_value_by_time", best))
+            tag = "study/pareto_front_size_by_time" if self.several else "study/best_value_by_time"
+            values.append((tag, len(best) if self.several else best))
         return _scalars(values, end, index + 1)
-
-
-def _value(trial: FrozenTrial) -> float | None:
-    """A COMPLETE trial's value; None for the others and for a copy from another study (``study.warm_start``)."""
-    if is_copied(trial):
-        return None
-    return trial.value if trial.state == TrialState.COMPLETE and trial.value is not None else None
 
 
 def _ended(trial: FrozenTrial) -> float:

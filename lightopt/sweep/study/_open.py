@@ -81,15 +81,17 @@ def open_study(
     study = optuna.create_study(
         storage=storage,
         study_name=name,
-        direction=spec.direction,
+        directions=list(spec.directions),
         load_if_exists=True,
         sampler=sampler or spec.make_sampler(sweep.search),
         pruner=pruner or spec.make_pruner(),
     )
     with warnings.catch_warnings():  # Optuna calls it experimental; optuna-dashboard then names the objective
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([spec.metric])
+        study.set_metric_names(list(spec.metrics))
     attrs = {"metric": spec.metric, "seed": spec.seed, "file": sweep.path, "space": describe_space(sweep.search)}
+    if spec.multi_objective:  # `metric` stays the first one's: the one trials are pruned on
+        attrs["metrics"] = list(spec.metrics)
     recorded = range_test if range_test is not None else recorded_range_test(study.user_attrs)
     if recorded is not None:
         attrs["range_test"] = dict(recorded)

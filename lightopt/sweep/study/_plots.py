@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 
 import optuna
 
 from lightopt.runconfig import ConfigError as SweepConfigError
-from lightopt.sweep.store import optuna_quiet
+from lightopt.sweep.store import objective_names, optuna_quiet
 
 __all__ = ["plot_study"]
 
@@ -28,6 +29,10 @@ def plot_study(study: optuna.Study, out_dir: str | Path) -> tuple[list[Path], li
     Optimization history, parameter importances (needs 2 complete trials and 2 params),
     parallel coordinates, slices and contours (needs 2 params). Returns ``(paths written,
     notes on the plots skipped)``. Uses pyplot's current backend; ``lightopt sweep plot`` sets Agg.
+
+    With several objectives: Optuna's Pareto-front plot (``pareto_front.png``, 2 or 3 objectives),
+    and the others drawn for the first objective (the one trials are pruned on), as Optuna's
+    ``target=`` does.
     """
     import matplotlib.pyplot as plt
     import numpy as np
@@ -44,17 +49,29 @@ def plot_study(study: optuna.Study, out_dir: str | Path) -> tuple[list[Path], li
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written, notes = [], []
-    for name, function, least in _PLOTS:
+    names = objective_names(study)
+    plots = _PLOTS
+    if len(names) > 1:
+        plots = (("pareto_front", "plot_pareto_front", 0), *_PLOTS)
+    for name, function, least in plots:
         if n_params < least:
             notes.append(f"{name}: skipped, it needs at least {least} searched parameters (the study has {n_params})")
             continue
         if name == "param_importances" and len(complete) < 2:
             notes.append(f"{name}: skipped, it needs at least 2 complete trials (the study has {len(complete)})")
             continue
+        if name == "pareto_front" and len(names) > 3:
+            notes.append(f"{name}: skipped, Optuna draws it for 2 or 3 objectives (the study has {len(names)})")
+            continue
+        plot = getattr(optuna_mpl, function)
+        if name == "pareto_front":
+            plot = functools.partial(plot, target_names=names)
+        elif len(names) > 1:
+            plot = functools.partial(plot, target=_first_value, target_name=names[0])
         with warnings.catch_warnings(), optuna_quiet():
             warnings.filterwarnings("ignore", category=ExperimentalWarning)
             try:
-                axes = draw(getattr(optuna_mpl, function), study, name)  # short distinct labels, log axes, fitted sizes
+                axes = draw(plot, study, name)  # short distinct labels, log axes, fitted sizes
             except (ValueError, RuntimeError) as error:
                 notes.append(f"{name}: skipped, {error}")
                 continue
@@ -64,3 +81,8 @@ def plot_study(study: optuna.Study, out_dir: str | Path) -> tuple[list[Path], li
         plt.close(figure)
         written.append(path)
     return written, notes
+
+
+def _first_value(trial: optuna.trial.FrozenTrial) -> float:
+    """The first objective's value: what the single-objective plots show of a study with several."""
+    return trial.values[0]

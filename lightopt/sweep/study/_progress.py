@@ -8,7 +8,7 @@ from typing import TextIO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from lightopt.sweep.store import ENQUEUED, StudyTally
+from lightopt.sweep.store import ENQUEUED, StudyTally, objective_names
 
 __all__ = ["Progress"]
 
@@ -17,7 +17,8 @@ class Progress:
     """One line after each trial: its outcome, the counts so far, the best value, the time elapsed.
 
     The counts and the best come from a :class:`~lightopt.sweep.store.StudyTally`, so a line costs
-    the same in a study of ten trials and of ten thousand.
+    the same in a study of ten trials and of ten thousand. With several objectives a complete trial
+    shows each metric's value, and the best is the size of the Pareto front with its trials' numbers.
     """
 
     def __init__(self, out: TextIO, total: int, metric: str, start: float | None = None) -> None:
@@ -32,7 +33,11 @@ class Progress:
         tally.update()
         counts = tally.counts
         done = tally.done  # a trial retried after a crash counts once
-        if trial.state == TrialState.COMPLETE:
+        several = len(trial.values or ()) > 1
+        if trial.state == TrialState.COMPLETE and several:
+            names = objective_names(study)
+            outcome = "complete " + ", ".join(f"{n}={v:.4g}" for n, v in zip(names, trial.values))
+        elif trial.state == TrialState.COMPLETE:
             outcome = f"complete {self.metric}={trial.value:.4g}"
         elif trial.state == TrialState.PRUNED:
             outcome = f"pruned at step {trial.user_attrs.get('pruned_at', '?')}"
@@ -40,6 +45,11 @@ class Progress:
             outcome = f"failed: {trial.user_attrs.get('fail_reason', 'see the log')}"[:160]
         best = tally.best
         best_text = f"best {best.value:.4g} (trial {best.number})" if best else "best -"
+        if len(tally.minimizes) > 1:
+            front = [str(t.number) for t in tally.front]
+            shown = ", ".join(front[:8]) + (", ..." if len(front) > 8 else "")
+            plural = "s" if len(front) != 1 else ""
+            best_text = f"Pareto front: {len(front)} trial{plural} ({shown})" if front else "best -"
         device = trial.user_attrs.get("device")  # --devices: the ids the trial ran on
         where = f" on device{'s' if ',' in device else ''} {device}" if device else ""
         if trial.user_attrs.get(ENQUEUED):  # a setting from study.enqueue

@@ -8,7 +8,16 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from lightopt.sweep.spec import config_values
-from lightopt.sweep.store import ENQUEUED, WARM_START, best_of, is_copied, is_minimize
+from lightopt.sweep.store import (
+    ENQUEUED,
+    WARM_START,
+    best_of,
+    is_copied,
+    is_minimize,
+    minimizes,
+    objective_names,
+    pareto_front,
+)
 
 __all__ = ["summary"]
 
@@ -20,6 +29,8 @@ def summary(
 
     Trials copied from another study (``study.warm_start``) are counted apart and are never the best.
     ``view`` is the command that opens the logs in TensorBoard (default: TensorBoard's own on ``directory``).
+    With several objectives the best trial is the Pareto front: one line per trial on it, with its
+    values, parameters and seed, then the command that exports one of them.
     """
     trials = study.get_trials(deepcopy=False)
     own = [t for t in trials if not is_copied(t)]
@@ -31,8 +42,10 @@ def summary(
         f"{counts['PRUNED']} pruned, {counts['FAIL']} failed"
         + (f"; and {copied} copied from study {source!r} (warm start)" if copied else "")
     ]
-    best = best_of(trials, is_minimize(study))
-    if best is None:
+    best = None if len(study.directions) > 1 else best_of(trials, is_minimize(study))
+    if len(study.directions) > 1:
+        lines += _front_lines(study, own)
+    elif best is None:
         lines.append("no completed trial yet")
     else:
         origin = f"  (study.enqueue {best.user_attrs[ENQUEUED]})" if best.user_attrs.get(ENQUEUED) else ""
@@ -49,6 +62,22 @@ def summary(
     if storage is not None:
         lines.append(f"storage: {storage}")
     return "\n".join(lines)
+
+
+def _front_lines(study: optuna.Study, trials: list[FrozenTrial]) -> list[str]:
+    """The Pareto front, one line per trial, and how to export one of them."""
+    front = pareto_front(trials, minimizes(study))
+    if not front:
+        return ["no completed trial yet"]
+    names = objective_names(study)
+    goals = ", ".join(f"{n} ({d.name.lower()})" for n, d in zip(names, study.directions))
+    lines = [f"Pareto front: {len(front)} trial{'s' if len(front) != 1 else ''} ({goals})"]
+    for trial in front:
+        values = ", ".join(f"{n}={v:.6g}" for n, v in zip(names, trial.values))
+        params = ", ".join(f"{key}={value!r}" for key, value in trial.params.items())
+        lines.append(f"  trial {trial.number}: {values}  seed={trial.user_attrs.get('seed')}  {params}".rstrip())
+    lines.append(f"  choose one: lightopt sweep best {study.study_name} --trial K --export PATH")
+    return lines
 
 
 def _counts(trials: list[FrozenTrial]) -> dict[str, int]:

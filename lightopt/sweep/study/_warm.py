@@ -80,7 +80,7 @@ def find_source(sweep: SweepFile, storage_url: str | None, name: str) -> tuple[o
             f"{', '.join(names) or 'none'}.",
             sweep.path,
         ) from None
-    _check_same_measure(old, spec.direction, spec.metric, sweep.path)
+    _check_same_measure(old, list(spec.directions), list(spec.metrics), sweep.path)
     return old, described
 
 
@@ -107,7 +107,7 @@ def warm_start(study: optuna.Study, sweep: SweepFile, storage_url: str | None = 
         copies.append(
             create_trial(
                 state=TrialState.COMPLETE,
-                value=trial.value,
+                values=list(trial.values),
                 params=params,
                 distributions={name: sweep.search.param(name).distribution() for name in params},
                 intermediate_values=dict(trial.intermediate_values),
@@ -168,19 +168,23 @@ def enqueue_settings(study: optuna.Study, entries: Sequence[Enqueued]) -> list[s
     return enqueued
 
 
-def _check_same_measure(old: optuna.Study, direction: str, metric: str, file: str | None) -> None:
-    """Refuse an old study of the other direction, or one recorded with another metric."""
-    directions = [d.name.lower() for d in old.directions]
-    if directions != [direction]:
+def _check_same_measure(old: optuna.Study, directions: list[str], metrics: list[str], file: str | None) -> None:
+    """Refuse an old study of other directions, or one recorded with other metrics (several objectives: all alike)."""
+    recorded_directions = [d.name.lower() for d in old.directions]
+    if recorded_directions != directions:
+        plural = "s" if len(directions) > 1 else ""
         raise ConfigError(
-            f"`study.warm_start.study` {old.study_name!r} must have this study's direction, {direction}, but it "
-            f"has {', '.join(directions)}: its values cannot be compared.",
+            f"`study.warm_start.study` {old.study_name!r} must have this study's direction{plural}, "
+            f"{', '.join(directions)}, but it has {', '.join(recorded_directions)}: its values cannot be compared.",
             file,
         )
-    recorded = (old.user_attrs.get("lightopt") or {}).get("metric")
-    if recorded is not None and recorded != metric:
+    meta = old.user_attrs.get("lightopt") or {}
+    recorded = meta.get("metrics") or ([meta["metric"]] if meta.get("metric") is not None else None)
+    if recorded is not None and recorded != metrics:
+        wanted = metrics[0] if len(metrics) == 1 else metrics
+        theirs = recorded[0] if len(recorded) == 1 else recorded
         raise ConfigError(
-            f"`study.warm_start.study` {old.study_name!r} must measure `study.metric` {metric!r}, but its trials' "
-            f"values are {recorded!r}: warm start from a study of the same metric.",
+            f"`study.warm_start.study` {old.study_name!r} must measure `study.metric` {wanted!r}, but its trials' "
+            f"values are {theirs!r}: warm start from a study of the same metric.",
             file,
         )

@@ -6,13 +6,15 @@ Each trial's run ``<log_dir>/<study>/trial_NNNN/`` (where the trial's ``TensorBo
 writes) gets one more event file when the trial ends, whatever its end (complete, pruned, failed,
 even before its Trainer existed): the HParams session (:func:`trial_hparams`: the searched
 parameters under their dotted names, plus :data:`FIXED` settings of the config), the experiment
-config (the search space's domains and the declared :data:`METRICS`), and those metrics as
-scalars. :data:`STATES` codes the trial's state as a number, and the ``state`` hparam names it
-(complete, pruned, failed); a failed trial's ``fail_reason`` is an hparam too, and its reason and
-traceback's last lines are text in its run (:func:`write_failure`). Integer choices are
-categories (``16``, not ``16.000``); ``seed_everything`` is marked as differing between trials.
-The session's status is Success for complete and pruned trials (the dashboard's status filter has
-no "aborted"), Failure for failed ones.
+config (the search space's domains and the declared :data:`METRICS`), and those metrics as scalars;
+with several objectives also one metric per objective, ``objective/<metric>`` (the trial's values,
+all from the round where the first metric was best, as :class:`~lightopt.sweep.trial.Objective`
+returns them; a pruned trial's too). :data:`STATES` codes the trial's state as a number, and the
+``state`` hparam names it (complete, pruned, failed); a failed trial's ``fail_reason`` is an hparam
+too, and its reason and traceback's last lines are text in its run (:func:`write_failure`). Integer
+choices are categories (``16``, not ``16.000``); ``seed_everything`` is marked as differing between
+trials. The session's status is Success for complete and pruned trials (the dashboard's status
+filter has no "aborted"), Failure for failed ones.
 
 The study-level run (best so far, counts, Optuna's plots) is the study's:
 :class:`lightopt.sweep.study.StudyRun`. Open the dashboard on the study's directory
@@ -26,7 +28,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ __all__ = [
     "STATES",
     "STATE_NAMES",
     "experiment_summary",
+    "objective_tag",
     "hparam_value",
     "trial_hparams",
     "trial_run",
@@ -132,12 +135,13 @@ def _text(value: Any) -> str:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else str(hparam_value(value))
 
 
-def experiment_summary(space: Iterable[Any], metric: str) -> summary_pb2.Summary:
+def experiment_summary(space: Iterable[Any], metric: str, objectives: Sequence[str] = ()) -> summary_pb2.Summary:
     """The HParams experiment config: ``space``'s parameters with their domains, :data:`FIXED`, :data:`METRICS`.
 
     A parameter searched in another coordinate is followed by its config key (the real value).
 
-    ``metric`` (the study's) names the best and final values in the dashboard.
+    ``metric`` (the study's) names the best and final values in the dashboard. ``objectives``, for a
+    study with several, adds one metric per objective: ``objective/<name>`` (:func:`objective_tag`).
     """
     infos = []
     for param in space:
@@ -173,8 +177,25 @@ def experiment_summary(space: Iterable[Any], metric: str) -> summary_pb2.Summary
         )
         for tag, text in METRICS.items()
     ]
+    metrics += [
+        api_pb2.MetricInfo(
+            name=api_pb2.MetricName(tag=objective_tag(name)),
+            description=f"objective {index + 1} of the study: {name}, at the round where {metric} was best",
+            display_name=name,
+        )
+        for index, name in enumerate(objectives)
+    ]
     experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics, time_created_secs=time.time())
     return _plugin_summary(metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment))
+
+
+def objective_tag(metric: str) -> str:
+    """The HParams metric of an objective of a study with several: ``objective/<metric>``.
+
+    >>> objective_tag("val_loss")
+    'objective/val_loss'
+    """
+    return f"objective/{metric}"
 
 
 def write_trial(
@@ -244,6 +265,10 @@ def trial_run(trial: optuna.Trial, sweep: Any, study_dir: str | Path) -> Iterato
             "trial/epochs": attrs.get("epochs"),
             "trial/duration_s": time.time() - start,
         }
+        objectives = list(sweep.study.metrics) if sweep.study.multi_objective else []
+        recorded = attrs.get("objective_values") if state != "FAIL" else None
+        for index, name in enumerate(objectives):
+            metrics[objective_tag(name)] = recorded[index] if recorded else None
         hparams = trial_hparams(trial.params, attrs.get("config"), sweep.search)
         hparams.update({key: hparam_value(attrs[key]) for key in ATTRIBUTES if attrs.get(key) is not None})
         if attrs.get("seed") is not None:  # also where the trial failed before its config was recorded
@@ -263,7 +288,7 @@ def trial_run(trial: optuna.Trial, sweep: Any, study_dir: str | Path) -> Iterato
             metrics,
             state,
             start=start,
-            experiment=experiment_summary(sweep.search, sweep.study.metric),
+            experiment=experiment_summary(sweep.search, sweep.study.metric, objectives),
             step=int(attrs.get("global_step") or 0),
         )
 

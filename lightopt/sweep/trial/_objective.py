@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import traceback
 import warnings
 from pathlib import Path
@@ -14,7 +15,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightopt._compat import set_user_attrs
 from lightopt.runconfig import CliSpec
-from lightopt.sweep.spec import SweepFile, trial_seed
+from lightopt.sweep.spec import TRIAL_METRICS, SweepFile, trial_seed
 from lightopt.sweep.store import StorageError, trial_dir
 from lightopt.sweep.trial._checkpoints import StartPoint, fallbacks
 from lightopt.sweep.trial._failures import failure_reason, write_error_log
@@ -57,6 +58,12 @@ class Objective:
     trial raises ``optuna.TrialPruned`` after its fit ended cleanly; a broken one raises
     :class:`TrialFailed`; a metric the module never logs raises
     :class:`~lightopt.sweep.trial.MetricNotLoggedError`, which stops the sweep.
+
+    With several objectives (``study.metric`` a list) it returns one value per metric, all from one
+    validation round: the round where the first metric was best (so a Pareto point is a state the
+    model was really in), except ``trial/duration_s``, the trial's wall time from its start to the
+    end of its fit. Those values are also recorded as ``objective_values``, for a pruned trial too
+    (Optuna keeps no values for a pruned trial, which is never on the Pareto front).
     """
 
     #: The function each trial fits with; a class attribute, so a benchmark can put a stub of the fit in its place.
@@ -68,11 +75,11 @@ class Objective:
         self.sweep = sweep
         self.study_dir = Path(study_dir)
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
         with trial_run(trial, self.sweep, self.study_dir):  # the trial's HParams in TensorBoard, however it ends
             return self._fit(trial)
 
-    def _fit(self, trial: optuna.Trial) -> float:
+    def _fit(self, trial: optuna.Trial) -> float | list[float]:
         spec = self.sweep.study
         seed = trial.user_attrs.get("seed", trial_seed(spec.seed, trial.number))  # a retry keeps its seed
         trial.set_user_attr("seed", seed)
@@ -89,7 +96,8 @@ class Objective:
         starts = [resume, *fallbacks(resume)] if resume is not None else [None]
         try:
             for index, ckpt in enumerate(starts):
-                pruning = PruningCallback(trial, spec.metric, spec.report_at, mode)
+                others = [m for m in spec.metrics[1:] if m not in TRIAL_METRICS]  # read from the module's logs
+                pruning = PruningCallback(trial, spec.metric, spec.report_at, mode, others=others)
                 start = StartPoint()
                 try:
                     with warnings.catch_warnings():  # a retry resumes another trial's checkpoint: its dirpath differs
@@ -145,12 +153,28 @@ class Objective:
             reason = "no validation round ran: check the trainer's limit_val_batches and check_val_every_n_epoch"
             self._fail(trial, reason, None)
             raise TrialFailed(reason)
-        trial.set_user_attr("best_value", pruning.best)
+        values = self._values(trial, pruning)
+        if spec.multi_objective:
+            set_user_attrs(trial, {"best_value": pruning.best, "objective_values": values})
+        else:
+            trial.set_user_attr("best_value", pruning.best)
         if pruning.pruned is not None:
             if trial.user_attrs.get("pruned_at") != pruning.pruned:  # the callback recorded it in this process
                 trial.set_user_attr("pruned_at", pruning.pruned)
             raise optuna.TrialPruned(f"pruned at step {pruning.pruned}")
-        return pruning.best
+        return values if spec.multi_objective else pruning.best
+
+    def _values(self, trial: optuna.Trial, pruning: PruningCallback) -> list[float]:
+        """Each objective's value: the first metric's best, the others at its round (``trial/duration_s``: now)."""
+        values = []
+        for metric in self.sweep.study.metrics:
+            if metric == self.sweep.study.metric:
+                values.append(pruning.best)
+            elif metric == "trial/duration_s":
+                values.append((datetime.datetime.now() - trial.datetime_start).total_seconds())
+            else:
+                values.append(pruning.at_best[metric])
+        return values
 
     @staticmethod
     def _fail(trial: optuna.Trial, reason: str, trace: str | None) -> None:

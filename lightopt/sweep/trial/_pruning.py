@@ -44,6 +44,7 @@ from typing_extensions import override
 
 from lightopt import _compat
 from lightopt.sweep.store import is_better
+from lightopt.sweep.trial._first_objective import INTERMEDIATE_ATTR, should_prune_first
 
 __all__ = ["MetricNotLoggedError", "PruningCallback", "PyTorchLightningPruningCallback"]
 
@@ -86,15 +87,24 @@ class PruningCallback(Callback):
     :attr:`failure` are read back from the trial, while :attr:`history` and :attr:`best` stay in the
     worker processes (the trial's intermediate values hold the reports).
 
+    In a study with several objectives (``trial.study.directions``), where Optuna refuses
+    ``trial.report`` and ``trial.should_prune``, ``monitor`` (the first metric) is pruned on all
+    the same: each value goes into the trial's user attribute ``intermediate_values`` and the
+    study's pruner decides on a single-objective view of the study
+    (:mod:`lightopt.sweep.trial._first_objective`). ``others`` are the other objectives' metrics,
+    read at each round; :attr:`at_best` holds their values at the round where ``monitor`` was best.
+
     Args:
         trial: the Optuna trial (only global rank 0 uses it).
         monitor: the logged metric, e.g. ``"val_loss"``.
         report_at: ``"validation_round"`` or ``"examples"``.
         mode: ``"min"`` or ``"max"``, for :attr:`best`.
+        others: further logged metrics read at each round (a missing one raises as ``monitor`` does).
 
     Attributes:
         history: ``[(step, value), ...]`` reported so far (rank 0).
         best: the best reported value (``None`` before the first round).
+        at_best: ``others``' values at the round of :attr:`best` (``{}`` before the first round).
         pruned: the step at which the trial was pruned, or ``None``.
         failure: why the fit was stopped as failed (a non-finite value), or ``None``.
 
@@ -112,7 +122,12 @@ class PruningCallback(Callback):
     """
 
     def __init__(
-        self, trial: optuna.Trial | None, monitor: str, report_at: str = "validation_round", mode: str = "min"
+        self,
+        trial: optuna.Trial | None,
+        monitor: str,
+        report_at: str = "validation_round",
+        mode: str = "min",
+        others: Sequence[str] = (),
     ) -> None:
         if not isinstance(monitor, str) or not monitor:
             raise TypeError(f"`monitor` must name a logged metric such as 'val_loss', but got monitor={monitor!r}.")
@@ -122,7 +137,11 @@ class PruningCallback(Callback):
             )
         if mode not in ("min", "max"):
             raise ValueError(f"`mode` must be one of 'min', 'max', but got mode={mode!r}.")
+        if isinstance(others, str) or not all(isinstance(name, str) and name for name in others):
+            raise TypeError(f"`others` must be a sequence of metric names, but got others={others!r}.")
         self.trial, self.monitor, self.report_at, self.mode = trial, monitor, report_at, mode
+        self.others = tuple(others)
+        self.at_best: dict[str, float] = {}
         self.history: list[tuple[int, float]] = []
         self.best: float | None = None
         self._pruned: int | None = None
@@ -219,7 +238,13 @@ class PruningCallback(Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"rounds": self._rounds, "examples": self._examples, "history": list(self.history), "best": self.best}
+        return {
+            "rounds": self._rounds,
+            "examples": self._examples,
+            "history": list(self.history),
+            "best": self.best,
+            "at_best": dict(self.at_best),
+        }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -228,36 +253,55 @@ class PruningCallback(Callback):
         self._examples = state_dict.get("examples", 0)
         self.history = [(int(step), float(value)) for step, value in state_dict.get("history", [])]
         self.best = state_dict.get("best")
-        if self.trial is not None:
+        self.at_best = dict(state_dict.get("at_best", {}))
+        if self.trial is not None and self._several_objectives():
+            self._record_reports()
+        elif self.trial is not None:
             for step, value in self.history:
                 self.trial.report(value, step)
 
     def _decide(self, trainer: Trainer, step: int) -> tuple[str, str | None]:
         metrics = trainer.callback_metrics
-        if self.monitor not in metrics:
-            logged = ", ".join(sorted(metrics)) or "none"
-            return "missing", (
-                f"`study.metric` must be a metric the module logs, but {self.monitor!r} was not logged after "
-                f"validation round {self._rounds}; logged metrics: {logged}."
-            )
-        value = float(torch.as_tensor(metrics[self.monitor]).item())
-        if not math.isfinite(value) and self._stop_on_non_finite:
-            failure = f"{self.monitor} is {value} at step {step}"
-            if self.trial is not None:
-                self.trial.set_user_attr(FAILURE_ATTR, failure)
-            return "fail", failure
+        for name in (self.monitor, *self.others):
+            if name not in metrics:
+                logged = ", ".join(sorted(metrics)) or "none"
+                return "missing", (
+                    f"`study.metric` must be a metric the module logs, but {name!r} was not logged after "
+                    f"validation round {self._rounds}; logged metrics: {logged}."
+                )
+        values = {name: float(torch.as_tensor(metrics[name]).item()) for name in (self.monitor, *self.others)}
+        for name, value in values.items():
+            if not math.isfinite(value) and self._stop_on_non_finite:
+                failure = f"{name} is {value} at step {step}"
+                if self.trial is not None:
+                    self.trial.set_user_attr(FAILURE_ATTR, failure)
+                return "fail", failure
+        value = values.pop(self.monitor)
         self.history.append((step, value))
         if is_better(value, self.best, self.mode == "min"):
             self.best = value
+            self.at_best = values
         if self.trial is None:
             return "continue", None
-        self.trial.report(value, step)
-        if not self.trial.should_prune():
+        if self._several_objectives():  # Optuna refuses trial.report: the first metric's own record
+            self._record_reports()
+            prune = should_prune_first(self.trial)
+        else:
+            self.trial.report(value, step)
+            prune = self.trial.should_prune()
+        if not prune:
             return "continue", None
         self.trial.set_user_attr(PRUNED_AT_ATTR, step)  # the caller may be another process: see pruned
         return "prune", None
 
     _stop_on_non_finite = True
+
+    def _several_objectives(self) -> bool:
+        return isinstance(self.trial, optuna.Trial) and len(self.trial.study.directions) > 1
+
+    def _record_reports(self) -> None:
+        """The reports so far, in the trial's user attribute ``intermediate_values`` (several objectives)."""
+        self.trial.set_user_attr(INTERMEDIATE_ATTR, {str(step): value for step, value in self.history})
 
 
 class PyTorchLightningPruningCallback(PruningCallback):
@@ -276,6 +320,8 @@ class PyTorchLightningPruningCallback(PruningCallback):
         * Reports go through ``trial.report`` on rank 0 in every case (no copy in system attributes),
           and the decision is kept in the trial's user attribute ``pruned_at`` (the epoch).
         * The state (rounds, history) is saved in checkpoints, as :class:`PruningCallback`'s.
+        * In a study with several objectives it prunes on ``monitor`` with the study's pruner, as
+          :class:`PruningCallback` does (theirs fails: Optuna refuses ``trial.report`` there).
 
     Example:
         >>> import optuna
