@@ -305,7 +305,9 @@ def test_bfgs_skips_updates_that_break_the_curvature_condition():
 def test_bfgs_minimizes_a_quadratic_and_logistic_regression():
     problem = Problem(lambda p: BFGS(p, max_iter=30, tolerance_grad=1e-12))
     (theta,) = problem.run(1)
-    np.testing.assert_allclose(theta, THETA_STAR, rtol=0, atol=1e-9)
+    # A line search that compares losses stops near sqrt(machine epsilon): J changes by ~|g|^2, which
+    # float64 no longer resolves next to J ~ 1 once |g| ~ 1e-8; θ is then within ~cond(A)·1e-8 / 8.
+    np.testing.assert_allclose(theta, THETA_STAR, rtol=0, atol=1e-7)
     _, opt, closure, _, grad_norm = logistic(lambda p: BFGS(p, max_iter=40, tolerance_grad=1e-10))
     opt.step(closure)
     assert grad_norm() < 1e-6
