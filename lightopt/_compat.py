@@ -122,9 +122,16 @@ def rdb_set_trial_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int
 
     Returns whether it did (False: not a database; nothing written). ``RDBStorage`` has no call
     for several attributes: each ``set_trial_user_attr`` is a transaction of its own (a read of
-    the trial, the upsert, a commit); here the trial is read once per attribute in one session
-    and committed once, with the same checks (a finished trial is refused).
+    the trial, the upsert, a commit). Here the trial is read once, with the same check (a finished
+    trial is refused), and on PostgreSQL and SQLite all the attributes go in one upsert statement
+    (Optuna's own statement for one attribute, given several rows); on other databases one upsert
+    per attribute, as Optuna writes them; one commit.
     """
+    import json
+    import sqlite3
+
+    import sqlalchemy.dialects.postgresql
+    import sqlalchemy.dialects.sqlite
     from optuna.storages import RDBStorage
     from optuna.storages._cached_storage import _CachedStorage
     from optuna.storages._rdb import models
@@ -134,9 +141,25 @@ def rdb_set_trial_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int
         storage = storage._backend
     if not isinstance(storage, RDBStorage):
         return False
+    if not attrs:
+        return True
+    dialect = storage.engine.name
+    model = models.TrialUserAttributeModel
     with _create_scoped_session(storage.scoped_session, True) as session:
-        for key, value in attrs.items():
-            storage._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+        if dialect == "postgresql" or (dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 24, 0)):
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+            storage.check_trial_is_updatable(trial_id, trial.state)
+            insert = (sqlalchemy.dialects.postgresql if dialect == "postgresql" else sqlalchemy.dialects.sqlite).insert
+            rows = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()]
+            statement = insert(model).values(rows)
+            session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[model.trial_id, model.key], set_={"value_json": statement.excluded.value_json}
+                )
+            )
+        else:
+            for key, value in attrs.items():
+                storage._set_trial_attr_without_commit(session, model, trial_id, key, value)
     return True
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import inspect
 import io
+import os
 import random
 from pathlib import Path
 
@@ -258,3 +259,83 @@ def test_user_attrs_set_together_are_one_transaction_on_a_database(tmp_path):
     study.tell(trial, 1.0)
     with pytest.raises(RuntimeError):  # a finished trial is refused, as by set_user_attr
         guarded.set_trial_user_attrs(trial._trial_id, {"late": 1})
+
+
+def _user_attr_transactions(tmp_path, trials: int) -> tuple[list[int], optuna.Study]:
+    """A real sweep of ``trials`` digits trials on a SQLite study; the statements of each transaction that writes user
+    attributes to a trial already created."""
+    import sqlalchemy
+
+    from lightopt.sweep import run_sweep
+    from lightopt.sweep.spec import parse
+    from tests.sweep.helpers import sweep_dict
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    sweep = parse(sweep_dict(tmp_path / "runs", n_trials=trials), "s.yaml")
+    pending: dict[int, list[str]] = {}  # connection -> statements since its last commit
+    writes: list[list[str]] = []  # each committed transaction that wrote user attributes
+
+    def executed(conn, cursor, statement, *args):
+        pending.setdefault(id(conn.connection), []).append(statement)
+
+    def committed(conn):
+        statements = pending.pop(id(conn.connection), [])
+        creates = any(s.startswith("INSERT INTO trials ") for s in statements)  # a new trial, its worker in it
+        if not creates and any(s.startswith("INSERT INTO trial_user_attributes") for s in statements):
+            writes.append(statements)
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", executed)
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "commit", committed)
+    try:
+        run_sweep(sweep, storage=url, out=io.StringIO())
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", executed)
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "commit", committed)
+    study = optuna.load_study(storage=url, study_name="s")
+    return [len(w) for w in writes], study
+
+
+def test_a_trial_records_its_user_attrs_in_two_transactions_on_a_database(tmp_path):
+    """Created with its worker; seed, config and log_dir in one write before the fit; the fit's results in one after.
+
+    One transaction per attribute before (worker, seed, config, log_dir, best_value: 5 more per trial).
+    """
+    writes, study = _user_attr_transactions(tmp_path, 3)
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert len(writes) == 2 * len(trials)
+    for trial in trials:
+        attrs = trial.user_attrs
+        assert {"worker", "seed", "config", "log_dir", "epochs", "global_step", "final_value", "best_value"} <= set(
+            attrs
+        )
+        assert attrs["worker"]["pid"] == os.getpid() and attrs["config"]["seed_everything"] == attrs["seed"]
+        assert attrs["best_value"] == trial.value and Path(attrs["log_dir"]).is_dir()
+
+
+def test_the_loop_leaves_the_heartbeat_check_to_optuna_while_only_this_hosts_trials_run(tmp_path, monkeypatch):
+    """On a storage with a heartbeat Optuna checks for stale trials before each trial; the loop adds its own check
+    only while another host's trial runs (test_workers: such a trial is then retried at once)."""
+    import warnings
+
+    calls = []
+    check = optuna.storages.fail_stale_trials
+
+    def counted(study):
+        calls.append(study)
+        return check(study)
+
+    monkeypatch.setattr(optuna.storages, "fail_stale_trials", counted)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'h.db'}", heartbeat_interval=60)
+    study = optuna.create_study(storage=storage, study_name="s", sampler=optuna.samplers.RandomSampler(0))
+    assert run_worker(study, lambda trial: trial.suggest_float("x", 0, 1), total=4, lock=tmp_path / "lock") == 4
+    assert len(calls) == 4  # Optuna's, one per trial (two per trial before)
+    other = study.ask()
+    other.set_user_attr("worker", {"host": "another-host", "pid": 1, "started": None})
+    calls.clear()
+    assert run_worker(study, lambda trial: trial.suggest_float("x", 0, 1), total=6, lock=tmp_path / "lock") == 1
+    # while it runs (not stale: its grace period is two minutes) the loop checks before each look at the count
+    # (before the trial, and before stopping), and Optuna before its trial
+    assert len(calls) == 3

@@ -333,3 +333,28 @@ def test_no_trial_exists_without_its_worker(postgres_db):
     trial = study.ask()
     worker = optuna.load_study(study_name="s", storage=server.url(database)).trials[trial.number].user_attrs["worker"]
     assert worker["pid"] == os.getpid() and worker["host"] == socket.gethostname()
+
+
+def test_several_user_attrs_are_one_upsert_on_postgresql(postgres_db):
+    """GuardedStorage.set_trial_user_attrs: the trial read once, every attribute in one statement, one commit."""
+    import sqlalchemy
+
+    from lightopt.sweep.store import open_storage
+
+    server, database = postgres_db
+    storage, _ = open_storage(server.url(database), Path("."))
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    trial.set_user_attr("seed", 1)
+    statements, commits = [], []
+    engine = storage.inner._backend.engine
+    sqlalchemy.event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    sqlalchemy.event.listen(engine, "commit", commits.append)
+    attrs = {"seed": 7, "config": {"model": {"init_args": {"hidden": 16}}}, "log_dir": "runs/s/trial_0000"}
+    storage.set_trial_user_attrs(trial._trial_id, attrs)
+    assert len(commits) == 1 and len(statements) == 2  # the trial's state, then the upsert (6 and 3 commits before)
+    stored = optuna.load_study(study_name="s", storage=server.url(database)).trials[0].user_attrs
+    assert {key: stored[key] for key in attrs} == attrs  # seed overwritten, the others added
+    study.tell(trial, 1.0)
+    with pytest.raises(RuntimeError, match="finished"):  # a finished trial is refused, as by set_user_attr
+        storage.set_trial_user_attrs(trial._trial_id, {"late": 1})

@@ -9,8 +9,9 @@ call per trial (so Optuna's heartbeat, ``catch``, callbacks and ``study.stop()``
    if ``total`` are counted. (Optuna fails other hosts' stale trials itself where the storage has
    a heartbeat.)
 2. ``study.optimize`` asks for the next trial (an enqueued retry first); the objective's first act
-   is to record this worker in the trial's ``worker`` attribute and release the lock, so that
-   counting and creating a trial are one step for the workers of a host.
+   is to record this worker in the trial's ``worker`` attribute (unless the trial was created with
+   it, as :class:`~lightopt.sweep.store.GuardedStorage` creates new trials) and release the lock, so
+   that counting and creating a trial are one step for the workers of a host.
 3. Optuna records the outcome: COMPLETE, PRUNED or FAIL.
 
 Ctrl-C (SIGINT) and SIGTERM inside the objective raise ``KeyboardInterrupt`` there (Lightning turns it into
@@ -38,7 +39,7 @@ from optuna.trial import FrozenTrial
 
 from lightopt._compat import stop_requested, study_storage
 from lightopt.sweep.spec import RETRIES
-from lightopt.sweep.store import INTERRUPTED, HostLock, StorageError, StudyTally, worker_identity
+from lightopt.sweep.store import INTERRUPTED, HostLock, StorageError, StudyTally, on_this_host, worker_identity
 from lightopt.sweep.study._recovery import enqueue_retries, fail_dead_trials
 from lightopt.sweep.study._stop_rule import FailureWatch
 from lightopt.sweep.trial import TrialCleanup, TrialFailed
@@ -193,19 +194,32 @@ def _room_for_one(study: optuna.Study, total: int, tally: StudyTally, retries: i
     """Recover dead workers' trials, enqueue retries; whether fewer than ``total`` are counted.
 
     ``tally`` answers from the trials that changed since the last call, so this costs the same at
-    any size of the study.
+    any size of the study. Optuna's own heartbeat check runs at the start of every trial
+    (``study.optimize``); it is run here too, before counting, only while a trial of another host
+    (or of no recorded worker) is running, the only trials that nothing but the heartbeat can fail,
+    so that such a trial is retried at once, and a study is not taken for full while one is
+    stale. The trials of this host are checked by process instead (:func:`fail_dead_trials`).
     """
-    if getattr(study_storage(study), "get_heartbeat_interval", lambda: None)() is not None:
+    tally.update()
+    if (
+        any(not on_this_host(t.user_attrs.get("worker") or {}) for t in tally.running)
+        and getattr(study_storage(study), "get_heartbeat_interval", lambda: None)() is not None
+    ):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # other hosts' dead workers, after the grace period
-    tally.update()
+        tally.update()
     if fail_dead_trials(study, tally.running, retries):
         tally.update()
     if tally.counted >= total:
         return False
     enqueue_retries(study, tally.unretried, retries)  # not counted until they run: WAITING trials do not count
     return True
+
+
+def _same_worker(recorded: Any, me: dict[str, Any]) -> bool:
+    """Whether the ``worker`` attribute ``recorded`` names this process (its host, pid and start time)."""
+    return isinstance(recorded, dict) and all(recorded.get(key) == value for key, value in me.items())
 
 
 class _Callbacks:
@@ -228,7 +242,8 @@ class _Claimed:
         self.objective, self.me, self.lock, self.interrupt = objective, me, lock, interrupt
 
     def __call__(self, trial: optuna.Trial) -> float:
-        trial.set_user_attr("worker", self.me)
+        if not _same_worker(trial.user_attrs.get("worker"), self.me):  # created by GuardedStorage with it already
+            trial.set_user_attr("worker", self.me)  # an enqueued retry, or a storage without GuardedStorage
         self.lock.release()
         try:
             if self.interrupt.interrupted:

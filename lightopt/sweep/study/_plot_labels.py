@@ -151,7 +151,8 @@ def display_study(study: optuna.Study, labels: Mapping[str, str] | None = None) 
     shown: dict[str, BaseDistribution] = {}
     for trial in trials:  # one display distribution per name, from the first trial that has it
         for name, distribution in trial.distributions.items():
-            shown.setdefault(name, _display_distribution(distribution, values[name]))
+            if name not in shown:  # computed once per name: it reads every value of the name
+                shown[name] = _display_distribution(distribution, values[name])
     copy = optuna.create_study(
         storage=optuna.storages.InMemoryStorage(), study_name=study.study_name, directions=study.directions
     )

@@ -82,14 +82,14 @@ class Objective:
     def _fit(self, trial: optuna.Trial) -> float | list[float]:
         spec = self.sweep.study
         seed = trial.user_attrs.get("seed", trial_seed(spec.seed, trial.number))  # a retry keeps its seed
-        trial.set_user_attr("seed", seed)
         config = self.sweep.search.suggest(trial, self.sweep.run)
         config["seed_everything"] = seed
-        trial.set_user_attr("config", copy.deepcopy(config))
-        if self.sweep.cli != CliSpec():  # the classes a fixed-class config needs, for `sweep reproduce NAME`
-            trial.set_user_attr("lightning_cli", dataclasses.asdict(self.sweep.cli))
         name = trial_dir(self.study_dir, trial.number).name
-        trial.set_user_attr("log_dir", str(self.study_dir / name))
+        recorded: dict[str, Any] = {"seed": seed, "config": copy.deepcopy(config)}
+        if self.sweep.cli != CliSpec():  # the classes a fixed-class config needs, for `sweep reproduce NAME`
+            recorded["lightning_cli"] = dataclasses.asdict(self.sweep.cli)
+        recorded["log_dir"] = str(self.study_dir / name)
+        set_user_attrs(trial, recorded)  # before the fit, so that a worker that dies in it leaves them; one write
         mode = "min" if spec.direction == "minimize" else "max"
         resume = trial.user_attrs.get("resume_from")
         resume = resume if resume and Path(resume).is_file() else None
@@ -140,6 +140,11 @@ class Objective:
         fitted["validation_rounds"] = len(pruning.history)
         if pruning.history:
             fitted["final_value"] = pruning.history[-1][1]
+        values = None
+        if pruning.failure is None and pruning.best is not None:
+            fitted["best_value"] = pruning.best
+            if spec.multi_objective:  # each objective at the first metric's best round, in the same write
+                values = fitted["objective_values"] = self._values(trial, pruning)
         set_user_attrs(trial, fitted)
         if pruning.failure is not None:
             self._fail(trial, pruning.failure, None)
@@ -153,11 +158,6 @@ class Objective:
             reason = "no validation round ran: check the trainer's limit_val_batches and check_val_every_n_epoch"
             self._fail(trial, reason, None)
             raise TrialFailed(reason)
-        values = self._values(trial, pruning)
-        if spec.multi_objective:
-            set_user_attrs(trial, {"best_value": pruning.best, "objective_values": values})
-        else:
-            trial.set_user_attr("best_value", pruning.best)
         if pruning.pruned is not None:
             if trial.user_attrs.get("pruned_at") != pruning.pruned:  # the callback recorded it in this process
                 trial.set_user_attr("pruned_at", pruning.pruned)

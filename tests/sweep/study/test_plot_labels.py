@@ -235,3 +235,23 @@ def test_plot_study_writes_readable_pngs(study, tmp_path, monkeypatch):
         for figure in kept:
             plt.close(figure)
     assert _snapshot(study) == before
+
+
+def test_display_study_reads_each_parameters_values_once_not_once_per_trial(monkeypatch):
+    """The display distribution of a parameter is computed once (once per trial before: quadratic in the study)."""
+    import lightopt.sweep.study._plot_labels as plot_labels
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial({"a.lr": 1e-4, "b.units": 1})
+    study.optimize(lambda t: t.suggest_float("a.lr", 1e-4, 1.0) + t.suggest_int("b.units", 1, 512), n_trials=60)
+    calls = []
+    counted = plot_labels.spans_decades
+
+    def spans(values, *args):
+        calls.append(len(values))
+        return counted(values, *args)
+
+    monkeypatch.setattr(plot_labels, "spans_decades", spans)
+    copy, _ = display_study(study)
+    assert calls == [60, 60]  # one look at each parameter's 60 values
+    assert copy.trials[0].distributions["lr"].log  # values over decades on a linear distribution: shown on a log axis
