@@ -488,13 +488,14 @@ def plot(searches: list[dict[str, Any]], references: dict[str, float], budget: f
                 excess = [(e, v / references[task] - 1) for e, _, v in s["scores"]]
                 curves.append([next((x for e, x in reversed(excess) if e <= g), math.inf) for g in grid])
             median = np.array([quantile(column, 0.5) for column in zip(*curves)])
-            ax.step(grid, np.where(np.isfinite(median), 100 * median, np.nan), where="post", label=method)
+            shown = np.where(np.isfinite(median), np.maximum(100 * median, 0.1), np.nan)  # at or below: 0.1%
+            ax.step(grid, shown, where="post", label=method)
         for tol in TOLERANCES:
             ax.axhline(100 * tol, color="grey", lw=0.6, ls=":")
-        ax.set_yscale("symlog", linthresh=1)
+        ax.set_yscale("log")
         ax.set_xlabel("training epochs spent by the search")
-        ax.set_ylabel("recommendation's seed-mean loss, % above reference")
-        ax.set_title(f"{task}: median over searches", fontsize=9)
+        ax.set_ylabel("% above the reference")
+        ax.set_title(f"{task}: the recommendation's seed-mean loss, median over searches", fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
