@@ -438,10 +438,12 @@ def summarize(
     return tables
 
 
-def _fmt(value: float | None, digits: int = 1) -> str:
-    if value is None:
-        return "undefined"
+def _fmt(value: float, digits: int = 1) -> str:
     return "censored" if math.isinf(value) else f"{value:.{digits}f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "undefined" if value is None else "inf" if math.isinf(value) else f"{value:.2f}"
 
 
 def format_tables(tables: dict[str, Any], budget: float) -> str:
@@ -456,10 +458,10 @@ def format_tables(tables: dict[str, Any], budget: float) -> str:
         for method, row in rows.items():
             ratio = row.get("optuna_over_this")
             shown = "-"
-            if ratio is not None:
+            if ratio is not None:  # inf: only Optuna's median censored; 0: only this method's; undefined: both
                 ci = ratio["ci95"]
-                interval = "no interval" if ci is None else f"[{_fmt(ci[0], 2)}, {_fmt(ci[1], 2)}]"
-                shown = f"{_fmt(ratio['ratio'], 2)} {interval}"
+                interval = "no interval" if ci is None else f"[{_ratio(ci[0])}, {_ratio(ci[1])}]"
+                shown = f"{_ratio(ratio['ratio'])} {interval}"
             wall = _fmt(row["wall_median_s"]) + (" s" if math.isfinite(row["wall_median_s"]) else "")
             lines.append(
                 f"| {method} | {row['reached']}/{row['searches']} | {_fmt(row['epochs_median'])} "
@@ -494,7 +496,7 @@ def plot(searches: list[dict[str, Any]], references: dict[str, float], budget: f
             ax.axhline(100 * tol, color="grey", lw=0.6, ls=":")
         ax.set_yscale("log")
         ax.set_xlabel("training epochs spent by the search")
-        ax.set_ylabel("% above the reference")
+        ax.set_ylabel("% above the reference (0.1: at or below)")
         ax.set_title(f"{task}: the recommendation's seed-mean loss, median over searches", fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
