@@ -695,11 +695,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pruning": list(pruning),
     }
     done: list[dict[str, Any]] = []
-    if args.report_only and not partial.exists():
-        parser.error(f"`--report-only` needs the searches of an earlier run, but {partial} does not exist.")
+    written = out / f"{stem}.json"  # the searches of a finished run, where its partial file is gone (not in git)
+    if args.report_only and not partial.exists() and not written.exists():
+        parser.error(
+            f"`--report-only` needs the searches of an earlier run, but neither {partial} nor {written} exists."
+        )
     if (args.resume or args.report_only) and partial.exists():
         done = [json.loads(line) for line in partial.read_text(encoding="utf-8").splitlines() if line]
         done = [s for s in done if s.get("run") == key_of]
+    elif args.report_only:
+        done = [s for s in json.loads(written.read_text(encoding="utf-8"))["searches"] if s.get("run") == key_of]
     elif partial.exists():
         partial.unlink()
     detail = reference(args.tasks, args, cache, ref_seeds, max_epochs)  # nothing to run once cached
