@@ -13,9 +13,10 @@ its user:
    as lightopt scores a trial, by its best validation round. Evaluations are cached per
    (task, setting, seed) in ``search_robust_cache.json``, so a setting recommended again, by
    another search or another run, costs nothing.
-2. **Reference.** A long search (lightopt's default sweep, ``--reference-trials`` trials); its
-   ``--reference-top`` best distinct settings are each trained with ``--reference-seeds`` seeds
-   (the first ``--eval-seeds`` of them are the evaluation seeds); the reference is the lowest mean.
+2. **Reference.** Two long searches (lightopt's default and Optuna's approach, so that neither is
+   favoured, ``--reference-trials`` trials each); the ``--reference-top`` best distinct settings of
+   each are trained with ``--reference-seeds`` seeds (the first ``--eval-seeds`` of them are the
+   evaluation seeds); the reference is the lowest mean.
 3. **Counting.** Training epochs (training examples seen over all trials, pruned included, over
    the training-set size) and wall time (search only, evaluations excluded) until the
    recommendation's score is within X% of the reference, X = 2, 5, 10; a search that does not get
