@@ -504,4 +504,5 @@ def test_search_robust_rejects_bad_arguments(search_robust, tmp_path, capsys):
     assert "`--reduction-factor` must be >= 2, but got reduction_factor=1." in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         search_robust.main(["--report-only", "--quick", "--out-dir", str(tmp_path)])
-    assert exc.value.code == 2 and "`--report-only` needs the searches of an earlier run, but neither" in capsys.readouterr().err
+    assert exc.value.code == 2
+    assert "`--report-only` needs the searches of an earlier run, but neither" in capsys.readouterr().err
