@@ -60,6 +60,7 @@ import argparse
 import concurrent.futures
 import copy
 import csv
+import importlib
 import json
 import logging
 import math
@@ -149,7 +150,7 @@ class RoundLog(Callback):
 # --- one search -----------------------------------------------------------------------------------
 
 
-def _quiet() -> None:
+def quiet() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
@@ -175,9 +176,6 @@ def _sweep_data(
 def _lightopt_study(
     method: str, seed: int, settings: dict[str, Any], log_path: str, threshold: float | None, root: str
 ):
-    from lightopt.sweep import spec as sweep_config
-    from lightopt.sweep.trial import Objective
-
     search = CHAPTER_SEARCH if method == "lightopt-chapter" else RAW_SEARCH
     data = _sweep_data(settings, search, log_path, threshold)
     data["study"]["seed"] = seed
@@ -186,6 +184,14 @@ def _lightopt_study(
         data["study"]["pruner"] = {"name": "none"}
     else:
         data["study"]["sampler"] = {**data["study"]["sampler"], "seed": seed}
+    return lightopt_study(data, root)
+
+
+def lightopt_study(data: dict[str, Any], root: str):
+    """An in-memory study with the sampler and pruner of a sweep file's ``data``, and lightopt's objective."""
+    from lightopt.sweep import spec as sweep_config
+    from lightopt.sweep.trial import Objective
+
     sweep = sweep_config.parse(data)
     spec = sweep.study
     study = optuna.create_study(
@@ -196,33 +202,62 @@ def _lightopt_study(
 
 def _optuna_objective(seed: int, settings: dict[str, Any], log_path: str, threshold: float | None, root: str):
     """The hand-written objective of Optuna's PyTorch Lightning example, on the same model and schedule."""
+    return optuna_objective(_sweep_data(settings, RAW_SEARCH, log_path, threshold), seed, log_path, threshold, root)
+
+
+def class_from_path(path: str) -> type:
+    """The class a ``class_path`` names (``module.Class``)."""
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def fit_setting(data: dict[str, Any], lr: float, momentum: float, batch_size: int, seed: int, root: str, callbacks):
+    """Train the sweep file's model on its data with one raw setting (SGD's lr and momentum, the batch size).
+
+    Written as Optuna's PyTorch Lightning example writes its trials: the classes built by hand, a
+    TensorBoard logger in ``root``, no checkpoints. Returns the fitted Trainer.
+    """
     import lightning as L
     from lightning.pytorch.loggers import TensorBoardLogger
+
+    trainer_args = {k: v for k, v in data["trainer"].items() if k != "callbacks"}
+    L.seed_everything(seed, verbose=False)
+    optimizer = copy.deepcopy(data["optimizer"])
+    optimizer["init_args"].update(lr=lr, momentum=momentum)
+    model = class_from_path(data["model"]["class_path"])(
+        **data["model"].get("init_args", {}), optimizer=optimizer, lr_scheduler=data["lr_scheduler"]
+    )
+    datamodule = class_from_path(data["data"]["class_path"])(
+        **{**data["data"].get("init_args", {}), "batch_size": batch_size}
+    )
+    trainer = L.Trainer(
+        **trainer_args,
+        logger=TensorBoardLogger(root, name="", version=f"seed_{seed}"),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    return trainer
+
+
+def optuna_objective(data: dict[str, Any], seed: int, log_path: str, threshold: float | None, root: str):
+    """Optuna's documented approach on the model, data, trainer and schedule of a sweep file's ``data``.
+
+    TPESampler and MedianPruner with their defaults, optuna-integration's pruning callback on
+    ``val_loss``, the raw space; the objective returns the last ``val_loss``.
+    """
     from optuna_integration import PyTorchLightningPruningCallback
 
-    from examples.digits import DigitsConvNet, DigitsDataModule
     from lightopt.sweep.spec import trial_seed
-
-    data = _sweep_data(settings, RAW_SEARCH, log_path, threshold)
-    trainer_args = {k: v for k, v in data["trainer"].items() if k != "callbacks"}
 
     def objective(trial: optuna.Trial) -> float:
         lr = trial.suggest_float("lr", 1.0e-3, 1.0, log=True)
         momentum = trial.suggest_float("momentum", 0.0, 0.99)
         batch_size = trial.suggest_categorical("batch_size", BATCH_SIZES)
-        L.seed_everything(trial_seed(seed, trial.number), verbose=False)
-        optimizer = copy.deepcopy(data["optimizer"])
-        optimizer["init_args"].update(lr=lr, momentum=momentum)
-        model = DigitsConvNet(**data["model"]["init_args"], optimizer=optimizer, lr_scheduler=data["lr_scheduler"])
-        datamodule = DigitsDataModule(batch_size=batch_size)
-        trainer = L.Trainer(
-            **trainer_args,
-            logger=TensorBoardLogger(root, name="", version=f"trial_{trial.number:04d}"),
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[RoundLog(log_path, threshold), PyTorchLightningPruningCallback(trial, monitor="val_loss")],
-        )
-        trainer.fit(model, datamodule=datamodule)
+        callbacks = [RoundLog(log_path, threshold), PyTorchLightningPruningCallback(trial, monitor="val_loss")]
+        trial_root = os.path.join(root, f"trial_{trial.number:04d}")
+        trainer = fit_setting(data, lr, momentum, batch_size, trial_seed(seed, trial.number), trial_root, callbacks)
         return trainer.callback_metrics["val_loss"].item()
 
     return optuna.create_study(
@@ -295,7 +330,7 @@ def run_search(
     """
     from lightopt.sweep.trial import TrialFailed
 
-    _quiet()
+    quiet()
     torch.set_num_threads(1)
     n_train = settings["n_train"]
     with tempfile.TemporaryDirectory(prefix=f"search_efficiency_{method}_") as root:
@@ -415,43 +450,53 @@ def format_table(table: dict[str, dict[str, Any]], budget: float) -> str:
     return "\n".join(lines)
 
 
-def ratios(searches: list[dict[str, Any]], threshold: float | None = None, resamples: int = 2000) -> dict[str, Any]:
-    """Optuna's median epochs over each lightopt method's, with a bootstrap 95% interval.
+def median_ratio(base: Sequence[float], mine: Sequence[float], resamples: int = 2000) -> dict[str, Any]:
+    """``median(base) / median(mine)`` over paired searches, with a bootstrap 95% interval (pairs resampled together).
 
-    Searches are paired by seed (the same seed draws the same first trials in every TPE method)
-    and the seeds are resampled together. A censored search counts as ``inf``: a ratio is ``inf``
-    when only Optuna's median is censored, 0 when only lightopt's is, and undefined (None; such
-    resamples are left out and counted) when both are.
+    A censored search counts as ``inf``: a ratio is ``inf`` when only ``base``'s median is censored,
+    0 when only ``mine``'s is, and undefined (None; such resamples are left out and counted) when both are.
+
+    Example:
+        >>> median_ratio([4, 6, 8], [2, 3, 4])["ratio"], median_ratio([4, math.inf, math.inf], [1, 2, 3])["ratio"]
+        (2.0, inf)
     """
 
-    def ratio(base: float, mine: float) -> float | None:
-        if math.isinf(base) and math.isinf(mine):
+    def ratio(b: float, m: float) -> float | None:
+        if math.isinf(b) and math.isinf(m):
             return None
-        return math.inf if math.isinf(base) else base / mine
+        return math.inf if math.isinf(b) else b / m
 
+    base_a, mine_a = np.array(base, dtype=float), np.array(mine, dtype=float)
+    rng = np.random.default_rng(0)
+    draws = [
+        ratio(quantile(base_a[i], 0.5), quantile(mine_a[i], 0.5))
+        for i in rng.integers(0, len(base_a), (resamples, len(base_a)))
+    ]
+    defined = sorted(d for d in draws if d is not None)
+    interval = [defined[int(0.025 * len(defined))], defined[max(int(0.975 * len(defined)) - 1, 0)]] if defined else None
+    return {
+        "ratio": ratio(quantile(base_a, 0.5), quantile(mine_a, 0.5)),
+        "ci95": interval,
+        "undefined_resamples": len(draws) - len(defined),
+        "seeds": len(base_a),
+    }
+
+
+def ratios(searches: list[dict[str, Any]], threshold: float | None = None, resamples: int = 2000) -> dict[str, Any]:
+    """Optuna's median epochs over each lightopt method's, with a bootstrap 95% interval (:func:`median_ratio`).
+
+    Searches are paired by seed (the same seed draws the same first trials in every TPE method)
+    and the seeds are resampled together.
+    """
     out: dict[str, Any] = {}
     by_seed = {m: {s["seed"]: s for s in searches if s["method"] == m} for m in METHODS}
     for method in ("lightopt-raw", "lightopt-chapter"):
         seeds = sorted(set(by_seed["optuna"]) & set(by_seed[method]))
         if not seeds:
             continue
-        base = np.array(_epochs([by_seed["optuna"][k] for k in seeds], threshold))
-        mine = np.array(_epochs([by_seed[method][k] for k in seeds], threshold))
-        rng = np.random.default_rng(0)
-        draws = [
-            ratio(quantile(base[i], 0.5), quantile(mine[i], 0.5))
-            for i in rng.integers(0, len(seeds), (resamples, len(seeds)))
-        ]
-        defined = sorted(d for d in draws if d is not None)
-        interval = (
-            [defined[int(0.025 * len(defined))], defined[max(int(0.975 * len(defined)) - 1, 0)]] if defined else None
-        )
-        out[method] = {
-            "ratio": ratio(quantile(base, 0.5), quantile(mine, 0.5)),
-            "ci95": interval,
-            "undefined_resamples": len(draws) - len(defined),
-            "seeds": len(seeds),
-        }
+        base = _epochs([by_seed["optuna"][k] for k in seeds], threshold)
+        mine = _epochs([by_seed[method][k] for k in seeds], threshold)
+        out[method] = median_ratio(base, mine, resamples)
     return out
 
 
@@ -683,7 +728,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         write_report(report, args.looser, out, Path(args.summarize).stem)
         return 0
-    _quiet()
+    quiet()
     from examples.digits import DigitsDataModule
 
     datamodule = DigitsDataModule()

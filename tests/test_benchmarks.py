@@ -385,3 +385,124 @@ def test_search_efficiency_bad_arguments_exit_2(search_efficiency, tmp_path, cap
     with pytest.raises(SystemExit) as exc:
         search_efficiency.main(["--summarize", str(tmp_path / "missing.json")])
     assert exc.value.code == 2 and "`--summarize` must name a results JSON" in capsys.readouterr().err
+
+
+# benchmarks/search_robust.py: the recommendation's seed-averaged score, the counting, a quick run and its resume.
+
+_ROBUST_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "search_robust.py"
+
+
+@pytest.fixture(scope="module")
+def search_robust():
+    yield from _load("search_robust", _ROBUST_SCRIPT)
+
+
+def test_search_robust_scores_the_recommendation_by_its_seed_mean_and_censors(search_robust):
+    good = {"lr": 0.1, "momentum": 0.9, "batch_size": 32}
+    lucky = {"lr": 0.5, "momentum": 0.5, "batch_size": 16}  # a setting whose own trial was lucky: worse on average
+    key_good, key_lucky = search_robust.setting_key("t", good), search_robust.setting_key("t", lucky)
+    evaluations = {key_good: {"1": 1.0, "2": 1.2}, key_lucky: {"1": 1.5, "2": 1.7, "3": 0.1}}
+    seeds = [1, 2]
+    assert search_robust.score(evaluations, key_good, seeds) == pytest.approx(1.1)
+    assert search_robust.score(evaluations, key_good, [1, 2, 3]) == math.inf  # a missing seed is never a score
+    search = {
+        "task": "t",
+        "method": "optuna",
+        "seed": 0,
+        "trials": [  # epochs spent after each trial, pruned ones included, and the recommendation then
+            {"epochs": 0.5, "wall_s": 1.0, "state": "PRUNED", "setting": None},
+            {"epochs": 4.5, "wall_s": 3.0, "state": "COMPLETE", "setting": lucky},
+            {"epochs": 5.0, "wall_s": 3.5, "state": "PRUNED", "setting": lucky},
+            {"epochs": 9.0, "wall_s": 6.0, "state": "COMPLETE", "setting": good},
+        ],
+    }
+    points = search_robust.trajectory(search, evaluations, seeds)
+    assert points == [
+        [0.5, 1.0, math.inf],
+        [4.5, 3.0, pytest.approx(1.6)],
+        [5.0, 3.5, pytest.approx(1.6)],
+        [9.0, 6.0, pytest.approx(1.1)],
+    ]
+    assert search_robust.first_within(points, 1.1 * 1.02, budget=10) == (9.0, 6.0)
+    assert search_robust.first_within(points, 1.1 * 1.02, budget=8) == (math.inf, math.inf)  # censored, not dropped
+    assert search_robust.first_within(points, 1.7, budget=10) == (4.5, 3.0)
+
+    other = {**search, "method": "lightopt", "trials": [*search["trials"][1:2], {**search["trials"][3], "epochs": 6.0}]}
+    tables = search_robust.summarize([search, other], evaluations, {"t": 1.1}, seeds, budget=8.0)
+    strict = tables["t 0.02"]
+    assert strict["optuna"]["reached"] == 0 and strict["optuna"]["epochs_median"] == math.inf
+    assert strict["lightopt"]["reached"] == 1 and strict["lightopt"]["epochs_median"] == 6.0
+    assert strict["lightopt"]["optuna_over_this"]["ratio"] == math.inf  # only Optuna censored
+    loose = tables["t 0.1"]  # 1.21: neither reaches it before the good setting either
+    assert loose["optuna"]["epochs_median"] == math.inf and loose["lightopt"]["epochs_median"] == 6.0
+    assert [s["within"]["0.02"]["epochs"] for s in (search, other)] == [math.inf, 6.0]
+
+
+def test_search_robust_quick_run_then_resume(search_robust, tmp_path, capsys):
+    argv = [
+        "--quick",
+        "--seeds",
+        "1",
+        "--budget-epochs",
+        "1",
+        "--eval-seeds",
+        "1",
+        "--reference-trials",
+        "2",
+        "--reference-top",
+        "1",
+        "--reference-seeds",
+        "2",
+        "--workers",
+        "1",
+        "--out-dir",
+        str(tmp_path),
+    ]
+    assert search_robust.main(argv) == 0
+    report = json.loads((tmp_path / "search_robust_quick.json").read_text())
+    searches = report["searches"]
+    assert {(s["task"], s["method"]) for s in searches} == {
+        (t, m) for t in search_robust.TASKS for m in search_robust.METHODS
+    }
+    cache = json.loads((tmp_path / "search_robust_quick_cache.json").read_text())["evaluations"]
+    for task, detail in report["reference_detail"].items():
+        # The reference is the lowest mean over the reference seeds of the long searches' best settings.
+        assert len(detail["candidates"]) in (1, 2) and all(len(c["losses"]) == 2 for c in detail["candidates"])
+        assert report["reference"][task] == min(statistics.mean(c["losses"]) for c in detail["candidates"])
+    for s in searches:
+        assert s["trials"][0]["epochs"] == pytest.approx(1.0)  # one 1-epoch trial spends the budget
+        for trial in s["trials"]:
+            setting = trial["setting"]
+            if setting is None:
+                continue
+            # The real values, whatever coordinates the method searched in, each scored on the evaluation seed.
+            assert (
+                1e-4 < setting["lr"] < 100
+                and 0 <= setting["momentum"] < 1
+                and setting["batch_size"] in (16, 32, 64, 128, 256)
+            )
+            key = search_robust.setting_key(s["task"], setting)
+            assert str(report["eval_seeds"][0]) in cache[key]
+        reached = s["within"]["0.1"]["epochs"]
+        assert reached == math.inf or reached == pytest.approx(1.0)
+    rows = (tmp_path / "search_robust_quick.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 * len(searches)
+    assert (tmp_path / "search_robust_quick.png").stat().st_size > 0
+    capsys.readouterr()
+
+    # Run again with --resume: nothing left to search or evaluate, the same tables.
+    assert search_robust.main([*argv, "--resume"]) == 0
+    assert f"0 searches ({len(searches)} done before)" in capsys.readouterr().out
+    again = json.loads((tmp_path / "search_robust_quick.json").read_text())
+    assert again["tables"] == report["tables"]
+
+
+def test_search_robust_rejects_bad_arguments(search_robust, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        search_robust.main(["--reduction-factor", "1"])
+    assert exc.value.code == 2
+    assert "`--reduction-factor` must be >= 2, but got reduction_factor=1." in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        search_robust.main(["--report-only", "--quick", "--out-dir", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "`--report-only` needs the searches of an earlier run, but neither" in capsys.readouterr().err
