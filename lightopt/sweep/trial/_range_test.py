@@ -231,6 +231,7 @@ def run_range_test(
             num_training=steps,
             mode="exponential",
             early_stop_threshold=DIVERGENCE,
+            update_attr=False,  # the model's `lr` (if any) is left alone; a config's optimizer has none to find
         )
     if finder is None:
         raise ValueError("the range test did not run: the config sets `trainer.fast_dev_run`; remove it for the test.")
@@ -269,6 +270,9 @@ def range_test(
     devices = _several_devices(trainer)
     trainer.pop("callbacks", None)
     config["trainer"] = trainer
+    # lr_find replaces the schedule with its ramp, so the config's is not built at all: a schedule
+    # that needs the run's length (LinearDecay's tau from max_epochs) has none in an unbounded test
+    config.pop("lr_scheduler", None)
     with tempfile.TemporaryDirectory(prefix="lightopt-range-test-") as folder:
         overrides = {
             "default_root_dir": folder,

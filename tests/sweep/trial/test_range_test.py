@@ -147,3 +147,27 @@ def test_suggest_range_rule():
 def test_bad_arguments_are_refused_before_building(kwargs, match):
     with pytest.raises(ValueError, match=match):
         range_test({"model": {"class_path": "not.built"}}, **kwargs)
+
+
+def test_a_schedule_that_needs_the_run_length_is_set_aside():
+    """The README's main sweep has LinearDecay with no tau (the run's length): the test runs without it."""
+    with_schedule = {
+        **config(max_epochs=6),
+        "optimizer": {"class_path": "lightopt.optim.SGD", "init_args": {"lr": 0.05, "momentum": 0.9}},
+        "lr_scheduler": {"class_path": "lightopt.schedules.LinearDecay", "init_args": {"final_ratio": 0.01}},
+    }
+    result = range_test(with_schedule, min_lr=1e-4, max_lr=10.0, steps=30, seed=0)
+    assert len(result.values) >= 10 and result.low < result.high
+
+
+def test_a_model_without_an_lr_attribute_whose_optimizer_comes_from_the_config():
+    """The shipped digits ConvNet has no `lr`: the optimizer is the config's; the test still runs."""
+    digits = {
+        "model": {"class_path": "examples.digits.DigitsConvNet", "init_args": {"channels": 4}},
+        "data": {"class_path": "examples.digits.DigitsDataModule", "init_args": {"batch_size": 64}},
+        "trainer": {"accelerator": "cpu", "max_epochs": 6, "val_check_interval": 0.5},
+        "optimizer": {"class_path": "lightopt.optim.SGD", "init_args": {"lr": 0.05, "momentum": 0.9}},
+        "lr_scheduler": {"class_path": "lightopt.schedules.LinearDecay", "init_args": {"final_ratio": 0.01}},
+    }
+    result = range_test(digits, min_lr=1e-4, max_lr=10.0, steps=30, seed=0)
+    assert len(result.values) >= 10 and 1e-4 <= result.low < result.high <= 10.0
