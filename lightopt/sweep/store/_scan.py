@@ -10,8 +10,8 @@ of the sweep. The sweep's tally (:mod:`lightopt.sweep.store._tally`) and TensorB
 
 On a database each look refreshes Optuna's cache with a query (and a query per relation when
 trials changed). Within :func:`one_look` the first look at a study refreshes it and the others
-read what it brought: the worker loop looks once after each trial, for the tally that decides
-whether another trial runs, the progress line, TensorBoard's study run and the failure watch.
+read what it brought: after each trial the progress line, TensorBoard's study run and the
+failure watch share one look; the worker loop's count looks again, under the host lock.
 """
 
 from __future__ import annotations
