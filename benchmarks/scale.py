@@ -138,8 +138,9 @@ def _stub_fit(stamps: Stamps):
             pruning.history.append((step, loss))
             pruning.best = loss if pruning.best is None else min(pruning.best, loss)
             pruning.trial.report(loss, step)
-            if pruning.trial.should_prune():  # as PruningCallback decides: the step kept, in the trial too
-                pruning.trial.set_user_attr("pruned_at", step)
+            if pruning.trial.should_prune():  # as PruningCallback decides: the step kept, in the trial unless deferred
+                if not getattr(pruning, "defer_pruned", False):
+                    pruning.trial.set_user_attr("pruned_at", step)
                 pruning._pruned = step
                 break
         return SimpleNamespace(trainer=SimpleNamespace(current_epoch=step, global_step=step))

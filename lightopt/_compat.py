@@ -88,7 +88,7 @@ def study_storage(study: optuna.Study) -> optuna.storages.BaseStorage:
 
 
 def cached_trials_from(
-    storage: optuna.storages.BaseStorage, study_id: int, start: int
+    storage: optuna.storages.BaseStorage, study_id: int, start: int, refresh: bool = True
 ) -> list[optuna.trial.FrozenTrial] | None:
     """The trials numbered ``start`` and up from Optuna's cache in front of a database; None if not one.
 
@@ -108,7 +108,8 @@ def cached_trials_from(
             return None
     else:
         return None
-    storage._read_trials_from_remote_storage(study_id)
+    if refresh or study_id not in storage._studies:  # never read: nothing cached to reuse
+        storage._read_trials_from_remote_storage(study_id)
     with storage._lock:
         cached = storage._studies[study_id].trials
         trials = []

@@ -225,10 +225,72 @@ def test_per_trial_sql_statements_do_not_grow_with_the_study(tmp_path):
     small, small_scans = _statements_per_trial(tmp_path / "small", 50)
     large, large_scans = _statements_per_trial(tmp_path / "large", 500)
     assert small == large and small_scans == large_scans
-    # 3 scans per trial (the tally twice, the study run): each one refresh of Optuna's cache (the study, the
-    # trials changed, their 5 relations when any), not a look-up per trial number and 6 statements per open
-    # trial (22 per trial before)
-    assert large_scans <= 12
+    # 2 refreshes of Optuna's cache per trial (the loop's count under the host lock; one shared by the progress
+    # line, the study run and the failure watch), each the trials changed and their 5 relations when any: not a
+    # look-up per trial number and 6 statements per open trial (22 per trial before), nor 3 refreshes (11)
+    assert large_scans <= 10
+
+
+def _scan_refreshes(tmp_path, monkeypatch, size: int, trials: int = 6) -> int:
+    """Refreshes of Optuna's database cache by lightopt's scans in a run of the loop's ``trials`` trials after
+    ``size``, with the progress line, the study run and the failure watch as ``sweep run`` gives them."""
+    from optuna.storages._cached_storage import _CachedStorage
+
+    study = _rdb_study(tmp_path, size)
+    progress, board = _Progress(io.StringIO(), size + 100, "val_loss"), StudyRun(tmp_path / "runs", plot_every=3600)
+    refreshes = []
+    refresh = _CachedStorage._read_trials_from_remote_storage
+
+    def counting(self, study_id):
+        if any(frame.function == "trials_from" for frame in inspect.stack()[1:6]):
+            refreshes.append(study_id)
+        return refresh(self, study_id)
+
+    def run(total: int) -> int:
+        return run_worker(
+            study,
+            lambda trial: trial.suggest_float("x", 0, 1),
+            total=total,
+            lock=tmp_path / "lock",
+            callbacks=[progress, board],
+            failures=FailureWatch(3),
+        )
+
+    run(size + 1)  # the first look of each reads the study
+    monkeypatch.setattr(_CachedStorage, "_read_trials_from_remote_storage", counting)
+    ran = run(size + 1 + trials)
+    monkeypatch.undo()
+    assert ran == trials
+    return len(refreshes)
+
+
+def test_the_scans_after_a_trial_share_one_read_of_the_database(tmp_path, monkeypatch):
+    """The progress line, the study run and the failure watch read the study once after a trial between them
+    (:func:`~lightopt.sweep.store.one_look`); the loop reads it again under the host lock, where another worker
+    of the host may have started a trial since: 2 refreshes of Optuna's cache per trial (3 before), at any size,
+    and one for the count that ends the run."""
+    assert _scan_refreshes(tmp_path / "small", monkeypatch, 50, trials=6) == 2 * 6 + 1
+    assert _scan_refreshes(tmp_path / "large", monkeypatch, 300, trials=6) == 2 * 6 + 1
+
+
+def test_one_look_reads_a_database_study_once_and_sees_no_later_write_in_it(tmp_path):
+    """Inside one_look the second read of a study returns what the first read, without a query; outside, it reads."""
+    from lightopt.sweep.store import one_look, trials_from
+
+    study = _rdb_study(tmp_path, 3)
+    other = optuna.load_study(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="s")  # another worker
+    with one_look():
+        assert [t.number for t in trials_from(study, 0)] == [0, 1, 2]
+        other.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+        assert [t.number for t in trials_from(study, 0)] == [0, 1, 2]  # the first read's trials
+        with one_look():  # nested: the outer block counts
+            assert len(trials_from(study, 0)) == 3
+    assert [t.number for t in trials_from(study, 0)] == [0, 1, 2, 3]
+    journal = _study(tmp_path / "journal", 2)  # no cache: every read reads the storage
+    with one_look():
+        assert len(trials_from(journal, 0)) == 2
+        journal.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+        assert len(trials_from(journal, 0)) == 3
 
 
 def test_user_attrs_set_together_are_one_transaction_on_a_database(tmp_path):
@@ -261,9 +323,9 @@ def test_user_attrs_set_together_are_one_transaction_on_a_database(tmp_path):
         guarded.set_trial_user_attrs(trial._trial_id, {"late": 1})
 
 
-def _user_attr_transactions(tmp_path, trials: int) -> tuple[list[int], optuna.Study]:
-    """A real sweep of ``trials`` digits trials on a SQLite study; the statements of each transaction that writes user
-    attributes to a trial already created."""
+def _user_attr_transactions(tmp_path, trials: int, pruner=None) -> tuple[list[int], optuna.Study]:
+    """A real sweep of ``trials`` digits trials on a SQLite study (two validation rounds an epoch with ``pruner``); the
+    statements of each transaction that writes user attributes to a trial already created."""
     import sqlalchemy
 
     from lightopt.sweep import run_sweep
@@ -271,7 +333,10 @@ def _user_attr_transactions(tmp_path, trials: int) -> tuple[list[int], optuna.St
     from tests.sweep.helpers import sweep_dict
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    sweep = parse(sweep_dict(tmp_path / "runs", n_trials=trials), "s.yaml")
+    data = sweep_dict(tmp_path / "runs", n_trials=trials)
+    if pruner is not None:
+        data["trainer"]["val_check_interval"] = 0.5
+    sweep = parse(data, "s.yaml")
     pending: dict[int, list[str]] = {}  # connection -> statements since its last commit
     writes: list[list[str]] = []  # each committed transaction that wrote user attributes
 
@@ -287,7 +352,7 @@ def _user_attr_transactions(tmp_path, trials: int) -> tuple[list[int], optuna.St
     sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", executed)
     sqlalchemy.event.listen(sqlalchemy.engine.Engine, "commit", committed)
     try:
-        run_sweep(sweep, storage=url, out=io.StringIO())
+        run_sweep(sweep, storage=url, out=io.StringIO(), **({"pruner": pruner} if pruner is not None else {}))
     finally:
         sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", executed)
         sqlalchemy.event.remove(sqlalchemy.engine.Engine, "commit", committed)
@@ -311,6 +376,18 @@ def test_a_trial_records_its_user_attrs_in_two_transactions_on_a_database(tmp_pa
         )
         assert attrs["worker"]["pid"] == os.getpid() and attrs["config"]["seed_everything"] == attrs["seed"]
         assert attrs["best_value"] == trial.value and Path(attrs["log_dir"]).is_dir()
+
+
+def test_a_pruned_trial_records_its_pruning_step_with_the_fits_results(tmp_path):
+    """``pruned_at`` goes in the after-fit write (the pruning callback wrote it in a transaction of its own before)."""
+    from tests.sweep.helpers import PruneAt
+
+    writes, study = _user_attr_transactions(tmp_path, 3, pruner=PruneAt(1, 2))
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE]
+    assert len(writes) == 2 * len(trials)
+    assert trials[1].user_attrs["pruned_at"] == 2 and trials[1].user_attrs["validation_rounds"] == 2
+    assert all("pruned_at" not in t.user_attrs for t in (trials[0], trials[2]))
 
 
 def test_the_loop_leaves_the_heartbeat_check_to_optuna_while_only_this_hosts_trials_run(tmp_path, monkeypatch):

@@ -8,7 +8,8 @@ show``, ``sweep best``, ``lightopt tensorboard``) starts in a fraction of a seco
   :class:`StorageError`;
 * who: :func:`worker_identity`, :func:`process_alive`; :class:`HostLock` between the workers of a host;
 * what the records mean: :func:`is_retryable`, :func:`is_copied` (a ``study.warm_start`` copy),
-  :func:`counted`, :class:`StudyTally` (the running counts and best), :func:`best_of` /
+  :func:`counted`, :class:`StudyTally` (the running counts and best; :func:`one_look` shares one read of a
+  database among the scans after a trial), :func:`best_of` /
   :func:`best_trial` / :func:`top_trials` / :func:`is_better` (the one rule for "better" in a direction),
   :func:`pareto_front` / :func:`dominates` (several objectives, named by :func:`objective_names`)
   and :func:`trial_dir` (the one trial-folder name);
@@ -54,7 +55,7 @@ from lightopt.sweep.store._outcomes import (
     is_retryable,
 )
 from lightopt.sweep.store._processes import describe_worker, on_this_host, process_alive, worker_identity
-from lightopt.sweep.store._scan import FinishedScan, trials_from
+from lightopt.sweep.store._scan import FinishedScan, one_look, trials_from
 from lightopt.sweep.store._storage import OUTAGE_S, GuardedStorage, StorageError, stderr_line
 from lightopt.sweep.store._tally import StudyTally
 
@@ -96,6 +97,7 @@ __all__ = [
     "minimizes",
     "objective_names",
     "on_this_host",
+    "one_look",
     "open_database",
     "open_storage",
     "optuna_quiet",

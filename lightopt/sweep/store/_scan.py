@@ -7,18 +7,53 @@ ones) from the storage, one by one (:func:`trials_from`), instead of the study's
 reading the whole list costs about a microsecond per trial of the study, several times per trial
 of the sweep. The sweep's tally (:mod:`lightopt.sweep.store._tally`) and TensorBoard's study run
 (:class:`lightopt.sweep.study.StudyRun`) both follow a study this way.
+
+On a database each look refreshes Optuna's cache with a query (and a query per relation when
+trials changed). Within :func:`one_look` the first look at a study refreshes it and the others
+read what it brought: after each trial the progress line, TensorBoard's study run and the
+failure watch share one look; the worker loop's count looks again, under the host lock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial
 
 from lightopt._compat import cached_trials_from, study_storage
 
-__all__ = ["FinishedScan", "trials_from"]
+__all__ = ["FinishedScan", "one_look", "trials_from"]
+
+_LOOKED: contextvars.ContextVar[set[tuple[int, int]] | None] = contextvars.ContextVar("lightopt_looked", default=None)
+
+
+@contextlib.contextmanager
+def one_look() -> Iterator[None]:
+    """Within this block :func:`trials_from` reads each study's storage once: later reads see what the first one read.
+
+    On a database (Optuna's cache in front of an ``RDBStorage``) the first read refreshes the cache
+    and the later ones read the cache without a query; so the block must not span writes whose
+    effect a later read in it must see. Elsewhere (a journal, in memory) every read reads the
+    storage as before. Blocks nest (the outer one counts).
+
+    Example:
+        >>> study = optuna.create_study()
+        >>> study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+        >>> with one_look():
+        ...     [t.number for t in trials_from(study, 0)]
+        [0, 1]
+    """
+    if _LOOKED.get() is not None:
+        yield
+        return
+    token = _LOOKED.set(set())
+    try:
+        yield
+    finally:
+        _LOOKED.reset(token)
 
 
 def trials_from(study: optuna.Study, start: int, study_id: int | None = None) -> list[FrozenTrial]:
@@ -38,7 +73,11 @@ def trials_from(study: optuna.Study, start: int, study_id: int | None = None) ->
     """
     storage = study_storage(study)
     study_id = storage.get_study_id_from_name(study.study_name) if study_id is None else study_id
-    cached = cached_trials_from(storage, study_id, start)  # a database: one query for all that changed
+    looked, key = _LOOKED.get(), (id(storage), study_id)
+    refresh = looked is None or key not in looked
+    cached = cached_trials_from(storage, study_id, start, refresh)  # a database: one query for all that changed
+    if looked is not None:
+        looked.add(key)
     if cached is not None:
         return cached
     trials = []

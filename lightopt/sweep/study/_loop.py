@@ -39,7 +39,15 @@ from optuna.trial import FrozenTrial
 
 from lightopt._compat import stop_requested, study_storage
 from lightopt.sweep.spec import RETRIES
-from lightopt.sweep.store import INTERRUPTED, HostLock, StorageError, StudyTally, on_this_host, worker_identity
+from lightopt.sweep.store import (
+    INTERRUPTED,
+    HostLock,
+    StorageError,
+    StudyTally,
+    on_this_host,
+    one_look,
+    worker_identity,
+)
 from lightopt.sweep.study._recovery import enqueue_retries, fail_dead_trials
 from lightopt.sweep.study._stop_rule import FailureWatch
 from lightopt.sweep.trial import TrialCleanup, TrialFailed
@@ -223,14 +231,20 @@ def _same_worker(recorded: Any, me: dict[str, Any]) -> bool:
 
 
 class _Callbacks:
-    """``callbacks`` as one Optuna callback: Optuna deep-copies the finished trial once per callback it calls."""
+    """``callbacks`` as one Optuna callback: Optuna deep-copies the finished trial once per callback it calls.
+
+    They share one read of the study (:func:`~lightopt.sweep.store.one_look`): on a database the
+    progress line's tally, TensorBoard's study run and the failure watch refresh Optuna's cache once
+    after the trial, not once each. The loop's own count is read again under the host lock.
+    """
 
     def __init__(self, callbacks: Sequence[TrialCallback]) -> None:
         self.callbacks = list(callbacks)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        for callback in self.callbacks:
-            callback(study, trial)
+        with one_look():
+            for callback in self.callbacks:
+                callback(study, trial)
 
 
 class _Claimed:

@@ -97,7 +97,7 @@ class Objective:
         try:
             for index, ckpt in enumerate(starts):
                 others = [m for m in spec.metrics[1:] if m not in TRIAL_METRICS]  # read from the module's logs
-                pruning = PruningCallback(trial, spec.metric, spec.report_at, mode, others=others)
+                pruning = PruningCallback(trial, spec.metric, spec.report_at, mode, others=others, defer_pruned=True)
                 start = StartPoint()
                 try:
                     with warnings.catch_warnings():  # a retry resumes another trial's checkpoint: its dirpath differs
@@ -140,6 +140,8 @@ class Objective:
         fitted["validation_rounds"] = len(pruning.history)
         if pruning.history:
             fitted["final_value"] = pruning.history[-1][1]
+        if pruning.pruned is not None:  # in this write, not one of its own from the callback
+            fitted["pruned_at"] = pruning.pruned
         values = None
         if pruning.failure is None and pruning.best is not None:
             fitted["best_value"] = pruning.best

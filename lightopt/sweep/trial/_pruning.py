@@ -100,6 +100,9 @@ class PruningCallback(Callback):
         report_at: ``"validation_round"`` or ``"examples"``.
         mode: ``"min"`` or ``"max"``, for :attr:`best`.
         others: further logged metrics read at each round (a missing one raises as ``monitor`` does).
+        defer_pruned: leave the trial's ``pruned_at`` attribute to the caller, who writes it with its
+            other attributes after the fit (one storage write fewer per pruned trial); a decision
+            made in spawned worker processes is still written, since the caller reads it from the trial.
 
     Attributes:
         history: ``[(step, value), ...]`` reported so far (rank 0).
@@ -128,6 +131,8 @@ class PruningCallback(Callback):
         report_at: str = "validation_round",
         mode: str = "min",
         others: Sequence[str] = (),
+        *,
+        defer_pruned: bool = False,
     ) -> None:
         if not isinstance(monitor, str) or not monitor:
             raise TypeError(f"`monitor` must name a logged metric such as 'val_loss', but got monitor={monitor!r}.")
@@ -141,6 +146,8 @@ class PruningCallback(Callback):
             raise TypeError(f"`others` must be a sequence of metric names, but got others={others!r}.")
         self.trial, self.monitor, self.report_at, self.mode = trial, monitor, report_at, mode
         self.others = tuple(others)
+        self.defer_pruned = defer_pruned
+        self._spawned = False  # this copy runs in a spawned worker process: the caller reads the decision back
         self.at_best: dict[str, float] = {}
         self.history: list[tuple[int, float]] = []
         self.best: float | None = None
@@ -183,6 +190,7 @@ class PruningCallback(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._set_up = True  # this process runs the hooks (a spawned worker sets its own copy)
         method = _compat.worker_start_method(trainer)
+        self._spawned = method is not None
         if stage != "fit" or not isinstance(self.trial, optuna.Trial) or method is None:
             return
         if isinstance(self.trial.storage, optuna.storages.InMemoryStorage):
@@ -291,7 +299,8 @@ class PruningCallback(Callback):
             prune = self.trial.should_prune()
         if not prune:
             return "continue", None
-        self.trial.set_user_attr(PRUNED_AT_ATTR, step)  # the caller may be another process: see pruned
+        if not self.defer_pruned or self._spawned:
+            self.trial.set_user_attr(PRUNED_AT_ATTR, step)  # the caller may be another process: see pruned
         return "prune", None
 
     _stop_on_non_finite = True
