@@ -184,6 +184,18 @@ def _rdb_study(tmp_path, size: int) -> optuna.Study:
     return study
 
 
+def _run_loop(study, tmp_path, callbacks, total: int) -> int:
+    """The worker loop as ``sweep run`` runs it, on trials that only draw ``x``, up to ``total`` trials."""
+    return run_worker(
+        study,
+        lambda trial: trial.suggest_float("x", 0, 1),
+        total=total,
+        lock=tmp_path / "lock",
+        callbacks=callbacks,
+        failures=FailureWatch(3),
+    )
+
+
 def _statements_per_trial(tmp_path, size: int, trials: int = 6) -> tuple[float, float]:
     """SQL statements per trial of the worker loop's ``trials`` trials after ``size``: in all, and in its scans."""
     import sqlalchemy
@@ -193,14 +205,7 @@ def _statements_per_trial(tmp_path, size: int, trials: int = 6) -> tuple[float, 
     progress, board = _Progress(out, size + 100, "val_loss"), StudyRun(tmp_path / "runs", plot_every=3600)
 
     def run(total: int) -> int:
-        return run_worker(
-            study,
-            lambda trial: trial.suggest_float("x", 0, 1),
-            total=total,
-            lock=tmp_path / "lock",
-            callbacks=[progress, board],
-            failures=FailureWatch(3),
-        )
+        return _run_loop(study, tmp_path, [progress, board], total)
 
     run(size + 1)  # the first write of the run reads all; the retries of the trials stopped from outside
     statements, scans = [], []
@@ -247,14 +252,7 @@ def _scan_refreshes(tmp_path, monkeypatch, size: int, trials: int = 6) -> int:
         return refresh(self, study_id)
 
     def run(total: int) -> int:
-        return run_worker(
-            study,
-            lambda trial: trial.suggest_float("x", 0, 1),
-            total=total,
-            lock=tmp_path / "lock",
-            callbacks=[progress, board],
-            failures=FailureWatch(3),
-        )
+        return _run_loop(study, tmp_path, [progress, board], total)
 
     run(size + 1)  # the first look of each reads the study
     monkeypatch.setattr(_CachedStorage, "_read_trials_from_remote_storage", counting)
