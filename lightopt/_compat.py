@@ -87,35 +87,124 @@ def study_storage(study: optuna.Study) -> optuna.storages.BaseStorage:
     return study._storage
 
 
-def cached_trials_from(
-    storage: optuna.storages.BaseStorage, study_id: int, start: int, refresh: bool = True
-) -> list[optuna.trial.FrozenTrial] | None:
-    """The trials numbered ``start`` and up from Optuna's cache in front of a database; None if not one.
+def _trial_cache(storage: optuna.storages.BaseStorage) -> Any:
+    """Optuna's ``_CachedStorage`` that ``storage`` is or wraps (through ``inner``), or None.
 
     Optuna wraps every ``RDBStorage`` a study opens in ``_CachedStorage`` (lightopt's
-    ``GuardedStorage`` and the like keep the storage they wrap as ``inner``). Its refresh reads from
-    the database only the trials not seen finished yet: one query (plus one per relation when rows
-    come back), whatever the study's size, where ``get_trial`` of a trial not finished is a round trip
-    of its own. Its cache holds the trials by number; they are returned as they are, not copied.
+    ``GuardedStorage`` and the like keep the storage they wrap as ``inner``).
     """
     from optuna.storages._cached_storage import _CachedStorage
 
     for _ in range(4):
         if isinstance(storage, _CachedStorage):
-            break
+            return storage
         storage = storage.__dict__.get("inner")
         if storage is None:
             return None
-    else:
+    return None
+
+
+def cached_trials_from(
+    storage: optuna.storages.BaseStorage, study_id: int, start: int, refresh: bool = True
+) -> list[optuna.trial.FrozenTrial] | None:
+    """The trials numbered ``start`` and up from Optuna's cache in front of a database; None if not one.
+
+    The refresh (:func:`refresh_trial_cache`) reads from the database only the trials not seen
+    finished yet, whatever the study's size, where ``get_trial`` of a trial not finished is a round
+    trip of its own. The cache holds the trials by number; they are returned as they are, not copied.
+    """
+    cache = _trial_cache(storage)
+    if cache is None:
         return None
-    if refresh or study_id not in storage._studies:  # never read: nothing cached to reuse
-        storage._read_trials_from_remote_storage(study_id)
-    with storage._lock:
-        cached = storage._studies[study_id].trials
+    if refresh or study_id not in cache._studies:  # never read: nothing cached to reuse
+        refresh_trial_cache(cache, study_id)
+    with cache._lock:
+        cached = cache._studies[study_id].trials
         trials = []
         while start + len(trials) in cached:
             trials.append(cached[start + len(trials)])
     return trials
+
+
+def refresh_trial_cache(cache: Any, study_id: int) -> None:
+    """Optuna's ``_CachedStorage._read_trials_from_remote_storage``, without re-reading trials it holds finished.
+
+    Optuna's refresh reads in full (the trial and its five relations: six queries) every trial
+    not seen finished by an earlier refresh, including one that this process has just read
+    finished with ``get_trial`` (as ``study.optimize`` does after each trial, for its callbacks,
+    and :func:`remember_finished` keeps). Here the trials a refresh would read are first listed
+    with their states (one query); only those not held finished in the cache are read in full.
+    The cache's bookkeeping (``unfinished_trial_ids``, ``last_finished_trial_id``) is updated as
+    Optuna's refresh updates it, from the same trials.
+    """
+    import sqlalchemy
+    from optuna.storages._cached_storage import _StudyInfo
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    backend = cache._backend
+    with cache._lock:
+        study = cache._studies.setdefault(study_id, _StudyInfo())
+        newer = models.TrialModel.trial_id > study.last_finished_trial_id
+        if study.unfinished_trial_ids:
+            newer = sqlalchemy.or_(models.TrialModel.trial_id.in_(study.unfinished_trial_ids), newer)
+        with _create_scoped_session(backend.scoped_session) as session:
+            listed = (
+                session.query(models.TrialModel.trial_id, models.TrialModel.number, models.TrialModel.state)
+                .filter(models.TrialModel.study_id == study_id, newer)
+                .all()
+            )
+        held, unread = [], set()
+        for trial_id, number, state in listed:
+            trial = study.trials.get(number)
+            if trial is not None and trial._trial_id == trial_id and trial.state.is_finished() and trial.state == state:
+                held.append(trial)
+            else:
+                unread.add(trial_id)
+        read = backend._get_trials(study_id, None, unread, max(unread)) if unread else []
+        if read:
+            cache._add_trials_to_cache(study_id, read)
+        for trial in (*held, *read):
+            if not trial.state.is_finished():
+                study.unfinished_trial_ids.add(trial._trial_id)
+                continue
+            study.last_finished_trial_id = max(study.last_finished_trial_id, trial._trial_id)
+            study.unfinished_trial_ids.discard(trial._trial_id)
+
+
+def remember_finished(storage: optuna.storages.BaseStorage, trial: optuna.trial.FrozenTrial) -> None:
+    """Keep ``trial``, just read finished from the database, in Optuna's cache in front of it (if any).
+
+    A finished trial never changes again (Optuna refuses every write to it), so the copy read is
+    the trial for good: the next ``get_trial`` of it is answered from the cache, and the next
+    refresh (:func:`refresh_trial_cache`) does not read it again. Optuna's cache keeps a trial
+    read finished only through its own refresh. Not copied: Optuna's cache hands out the trials
+    it holds as they are, and callers do not change them.
+    """
+    cache = _trial_cache(storage)
+    if cache is None or not trial.state.is_finished():
+        return
+    with cache._lock:
+        place = cache._trial_id_to_study_id_and_number.get(trial._trial_id)
+        if place is not None and place[1] == trial.number:  # a trial of a study this cache follows
+            cache._studies[place[0]].trials[trial.number] = trial
+
+
+def created_trial(storage: optuna.storages.BaseStorage, trial_id: int) -> optuna.trial.FrozenTrial | None:
+    """A copy of the trial ``trial_id`` as Optuna's cache recorded it when this process created it; None if not held.
+
+    ``_CachedStorage.create_new_trial`` keeps the trial it created (as the database has it then);
+    ``study.ask`` reads it straight back from the database (``Trial.__init__``: six queries).
+    """
+    import copy
+
+    cache = _trial_cache(storage)
+    if cache is None:
+        return None
+    with cache._lock:
+        place = cache._trial_id_to_study_id_and_number.get(trial_id)
+        trial = None if place is None else cache._studies[place[0]].trials.get(place[1])
+        return None if trial is None or trial._trial_id != trial_id else copy.deepcopy(trial)
 
 
 def rdb_set_trial_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int, attrs: dict[str, Any]) -> bool:

@@ -133,6 +133,100 @@ def test_cached_trials_from_sees_trials_another_handle_finished_and_skips_other_
     assert _compat.cached_trials_from(optuna.storages.InMemoryStorage(), 0, 0) is None
 
 
+def _cache_state(storage, study_id):
+    """What Optuna's cache holds of a study: its trials (number, id, state, user attributes) and its bookkeeping."""
+    info = storage._studies[study_id]
+    trials = sorted((t.number, t._trial_id, t.state.name, sorted(t.user_attrs)) for t in info.trials.values())
+    return trials, sorted(info.unfinished_trial_ids), info.last_finished_trial_id
+
+
+def test_the_refresh_leaves_optunas_cache_as_optunas_own_refresh_would(tmp_path):
+    """Trials finished, started and changed by another handle, in any order: the cache after lightopt's refresh
+    equals the cache of a twin handle refreshed by Optuna itself, step by step."""
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    ours = optuna.create_study(storage=url, study_name="s")
+    twin = optuna.load_study(storage=url, study_name="s")
+    other = optuna.load_study(storage=url, study_name="s")
+    study_id = _compat.study_storage(ours).get_study_id_from_name("s")
+    mine, theirs = _compat.study_storage(ours), _compat.study_storage(twin)
+
+    def look():
+        _compat.refresh_trial_cache(mine, study_id)
+        theirs._read_trials_from_remote_storage(study_id)
+        assert _cache_state(mine, study_id) == _cache_state(theirs, study_id)
+
+    look()  # an empty study
+    other.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    first, second = other.ask(), other.ask()
+    look()
+    other.tell(second, 0.1)  # the later one finishes first: the earlier stays open below the frontier
+    second_id = second._trial_id
+    look()
+    first.set_user_attr("seen", True)  # an open trial changes: read again
+    look()
+    assert "seen" in mine._studies[study_id].trials[first.number].user_attrs
+    other.tell(first, state=optuna.trial.TrialState.PRUNED)
+    other.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+    look()
+    assert mine._studies[study_id].last_finished_trial_id > second_id
+    assert not mine._studies[study_id].unfinished_trial_ids
+
+
+def test_a_trial_read_finished_is_kept_and_not_read_again(tmp_path):
+    """``remember_finished`` keeps a finished trial in the cache: the next get_trial and refresh do not read it."""
+    import optuna
+    import sqlalchemy
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=url, study_name="s")
+    storage = _compat.study_storage(study)
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=3)
+    _compat.refresh_trial_cache(storage, study._study_id)
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    study.tell(trial, 0.5)
+    statements = []
+    sqlalchemy.event.listen(storage._backend.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    finished = storage._backend.get_trial(trial._trial_id)
+    _compat.remember_finished(storage, finished)
+    first = storage._backend.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, 0))
+    _compat.remember_finished(storage, first)  # already held finished: replaced by the same trial
+    read = len(statements)
+    assert storage.get_trial(trial._trial_id) is finished  # from the cache
+    _compat.refresh_trial_cache(storage, study._study_id)
+    assert len(statements) == read + 1  # the list of trials to look at, and no read of the trial itself
+    assert storage._studies[study._study_id].last_finished_trial_id == trial._trial_id
+    running = study.ask()  # a trial not finished is never kept
+    _compat.remember_finished(storage, storage._backend.get_trial(running._trial_id))
+    assert storage._get_cached_trial(running._trial_id) is None
+    _compat.remember_finished(optuna.storages.InMemoryStorage(), finished)  # no cache: nothing to do
+
+
+def test_created_trial_is_a_copy_of_the_trial_as_the_database_has_it(tmp_path):
+    import optuna
+
+    from lightopt.sweep.store import GuardedStorage
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    guarded = GuardedStorage(optuna.storages.get_storage(url), "study.db")
+    study = optuna.create_study(storage=guarded, study_name="s")
+    trial_id = guarded.create_new_trial(study._study_id)
+    kept = _compat.created_trial(guarded, trial_id)
+    read = guarded.inner._backend.get_trial(trial_id)
+    assert (kept.number, kept.state, kept.user_attrs, kept.params, kept.datetime_start) == (
+        read.number,
+        read.state,
+        read.user_attrs,
+        read.params,
+        read.datetime_start,
+    )
+    assert _compat.created_trial(guarded, trial_id) is not kept  # a copy each time: the caller may change it
+    assert _compat.created_trial(guarded, trial_id + 99) is None
+    assert _compat.created_trial(optuna.storages.InMemoryStorage(), 0) is None
+
+
 def test_set_user_attrs_writes_through_the_storage_batch_call_or_one_by_one(tmp_path):
     import optuna
 

@@ -32,6 +32,7 @@ def test_both_arms_run_the_same_trials_and_report_each_checkpoint(scale, tmp_pat
     for arm in ("optuna", "lightopt"):
         assert row[arm]["trials_run"] == 40
         assert set(row[arm]["per_trial_ms"]) == set(row[arm]["cpu_per_trial_ms"]) == {"40"}
+        assert set(row[arm]["cpu_per_trial_by_segment_ms"]) == {"10-40"}  # every trial of the span, not a window
         assert row[arm]["storage_bytes"] > 0
     assert row["lightopt"]["tensorboard_bytes"] > 0 and row["optuna"]["tensorboard_bytes"] == 0
     assert set(row["difference_per_trial_ms"]) == {"40"}
@@ -78,3 +79,23 @@ def test_the_stub_fit_prunes_as_the_pruning_callback_does(scale):
     run = scale._stub_fit(scale.Stamps())(config, 0, pruning, Path("."), "trial_0000")
     assert pruning.pruned == 1 and run.trainer.current_epoch == 1
     assert study.trials[0].user_attrs["pruned_at"] == 1
+
+
+def test_cpu_by_segment_counts_every_trial_of_each_span_over_all_workers(scale):
+    """Two workers interleaving trials 0..399; worker 0 spends 2 ms per trial, worker 1 spends 4 ms before
+    trial 100 and 6 ms after: each span's figure is the CPU between the first and last start of each worker in
+    it, summed, over the trials started after each worker's first."""
+    workers = []
+    for index, cost in enumerate((lambda n: 0.002, lambda n: 0.004 if n < 100 else 0.006)):
+        numbers = list(range(index, 400, 2))
+        cpu, used = [], 0.0
+        for number in numbers:
+            cpu.append(used)
+            used += cost(number)
+        workers.append({"starts": [(float(n), n) for n in numbers], "cpu": cpu})
+    assert scale.segments(400) == [(10, 100), (100, 300), (300, 400)]
+    assert scale.segments(5) == []
+    spans = scale.cpu_by_segment_ms(workers, 400)
+    assert spans["10-100"] == pytest.approx(3.0, abs=0.05)  # (2 + 4) / 2
+    assert spans["100-300"] == pytest.approx(4.0, abs=0.05)  # (2 + 6) / 2
+    assert spans["300-400"] == pytest.approx(4.0, abs=0.05)

@@ -33,7 +33,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from lightopt._compat import heartbeat_base, rdb_set_trial_user_attrs
+from lightopt._compat import created_trial, heartbeat_base, rdb_set_trial_user_attrs, remember_finished
 from lightopt.sweep.store._processes import worker_identity
 
 __all__ = ["StorageError", "GuardedStorage", "OUTAGE_S", "stderr_line"]
@@ -61,7 +61,6 @@ _FORWARDED = (
     "set_trial_intermediate_value",
     "set_trial_user_attr",
     "set_trial_system_attr",
-    "get_trial",
     "get_all_trials",
     "get_n_trials",
     "get_best_trial",
@@ -69,7 +68,6 @@ _FORWARDED = (
     "get_trial_user_attrs",
     "get_trial_system_attrs",
     "check_trial_is_updatable",
-    "_get_stale_trial_ids",
 )
 
 
@@ -115,6 +113,8 @@ class GuardedStorage(BaseStorage, BaseHeartbeat):
         self._state = threading.Lock()
         self._outage: float | None = None  # when the current outage began (monotonic)
         self._gave_up: str | None = None
+        self._fresh: int | None = None  # the trial this process just created, not written since
+        self._stale_looked = False  # the caller has just looked for stale trials: Optuna's next look is skipped
 
     def __getattr__(self, name: str) -> Any:  # anything else the inner storage offers (e.g. RDBStorage.engine)
         if name == "inner":
@@ -137,6 +137,21 @@ class GuardedStorage(BaseStorage, BaseHeartbeat):
             if self.transient is None or not self.transient(error):
                 raise
             self._outage_began(error)  # the next heartbeat comes soon; the main thread does the waiting
+
+    def stale_trials_looked_for(self) -> None:
+        """The caller has just failed the study's stale trials, or knows there can be none: skip the next look.
+
+        ``study.optimize`` looks for stale trials (``_get_stale_trial_ids``, a query) at the start of
+        every trial; lightopt's worker loop looks just before it, and only where one can be there
+        (a running trial of another host), so Optuna's look that follows is answered "none".
+        """
+        self._stale_looked = True
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        if self._stale_looked:
+            self._stale_looked = False
+            return []
+        return self._call("_get_stale_trial_ids", study_id)
 
     def remove_session(self) -> None:
         self.inner.remove_session()
@@ -171,10 +186,31 @@ class GuardedStorage(BaseStorage, BaseHeartbeat):
                         return self.inner.get_trial_id_from_study_id_trial_number(study_id, trial.number)
             return self.inner.create_new_trial(study_id, template)
 
-        return self._retry(create)
+        trial_id = self._retry(create)
+        self._fresh = trial_id
+        return trial_id
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        """The trial; on a database, without a read where Optuna's cache already holds it as it is.
+
+        ``study.ask`` reads the trial it has just created back from the storage: the copy Optuna's
+        cache kept when creating it is the same while nothing was written to it. A trial read
+        finished stays in the cache (a finished trial never changes), so that the sweep's next
+        look at the study does not read it again (``lightopt._compat.remember_finished``).
+        """
+        if trial_id == self._fresh:
+            self._fresh = None
+            trial = created_trial(self.inner, trial_id)
+            if trial is not None:
+                return trial
+        trial = self._call("get_trial", trial_id)
+        remember_finished(self.inner, trial)
+        return trial
 
     def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
         """Several user attributes of a trial: on a database one transaction, not one per attribute."""
+
+        self._fresh = None
 
         def write() -> None:
             if not rdb_set_trial_user_attrs(self.inner, trial_id, attrs):
@@ -233,8 +269,16 @@ class GuardedStorage(BaseStorage, BaseHeartbeat):
 
 
 def _forward(name: str) -> Callable[..., Any]:
-    def method(self: GuardedStorage, *args: Any, **kwargs: Any) -> Any:
-        return self._call(name, *args, **kwargs)
+    if name.startswith("set_trial_"):
+
+        def method(self: GuardedStorage, *args: Any, **kwargs: Any) -> Any:
+            self._fresh = None  # written: the copy kept at its creation is out of date
+            return self._call(name, *args, **kwargs)
+
+    else:
+
+        def method(self: GuardedStorage, *args: Any, **kwargs: Any) -> Any:
+            return self._call(name, *args, **kwargs)
 
     method.__name__ = method.__qualname__ = name
     return method

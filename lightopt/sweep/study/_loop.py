@@ -165,6 +165,9 @@ def run_worker(
             try:
                 if not _room_for_one(study, total, tally, retries):
                     break
+                looked = getattr(study_storage(study), "stale_trials_looked_for", None)
+                if looked is not None:
+                    looked()  # study.optimize's own look would find what _room_for_one's found: skipped
                 try:
                     study.optimize(
                         _Claimed(objective, me, host_lock, interrupt),
@@ -206,7 +209,9 @@ def _room_for_one(study: optuna.Study, total: int, tally: StudyTally, retries: i
     (``study.optimize``); it is run here too, before counting, only while a trial of another host
     (or of no recorded worker) is running, the only trials that nothing but the heartbeat can fail,
     so that such a trial is retried at once, and a study is not taken for full while one is
-    stale. The trials of this host are checked by process instead (:func:`fail_dead_trials`).
+    stale; ``study.optimize``'s own look, which would follow at once, is then skipped
+    (``GuardedStorage.stale_trials_looked_for``). The trials of this host are checked by process
+    instead (:func:`fail_dead_trials`).
     """
     tally.update()
     if (
