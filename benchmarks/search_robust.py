@@ -20,7 +20,8 @@ its user:
 3. **Counting.** Training epochs (training examples seen over all trials, pruned included, over
    the training-set size) and wall time (search only, evaluations excluded) until the
    recommendation's score is within X% of the reference, X = 2, 5, 10; a search that does not get
-   there within ``--budget-epochs`` is censored (``inf``), never dropped.
+   there within ``--budget-epochs`` is censored (``inf``), never dropped. A range test before the
+   first trial (``lightopt-sh-range``) is part of the search: its examples and time come first.
 
 Two tasks, both with the shipped ``sweeps/digits_sgd.yaml``'s optimizer (SGD with momentum,
 Algorithm 8.2), LinearDecay schedule, sampler, pruner and chapter-coordinate search space:
@@ -42,6 +43,13 @@ Methods, each run with the same search seeds (paired):
 * ``lightopt-hyperband``, ``lightopt-sh``: the same with ``HyperbandPruner`` or
   ``SuccessiveHalvingPruner`` and ``report_at: examples`` (``min_resource`` one validation round's
   examples, ``reduction_factor`` 3: set before any run, not tuned).
+* ``lightopt-sh-range``: ``lightopt-sh`` with ``range_test: true`` on the file's learning-rate entry,
+  so the study's lr bounds are the ones the learning-rate range test (§8.3.1) suggests when the study
+  is created (``settle_range_test``, as ``lightopt sweep run`` does: 100 batches at the file's batch
+  size, the effective step ramped over the entry's own range, seeded with the search's seed). The
+  test's training examples (counted as it trains: it builds its own Trainer, without the config's
+  callbacks) over the training-set size are the search's first epochs, its time the first seconds;
+  its record (the bounds, the tested range, where the loss diverged) is kept with the search.
 
 Writes ``search_robust.json`` (settings, reference, every search with its recommendations and
 their scores, tables, ratios), ``search_robust.csv`` (one row per search and tolerance) and
@@ -103,7 +111,10 @@ from search_efficiency import (  # noqa: E402
 
 from lightopt import ConfigureOptimizersMixin  # noqa: E402
 
-METHODS = ("optuna", "lightopt", "lightopt-hyperband", "lightopt-sh")
+METHODS = ("optuna", "lightopt", "lightopt-hyperband", "lightopt-sh", "lightopt-sh-range")
+#: lightopt-sh with ``range_test: true`` on this search entry (the sweep file's learning rate).
+RANGE_METHOD, LR_KEY = "lightopt-sh-range", "optimizer.init_args.lr"
+SH_METHODS = ("lightopt-sh", RANGE_METHOD)
 #: The shipped sweep file's pruner when the results in benchmarks/README.md were recorded: the ``lightopt`` method.
 MEDIAN_PRUNER = {"name": "median", "n_startup_trials": 5, "n_warmup_steps": 2}
 TOLERANCES = (0.02, 0.05, 0.10)
@@ -230,12 +241,14 @@ def task_data(
     ]
     data["study"]["seed"] = seed
     data["study"]["sampler"] = {**data["study"]["sampler"], "seed": seed}
-    if method in ("lightopt-hyperband", "lightopt-sh"):
+    if method in ("lightopt-hyperband", *SH_METHODS):
         round_examples = max(n_train(task) // 2, 1)  # one validation round (val_check_interval 0.5)
         name = "hyperband" if method == "lightopt-hyperband" else "successive_halving"
         rounds, factor = pruning
         data["study"]["pruner"] = {"name": name, "min_resource": rounds * round_examples, "reduction_factor": factor}
         data["study"]["report_at"] = "examples"
+    if method == RANGE_METHOD:  # the entry's low/high stay: they are the range the test ramps over
+        data["search"][LR_KEY] = {**data["search"][LR_KEY], "range_test": True}
     elif method == "lightopt":  # the file's pruner when these results were recorded (it now prunes as lightopt-sh)
         data["study"]["pruner"] = dict(MEDIAN_PRUNER)
         data["study"]["report_at"] = "validation_round"
@@ -284,6 +297,72 @@ def evaluate(task: str, setting: dict[str, Any], seed: int, max_epochs: int | No
     return min(values) if values else math.inf
 
 
+class TrainingExamples:
+    """While entered, counts the batches and examples a LightningModule trains on (a global forward pre-hook).
+
+    The range test builds its own Trainer without the config's callbacks, so no callback can count
+    what it trains on; both tasks' models call their ``forward`` once per training batch, with the
+    batch's inputs, so their first dimension is the batch's examples (what ``RoundLog`` counts for
+    a trial). Calls in eval mode (none in a range test) are not counted.
+    """
+
+    def __init__(self) -> None:
+        self.batches = self.examples = 0
+        self._handle = None
+
+    def _count(self, module: torch.nn.Module, args: tuple) -> None:
+        if isinstance(module, L.LightningModule) and module.training and args and torch.is_tensor(args[0]):
+            self.batches += 1
+            self.examples += int(args[0].shape[0])
+
+    def __enter__(self) -> TrainingExamples:
+        self._handle = torch.nn.modules.module.register_module_forward_pre_hook(self._count)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._handle.remove()
+
+
+def range_tested_study(data: dict[str, Any], root: str, size: int):
+    """``(study, objective, range test)``: lightopt's study after the range test of the lr entry.
+
+    As ``lightopt sweep run`` creates a study (``settle_range_test`` on the parsed file, then the
+    sampler of the bounded search space) and otherwise as ``search_efficiency.lightopt_study``
+    builds it: in memory, the file's sampler and pruner, lightopt's objective. The third item is
+    the test's record (what the study would store in ``user_attrs["lightopt"]["range_test"]``:
+    the bounds ``low``/``high`` in the entry's coordinate, the tested range, the momentum, where the
+    loss diverged) with the batches and examples it trained on, its ``epochs`` (examples over the
+    training set's ``size``) and ``wall_s``.
+    """
+    import contextlib
+    import io
+
+    from lightopt.sweep import spec as sweep_config
+    from lightopt.sweep.study import settle_range_test
+    from lightopt.sweep.trial import Objective
+
+    sweep = sweep_config.parse({**data, "study": {**data["study"], "log_dir": root}})  # its plot goes to root
+    start = time.time()
+    shown = io.StringIO()
+    with TrainingExamples() as counted, contextlib.redirect_stderr(io.StringIO()):  # Lightning's progress bar
+        sweep, record = settle_range_test(sweep, None, sweep.study.name, shown)
+    tested = {
+        **{k: v for k, v in record.items() if k != "plot"},
+        "batches": counted.batches,
+        "examples": counted.examples,
+        "epochs": counted.examples / size,
+        "wall_s": time.time() - start,
+        "summary": [  # the suggested range and the rule that gave it, as `lightopt sweep run` prints them
+            line.strip() for line in shown.getvalue().splitlines() if line.lstrip().startswith(("suggested", "(upper"))
+        ],
+    }
+    spec = sweep.study
+    study = optuna.create_study(
+        direction=spec.direction, sampler=spec.make_sampler(sweep.search), pruner=spec.make_pruner()
+    )
+    return study, Objective(sweep, root), tested
+
+
 def run_search(
     task: str,
     method: str,
@@ -293,7 +372,10 @@ def run_search(
     max_epochs: int | None = None,
     pruning: PruningArgs = (1, 3),
 ) -> dict[str, Any]:
-    """One search until ``budget_epochs`` (or ``n_trials``); after each trial: epochs spent, the recommendation."""
+    """One search until ``budget_epochs`` (or ``n_trials``); after each trial: epochs spent, the recommendation.
+
+    For ``lightopt-sh-range`` the range test's epochs and time count from the start, before trial 0.
+    """
     from lightopt.sweep.trial import TrialFailed
 
     quiet()
@@ -303,13 +385,18 @@ def run_search(
     with tempfile.TemporaryDirectory(prefix=f"search_robust_{method}_") as root:
         log_path = os.path.join(root, "rounds.jsonl")
         data = task_data(task, method, seed, log_path, max_epochs, pruning)
+        tested = None
+        begun = time.time()
         if method == "optuna":
             study, objective = optuna_objective(data, seed, log_path, None, root)
+        elif method == RANGE_METHOD:
+            study, objective, tested = range_tested_study(data, root, size)
         else:
             study, objective = lightopt_study(data, root)
+        before = 0.0 if tested is None else tested["epochs"]  # the range test trained first
 
         def record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            spent = sum(t["epochs"] for t in read_rounds(log_path, size))
+            spent = before + sum(t["epochs"] for t in read_rounds(log_path, size))
             try:
                 best = setting_of(study.best_trial)
             except ValueError:  # no completed trial yet
@@ -318,7 +405,7 @@ def run_search(
             if budget_epochs is not None and spent >= budget_epochs:
                 study.stop()
 
-        start = time.time()
+        start = time.time() if tested is None else begun
         study.optimize(
             objective,
             n_trials=n_trials or MAX_TRIALS,
@@ -332,7 +419,8 @@ def run_search(
         distinct: dict[str, dict[str, Any]] = {}
         for t in ranked:
             distinct.setdefault(setting_key(task, setting_of(t)), {**setting_of(t), "value": t.value})
-    return {"task": task, "method": method, "seed": seed, "trials": records, "ranked": list(distinct.values())}
+    result = {"task": task, "method": method, "seed": seed, "trials": records, "ranked": list(distinct.values())}
+    return result if tested is None else {**result, "range_test": tested}
 
 
 def search_and_evaluate(
@@ -444,6 +532,45 @@ def summarize(
                     rows[method]["optuna_over_this"] = median_ratio(base, mine)
             tables[f"{task} {tol:g}"] = rows
     return tables
+
+
+def range_tests(searches: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per task, the range tests of the searches that ran one: epochs and seconds (median, range), the bounds.
+
+    ``bounds`` lists ``[seed, low, high]`` in the entry's coordinate (``coordinate``; the learning
+    rate is the value times the entry's scale, 1 − α for the effective step at the file's batch).
+    """
+    out: dict[str, Any] = {}
+    for task in sorted({s["task"] for s in searches if "range_test" in s}):
+        tests = [(s["seed"], s["range_test"]) for s in searches if s["task"] == task and "range_test" in s]
+        epochs = [t["epochs"] for _, t in tests]
+        walls = [t["wall_s"] for _, t in tests]
+        out[task] = {
+            "searches": len(tests),
+            "coordinate": tests[0][1]["coordinate"],
+            "momentum": tests[0][1]["momentum"],
+            "tested": tests[0][1]["tested"],
+            "batches_median": quantile([t["batches"] for _, t in tests], 0.5),
+            "epochs_median": quantile(epochs, 0.5),
+            "epochs_range": [min(epochs), max(epochs)],
+            "wall_median_s": quantile(walls, 0.5),
+            "diverged": sum(t["diverged_at"] is not None for _, t in tests),
+            "bounds": [[seed, t["low"], t["high"]] for seed, t in tests],
+        }
+    return out
+
+
+def format_range_tests(summary: dict[str, Any]) -> str:
+    lines = []
+    for task, row in summary.items():
+        bounds = ", ".join(f"seed {seed}: [{low:.3g}, {high:.3g}]" for seed, low, high in row["bounds"])
+        lines.append(
+            f"\n{task}: range tests of {row['searches']} searches, {row['batches_median']:g} batches, "
+            f"{row['epochs_median']:.2f} epochs ({row['epochs_range'][0]:.2f} to {row['epochs_range'][1]:.2f}), "
+            f"{row['wall_median_s']:.1f} s (medians); diverged in {row['diverged']}; bounds in {row['coordinate']} "
+            f"(tested {row['tested'][0]:g} to {row['tested'][1]:g}, momentum {row['momentum']}): {bounds}"
+        )
+    return "\n".join(lines)
 
 
 def _fmt(value: float, digits: int = 1) -> str:
@@ -735,9 +862,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             with open(partial, "a", encoding="utf-8") as file:
                 file.write(json.dumps(result) + "\n")
             last = result["trials"][-1] if result["trials"] else {"epochs": 0, "wall_s": 0}
+            tested = result.get("range_test")
+            first = "" if tested is None else f" (range test {tested['epochs']:.1f} of them)"
             print(
                 f"  {result['task']:>6} {result['method']:>18} seed {result['seed']}: {len(result['trials'])} trials, "
-                f"{last['epochs']:.1f} epochs, {last['wall_s']:.0f} s ({time.time() - started:.0f} s in)",
+                f"{last['epochs']:.1f} epochs{first}, {last['wall_s']:.0f} s ({time.time() - started:.0f} s in)",
                 flush=True,
             )
 
@@ -745,6 +874,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     searches = [s for s in done if s["task"] in refs and s["method"] in args.methods]
     searches.sort(key=lambda s: (s["task"], METHODS.index(s["method"]), s["seed"]))
     tables = summarize(searches, cache.evaluations, refs, eval_seeds, args.budget_epochs)
+    tested = range_tests(searches)
     report = {
         "settings": {**vars(args), "tasks": {t: TASKS[t] for t in refs}, "raw_search": RAW_SEARCH},
         "machine": info,
@@ -753,6 +883,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "eval_seeds": eval_seeds,
         "searches": searches,
         "tables": tables,
+        "range_tests": tested,
         "wall_total_s": time.time() - started,
     }
     (out / f"{stem}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
@@ -765,6 +896,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 writer.writerow([s["task"], s["method"], s["seed"], tol, hit["epochs"], hit["wall_s"], spent])
     plot(searches, refs, args.budget_epochs, out / f"{stem}.png")
     print(format_tables(tables, args.budget_epochs))
+    if tested:
+        print(format_range_tests(tested))
     print(f"results: {out / stem}.{{json,csv,png}}; {time.time() - started:.0f} s", flush=True)
     return 0
 

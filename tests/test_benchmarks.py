@@ -470,7 +470,9 @@ def test_search_robust_quick_run_then_resume(search_robust, tmp_path, capsys):
         assert len(detail["candidates"]) in (1, 2) and all(len(c["losses"]) == 2 for c in detail["candidates"])
         assert report["reference"][task] == min(statistics.mean(c["losses"]) for c in detail["candidates"])
     for s in searches:
-        assert s["trials"][0]["epochs"] == pytest.approx(1.0)  # one 1-epoch trial spends the budget
+        # One 1-epoch trial spends the budget, after the range test where the method runs one (its epochs first).
+        before = s["range_test"]["epochs"] if s["method"] == search_robust.RANGE_METHOD else 0.0
+        assert s["trials"][0]["epochs"] == pytest.approx(before + 1.0)
         for trial in s["trials"]:
             setting = trial["setting"]
             if setting is None:
@@ -484,7 +486,15 @@ def test_search_robust_quick_run_then_resume(search_robust, tmp_path, capsys):
             key = search_robust.setting_key(s["task"], setting)
             assert str(report["eval_seeds"][0]) in cache[key]
         reached = s["within"]["0.1"]["epochs"]
-        assert reached == math.inf or reached == pytest.approx(1.0)
+        assert reached == math.inf or reached == pytest.approx(before + 1.0)
+    for task, row in report["range_tests"].items():
+        # Counted as trained: 100 batches at the file's batch size 64, each epoch's last batch the remainder.
+        (tested,) = [s["range_test"] for s in searches if s["task"] == task and "range_test" in s]
+        size = search_robust.n_train(task)
+        epoch = [64] * (size // 64) + ([size % 64] if size % 64 else [])
+        assert tested["batches"] == 100 and tested["examples"] == sum((epoch * 100)[:100])
+        assert tested["epochs"] == pytest.approx(tested["examples"] / size)
+        assert row["bounds"] == [[0, tested["low"], tested["high"]]] and tested["low"] <= tested["high"]
     rows = (tmp_path / "search_robust_quick.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 * len(searches)
     assert (tmp_path / "search_robust_quick.png").stat().st_size > 0
