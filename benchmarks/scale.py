@@ -117,6 +117,7 @@ class Stamps:
         self.starts: list[tuple[float, int]] = []
         self.cpu: list[float] = []  # this process's CPU time (all its threads) at each start
         self.memory: list[tuple[int, float]] = []
+        self.draws: list[tuple[int, float]] = []  # (trials started before it, CPU seconds) of each plot drawing
 
     def __call__(self, number: int) -> None:
         self.starts.append((time.time(), number))
@@ -178,8 +179,19 @@ def _worker(arm: str, index: int, trials: int, sampler: str, storage: str, log_d
     if arm == "lightopt":
         from lightopt.sweep import Objective, run_sweep
         from lightopt.sweep.spec import parse
+        from lightopt.sweep.study import StudyRun
 
         Objective.fit_trial = staticmethod(_stub_fit(stamps))
+        drawing = StudyRun._write_plots
+
+        def timed_drawing(self, study):  # the plots' drawings, told apart from the per-trial bookkeeping
+            cpu = time.process_time()
+            try:
+                drawing(self, study)
+            finally:
+                stamps.draws.append((len(stamps.starts), time.process_time() - cpu))
+
+        StudyRun._write_plots = timed_drawing
         sweep = parse(sweep_data(log_dir, trials, sampler), "scale.yaml")
         with open(os.devnull, "w") as out:
             run_sweep(sweep, storage=storage, out=out)
@@ -213,6 +225,7 @@ def _worker(arm: str, index: int, trials: int, sampler: str, storage: str, log_d
             {
                 "starts": stamps.starts,
                 "cpu": stamps.cpu,
+                "draws": stamps.draws,
                 "memory": stamps.memory,
                 "after_last_s": ended - last,
                 "peak_rss_mib": round(peak, 1),
@@ -268,6 +281,8 @@ def run_arm(
         "per_trial_ms": per_trial_ms(starts, trials),
         "cpu_per_trial_ms": cpu_per_trial_ms(per_worker, trials),
         "cpu_per_trial_by_segment_ms": cpu_by_segment_ms(per_worker, trials),
+        "cpu_per_trial_by_segment_without_plots_ms": cpu_by_segment_ms(per_worker, trials, without_draws=True),
+        "plot_drawings": [[[n, round(s, 2)] for n, s in w.get("draws", [])] for w in per_worker],
         "memory_mib": [w["memory"] for w in per_worker],
         "peak_rss_mib": [w["peak_rss_mib"] for w in per_worker],
         "after_last_trial_s": [round(w["after_last_s"], 2) for w in per_worker],
@@ -323,20 +338,27 @@ def segments(trials: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
-def cpu_by_segment_ms(per_worker: list[dict[str, Any]], trials: int) -> dict[str, float]:
+def cpu_by_segment_ms(per_worker: list[dict[str, Any]], trials: int, without_draws: bool = False) -> dict[str, float]:
     """The workers' CPU time per trial over each span of :func:`segments` ("10-100", "100-300", ...).
 
     Every trial of the span counts, not a window of N/10 before each checkpoint: on a shared machine
     a window of 20 or 30 trials moves by 10 to 20 ms from run to run, a span of 200 by a few.
+    ``without_draws``: less the CPU of the plot drawings made between the span's first and last
+    trial start (lightopt's arm records them), i.e. the per-trial bookkeeping alone.
     """
     out = {}
     for a, b in segments(trials):
         used = started = 0
         for worker in per_worker:
-            inside = [c for (_, number), c in zip(worker["starts"], worker["cpu"]) if a <= number < b]
-            if len(inside) > 1:
-                used += inside[-1] - inside[0]
-                started += len(inside) - 1
+            kept = [
+                (i, c) for i, ((_, number), c) in enumerate(zip(worker["starts"], worker["cpu"])) if a <= number < b
+            ]
+            if len(kept) > 1:
+                used += kept[-1][1] - kept[0][1]
+                started += len(kept) - 1
+                if without_draws:  # a drawing stamped k ran after the k-th start
+                    first, last = kept[0][0] + 1, kept[-1][0]
+                    used -= sum(seconds for k, seconds in worker.get("draws", []) if first <= k <= last)
         if started:
             out[f"{a}-{b}"] = round(1000 * used / started, 2)
     return out
@@ -504,7 +526,12 @@ def main(argv: list[str] | None = None) -> int:
                         f"wall {row[arm]['wall_s']} s",
                         flush=True,
                     )
-                for key in ("per_trial_ms", "cpu_per_trial_ms", "cpu_per_trial_by_segment_ms"):
+                for key in (
+                    "per_trial_ms",
+                    "cpu_per_trial_ms",
+                    "cpu_per_trial_by_segment_ms",
+                    "cpu_per_trial_by_segment_without_plots_ms",
+                ):
                     row[f"difference_{key}"] = {
                         n: round(row["lightopt"][key][n] - ms, 2)
                         for n, ms in row["optuna"][key].items()

@@ -33,6 +33,7 @@ def test_both_arms_run_the_same_trials_and_report_each_checkpoint(scale, tmp_pat
         assert row[arm]["trials_run"] == 40
         assert set(row[arm]["per_trial_ms"]) == set(row[arm]["cpu_per_trial_ms"]) == {"40"}
         assert set(row[arm]["cpu_per_trial_by_segment_ms"]) == {"10-40"}  # every trial of the span, not a window
+        assert set(row[arm]["cpu_per_trial_by_segment_without_plots_ms"]) == {"10-40"}
         assert row[arm]["storage_bytes"] > 0
     assert row["lightopt"]["tensorboard_bytes"] > 0 and row["optuna"]["tensorboard_bytes"] == 0
     assert set(row["difference_per_trial_ms"]) == {"40"}
@@ -99,3 +100,13 @@ def test_cpu_by_segment_counts_every_trial_of_each_span_over_all_workers(scale):
     assert spans["10-100"] == pytest.approx(3.0, abs=0.05)  # (2 + 4) / 2
     assert spans["100-300"] == pytest.approx(4.0, abs=0.05)  # (2 + 6) / 2
     assert spans["300-400"] == pytest.approx(4.0, abs=0.05)
+
+
+def test_cpu_by_segment_without_plots_leaves_out_the_drawings_inside_each_span(scale):
+    """A drawing of 0.5 s between the starts of trials 149 and 150 (stamped 150) is in span 100-300 only."""
+    cpu = [0.002 * i + (0.5 if i >= 150 else 0.0) for i in range(400)]
+    worker = {"starts": [(float(i), i) for i in range(400)], "cpu": cpu, "draws": [[150, 0.5]]}
+    spans = scale.cpu_by_segment_ms([worker], 400)
+    plain = scale.cpu_by_segment_ms([worker], 400, without_draws=True)
+    assert spans["100-300"] == pytest.approx(2.0 + 500 / 199, abs=0.01)
+    assert plain == pytest.approx({"10-100": 2.0, "100-300": 2.0, "300-400": 2.0}, abs=0.01)

@@ -136,8 +136,10 @@ def display_study(study: optuna.Study, labels: Mapping[str, str] | None = None) 
 
     Numeric parameters searched on a linear scale whose values span decades get a log distribution
     (Optuna's plots draw a log axis exactly where the distribution says ``log``). Values, states,
-    intermediate values and attributes are copied; ``study`` and its storage are not changed.
-    Returns ``(copy, {name: label})``.
+    intermediate values, system attributes (Optuna's plots read constraints there) and the study's
+    attributes are copied; the trials' user attributes are not (no plot reads them, and a sweep's
+    hold each trial's whole config: copying them made a drawing's time and memory grow with the
+    configs' size). ``study`` and its storage are not changed. Returns ``(copy, {name: label})``.
     """
     trials = study.get_trials(deepcopy=False)
     names = sorted({name for trial in trials for name in trial.params})
@@ -174,7 +176,7 @@ def display_study(study: optuna.Study, labels: Mapping[str, str] | None = None) 
                 datetime_complete=trial.datetime_complete,
                 params={labels[name]: value for name, value in trial.params.items()},
                 distributions=distributions,
-                user_attrs=dict(trial.user_attrs),
+                user_attrs={},
                 system_attrs=dict(trial.system_attrs),
                 intermediate_values=dict(trial.intermediate_values),
                 trial_id=trial._trial_id,
@@ -249,9 +251,17 @@ def fit_figure(axes: Any, kind: str, n_params: int, labels: Iterable[str] = ()) 
     return figure
 
 
-def draw(function: Callable[..., Any], study: optuna.Study, kind: str) -> Any:
-    """Call Optuna's matplotlib plot ``function`` on a :func:`display_study` of ``study``, fitted; returns its axes."""
-    copy, labels = display_study(study)
+def draw(
+    function: Callable[..., Any],
+    study: optuna.Study,
+    kind: str,
+    shown: tuple[optuna.Study, Mapping[str, str]] | None = None,
+) -> Any:
+    """Call Optuna's matplotlib plot ``function`` on a :func:`display_study` of ``study``, fitted; returns its axes.
+
+    ``shown``: that display study and its labels, already made (several plots of one study share one).
+    """
+    copy, labels = display_study(study) if shown is None else shown
     with _figure_defaults(kind, len(labels)):
         axes = function(copy)
     fit_figure(axes, kind, len(labels), labels.values())

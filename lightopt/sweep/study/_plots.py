@@ -40,9 +40,9 @@ def plot_study(study: optuna.Study, out_dir: str | Path) -> tuple[list[Path], li
     from optuna.trial import TrialState
     from optuna.visualization import matplotlib as optuna_mpl
 
-    from lightopt.sweep.study._plot_labels import draw
+    from lightopt.sweep.study._plot_labels import display_study, draw
 
-    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         raise SweepConfigError(f"study {study.study_name!r} has no completed trial to plot.")
     n_params = len({name for t in complete for name in t.params})
@@ -50,6 +50,7 @@ def plot_study(study: optuna.Study, out_dir: str | Path) -> tuple[list[Path], li
     out.mkdir(parents=True, exist_ok=True)
     written, notes = [], []
     names = objective_names(study)
+    shown = display_study(study)  # one relabelled copy for all the plots
     plots = _PLOTS
     if len(names) > 1:
         plots = (("pareto_front", "plot_pareto_front", 0), *_PLOTS)
@@ -71,7 +72,7 @@ def plot_study(study: optuna.Study, out_dir: str | Path) -> tuple[list[Path], li
         with warnings.catch_warnings(), optuna_quiet():
             warnings.filterwarnings("ignore", category=ExperimentalWarning)
             try:
-                axes = draw(plot, study, name)  # short distinct labels, log axes, fitted sizes
+                axes = draw(plot, study, name, shown)  # short distinct labels, log axes, fitted sizes
             except (ValueError, RuntimeError) as error:
                 notes.append(f"{name}: skipped, {error}")
                 continue

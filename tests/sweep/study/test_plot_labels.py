@@ -255,3 +255,35 @@ def test_display_study_reads_each_parameters_values_once_not_once_per_trial(monk
     copy, _ = display_study(study)
     assert calls == [60, 60]  # one look at each parameter's 60 values
     assert copy.trials[0].distributions["lr"].log  # values over decades on a linear distribution: shown on a log axis
+
+
+def test_a_drawing_copies_the_study_once_and_without_the_trials_configs(monkeypatch, tmp_path):
+    """plot_study makes one display copy for all its plots (one per plot before), and the copy leaves out the
+    trials' user attributes (a sweep's hold each trial's whole config), keeping what the plots read."""
+    import lightopt.sweep.study._plot_labels as plot_labels
+    from lightopt.sweep.study import plot_study
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+
+    def objective(trial):
+        trial.set_user_attr("config", {"model": {"init_args": {"hidden": list(range(50))}}})
+        return trial.suggest_float("a.lr", 1e-4, 1.0, log=True) + trial.suggest_int("b.units", 1, 512)
+
+    study.optimize(objective, n_trials=12)
+    copies = []
+    made = plot_labels.display_study
+
+    def counting(*args, **kwargs):
+        copies.append(made(*args, **kwargs))
+        return copies[-1]
+
+    monkeypatch.setattr(plot_labels, "display_study", counting)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        written, _ = plot_study(study, tmp_path)
+    assert len(written) == 5 and len(copies) == 1
+    (copy, _), original = copies[0], study.trials
+    assert all(t.user_attrs == {} for t in copy.trials)
+    assert [t.values for t in copy.trials] == [t.values for t in original]
+    assert [t.intermediate_values for t in copy.trials] == [t.intermediate_values for t in original]
+    assert all("config" in t.user_attrs for t in study.trials)  # the study itself is not changed
