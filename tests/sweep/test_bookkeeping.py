@@ -256,26 +256,30 @@ def test_through_the_sweeps_storage_a_trial_is_not_read_back_where_the_cache_hol
 
 def _scan_refreshes(tmp_path, monkeypatch, size: int, trials: int = 6) -> int:
     """Refreshes of Optuna's database cache by lightopt's scans in a run of the loop's ``trials`` trials after
-    ``size``, with the progress line, the study run and the failure watch as ``sweep run`` gives them."""
-    from lightopt import _compat
+    ``size``, with the progress line, the study run and the failure watch as ``sweep run`` gives them: each
+    refresh starts with one query listing the trials to look at with their states."""
+    import sqlalchemy
 
     study = _rdb_study(tmp_path, size)
     progress, board = _Progress(io.StringIO(), size + 100, "val_loss"), StudyRun(tmp_path / "runs", plot_every=3600)
     refreshes = []
-    refresh = _compat.refresh_trial_cache
 
-    def counting(cache, study_id):
-        if any(frame.function == "trials_from" for frame in inspect.stack()[1:6]):
-            refreshes.append(study_id)
-        return refresh(cache, study_id)
+    def counting(conn, cursor, statement, *args):
+        text = " ".join(statement.split())  # the listing selects ids, numbers and states only, not whole trials
+        listing = text.startswith("SELECT trials.trial_id") and "trials.state" in text and "datetime_start" not in text
+        if listing and any(frame.function == "trials_from" for frame in inspect.stack()[1:40]):
+            refreshes.append(statement)
 
     def run(total: int) -> int:
         return _run_loop(study, tmp_path, [progress, board], total)
 
     run(size + 1)  # the first look of each reads the study
-    monkeypatch.setattr(_compat, "refresh_trial_cache", counting)
-    ran = run(size + 1 + trials)
-    monkeypatch.undo()
+    engine = study._storage._backend.engine
+    sqlalchemy.event.listen(engine, "before_cursor_execute", counting)
+    try:
+        ran = run(size + 1 + trials)
+    finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", counting)
     assert ran == trials
     return len(refreshes)
 

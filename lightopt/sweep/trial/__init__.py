@@ -103,6 +103,7 @@ if TYPE_CHECKING:
         range_test,
         run_range_test,
         suggest_range,
+        unbiased,
     )
     from lightopt.sweep.trial._rank_error import (
         ERROR_MARK,
@@ -158,7 +159,8 @@ _LAZY = {
         ("MetricNotLoggedError", "PruningCallback", "PyTorchLightningPruningCallback"), "lightopt.sweep.trial._pruning"
     ),
     **dict.fromkeys(
-        ("DIVERGENCE", "RangeTest", "range_test", "run_range_test", "suggest_range"), "lightopt.sweep.trial._range_test"
+        ("DIVERGENCE", "RangeTest", "range_test", "run_range_test", "suggest_range", "unbiased"),
+        "lightopt.sweep.trial._range_test",
     ),
     **dict.fromkeys(("ERROR_MARK", "RANK_MODULE"), "lightopt.sweep.trial._rank_error"),
     **dict.fromkeys(("sanity_check_defaults", "sanity_check_passed"), "lightopt.sweep.trial._sanity"),
@@ -218,6 +220,7 @@ __all__ = [
     "sanity_check_defaults",
     "sanity_check_passed",
     "suggest_range",
+    "unbiased",
     "torch_threads",
     "trial_config",
     "trial_devices",

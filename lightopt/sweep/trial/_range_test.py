@@ -6,7 +6,10 @@ severe instability". :func:`range_test` trains the file's model on its data with
 ``steps`` batches while the learning rate grows exponentially from ``min_lr`` to ``max_lr``,
 records the smoothed loss, stops once it diverges, and suggests a range (:func:`suggest_range`):
 
-1. the smoothed loss is Lightning's: an exponential average with β = 0.98, bias-corrected;
+1. the smoothed loss is an exponential average with β = 0.98 (Lightning's), bias-corrected by the
+   number of losses it holds, 1 − β^k after k batches (:func:`unbiased`: Lightning divides by
+   1 − β^(k+1), so its first value reads half the loss and its tenth 8% low, which on a loss that
+   falls slowly put the lowest point at the first step looked at);
 2. the test stops early (diverges) at the first step whose smoothed loss exceeds 4× the lowest
    so far, or is not finite;
 3. the **upper end** is the learning rate at the lowest smoothed loss, looked for after the first
@@ -51,13 +54,39 @@ from lightopt.runconfig import CliSpec, Run, build
 from lightopt.sweep.spec import LrEntry
 from lightopt.sweep.trial._build import quiet_lightning
 
-__all__ = ["DIVERGENCE", "RangeTest", "range_test", "run_range_test", "suggest_range"]
+__all__ = ["DIVERGENCE", "RangeTest", "range_test", "run_range_test", "suggest_range", "unbiased"]
 
 DIVERGENCE = 4.0  # the test stops once the smoothed loss exceeds this multiple of its lowest value
 _DECADES = 2  # the lower end is this many decades below the upper end
 _SKIP = 10  # the first steps' smoothed losses average few batches: the lowest is looked for after them
 _PLAIN = LrEntry()  # the learning rate itself, no momentum reported
 _NEVER = 10**9  # check_val_every_n_epoch: no validation during the test
+
+
+BETA = 0.98  # the smoothing of Lightning's lr_find (its callback's default; Tuner.lr_find does not expose it)
+
+
+def unbiased(losses: Sequence[float], beta: float = BETA) -> list[float]:
+    """Lightning's smoothed range-test ``losses``, bias-corrected by the number of losses each average holds.
+
+    Lightning's ``lr_find`` keeps ``avg ← β·avg + (1 − β)·loss`` and records ``avg / (1 − β^(g+1))``,
+    where ``g``, the trainer's global step, is already ``k`` at the ``k``-th recorded loss: the
+    average of ``k`` losses is divided by ``1 − β^(k+1)`` instead of ``1 − β^k``, so each value reads
+    low by the factor ``(1 − β^k) / (1 − β^(k+1))`` (0.50 at the first, 0.92 at the tenth, 0.99 at
+    the hundredth). Entries it records as NaN (a step without a loss) do not enter the average.
+
+    Example:
+        >>> [round(v, 6) for v in unbiased([2.0 * (1 - 0.98) / (1 - 0.98**2), 2.0 * (1 - 0.98**2) / (1 - 0.98**3)])]
+        [2.0, 2.0]
+    """
+    out, held = [], 0
+    for index, loss in enumerate(losses):
+        if math.isnan(loss):
+            out.append(loss)
+            continue
+        held += 1
+        out.append(loss * (1 - beta ** (index + 2)) / (1 - beta**held))
+    return out
 
 
 def suggest_range(
@@ -238,7 +267,7 @@ def run_range_test(
     lrs, losses = list(finder.results["lr"]), list(finder.results["loss"])
     n = min(len(lrs), len(losses))
     values = tuple(lr / entry.scale for lr in lrs[:n])
-    losses = [float(loss) for loss in losses[:n]]
+    losses = unbiased([float(loss) for loss in losses[:n]])
     diverged = next((i for i, loss in enumerate(losses) if not math.isfinite(loss)), None)
     finite = [loss for loss in losses if math.isfinite(loss)]
     if diverged is None and (n < steps or (finite and losses[-1] > DIVERGENCE * min(finite))):

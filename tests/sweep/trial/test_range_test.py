@@ -10,7 +10,7 @@ import torch
 
 from lightopt.runconfig import Run
 from lightopt.sweep.spec import SweepFile, lr_entry, parse_search
-from lightopt.sweep.trial import DIVERGENCE, range_test, run_range_test, suggest_range
+from lightopt.sweep.trial import DIVERGENCE, range_test, run_range_test, suggest_range, unbiased
 from tests.sweep.trial.range_project import Regression, SmallMLP
 
 PROJECT = "tests.sweep.trial.range_project"
@@ -171,3 +171,48 @@ def test_a_model_without_an_lr_attribute_whose_optimizer_comes_from_the_config()
     }
     result = range_test(digits, min_lr=1e-4, max_lr=10.0, steps=30, seed=0)
     assert len(result.values) >= 10 and 1e-4 <= result.low < result.high <= 10.0
+
+
+def _recorded_by_lightning(losses, beta=0.98, nan_at=()):
+    """What Lightning's lr_find records for raw batch ``losses``: avg / (1 - beta^(global_step + 1)), the global
+    step being k at the k-th batch (NaN for a batch without a loss, the average unchanged)."""
+    avg, out = 0.0, []
+    for index, loss in enumerate(losses):
+        if index in nan_at:
+            out.append(float("nan"))
+            continue
+        avg = beta * avg + (1 - beta) * loss
+        out.append(avg / (1 - beta ** (index + 2)))
+    return out
+
+
+def test_unbiased_restores_the_bias_corrected_average_of_the_losses_seen():
+    """A constant loss reads constant after the correction (Lightning's first value reads half of it); a falling
+    loss reads as the exactly bias-corrected average, NaN entries skipped."""
+    recorded = _recorded_by_lightning([2.0] * 30)
+    assert recorded[0] == pytest.approx(2.0 / 1.98) and recorded[9] < 0.93 * 2.0
+    assert unbiased(recorded) == pytest.approx([2.0] * 30)
+    raw = [2.3 - 0.001 * k for k in range(100)]
+    recorded = _recorded_by_lightning(raw, nan_at={5})
+    expected, avg, held = [], 0.0, 0
+    for index, loss in enumerate(raw):
+        if index == 5:
+            expected.append(math.nan)
+            continue
+        avg, held = 0.98 * avg + 0.02 * loss, held + 1
+        expected.append(avg / (1 - 0.98**held))
+    corrected = unbiased(recorded)
+    assert math.isnan(corrected[5])
+    assert [c for i, c in enumerate(corrected) if i != 5] == pytest.approx(
+        [e for i, e in enumerate(expected) if i != 5]
+    )
+
+
+def test_a_slowly_falling_loss_puts_the_upper_end_at_the_end_of_the_ramp_not_at_the_first_step_looked_at():
+    """The loss falls from 2.30 to 2.20 over 100 steps and never diverges: the lowest (corrected) smoothed loss
+    is the last, so the suggested upper end is the highest rate tested. Lightning's values, read as they are,
+    put it at step 10, the first one looked at."""
+    values = [1e-4 * 10 ** (k / 25) for k in range(100)]
+    recorded = _recorded_by_lightning([2.3 - 0.001 * k for k in range(100)])
+    assert suggest_range(values, recorded)[2] == 10
+    assert suggest_range(values, unbiased(recorded))[2] == 99
