@@ -87,3 +87,46 @@ def test_lightning_trainer_is_in_a_reference_cycle():
         assert alive() is None
     finally:
         gc.enable()
+
+
+def test_cleanup_frees_garbage_that_takes_two_passes_before_freezing(tmp_path):
+    """A drawing of Optuna's matplotlib plots leaves garbage (markers, paths, callback registries) that one
+    collection pass does not free; frozen after one pass it was never freed (53,524 objects per drawing of this
+    60-trial study, about 40 MB per drawing at 10,000 trials in a sweep). The cleanup collects until a pass
+    finds nothing, then freezes."""
+    import random
+    import warnings
+
+    import matplotlib
+    import optuna
+    from optuna.distributions import FloatDistribution, IntDistribution
+    from optuna.trial import create_trial
+
+    from lightopt.sweep.study import plot_study
+
+    matplotlib.use("Agg")
+    rng = random.Random(0)
+    space = {
+        "lr": FloatDistribution(1e-4, 1.0, log=True),
+        "momentum": FloatDistribution(0.0, 0.99),
+        "batch": IntDistribution(16, 256, log=True),
+    }
+    study = optuna.create_study()
+    study.add_trials(
+        create_trial(
+            state=TrialState.COMPLETE,
+            value=rng.random(),
+            params={"lr": 10 ** rng.uniform(-4, 0), "momentum": rng.uniform(0, 0.99), "batch": rng.choice([16, 256])},
+            distributions=space,
+        )
+        for _ in range(60)
+    )
+    cleanup = TrialCleanup()
+    with warnings.catch_warnings(), cleanup:
+        warnings.simplefilter("ignore")
+        plot_study(study, tmp_path / "first")  # matplotlib's imports and caches: kept for good, once
+        cleanup(study, study.trials[-1])
+        before = gc.get_freeze_count()
+        plot_study(study, tmp_path / "second")
+        cleanup(study, study.trials[-1])
+        assert gc.get_freeze_count() - before < 1000

@@ -9,8 +9,11 @@ trial with ~450,000 objects on a busy 2-core machine, as long as a short trial i
 
 :class:`TrialCleanup` freezes what exists when the sweep starts (``gc.freeze()``: the collector
 skips it from then on) and, after each trial, collects and freezes again. A pass then walks only
-what the last trial made, about a millisecond, and frees all of it that is garbage. Leaving the
-block unfreezes (unless the heap was frozen before), so the caller's program is as it was.
+what the last trial made, about a millisecond, and frees all of it that is garbage. It collects
+until a pass finds nothing (:func:`collect_all`): some garbage is freed only by a second pass
+(a drawing of Optuna's matplotlib plots left about 67,000 such objects, 25 MB at 1,000 trials),
+and whatever is still there when the heap is frozen is never freed. Leaving the block unfreezes
+(unless the heap was frozen before), so the caller's program is as it was.
 """
 
 from __future__ import annotations
@@ -25,9 +28,25 @@ from optuna.trial import FrozenTrial, TrialState
 __all__ = ["TrialCleanup", "free_memory"]
 
 
+def collect_all(passes: int = 4) -> int:
+    """``gc.collect()`` until a pass finds nothing (at most ``passes`` passes); returns the objects found in all.
+
+    A pass can leave garbage that only the next one frees (a cycle kept reachable from another
+    cycle's finalizer or weak-reference callback until that one is collected). Before
+    ``gc.freeze()`` that matters: what is frozen is never collected.
+    """
+    found = total = gc.collect()
+    for _ in range(passes - 1):
+        if not found:
+            break
+        found = gc.collect()
+        total += found
+    return total
+
+
 def free_memory() -> None:
     """Collect garbage and return CUDA's cached blocks to the device (after running out of memory)."""
-    gc.collect()
+    collect_all()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
 
@@ -67,5 +86,5 @@ class TrialCleanup:
         if trial.state == TrialState.FAIL:
             free_memory()
         else:
-            gc.collect()
-        gc.freeze()
+            collect_all()
+        gc.freeze()  # only after a pass found nothing: garbage frozen would stay for good
