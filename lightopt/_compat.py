@@ -132,8 +132,10 @@ def refresh_trial_cache(cache: Any, study_id: int) -> None:
     Optuna's refresh reads in full (the trial and its five relations: six queries) every trial
     not seen finished by an earlier refresh, including one that this process has just read
     finished with ``get_trial`` (as ``study.optimize`` does after each trial, for its callbacks,
-    and :func:`remember_finished` keeps). Here the trials a refresh would read are first listed
-    with their states (one query); only those not held finished in the cache are read in full.
+    and :func:`remember_finished` keeps), and every running trial at every look. Here the trials
+    a refresh would read are first listed with their states (one query); only those whose state
+    changed, or that the cache does not hold finished or running with a sweep worker's record,
+    are read in full: another worker's running trial is read once, then again when it finishes.
     The cache's bookkeeping (``unfinished_trial_ids``, ``last_finished_trial_id``) is updated as
     Optuna's refresh updates it, from the same trials.
     """
@@ -157,7 +159,7 @@ def refresh_trial_cache(cache: Any, study_id: int) -> None:
         held, unread = [], set()
         for trial_id, number, state in listed:
             trial = study.trials.get(number)
-            if trial is not None and trial._trial_id == trial_id and trial.state.is_finished() and trial.state == state:
+            if trial is not None and trial._trial_id == trial_id and trial.state == state and _settled(trial):
                 held.append(trial)
             else:
                 unread.add(trial_id)
@@ -170,6 +172,20 @@ def refresh_trial_cache(cache: Any, study_id: int) -> None:
                 continue
             study.last_finished_trial_id = max(study.last_finished_trial_id, trial._trial_id)
             study.unfinished_trial_ids.discard(trial._trial_id)
+
+
+def _settled(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a look at the study need not read ``trial`` again while its state is unchanged.
+
+    A finished trial never changes. A running one that carries its worker's record (lightopt's
+    ``worker`` attribute, written when a sweep creates or claims it) changes only in what its fit
+    writes (parameters, reported values, attributes), which the sweep's looks do not use until it
+    finishes; its state changing to finished brings it to a full read. Optuna's own refresh (its
+    sampler's and pruner's reads) still reads every running trial in full.
+    """
+    from optuna.trial import TrialState
+
+    return trial.state.is_finished() or (trial.state == TrialState.RUNNING and "worker" in trial.user_attrs)
 
 
 def remember_finished(storage: optuna.storages.BaseStorage, trial: optuna.trial.FrozenTrial) -> None:

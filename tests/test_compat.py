@@ -170,6 +170,16 @@ def test_the_refresh_leaves_optunas_cache_as_optunas_own_refresh_would(tmp_path)
     other.tell(first, state=optuna.trial.TrialState.PRUNED)
     other.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
     look()
+    claimed = other.ask()
+    claimed.set_user_attr("worker", {"host": "elsewhere", "pid": 1})  # a sweep worker's trial: read once ...
+    look()
+    claimed.suggest_float("x", 0, 1)
+    claimed.report(0.5, 1)
+    _compat.refresh_trial_cache(mine, study_id)  # ... and not again while it runs
+    assert mine._studies[study_id].trials[claimed.number].params == {}
+    other.tell(claimed, 0.25)  # finished: read in full
+    look()
+    assert mine._studies[study_id].trials[claimed.number].params == {"x": claimed.params["x"]}
     assert mine._studies[study_id].last_finished_trial_id > second_id
     assert not mine._studies[study_id].unfinished_trial_ids
 
