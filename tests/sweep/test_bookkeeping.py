@@ -200,13 +200,13 @@ def _run_loop(study, tmp_path, callbacks, total: int) -> int:
     )
 
 
-def _statements_per_trial(tmp_path, size: int, trials: int = 6, guarded: bool = False) -> tuple[float, float]:
-    """SQL statements per trial of the worker loop's ``trials`` trials after ``size``: in all, and in its scans."""
+def _loop_statements(tmp_path, size: int, trials: int = 6, guarded: bool = False) -> tuple[list[str], list[str]]:
+    """The SQL statements of the worker loop's ``trials`` trials after ``size`` (with the progress line, the
+    study run and the failure watch as ``sweep run`` gives them): all, and those of its scans."""
     import sqlalchemy
 
     study = _rdb_study(tmp_path, size, guarded)
-    out = io.StringIO()
-    progress, board = _Progress(out, size + 100, "val_loss"), StudyRun(tmp_path / "runs", plot_every=3600)
+    progress, board = _Progress(io.StringIO(), size + 100, "val_loss"), StudyRun(tmp_path / "runs", plot_every=3600)
 
     def run(total: int) -> int:
         return _run_loop(study, tmp_path, [progress, board], total)
@@ -226,7 +226,13 @@ def _statements_per_trial(tmp_path, size: int, trials: int = 6, guarded: bool = 
     finally:
         sqlalchemy.event.remove(engine, "before_cursor_execute", count)
     assert ran == trials
-    return len(statements) / ran, len(scans) / ran
+    return statements, scans
+
+
+def _statements_per_trial(tmp_path, size: int, trials: int = 6, guarded: bool = False) -> tuple[float, float]:
+    """SQL statements per trial of the worker loop's ``trials`` trials after ``size``: in all, and in its scans."""
+    statements, scans = _loop_statements(tmp_path, size, trials, guarded)
+    return len(statements) / trials, len(scans) / trials
 
 
 def test_per_trial_sql_statements_do_not_grow_with_the_study(tmp_path):
@@ -254,43 +260,25 @@ def test_through_the_sweeps_storage_a_trial_is_not_read_back_where_the_cache_hol
     assert large <= plain - 10  # 6 for ask's read of the new trial, 6 for the re-read of the finished one
 
 
-def _scan_refreshes(tmp_path, monkeypatch, size: int, trials: int = 6) -> int:
+def _scan_refreshes(tmp_path, size: int, trials: int = 6) -> int:
     """Refreshes of Optuna's database cache by lightopt's scans in a run of the loop's ``trials`` trials after
-    ``size``, with the progress line, the study run and the failure watch as ``sweep run`` gives them: each
-    refresh starts with one query listing the trials to look at with their states."""
-    import sqlalchemy
-
-    study = _rdb_study(tmp_path, size)
-    progress, board = _Progress(io.StringIO(), size + 100, "val_loss"), StudyRun(tmp_path / "runs", plot_every=3600)
-    refreshes = []
-
-    def counting(conn, cursor, statement, *args):
-        text = " ".join(statement.split())  # the listing selects ids, numbers and states only, not whole trials
-        listing = text.startswith("SELECT trials.trial_id") and "trials.state" in text and "datetime_start" not in text
-        if listing and any(frame.function == "trials_from" for frame in inspect.stack()[1:40]):
-            refreshes.append(statement)
-
-    def run(total: int) -> int:
-        return _run_loop(study, tmp_path, [progress, board], total)
-
-    run(size + 1)  # the first look of each reads the study
-    engine = study._storage._backend.engine
-    sqlalchemy.event.listen(engine, "before_cursor_execute", counting)
-    try:
-        ran = run(size + 1 + trials)
-    finally:
-        sqlalchemy.event.remove(engine, "before_cursor_execute", counting)
-    assert ran == trials
-    return len(refreshes)
+    ``size``: each starts with one query listing the trials to look at with their states (ids, numbers and
+    states only, not whole trials)."""
+    _, scans = _loop_statements(tmp_path, size, trials)
+    texts = (" ".join(statement.split()) for statement in scans)
+    return sum(
+        text.startswith("SELECT trials.trial_id") and "trials.state" in text and "datetime_start" not in text
+        for text in texts
+    )
 
 
-def test_the_scans_after_a_trial_share_one_read_of_the_database(tmp_path, monkeypatch):
+def test_the_scans_after_a_trial_share_one_read_of_the_database(tmp_path):
     """The progress line, the study run and the failure watch read the study once after a trial between them
     (:func:`~lightopt.sweep.store.one_look`); the loop reads it again under the host lock, where another worker
     of the host may have started a trial since: 2 refreshes of Optuna's cache per trial (3 before), at any size,
     and one for the count that ends the run."""
-    assert _scan_refreshes(tmp_path / "small", monkeypatch, 50, trials=6) == 2 * 6 + 1
-    assert _scan_refreshes(tmp_path / "large", monkeypatch, 300, trials=6) == 2 * 6 + 1
+    assert _scan_refreshes(tmp_path / "small", 50, trials=6) == 2 * 6 + 1
+    assert _scan_refreshes(tmp_path / "large", 300, trials=6) == 2 * 6 + 1
 
 
 def test_one_look_reads_a_database_study_once_and_sees_no_later_write_in_it(tmp_path):
