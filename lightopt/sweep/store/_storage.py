@@ -1,7 +1,7 @@
 """The study's storage as a sweep uses it: every trial findable by recovery, a database outage ridden out.
 
 :class:`GuardedStorage` wraps the Optuna storage that a sweep opens (a journal file, or a database
-through Optuna's cache) and changes two things:
+through Optuna's cache) and changes three things:
 
 1. A trial is created with its worker's identity already in it (``user_attrs["worker"]``: host,
    pid, start time). A bare Optuna trial gets it only from the objective's first write, so a
@@ -13,6 +13,10 @@ through Optuna's cache) and changes two things:
    After that a :class:`StorageError` says so in one line, and every later call fails at once.
    A trial whose creation was cut off is looked up by a token before it is created again, so a
    retry never makes a second one; a missed heartbeat is not retried (the next one comes soon).
+3. On a database, no read of what Optuna's cache already holds as it is: the trial ``study.ask``
+   has just created, a trial once read finished (:meth:`GuardedStorage.get_trial`), and Optuna's
+   look for stale trials right after the worker loop's own
+   (:meth:`GuardedStorage.stale_trials_looked_for`).
 
 :class:`StorageError` is every storage fault a user must hear about in one line (a full disk, a
 deleted or read-only journal, a database that stayed away).
