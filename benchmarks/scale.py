@@ -19,7 +19,9 @@ start it, :mod:`tests.sweep.postgres`). On PostgreSQL lightopt's storage runs Op
 Each arm runs in fresh processes (one per worker; several workers share one study, as several
 machines do). Each process stamps every trial's start: the per-trial time at N trials is the wall
 time between the starts of trials N - w and N, divided by w (w = N/10, at least 20), for all
-workers together. Also recorded: each process's resident memory at those points, the storage's
+workers together. CPU time counts each process and its ended children: the drawing processes of
+the study's plots (:class:`~lightopt.sweep.study.Drawing`), whose CPU and peak memory are also
+reported per drawing. Also recorded: each process's resident memory at those points, the storage's
 size, the TensorBoard logs' size, and the time ``sweep run`` takes after its last trial (summary,
 final plots). Configurations run one after the other and each is written to ``--out`` as soon as
 it ends, with the machine.
@@ -105,6 +107,12 @@ def sweep_data(log_dir: str, trials: int, sampler: str) -> dict[str, Any]:
     return data
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process and of its children that have ended: the plots' drawing processes."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 def _rss_mib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -115,13 +123,14 @@ class Stamps:
 
     def __init__(self) -> None:
         self.starts: list[tuple[float, int]] = []
-        self.cpu: list[float] = []  # this process's CPU time (all its threads) at each start
+        self.cpu: list[float] = []  # this process's CPU time (all its threads), and its ended children's, at each start
         self.memory: list[tuple[int, float]] = []
-        self.draws: list[tuple[int, float]] = []  # (trials started before it, CPU seconds) of each plot drawing
+        self.draws: list[tuple[int, float]] = []  # (trials started before it ended, CPU seconds) of each plot drawing
+        self.drawing_peaks: list[float | None] = []  # each drawing process's peak memory, MiB
 
     def __call__(self, number: int) -> None:
         self.starts.append((time.time(), number))
-        self.cpu.append(time.process_time())
+        self.cpu.append(_cpu_s())
         if len(self.starts) % 100 == 1:
             self.memory.append((len(self.starts), round(_rss_mib(), 1)))
 
@@ -182,16 +191,14 @@ def _worker(arm: str, index: int, trials: int, sampler: str, storage: str, log_d
         from lightopt.sweep.study import StudyRun
 
         Objective.fit_trial = staticmethod(_stub_fit(stamps))
-        drawing = StudyRun._write_plots
+        add = StudyRun._add
 
-        def timed_drawing(self, study):  # the plots' drawings, told apart from the per-trial bookkeeping
-            cpu = time.process_time()
-            try:
-                drawing(self, study)
-            finally:
-                stamps.draws.append((len(stamps.starts), time.process_time() - cpu))
+        def recorded(self, result):  # each drawing as it is collected (its process's CPU joins os.times then)
+            stamps.draws.append((len(stamps.starts), result.cpu_s))
+            stamps.drawing_peaks.append(result.peak_mib)
+            add(self, result)
 
-        StudyRun._write_plots = timed_drawing
+        StudyRun._add = recorded
         sweep = parse(sweep_data(log_dir, trials, sampler), "scale.yaml")
         with open(os.devnull, "w") as out:
             run_sweep(sweep, storage=storage, out=out)
@@ -226,6 +233,7 @@ def _worker(arm: str, index: int, trials: int, sampler: str, storage: str, log_d
                 "starts": stamps.starts,
                 "cpu": stamps.cpu,
                 "draws": stamps.draws,
+                "drawing_peaks_mib": stamps.drawing_peaks,
                 "memory": stamps.memory,
                 "after_last_s": ended - last,
                 "peak_rss_mib": round(peak, 1),
@@ -283,6 +291,7 @@ def run_arm(
         "cpu_per_trial_by_segment_ms": cpu_by_segment_ms(per_worker, trials),
         "cpu_per_trial_by_segment_without_plots_ms": cpu_by_segment_ms(per_worker, trials, without_draws=True),
         "plot_drawings": [[[n, round(s, 2)] for n, s in w.get("draws", [])] for w in per_worker],
+        "drawing_peak_rss_mib": [[p and round(p, 1) for p in w.get("drawing_peaks_mib", [])] for w in per_worker],
         "memory_mib": [w["memory"] for w in per_worker],
         "peak_rss_mib": [w["peak_rss_mib"] for w in per_worker],
         "after_last_trial_s": [round(w["after_last_s"], 2) for w in per_worker],

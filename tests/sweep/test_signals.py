@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -53,14 +54,38 @@ def test_a_signal_while_waiting_for_the_journal_lock_is_one_line_and_exit_130(tm
     assert lines[0].startswith(f"waiting for the study journal's lock {journal}.lock, held by pid {holder.pid} on host")
 
 
-def test_scratch_folders_of_a_kill_during_plot_drawing_are_removed_by_the_next_run(tmp_path):
+def _drawer(plots: Path) -> int | None:
+    """The pid of the process drawing into ``plots`` (its scratch folder's name), or None."""
+    names = [p.name for p in plots.glob(".drawing-*")]
+    return int(names[0].split("-")[1]) if names else None
+
+
+def test_a_drawing_process_killed_mid_draw_is_one_line_and_the_next_run_cleans_up(tmp_path):
     write(tmp_path / "s.yaml", sweep_dict(Path("runs"), n_trials=2))
     plots = tmp_path / "runs" / "s" / "plots"
     proc = start("sweep", "run", "s.yaml", cwd=tmp_path)
-    wait_for(lambda: any(plots.glob(".drawing-*")) or proc.poll() is not None, "plots being drawn")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert [p.name.split("-")[1] for p in plots.glob(".drawing-*")] == [str(proc.pid)]  # left by the kill
-    done = lightopt("sweep", "run", "s.yaml", cwd=tmp_path)
+    wait_for(lambda: _drawer(plots) is not None or proc.poll() is not None, "plots being drawn")
+    drawer = _drawer(plots)
+    assert drawer != proc.pid  # drawn by a process of its own
+    os.kill(drawer, signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err  # the sweep itself is done: its trials are recorded
+    assert [line for line in err.splitlines() if "plots" in line] == [
+        "the study's plots were not drawn: the drawing process was killed (signal 9)"
+    ]
+    assert [_drawer(plots)] == [drawer] and not list(plots.glob("*.png"))  # left by the kill
+    done = lightopt("sweep", "run", "s.yaml", cwd=tmp_path)  # nothing left to run: cleans up, draws what is missing
     assert done.returncode == 0, done.stderr
     assert not list(plots.glob(".drawing-*"))
+    assert {p.stem for p in plots.glob("*.png")} >= {"optimization_history", "slice"}
+
+
+def test_a_worker_killed_while_its_plots_are_drawn_leaves_the_drawing_to_finish(tmp_path):
+    write(tmp_path / "s.yaml", sweep_dict(Path("runs"), n_trials=2))
+    plots = tmp_path / "runs" / "s" / "plots"
+    proc = start("sweep", "run", "s.yaml", cwd=tmp_path)
+    wait_for(lambda: _drawer(plots) is not None or proc.poll() is not None, "plots being drawn")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    wait_for(lambda: _drawer(plots) is None, "the drawing process to end")
+    assert {p.stem for p in plots.glob("*.png")} >= {"optimization_history", "slice"}

@@ -10,7 +10,8 @@
 * a ``{range_test: true}`` entry's bounds (:func:`settle_range_test`);
 * ``--devices``: :func:`plan` shares the ids out between the workers;
 * the study"s TensorBoard run (:class:`StudyRun`, over :class:`StudyHistory`) and Optuna"s plots
-  (:func:`plot_study`).
+  (:func:`plot_study`, :func:`draw_plots`), drawn in a process of their own (:class:`Drawing`) and
+  at the end by the last sweep of the study on the machine (:func:`sweeping`).
 
 Loaded on first use (a ``_LAZY`` table).
 """
@@ -23,11 +24,17 @@ if TYPE_CHECKING:
     from lightopt.sweep.study._board import (
         DRAW_SHARE,
         StudyRun,
+        draw_plots,
+        sweeping,
     )
     from lightopt.sweep.study._devices import (
         DeviceSlots,
         parse_devices,
         plan,
+    )
+    from lightopt.sweep.study._drawing import (
+        Drawing,
+        DrawingResult,
     )
     from lightopt.sweep.study._history import (
         StudyHistory,
@@ -85,7 +92,8 @@ if TYPE_CHECKING:
     )
 
 _LAZY = {
-    **dict.fromkeys(("DRAW_SHARE", "StudyRun"), "lightopt.sweep.study._board"),
+    **dict.fromkeys(("DRAW_SHARE", "StudyRun", "draw_plots", "sweeping"), "lightopt.sweep.study._board"),
+    **dict.fromkeys(("Drawing", "DrawingResult"), "lightopt.sweep.study._drawing"),
     **dict.fromkeys(("DeviceSlots", "parse_devices", "plan"), "lightopt.sweep.study._devices"),
     **dict.fromkeys(("StudyHistory", "restart_event"), "lightopt.sweep.study._history"),
     **dict.fromkeys(("Interrupt", "run_worker"), "lightopt.sweep.study._loop"),
@@ -109,6 +117,8 @@ __all__ = [
     "DRAW_SHARE",
     "GRACE_S",
     "DeviceSlots",
+    "Drawing",
+    "DrawingResult",
     "FailureWatch",
     "Interrupt",
     "PRESTART_ENV",
@@ -119,6 +129,7 @@ __all__ = [
     "StudyRun",
     "SweepResult",
     "copyable",
+    "draw_plots",
     "enqueue_retries",
     "enqueue_settings",
     "fail_dead_trials",
@@ -137,6 +148,7 @@ __all__ = [
     "run_workers",
     "settle_range_test",
     "summary",
+    "sweeping",
     "user_modules",
     "warm_start",
 ]

@@ -26,7 +26,7 @@ import optuna
 from lightopt import _validation
 from lightopt.sweep.spec import SweepConfigError, SweepFile, check_n_trials, check_threads, check_timeout
 from lightopt.sweep.store import HostLock, counted, is_retryable, lock_path, optuna_quiet, process_alive, study_dir
-from lightopt.sweep.study._board import StudyRun
+from lightopt.sweep.study._board import StudyRun, sweeping
 from lightopt.sweep.study._devices import plan
 from lightopt.sweep.study._loop import run_worker
 from lightopt.sweep.study._open import open_study, run_sampler_seed
@@ -146,44 +146,45 @@ def run_sweep(
         )
         started = time.monotonic()
         watch = board = None
-        if remaining <= 0:
-            ran = 0
-        elif workers > 1 or slots is not None:
-            # the children get the URL with its password, through multiprocessing's pipe (never a command line)
-            real = url if url is not None and "://" in url else described
-            ran = run_workers(
-                study,
-                sweep,
-                workers,
-                out=out,
-                total=total,
-                storage=real,
-                timeout=timeout,
-                threads=threads,
-                sampler=sampler,
-                pruner=pruner,
-                slots=slots,
-                retries=spec.retries,
-                start=started,
-            )
-        else:
-            progress = Progress(out, total, spec.metric, started)
-            watch = FailureWatch(spec.stop_after_same_failures)
-            board = StudyRun(directory)  # TensorBoard's study-level run, appended after each trial
-            ran = run_worker(
-                study,
-                Objective(sweep, directory),
-                total=total,
-                lock=lock,
-                timeout=timeout,
-                callbacks=[progress, board],
-                failures=watch,
-                retries=spec.retries,
-            )
-        if ran:
-            (board or StudyRun(directory)).write(study, plots=True)
-        if board is not None:
-            board.close()
+        # the children and the drawing processes get the URL with its password through a pipe, never a command line
+        real = url if url is not None and "://" in url else described
+        with sweeping(directory) as last:
+            if remaining <= 0:
+                ran = 0
+            elif workers > 1 or slots is not None:
+                ran = run_workers(
+                    study,
+                    sweep,
+                    workers,
+                    out=out,
+                    total=total,
+                    storage=real,
+                    timeout=timeout,
+                    threads=threads,
+                    sampler=sampler,
+                    pruner=pruner,
+                    slots=slots,
+                    retries=spec.retries,
+                    start=started,
+                )
+            else:
+                progress = Progress(out, total, spec.metric, started)
+                watch = FailureWatch(spec.stop_after_same_failures)
+                board = StudyRun(directory, storage=real)  # TensorBoard's study-level run, appended after each trial
+                ran = run_worker(
+                    study,
+                    Objective(sweep, directory),
+                    total=total,
+                    lock=lock,
+                    timeout=timeout,
+                    callbacks=[progress, board],
+                    failures=watch,
+                    retries=spec.retries,
+                )
+            board = board or StudyRun(directory, storage=real)
+            if last() and (ran or board.behind(study)):  # the last sweep of the study here draws the final plots
+                board.write(study, plots=True)
+        board.close()
     view = f"lightopt tensorboard {sweep.path}" if sweep.path and name == spec.name and storage is None else None
     print(summary(study, spec.metric, directory, described, view), file=out, flush=True)
     stopped = watch.stopped if watch is not None else None

@@ -141,13 +141,13 @@ def run_workers(
             ready.send(_child, args)
         pump.start()
         if slots:  # every worker is a child, on its devices
-            ran = _watch(study, children, pump, StudyRun(directory))
+            ran = _watch(study, children, pump, StudyRun(directory, storage=storage))
         else:
             ran = run_worker(
                 study,
                 Objective(sweep, directory),
                 **loop,
-                callbacks=[Progress(_Lines(emit), total, spec.metric, start), StudyRun(directory)],
+                callbacks=[Progress(_Lines(emit), total, spec.metric, start), StudyRun(directory, storage=storage)],
                 failures=FailureWatch(spec.stop_after_same_failures),
             )
         while any(child.is_alive() for child in children):  # their last trials
@@ -167,7 +167,7 @@ def run_workers(
                 study,
                 Objective(sweep, directory),
                 **loop,
-                callbacks=[Progress(_Lines(emit), total, spec.metric, start), StudyRun(directory)],
+                callbacks=[Progress(_Lines(emit), total, spec.metric, start), StudyRun(directory, storage=storage)],
             )
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the children are told below; shut down without a second one
