@@ -62,6 +62,13 @@ def main() -> int:
     parser.add_argument("--cprofile", action="store_true")
     parser.add_argument("--out", default=None)
     parser.add_argument("--arm", choices=["lightopt", "optuna"], default="lightopt")
+    parser.add_argument(
+        "--prefill",
+        type=int,
+        default=0,
+        help="lightopt's arm: first grow the study by this many finished trials (copies of its first 5), then "
+        "measure --trials more, as at that size",
+    )
     args = parser.parse_args()
 
     server, version = scale._server()
@@ -114,7 +121,23 @@ def main() -> int:
             with open(os.devnull, "w") as out:
                 if profiler:
                     profiler.enable()
-                if args.arm == "lightopt":
+                if args.arm == "lightopt" and args.prefill:
+                    if profiler:
+                        profiler.disable()
+                    first = parse(scale.sweep_data(str(Path(scratch) / "runs"), 5, "random"), "scale.yaml")
+                    run_sweep(first, storage=url, out=out)
+                    _prefill(url, args.prefill)
+                    data = scale.sweep_data(str(Path(scratch) / "runs"), 5 + args.prefill + args.trials, "random")
+                    trial_now[0] = -1
+                    per_trial.clear()
+                    by_caller.clear()
+                    stamps.starts.clear()
+                    stamps.cpu.clear()
+                    started = time.time()
+                    if profiler:
+                        profiler.enable()
+                    run_sweep(parse(data, "scale.yaml"), storage=url, out=out)
+                elif args.arm == "lightopt":
                     run_sweep(sweep, storage=url, out=out)
                 else:
                     optuna_alone()
@@ -124,7 +147,8 @@ def main() -> int:
     finally:
         server.stop()
     numbers = sorted(n for n in per_trial if n >= 0)
-    first = [n for n in numbers if 1 <= n <= args.window]
+    cpu = [b - a for a, b in zip(stamps.cpu, stamps.cpu[1:])]  # each trial's CPU, start to next start
+    first = [n for n in numbers if numbers[0] < n <= numbers[0] + args.window]
     last = [n for n in numbers if n > numbers[-1] - args.window]
 
     def mean(which: list[int], table: dict[int, collections.Counter]) -> collections.Counter:
@@ -145,6 +169,11 @@ def main() -> int:
         "by_statement_last": dict(mean(last, per_trial).most_common(25)),
         "by_caller_last": dict(mean(last, by_caller).most_common(25)),
         "before_first_trial": sum(per_trial[-1].values()),
+        "prefill": args.prefill,
+        "cpu_ms_per_trial": {
+            f"first {args.window}": round(1000 * sum(cpu[1 : args.window + 1]) / len(cpu[1 : args.window + 1]), 2),
+            f"last {args.window}": round(1000 * sum(cpu[-args.window :]) / len(cpu[-args.window :]), 2),
+        },
     }
     print(json.dumps(report, indent=1))
     if args.out:
@@ -152,8 +181,32 @@ def main() -> int:
     if profiler:
         stream = io.StringIO()
         pstats.Stats(profiler, stream=stream).sort_stats("cumulative").print_stats(45)
+        pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(30)
         print(stream.getvalue())
     return 0
+
+
+def _prefill(url: str, n: int) -> None:
+    """Grow the study at ``url`` by ``n`` finished trials: copies of its first ones, added in Optuna's way."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name="scale", storage=url)
+    seeds = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    batch = []
+    for i in range(n):
+        t = seeds[i % len(seeds)]
+        batch.append(
+            optuna.trial.create_trial(
+                state=t.state,
+                value=t.value,
+                params=t.params,
+                distributions=t.distributions,
+                user_attrs=t.user_attrs,
+                intermediate_values=t.intermediate_values,
+            )
+        )
+    study.add_trials(batch)
 
 
 if __name__ == "__main__":

@@ -507,8 +507,13 @@ def summarize(
         for tol in TOLERANCES:
             epochs, wall = first_within(points, references[s["task"]] * (1 + tol), budget)
             s["within"][f"{tol:g}"] = {"epochs": epochs, "wall_s": wall}
+    return tables_of(searches, list(references))
+
+
+def tables_of(searches: list[dict[str, Any]], tasks: Sequence[str]) -> dict[str, Any]:
+    """The tables of :func:`summarize` from searches whose ``within`` is set (each against its own reference)."""
     tables: dict[str, Any] = {}
-    for task in references:
+    for task in tasks:
         for tol in TOLERANCES:
             rows = {}
             by_method = {m: {s["seed"]: s for s in searches if s["task"] == task and s["method"] == m} for m in METHODS}
@@ -787,13 +792,52 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache", help="the evaluation cache (default OUT_DIR/search_robust_cache.json)")
     parser.add_argument("--resume", action="store_true", help="skip the searches already in the partial file")
     parser.add_argument("--report-only", action="store_true", help="run nothing: the tables from the partial file")
+    parser.add_argument(
+        "--pool",
+        nargs="+",
+        metavar="DIR",
+        help="run nothing: the tables over the searches of finished runs (each DIR's search_robust.json, each "
+        "search against its own run's reference), written to OUT_DIR/search_robust_pooled.json",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1-epoch trials, tiny budgets")
     return parser
+
+
+def pooled(directories: Sequence[Path]) -> tuple[dict[str, Any], float]:
+    """The tables over the searches of the finished runs in ``directories``, and their (common) budget.
+
+    Each search keeps the epochs at which it got within X% of its own run's reference, so runs on
+    other search seeds and evaluation seeds (a held-out set) pool as paired searches: a pair is a
+    method's and Optuna's search of the same run and seed.
+    """
+    searches, budgets, tasks = [], set(), []
+    for directory in directories:
+        path = Path(directory) / "search_robust.json"
+        if not path.is_file():
+            raise ValueError(f"`--pool`: {path} does not exist; give the out-dir of a finished run.")
+        run = json.loads(path.read_text(encoding="utf-8"))
+        budgets.add(run["settings"]["budget_epochs"])
+        tasks += [t for t in run["reference"] if t not in tasks]
+        searches += [{**s, "seed": f"{directory}:{s['seed']}"} for s in run["searches"]]
+    if len(budgets) != 1:
+        raise ValueError(f"`--pool`: the runs have different budgets ({sorted(budgets)}); pool runs of one budget.")
+    return tables_of(searches, tasks), budgets.pop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.pool:
+        try:
+            tables, budget = pooled([Path(d) for d in args.pool])
+        except ValueError as error:
+            parser.error(str(error))
+        out = Path(args.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        report = {"runs": args.pool, "budget_epochs": budget, "tables": tables}
+        (out / "search_robust_pooled.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+        print(format_tables(tables, budget))
+        return 0
     check_at_least(
         parser,
         [

@@ -516,3 +516,46 @@ def test_search_robust_rejects_bad_arguments(search_robust, tmp_path, capsys):
         search_robust.main(["--report-only", "--quick", "--out-dir", str(tmp_path)])
     assert exc.value.code == 2
     assert "`--report-only` needs the searches of an earlier run, but neither" in capsys.readouterr().err
+
+
+def _robust_run(directory: Path, budget: float, reference: float, reached: dict[tuple[str, int], float]) -> Path:
+    """A finished run's JSON with searches that got within 2% at ``reached[(method, seed)]`` epochs."""
+    directory.mkdir(parents=True)
+    searches = [
+        {"task": "t", "method": method, "seed": seed, "within": {"0.02": {"epochs": epochs, "wall_s": epochs}}}
+        for (method, seed), epochs in reached.items()
+    ]
+    run = {"settings": {"budget_epochs": budget}, "reference": {"t": reference}, "searches": searches}
+    (directory / "search_robust.json").write_text(json.dumps(run))
+    return directory
+
+
+def test_search_robust_pools_runs_on_other_seeds_as_paired_searches(search_robust, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(search_robust, "TOLERANCES", (0.02,))
+    inf = math.inf
+    first = _robust_run(
+        tmp_path / "a",
+        160,
+        1.0,
+        {("optuna", 0): 40, ("lightopt-sh", 0): 20, ("optuna", 1): inf, ("lightopt-sh", 1): inf},
+    )
+    second = _robust_run(  # the held-out set reuses seed numbers of its own: still separate pairs
+        tmp_path / "b", 160, 2.0, {("optuna", 0): 60, ("lightopt-sh", 0): 30, ("lightopt-sh", 1): 10}
+    )
+    out = tmp_path / "pooled"
+    assert search_robust.main(["--pool", str(first), str(second), "--out-dir", str(out)]) == 0
+    rows = json.loads((out / "search_robust_pooled.json").read_text())["tables"]["t 0.02"]
+    assert rows["optuna"]["searches"] == 3 and rows["optuna"]["reached"] == 2  # b's seed 1 has no optuna search
+    assert rows["lightopt-sh"]["searches"] == 4 and rows["lightopt-sh"]["reached"] == 3
+    assert rows["lightopt-sh"]["epochs_median"] == pytest.approx(25.0)
+    # paired: a:0 (40/20), a:1 (inf/inf), b:0 (60/30); medians 60 over 30
+    assert rows["lightopt-sh"]["optuna_over_this"]["ratio"] == pytest.approx(2.0)
+    assert "| lightopt-sh | 3/4 |" in capsys.readouterr().out
+    _robust_run(tmp_path / "c", 80, 1.0, {("optuna", 0): 40})
+    with pytest.raises(SystemExit) as exc:
+        search_robust.main(["--pool", str(first), str(tmp_path / "c"), "--out-dir", str(out)])
+    assert exc.value.code == 2
+    assert "the runs have different budgets ([80, 160])" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        search_robust.main(["--pool", str(tmp_path / "none"), "--out-dir", str(out)])
+    assert "does not exist; give the out-dir of a finished run." in capsys.readouterr().err

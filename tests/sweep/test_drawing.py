@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import optuna
@@ -113,3 +114,21 @@ def test_a_drawing_in_flight_when_the_run_closes_is_collected(tmp_path, plots):
     board.close()
     assert len(board.drawings) == (2 if plots else 1)
     assert all(d.error is None for d in board.drawings)
+
+
+def test_a_drawing_collected_late_counts_its_own_time_not_the_wait(tmp_path):
+    """A long trial collects the drawing long after it ended: the schedule must not read that wait as drawing time."""
+    study = _journal_study(tmp_path / "study.journal")
+    board = StudyRun(tmp_path / "runs", plot_every=0, storage=str(tmp_path / "study.journal"))
+    started = time.time()
+    board.write(study)
+    plots = tmp_path / "runs" / "plots"
+    deadline = time.monotonic() + 120
+    while not (len(list(plots.glob("*.png"))) == len(PLOTS) and not list(plots.glob(".drawing-*"))):
+        assert time.monotonic() < deadline, "the drawing did not finish"
+        time.sleep(0.05)
+    time.sleep(3.0)  # a trial that runs on after the drawing ended
+    board.write(study)  # collected now
+    (drawing,) = board.drawings
+    assert 0 < drawing.seconds <= time.time() - started - 2.0
+    board.close()

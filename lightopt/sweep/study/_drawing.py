@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -36,7 +37,7 @@ WAIT_S = 300.0  # the longest a worker waits for a drawing when it must (the fin
 class DrawingResult:
     drawn: list[Path]  # the PNG files written, in the study's plots folder
     finished: int  # finished trials in the study as the drawing read it
-    seconds: float  # the drawing process's wall time, from start to exit
+    seconds: float  # the drawing's wall time, from its start to its end (not to when the worker saw it end)
     cpu_s: float  # its CPU time (user + system), imports and reading the study included
     pid: int  # the process that drew
     error: str | None = None  # one line when it could not draw
@@ -47,7 +48,7 @@ class Drawing:
     """One drawing of ``study_name``'s plots from ``storage`` into ``out``, in a child process started now."""
 
     def __init__(self, storage: str, study_name: str, out: str | Path) -> None:
-        self.started = time.monotonic()
+        self.started = time.time()
         self._stdout = tempfile.TemporaryFile()  # noqa: SIM115 - closed in result()
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in result()
         package_root = str(Path(__file__).resolve().parents[3])  # lightopt importable even when not installed
@@ -75,7 +76,7 @@ class Drawing:
                 self._process.wait()
         elif self._process.poll() is None:
             return None
-        seconds = time.monotonic() - self.started
+        seconds = time.time() - self.started  # until it was seen to end; its own end time where it says it
         self._stdout.seek(0)
         self._stderr.seek(0)
         out, err = self._stdout.read().decode(errors="replace"), self._stderr.read().decode(errors="replace")
@@ -95,6 +96,7 @@ class Drawing:
             )
             return DrawingResult([], 0, seconds, 0.0, self._process.pid, why)
         drawn, pid = [Path(p) for p in report["drawn"]], self._process.pid
+        seconds = max(0.0, min(seconds, report.get("ended", math.inf) - self.started))  # not the wait for a poll
         return DrawingResult(
             drawn, report["finished"], seconds, report["cpu_s"], pid, report.get("error"), report.get("peak_mib")
         )
@@ -128,6 +130,7 @@ def _main() -> int:
         import resource
 
         report["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    report["ended"] = time.time()
     print(json.dumps(report), flush=True)
     return 0
 
