@@ -1,10 +1,11 @@
 """Optuna's plots of a study drawn in a process of its own, which reads the study from its storage.
 
-Drawing imports matplotlib (about 140 MiB of a worker's memory, held to its end) and makes a
-display copy of every trial; the allocator keeps that peak, so a worker that draws grows at each
-drawing, more as the study grows. :class:`Drawing` starts ``python -m lightopt.sweep.study._drawing``
-instead: it opens the storage (the sweep's journal file or database, read as any other reader
-does), draws into ``<study_dir>/plots/`` as the worker would, writes one JSON line and exits. The
+Drawing builds matplotlib's figures and fonts and a display copy of every trial, and the
+allocator keeps that peak: in a worker that has imported Lightning, the first drawing of a
+20-trial study added 58 MiB that stayed, three drawings of 3,000 trials 110 MiB, more as the
+study grows. :class:`Drawing` starts a Python process running this module's ``_main`` instead:
+it opens the storage (the sweep's journal file or database, read as any other reader does),
+draws into ``<study_dir>/plots/`` as the worker would, writes one JSON line and exits. The
 worker goes on with its trials meanwhile and collects the result at a later trial (or waits, for
 the final drawing). The storage's URL, password included, goes through the child's standard
 input, never its command line.
@@ -51,14 +52,11 @@ class Drawing:
         self.started = time.time()
         self._stdout = tempfile.TemporaryFile()  # noqa: SIM115 - closed in result()
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in result()
-        package_root = str(Path(__file__).resolve().parents[3])  # lightopt importable even when not installed
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (package_root, os.environ.get("PYTHONPATH"))))}
+        # lightopt importable even where it is not installed: its folder goes last on the path, shadowing nothing
+        root = str(Path(__file__).resolve().parents[3])
+        start = f"import sys; sys.path.append({root!r}); from {__name__} import _main; sys.exit(_main())"
         self._process = subprocess.Popen(
-            [sys.executable, "-m", __name__],
-            stdin=subprocess.PIPE,
-            stdout=self._stdout,
-            stderr=self._stderr,
-            env=env,
+            [sys.executable, "-c", start], stdin=subprocess.PIPE, stdout=self._stdout, stderr=self._stderr
         )
         request = {"storage": storage, "study": study_name, "out": str(out)}
         assert self._process.stdin is not None
