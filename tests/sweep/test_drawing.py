@@ -132,3 +132,13 @@ def test_a_drawing_collected_late_counts_its_own_time_not_the_wait(tmp_path):
     (drawing,) = board.drawings
     assert 0 < drawing.seconds <= time.time() - started - 2.0
     board.close()
+
+
+def test_where_no_drawing_process_can_start_the_plots_are_drawn_here(tmp_path, monkeypatch):
+    study = _journal_study(tmp_path / "study.journal")
+    monkeypatch.setattr("sys.executable", str(tmp_path / "no-python"))  # as in an embedded interpreter
+    board = StudyRun(tmp_path / "runs", plot_every=3600, storage=str(tmp_path / "study.journal"))
+    board.write(study, plots=True)  # no traceback: drawn in this process
+    (drawing,) = board.drawings
+    assert drawing.pid == os.getpid() and {p.stem for p in drawing.drawn} == PLOTS
+    board.close()

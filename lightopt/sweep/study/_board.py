@@ -182,10 +182,14 @@ class StudyRun:
         if importlib.util.find_spec("matplotlib") is None:  # an optional dependency (the examples extra)
             return
         if self.storage is not None:
-            self._drawing = Drawing(self.storage, study.study_name, self.study_dir / _PLOT_DIR)
-            if wait:
-                self._collect(wait=True)
-            return
+            try:
+                self._drawing = Drawing(self.storage, study.study_name, self.study_dir / _PLOT_DIR)
+            except OSError:  # no interpreter to start (an embedded Python): drawn here instead, from now on
+                self.storage = None
+            else:
+                if wait:
+                    self._collect(wait=True)
+                return
         started, cpu = time.monotonic(), time.process_time()
         drawn, finished = draw_plots(study, self.study_dir / _PLOT_DIR)
         self._add(DrawingResult(drawn, finished, time.monotonic() - started, time.process_time() - cpu, os.getpid()))
