@@ -371,10 +371,14 @@ def run_search(
     n_trials: int | None,
     max_epochs: int | None = None,
     pruning: PruningArgs = (1, 3),
+    detail: bool = False,
 ) -> dict[str, Any]:
     """One search until ``budget_epochs`` (or ``n_trials``); after each trial: epochs spent, the recommendation.
 
     For ``lightopt-sh-range`` the range test's epochs and time count from the start, before trial 0.
+    With ``detail``, each trial's record also holds the trial itself: its ``number``, ``value`` (None
+    when pruned), its own setting ``own`` and the ``trial_seed`` it was trained with (lightopt's
+    recorded seed; None for ``optuna``, whose trial k is seeded ``trial_seed(search seed, k)``).
     """
     from lightopt.sweep.trial import TrialFailed
 
@@ -402,6 +406,13 @@ def run_search(
             except ValueError:  # no completed trial yet
                 best = None
             records.append({"epochs": spent, "wall_s": time.time() - start, "state": trial.state.name, "setting": best})
+            if detail:
+                records[-1].update(
+                    number=trial.number,
+                    value=trial.value,
+                    own=setting_of(trial) if trial.params or "config" in trial.user_attrs else None,
+                    trial_seed=trial.user_attrs.get("seed"),
+                )
             if budget_epochs is not None and spent >= budget_epochs:
                 study.stop()
 
@@ -648,7 +659,7 @@ def plot(searches: list[dict[str, Any]], references: dict[str, float], budget: f
 # --- driver ---------------------------------------------------------------------------------------
 
 
-def _pool(jobs: list[Callable[[], tuple[Callable, tuple]]], workers: int, done: Callable[[Any], None]) -> None:
+def run_pool(jobs: list[Callable[[], tuple[Callable, tuple]]], workers: int, done: Callable[[Any], None]) -> None:
     """Run jobs in ``workers`` processes (in this one for 1), calling ``done`` on each result.
 
     A job is a callable giving ``(function, args)``, called when the job starts, so its arguments
@@ -672,7 +683,7 @@ def _pool(jobs: list[Callable[[], tuple[Callable, tuple]]], workers: int, done: 
                 done(future.result())
 
 
-def _job(function: Callable, *args: Any) -> Callable[[], tuple[Callable, tuple]]:
+def make_job(function: Callable, *args: Any) -> Callable[[], tuple[Callable, tuple]]:
     return lambda: (function, args)
 
 
@@ -718,7 +729,7 @@ def reference(
     wanted = {"trials": args.reference_trials, "max_epochs": max_epochs}
     stored = cache.data["reference_searches"]
     jobs = [
-        _job(run_search, task, method, REFERENCE_SEED + i, None, args.reference_trials, max_epochs)
+        make_job(run_search, task, method, REFERENCE_SEED + i, None, args.reference_trials, max_epochs)
         for i, task in enumerate(tasks)
         for method in REFERENCE_METHODS
         if stored.get(f"{task} {method}", {}).get("settings") != wanted
@@ -730,7 +741,7 @@ def reference(
         stored[f"{result['task']} {result['method']}"] = {"settings": wanted, "ranked": result["ranked"]}
         cache.save()
 
-    _pool(jobs, args.workers, keep)
+    run_pool(jobs, args.workers, keep)
 
     def candidates_of(task: str) -> list[dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
@@ -745,10 +756,10 @@ def reference(
             have = cache.evaluations.get(setting_key(task, setting), {})
             missing = [s for s in ref_seeds if str(s) not in have]
             if missing:
-                evals.append(_job(evaluate_many, task, setting, missing, max_epochs))
+                evals.append(make_job(evaluate_many, task, setting, missing, max_epochs))
     if evals:
         print(f"reference: {len(evals)} settings to train on up to {len(ref_seeds)} seeds", flush=True)
-    _pool(evals, args.workers, lambda pair: cache.add({pair[0]: pair[1]}))
+    run_pool(evals, args.workers, lambda pair: cache.add({pair[0]: pair[1]}))
     out = {}
     for task in tasks:
         candidates = []
@@ -914,7 +925,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 flush=True,
             )
 
-        _pool(jobs, args.workers, keep)
+        run_pool(jobs, args.workers, keep)
     searches = [s for s in done if s["task"] in refs and s["method"] in args.methods]
     searches.sort(key=lambda s: (s["task"], METHODS.index(s["method"]), s["seed"]))
     tables = summarize(searches, cache.evaluations, refs, eval_seeds, args.budget_epochs)
