@@ -559,3 +559,99 @@ def test_search_robust_pools_runs_on_other_seeds_as_paired_searches(search_robus
     with pytest.raises(SystemExit) as exc:
         search_robust.main(["--pool", str(tmp_path / "none"), "--out-dir", str(out)])
     assert "does not exist; give the out-dir of a finished run." in capsys.readouterr().err
+
+
+# benchmarks/recommend_seeds.py: `sweep best --seeds N --top K` against the search's own recommendation, at equal
+# epochs, on a hand-made search (no training).
+
+_SEEDS_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "recommend_seeds.py"
+
+
+@pytest.fixture(scope="module")
+def recommend_seeds():
+    yield from _load("recommend_seeds", _SEEDS_SCRIPT)
+
+
+def test_recommend_seeds_mirrors_sweep_best_seeds_and_compares_at_equal_epochs(recommend_seeds):
+    from lightopt.sweep.spec import trial_seed
+
+    rs, robust = recommend_seeds, recommend_seeds.robust
+    lucky, steady, third, late = (
+        {"lr": 0.5, "momentum": 0.5, "batch_size": 16},
+        {"lr": 0.1, "momentum": 0.9, "batch_size": 32},
+        {"lr": 0.2, "momentum": 0.8, "batch_size": 64},
+        {"lr": 0.3, "momentum": 0.7, "batch_size": 128},
+    )
+
+    def trial(number, epochs, state, value, own, setting):
+        return {
+            "number": number,
+            "epochs": epochs,
+            "state": state,
+            "value": value,
+            "own": own,
+            "setting": setting,
+            "trial_seed": 100 + number,
+        }
+
+    trials = [
+        trial(0, 4.0, "COMPLETE", 1.3, third, third),
+        trial(1, 5.0, "PRUNED", 0.1, late, third),  # pruned: never a candidate, whatever its value
+        trial(2, 9.0, "COMPLETE", 1.0, lucky, lucky),  # the best value, a lucky seed
+        trial(3, 13.0, "COMPLETE", 1.1, steady, lucky),
+        trial(4, 30.0, "COMPLETE", 0.5, late, late),  # after B + C = 12 + 2 * 1 * 4 = 20: not plain's
+    ]
+    # The top K = 2 COMPLETE trials by value after B = 12 epochs (trial 3 finishes at 13).
+    assert [t["number"] for t in rs.candidates_at(trials, 12.0, 2)] == [2, 0]
+    assert [t["number"] for t in rs.candidates_at(trials, 13.0, 2)] == [2, 3]
+    assert rs.other_seeds(102, 2) == [trial_seed(102, 1), trial_seed(102, 2)]
+    evaluations = {
+        robust.setting_key("t", lucky): {str(s): 1.6 for s in rs.other_seeds(102, 1)} | {"7": 1.5, "8": 1.5},
+        robust.setting_key("t", third): {str(s): 1.2 for s in rs.other_seeds(100, 1)} | {"7": 1.1, "8": 1.3},
+    }
+    # The trial's own value counts: lucky's mean (1.0 + 1.6) / 2 = 1.3 loses to third's (1.3 + 1.2) / 2 = 1.25.
+    chosen = rs.lever("t", trials, 12.0, 0, 2, 1, evaluations)
+    assert chosen["number"] == 0 and chosen["setting"] == third
+    assert [c["mean"] for c in chosen["candidates"]] == [pytest.approx(1.3), pytest.approx(1.25)]
+
+    run = {
+        "eval_seeds": [7, 8],
+        "reference": {"t": 1.0},
+        "settings": {"budget_epochs": 40.0, "out_dir": "r"},
+    }
+    search = {
+        "task": "t",
+        "method": "lightopt-sh",
+        "seed": "0",
+        "run": {"max_epochs": 4},
+        "trials": [{k: t[k] for k in ("epochs", "state", "setting")} for t in trials],
+        "scores": [
+            [t["epochs"], 0.0, {"third": 1.2, "lucky": 1.5, "late": 1.05}[name]]
+            for t, name in zip(trials, ("third", "third", "lucky", "lucky", "late"))
+        ],
+    }
+    row = rs.compare(run, search, {"trials": trials}, 12.0, 2, 1, evaluations)
+    # Plain gets B + C = 12 + 8 epochs: its recommendation then is lucky's (trial 3 finished at 13), 50% above.
+    assert row["retrain_epochs"] == 8.0 and row["plain_epochs"] == 13.0 and not row["plain_capped"]
+    assert row["plain_excess"] == pytest.approx(50.0) and row["lever_excess"] == pytest.approx(20.0)
+    assert row["same_setting"] is False
+    capped = rs.compare(
+        {**run, "settings": {**run["settings"], "budget_epochs": 10.0}},
+        search,
+        {"trials": trials},
+        12.0,
+        2,
+        1,
+        evaluations,
+    )
+    assert capped["plain_capped"] and capped["plain_epochs"] == 9.0  # the budget's last point, fewer epochs
+    # A failed (non-finite) run puts its candidate behind every candidate without one, whatever its mean.
+    broken = {**evaluations, robust.setting_key("t", third): {str(trial_seed(100, 1)): math.inf, "7": 1.0, "8": 1.0}}
+    assert rs.lever("t", trials, 12.0, 0, 2, 1, broken)["number"] == 2
+
+    table = rs.summarize([row, {**row, "plain_excess": 1.0, "lever_excess": 4.0}])["t lightopt-sh B=12"]
+    assert table["plain_within_0.02"] == 1 and table["lever_within_0.05"] == 1 and table["lever_within_0.1"] == 1
+    assert table["plain_excess_median"] == pytest.approx(25.5) and table["lever_excess_median"] == pytest.approx(12.0)
+    diff = table["difference"]
+    assert diff["median"] == pytest.approx(-13.5) and (diff["lever_better"], diff["plain_better"]) == (1, 1)
+    assert diff["median_ci95"][0] == pytest.approx(-30.0) and diff["median_ci95"][1] == pytest.approx(3.0)
