@@ -635,6 +635,7 @@ def test_recommend_seeds_mirrors_sweep_best_seeds_and_compares_at_equal_epochs(r
     assert row["retrain_epochs"] == 8.0 and row["plain_epochs"] == 13.0 and not row["plain_capped"]
     assert row["plain_excess"] == pytest.approx(50.0) and row["lever_excess"] == pytest.approx(20.0)
     assert row["same_setting"] is False
+    assert row["at_b_excess"] == pytest.approx(50.0)  # its own recommendation at B = 12 was already lucky's (trial 2)
     capped = rs.compare(
         {**run, "settings": {**run["settings"], "budget_epochs": 10.0}},
         search,
