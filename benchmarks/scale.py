@@ -159,6 +159,18 @@ def _stub_fit(stamps: Stamps):
     return fit_trial
 
 
+def record_drawings(run_class: Any, stamps: Stamps) -> None:
+    """Stamp each drawing of ``run_class`` (``StudyRun``) as it is collected: its CPU joins os.times then."""
+    add = run_class._add
+
+    def recorded(self, result):
+        stamps.draws.append((len(stamps.starts), result.cpu_s))
+        stamps.drawing_peaks.append(result.peak_mib)
+        add(self, result)
+
+    run_class._add = recorded
+
+
 def _objective(stamps: Stamps):
     def objective(trial: optuna.Trial) -> float:
         stamps(trial.number)
@@ -191,14 +203,7 @@ def _worker(arm: str, index: int, trials: int, sampler: str, storage: str, log_d
         from lightopt.sweep.study import StudyRun
 
         Objective.fit_trial = staticmethod(_stub_fit(stamps))
-        add = StudyRun._add
-
-        def recorded(self, result):  # each drawing as it is collected (its process's CPU joins os.times then)
-            stamps.draws.append((len(stamps.starts), result.cpu_s))
-            stamps.drawing_peaks.append(result.peak_mib)
-            add(self, result)
-
-        StudyRun._add = recorded
+        record_drawings(StudyRun, stamps)
         sweep = parse(sweep_data(log_dir, trials, sampler), "scale.yaml")
         with open(os.devnull, "w") as out:
             run_sweep(sweep, storage=storage, out=out)
