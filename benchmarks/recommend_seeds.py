@@ -52,9 +52,9 @@ for _path in (str(_HERE.parent), str(_HERE)):
 import search_robust as robust  # noqa: E402
 from _measure import machine_info  # noqa: E402
 
-from lightopt.sweep.readback import SeedCandidate  # noqa: E402
+from lightopt.sweep.readback import SeedCandidate, best_by_mean  # noqa: E402
 from lightopt.sweep.spec import trial_seed  # noqa: E402
-from lightopt.sweep.store import is_better, top_trials  # noqa: E402
+from lightopt.sweep.store import top_trials  # noqa: E402
 
 RESULTS = _HERE / "results"
 #: The finished search_robust runs: (task, run directory). Their searches, evaluation seeds and references.
@@ -105,7 +105,7 @@ def own_seed(trial: dict[str, Any], search_seed: int) -> int:
 
 
 def choose(candidates: Sequence[SeedCandidate]) -> SeedCandidate:
-    """The recommendation of ``sweep best --seeds``: fewest failed runs, then the lowest mean, then the lower number.
+    """The recommendation of ``sweep best --seeds`` among ``candidates`` (a loss: lower is better).
 
     Example:
         >>> from optuna.trial import create_trial
@@ -114,15 +114,7 @@ def choose(candidates: Sequence[SeedCandidate]) -> SeedCandidate:
         >>> choose([SeedCandidate(a, ((1, 1.0), (2, 1.6))), SeedCandidate(b, ((1, 1.2), (2, 1.2)))]).trial.number
         1
     """
-    best = candidates[0]
-    for candidate in candidates[1:]:
-        if len(candidate.failed) != len(best.failed):
-            best = candidate if len(candidate.failed) < len(best.failed) else best
-        elif is_better(candidate.mean, best.mean, True) or (
-            candidate.mean == best.mean and candidate.trial.number < best.trial.number
-        ):
-            best = candidate
-    return best
+    return best_by_mean(candidates, minimize=True)
 
 
 def lever(

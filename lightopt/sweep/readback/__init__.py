@@ -4,8 +4,8 @@
 * ``sweep show``: :func:`format_table`, :func:`study_json`, :func:`trial_value`;
 * ``sweep best``: :func:`best_config`, :func:`trial_run_config`, :func:`dump_config`;
 * ``sweep best --seeds N``: :func:`recommend_by_seeds` (a :class:`SeedRecommendation` of
-  :class:`SeedCandidate`), :func:`recorded_seed_runs` (the study attribute :data:`SEED_RUNS_ATTR`),
-  :func:`seed_runs_note`;
+  :class:`SeedCandidate`, chosen by :func:`best_by_mean`), :func:`recorded_seed_runs` (the study
+  attribute :data:`SEED_RUNS_ATTR`), :func:`seed_runs_note`;
 * ``sweep reproduce``: :func:`reproduce_trial` (a :class:`Reproduction`), through a :class:`TrialRerun`
   (:func:`prepare_rerun`), which ``sweep best --seeds`` trains with too;
 * ``lightopt tensorboard``: :func:`add_parser`, :func:`serve`.
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         SEED_RUNS_ATTR,
         SeedCandidate,
         SeedRecommendation,
+        best_by_mean,
         recommend_by_seeds,
         recorded_seed_runs,
         seed_runs_note,
@@ -63,6 +64,7 @@ _LAZY = {
             "SEED_RUNS_ATTR",
             "SeedCandidate",
             "SeedRecommendation",
+            "best_by_mean",
             "recommend_by_seeds",
             "recorded_seed_runs",
             "seed_runs_note",
@@ -81,6 +83,7 @@ __all__ = [
     "SeedRecommendation",
     "TrialRerun",
     "add_parser",
+    "best_by_mean",
     "best_config",
     "dump_config",
     "find_study",

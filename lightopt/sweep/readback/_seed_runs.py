@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import shutil
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,7 @@ __all__ = [
     "SEED_RUNS_ATTR",
     "SeedCandidate",
     "SeedRecommendation",
+    "best_by_mean",
     "recommend_by_seeds",
     "recorded_seed_runs",
     "seed_runs_note",
@@ -100,8 +101,11 @@ class SeedCandidate:
         }
 
 
-def _by_mean(candidates: list[SeedCandidate], minimize: bool) -> SeedCandidate:
-    """The candidate with the fewest failed runs, then the best mean (:func:`is_better`), then the lower number."""
+def best_by_mean(candidates: Sequence[SeedCandidate], minimize: bool) -> SeedCandidate:
+    """The candidate ``sweep best --seeds`` recommends: fewest failed runs, then best mean, then lower number.
+
+    The means are compared with :func:`~lightopt.sweep.store.is_better` in the study's direction.
+    """
     best = candidates[0]
     for candidate in candidates[1:]:
         if len(candidate.failed) != len(best.failed):
@@ -262,7 +266,7 @@ def recommend_by_seeds(
         minimize,
         seeds,
         tuple(candidates),
-        _by_mean(candidates, minimize),
+        best_by_mean(candidates, minimize),
         trained,
         reused,
         directory,
@@ -288,7 +292,7 @@ def seed_runs_note(study: optuna.Study, command: str) -> str | None:
         return None
     seeds = max(len(runs) for runs in recorded.values())
     how = f"{command} --seeds {seeds}"
-    chosen = _by_mean(candidates, is_minimize(study))
+    chosen = best_by_mean(candidates, is_minimize(study))
     by_number = {candidate.trial.number: candidate for candidate in candidates}
     if best.number not in by_number:
         listed = ", ".join(str(number) for number in by_number)
