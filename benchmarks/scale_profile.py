@@ -17,7 +17,8 @@ the cycle collector's share of it, the plot drawings, and:
 * ``--prefill N``: the study grown first to N finished trials (copies of its first 5), then
   ``--trials`` more measured, as at that size;
 * ``--disable PART...``: lightopt's arm without parts of its per-trial bookkeeping (TensorBoard's
-  study run, the plots, the progress line, the failure watch, the memory cleanup).
+  study run, the plots drawn during the sweep (the final drawing stays), the progress line, the
+  failure watch, the memory cleanup).
 
     python benchmarks/scale_profile.py --trials 200 [--cprofile]
     python benchmarks/scale_profile.py --trials 4000 --no-callers --block 500      # statements and CPU as it grows

@@ -110,3 +110,25 @@ def test_cpu_by_segment_without_plots_leaves_out_the_drawings_inside_each_span(s
     plain = scale.cpu_by_segment_ms([worker], 400, without_draws=True)
     assert spans["100-300"] == pytest.approx(2.0 + 500 / 199, abs=0.01)
     assert plain == pytest.approx({"10-100": 2.0, "100-300": 2.0, "300-400": 2.0}, abs=0.01)
+
+
+def test_scale_profile_counts_each_trials_statements_and_the_collector_by_block(tmp_path):
+    """benchmarks/scale_profile.py on a real PostgreSQL: statements, their rows, CPU and collector time per block."""
+    import subprocess
+
+    out = tmp_path / "profile.json"
+    script = _SCRIPT.parent / "scale_profile.py"
+    command = [sys.executable, str(script), "--trials", "30", "--window", "10", "--block", "10", "--no-callers"]
+    done = subprocess.run([*command, "--disable", "drawing", "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["trials"] == 30 and report["arm"] == "lightopt"
+    first, last = report["statements_per_trial"].values()
+    assert first > 10 and last > 10  # every trial creates, writes and finishes itself in the database
+    assert report["parameters_and_rows_last"]["INSERT INTO trials (rows)"] > 0
+    assert report["by_caller_last"] == {}  # --no-callers: no stack walked
+    assert [n for n, _ in report["cpu_ms_per_trial_by_block"]] == [0, 10, 20]
+    blocks = report["collector_by_block"]
+    assert [b[0] for b in blocks] == [0, 10, 20]
+    assert all(b[4] >= 10 for b in blocks)  # at least the full pass after each trial (TrialCleanup)
+    assert all(n == 30 for n, _ in report["drawings"])  # --disable drawing: none during the sweep, the final one only
