@@ -440,3 +440,30 @@ def test_optunas_look_for_stale_trials_is_skipped_once_after_the_loops(tmp_path)
     assert guarded._get_stale_trial_ids(study._study_id) == [] and statements == []
     guarded._get_stale_trial_ids(study._study_id)  # the next one looks
     assert statements
+
+
+def _largest_young_dict(tmp_path, trials: int) -> int:
+    """The most entries of a dict the cycle collector's generations hold (not frozen) while a trial runs, over the
+    last 10 of ``trials`` trials of the worker loop, in a SQLite study behind Optuna's cache, new at the start."""
+    import gc
+
+    study = _rdb_study(tmp_path, 0)
+    largest = []
+
+    def objective(trial: optuna.Trial) -> float:
+        largest.append(max((len(o) for o in gc.get_objects() if isinstance(o, dict)), default=0))
+        return trial.suggest_float("x", 0, 1)
+
+    assert run_worker(study, objective, total=trials, lock=tmp_path / "lock", failures=FailureWatch(3)) == trials
+    return max(largest[-10:])
+
+
+def test_the_collector_walks_no_map_of_every_trial_while_a_trial_runs(tmp_path):
+    """Optuna's cache keeps two maps between trial ids and numbers, one entry per trial. A full collection
+    stops tracking them (they hold only numbers), the next trial's entry made them young again, and each
+    pass then walked all their entries (0.4 to 1.3 ms per trial from trial 1 to 4,000 on PostgreSQL). The
+    worker loop freezes them tracked when a trial starts: what the collector sees does not grow with the
+    study."""
+    small = _largest_young_dict(tmp_path / "small", 20)
+    large = _largest_young_dict(tmp_path / "large", 200)
+    assert large < 150 and large <= small + 20

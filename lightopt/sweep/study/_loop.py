@@ -170,7 +170,7 @@ def run_worker(
                     looked()  # study.optimize's own look would find what _room_for_one's found: skipped
                 try:
                     study.optimize(
-                        _Claimed(objective, me, host_lock, interrupt),
+                        _Claimed(objective, me, host_lock, interrupt, cleanup.started),
                         n_trials=1,
                         catch=(TrialFailed,),
                         callbacks=[_Callbacks(callbacks)],
@@ -256,14 +256,20 @@ class _Claimed:
     """The objective as the worker runs it: claim the trial, free the lock, turn Ctrl-C into a recorded reason."""
 
     def __init__(
-        self, objective: Callable[[optuna.Trial], float], me: dict[str, Any], lock: HostLock, interrupt: Interrupt
+        self,
+        objective: Callable[[optuna.Trial], float],
+        me: dict[str, Any],
+        lock: HostLock,
+        interrupt: Interrupt,
+        started: Callable[[], None],
     ) -> None:
-        self.objective, self.me, self.lock, self.interrupt = objective, me, lock, interrupt
+        self.objective, self.me, self.lock, self.interrupt, self.started = objective, me, lock, interrupt, started
 
     def __call__(self, trial: optuna.Trial) -> float:
         if not _same_worker(trial.user_attrs.get("worker"), self.me):  # created by GuardedStorage with it already
             trial.set_user_attr("worker", self.me)  # an enqueued retry, or a storage without GuardedStorage
         self.lock.release()
+        self.started()  # freeze what study.ask added (TrialCleanup.started)
         try:
             if self.interrupt.interrupted:
                 raise KeyboardInterrupt

@@ -14,6 +14,14 @@ until a pass finds nothing (:func:`collect_all`): some garbage is freed only by 
 (a drawing of Optuna's matplotlib plots left about 67,000 such objects, 25 MB at 1,000 trials),
 and whatever is still there when the heap is frozen is never freed. Leaving the block unfreezes
 (unless the heap was frozen before), so the caller's program is as it was.
+
+The heap is frozen once more when a trial starts (:meth:`TrialCleanup.started`), after a pass over
+the young generations only. A full pass stops tracking a dict that holds only numbers and tuples
+of numbers (CPython does this in full passes alone), such as the maps between trial ids and
+numbers in Optuna's cache of a database study, one entry per trial; the next trial's entry makes
+it tracked again, as a young object, and every pass walks all its entries until the next full
+one: a cost per trial that grows with the study (0.4 to 1.3 ms per trial from the first to the
+4,000th trial on PostgreSQL). Frozen while tracked, such a map is never walked again.
 """
 
 from __future__ import annotations
@@ -81,6 +89,21 @@ class TrialCleanup:
     ) -> None:
         if self._unfreeze:
             gc.unfreeze()
+
+    def started(self) -> None:
+        """Freeze what creating the trial added, with the collector's young generations collected first.
+
+        Call it when a trial starts (the sweep's worker loop does, before the objective runs). A
+        young pass leaves tracked the dicts that a full pass would stop tracking, so Optuna's cache
+        maps, which ``study.ask`` has just made tracked again, are frozen tracked and stay out of
+        every later pass. If a full pass ran since the last freeze (objects in the oldest
+        generation), a full collection runs instead, so that no garbage is frozen.
+        """
+        if gc.get_objects(generation=2):
+            collect_all()
+        else:
+            gc.collect(1)
+        gc.freeze()
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.state == TrialState.FAIL:
