@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.metadata
+import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -164,6 +165,9 @@ def refresh_trial_cache(cache: Any, study_id: int) -> None:
             else:
                 unread.add(trial_id)
         read = backend._get_trials(study_id, None, unread, max(unread)) if unread else []
+        for trial in read:
+            if trial.state.is_finished():  # kept for good
+                share_strings(trial)
         if read:
             cache._add_trials_to_cache(study_id, read)
         for trial in (*held, *read):
@@ -188,6 +192,35 @@ def _settled(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.state.is_finished() or (trial.state == TrialState.RUNNING and "worker" in trial.user_attrs)
 
 
+#: Strings up to this length in a finished trial's attributes are interned (:func:`share_strings`).
+_SHARED_MAX = 256
+
+
+def share_strings(trial: optuna.trial.FrozenTrial) -> None:
+    """Make the strings of ``trial``'s user attributes (keys, and values up to 256 characters) the interned ones.
+
+    Every trial records the same keys and mostly the same strings (a run config's class paths and
+    option names, the worker's host), but Optuna decodes each trial's attributes from JSON of
+    their own, so a study's trials each hold copies: 3.7 KB per trial of a small recorded config,
+    2.1 KB with the strings shared. Equal values, changed in place (Optuna's ``user_attrs`` is the
+    trial's own dict); for the finished trials a process keeps for good in Optuna's cache.
+    """
+    attrs = trial.user_attrs
+    shared = _shared(attrs)
+    attrs.clear()
+    attrs.update(shared)
+
+
+def _shared(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {sys.intern(k) if isinstance(k, str) else k: _shared(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shared(v) for v in value]
+    if isinstance(value, str) and len(value) <= _SHARED_MAX:
+        return sys.intern(value)
+    return value
+
+
 def remember_finished(storage: optuna.storages.BaseStorage, trial: optuna.trial.FrozenTrial) -> None:
     """Keep ``trial``, just read finished from the database, in Optuna's cache in front of it (if any).
 
@@ -203,6 +236,7 @@ def remember_finished(storage: optuna.storages.BaseStorage, trial: optuna.trial.
     with cache._lock:
         place = cache._trial_id_to_study_id_and_number.get(trial._trial_id)
         if place is not None and place[1] == trial.number:  # a trial of a study this cache follows
+            share_strings(trial)
             cache._studies[place[0]].trials[trial.number] = trial
 
 

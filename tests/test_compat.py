@@ -253,3 +253,38 @@ def test_set_user_attrs_writes_through_the_storage_batch_call_or_one_by_one(tmp_
     _compat.set_user_attrs(other, attrs)
     assert {k: other.user_attrs[k] for k in attrs} == attrs
     assert not _compat.rdb_set_trial_user_attrs(optuna.storages.InMemoryStorage(), 0, attrs)
+
+
+def test_finished_trials_kept_in_the_cache_share_their_attribute_strings(tmp_path):
+    """Two trials with the same recorded config, read finished from the database (by the refresh, and by
+    ``remember_finished``): the cache holds one copy of each equal string, and the attributes are unchanged."""
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=url, study_name="s")
+    other = optuna.load_study(storage=url, study_name="s")
+    storage = _compat.study_storage(study)
+    config = {
+        "model": {"class_path": "my_project.models.Classifier", "init_args": {"hidden": [64, 32], "act": "relu"}},
+        "trainer": {"logger": [{"class_path": "lightning.pytorch.loggers.CSVLogger"}], "max_epochs": 3},
+        "note": "x" * 300,  # long strings are left as they are
+    }
+    for value in (0.1, 0.2, 0.3):
+        trial = other.ask()
+        trial.set_user_attr("config", config)
+        trial.set_user_attr("worker", {"host": "node-7", "pid": 4})
+        other.tell(trial, value)
+    _compat.refresh_trial_cache(storage, study._study_id)
+    held = storage._studies[study._study_id].trials
+    _compat.remember_finished(storage, storage._backend.get_trial(held[2]._trial_id))
+    first, second, third = (held[n].user_attrs for n in range(3))
+    for attrs in (first, second, third):
+        assert attrs == {"config": config, "worker": {"host": "node-7", "pid": 4}}
+    for later in (second, third):
+        model, logger = later["config"]["model"], later["config"]["trainer"]["logger"][0]
+        assert model["class_path"] is first["config"]["model"]["class_path"]
+        assert model["init_args"]["act"] is first["config"]["model"]["init_args"]["act"]
+        assert logger["class_path"] is first["config"]["trainer"]["logger"][0]["class_path"]
+        assert later["worker"]["host"] is first["worker"]["host"]
+        assert [k1 is k2 for k1, k2 in zip(later["config"], first["config"])] == [True] * 3
+        assert later["config"]["note"] == config["note"]
