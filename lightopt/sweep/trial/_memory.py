@@ -62,9 +62,10 @@ def free_memory() -> None:
 class TrialCleanup:
     """Optuna callback and context manager: free each finished trial at once, cheaply.
 
-    Use it as a ``with`` block around ``study.optimize`` and pass it in ``callbacks``. After a
-    failed trial it also empties CUDA's cache, so a trial that ran out of device memory leaves
-    the next one all of it.
+    Use it as a ``with`` block around ``study.optimize`` and pass it in ``callbacks``; call
+    :meth:`started` at the start of the objective (on a database study, so that the collector's
+    passes do not grow with it). After a failed trial it also empties CUDA's cache, so a trial
+    that ran out of device memory leaves the next one all of it.
 
     Example:
         >>> import optuna
