@@ -16,7 +16,9 @@ through Optuna's cache) and changes three things:
 3. On a database, no read of what Optuna's cache already holds as it is: the trial ``study.ask``
    has just created, a trial once read finished (:meth:`GuardedStorage.get_trial`), and Optuna's
    look for stale trials right after the worker loop's own
-   (:meth:`GuardedStorage.stale_trials_looked_for`).
+   (:meth:`GuardedStorage.stale_trials_looked_for`). On a journal file, a read of the trials in
+   one state (the pruner's, ``study.ask``'s) reads what changed since the last, not every trial
+   (:class:`~lightopt.sweep.store._index.StateIndex`).
 
 :class:`StorageError` is every storage fault a user must hear about in one line (a full disk, a
 deleted or read-only journal, a database that stayed away).
@@ -24,13 +26,14 @@ deleted or read-only journal, a database that stayed away).
 
 from __future__ import annotations
 
+import copy
 import datetime
 import random
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any
 
 import optuna
@@ -38,6 +41,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from lightopt._compat import created_trial, heartbeat_base, rdb_set_trial_user_attrs, remember_finished
+from lightopt.sweep.store._index import StateIndex
 from lightopt.sweep.store._processes import worker_identity
 
 __all__ = ["StorageError", "GuardedStorage", "OUTAGE_S", "stderr_line"]
@@ -48,7 +52,6 @@ so that other machines do not take the running trials for dead meanwhile)."""
 
 _FORWARDED = (
     "create_new_study",
-    "delete_study",
     "set_study_user_attr",
     "set_study_system_attr",
     "get_study_id_from_name",
@@ -65,7 +68,6 @@ _FORWARDED = (
     "set_trial_intermediate_value",
     "set_trial_user_attr",
     "set_trial_system_attr",
-    "get_all_trials",
     "get_n_trials",
     "get_best_trial",
     "get_trial_params",
@@ -119,6 +121,7 @@ class GuardedStorage(BaseStorage, BaseHeartbeat):
         self._gave_up: str | None = None
         self._fresh: int | None = None  # the trial this process just created, not written since
         self._stale_looked = False  # the caller has just looked for stale trials: Optuna's next look is skipped
+        self._index = StateIndex(inner) if isinstance(inner, optuna.storages.JournalStorage) else None
 
     def __getattr__(self, name: str) -> Any:  # anything else the inner storage offers (e.g. RDBStorage.engine)
         if name == "inner":
@@ -210,6 +213,22 @@ class GuardedStorage(BaseStorage, BaseHeartbeat):
         trial = self._call("get_trial", trial_id)
         remember_finished(self.inner, trial)
         return trial
+
+    def get_all_trials(
+        self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        """The study's trials; on a journal file, those in one state without walking the study (:class:`StateIndex`)."""
+        if self._index is not None and isinstance(states, (tuple, list, set, frozenset)) and len(states) == 1:
+            index, (state,) = self._index, states
+            trials = self._retry(lambda: index.read(study_id, state))
+            if trials is not None:
+                return copy.deepcopy(trials) if deepcopy else trials
+        return self._call("get_all_trials", study_id, deepcopy=deepcopy, states=states)
+
+    def delete_study(self, study_id: int) -> None:
+        self._call("delete_study", study_id)
+        if self._index is not None:
+            self._index.forget(study_id)
 
     def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
         """Several user attributes of a trial: on a database one transaction, not one per attribute."""
