@@ -135,3 +135,22 @@ def test_the_pruners_and_asks_reads_walk_no_more_trials_in_a_larger_study(tmp_pa
     small = _walked_per_trial(tmp_path / "small", 25)
     large = _walked_per_trial(tmp_path / "large", 250)
     assert small == large == 0
+
+
+def test_finished_trials_share_their_attribute_strings_in_memory(tmp_path):
+    """The journal keeps every trial in memory, each with its own copy of a recorded config's strings
+    (decoded from its own line); once read finished through the sweep's storage they share one copy."""
+    ours, theirs, study, _ = _handles(tmp_path)
+    config = {"model": {"class_path": "my_project.nets.ResNet", "init_args": {"act": "gelu"}}}
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("config", config)
+        return trial.suggest_float("x", 0, 1)
+
+    study.optimize(objective, n_trials=3)
+    first, *later = ours.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.COMPLETE,))
+    for trial in later:
+        assert trial.user_attrs == first.user_attrs == {"config": config}
+        assert trial.user_attrs["config"]["model"]["class_path"] is first.user_attrs["config"]["model"]["class_path"]
+    stored = [t.user_attrs for t in theirs.get_all_trials(study._study_id, deepcopy=False)]
+    assert stored == [{"config": config}] * 3

@@ -14,7 +14,9 @@ on by number. A read re-reads the trials not finished (through the storage, by i
 trials created since the last read; a finished trial never changes, so it is read once. A read
 costs the open trials, the new ones and the trials past the frontier, not the study. When more
 than ``limit`` trials are open (many enqueued trials waiting), re-reading them one by one would
-cost more than Optuna's walk, and the read is left to it.
+cost more than Optuna's walk, and the read is left to it. A trial that joins the finished ones
+shares its attributes' strings with the trials before it
+(:func:`lightopt._compat.share_strings`): the storage keeps every trial in memory.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from dataclasses import dataclass, field
 
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
+
+from lightopt._compat import share_strings
 
 __all__ = ["StateIndex"]
 
@@ -79,6 +83,7 @@ class StateIndex:
                 study.seen += 1
             while study.frontier in study.later and study.frontier not in study.ids:
                 trial = study.later.pop(study.frontier)
+                share_strings(trial)  # kept for good, by the storage and here
                 study.done.setdefault(trial.state, []).append(trial)
                 study.frontier += 1
             return [*study.done.get(state, ()), *(t for t in study.later.values() if t.state == state)]
