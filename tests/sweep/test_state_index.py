@@ -150,7 +150,8 @@ def test_finished_trials_share_their_attribute_strings_in_memory(tmp_path):
     study.optimize(objective, n_trials=3)
     first, *later = ours.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.COMPLETE,))
     for trial in later:
-        assert trial.user_attrs == first.user_attrs == {"config": config}
+        assert trial.user_attrs["config"] == first.user_attrs["config"] == config
         assert trial.user_attrs["config"]["model"]["class_path"] is first.user_attrs["config"]["model"]["class_path"]
-    stored = [t.user_attrs for t in theirs.get_all_trials(study._study_id, deepcopy=False)]
-    assert stored == [{"config": config}] * 3
+        assert trial.user_attrs["worker"]["host"] is first.user_attrs["worker"]["host"]
+    stored = [t.user_attrs["config"] for t in theirs.get_all_trials(study._study_id, deepcopy=False)]
+    assert stored == [config] * 3
