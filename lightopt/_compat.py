@@ -203,7 +203,8 @@ def share_strings(trial: optuna.trial.FrozenTrial) -> None:
     option names, the worker's host), but Optuna decodes each trial's attributes from JSON of
     their own, so a study's trials each hold copies: 3.7 KB per trial of a small recorded config,
     2.1 KB with the strings shared. Equal values, changed in place (Optuna's ``user_attrs`` is the
-    trial's own dict); for the finished trials a process keeps for good in Optuna's cache.
+    trial's own dict); for the finished trials a process keeps for good: in Optuna's cache of a
+    database study, and in a journal study's replay (through lightopt's state index).
     """
     attrs = trial.user_attrs
     shared = _shared(attrs)
